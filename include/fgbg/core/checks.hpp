@@ -1,0 +1,107 @@
+/// @file checks.hpp
+/// @brief Input checks shared by every method: shapes, label ranges and finiteness.
+///
+/// Every check runs before a method writes an output or touches its state, so a failed call
+/// changes nothing (design.md §4). Label and shape checks are O(1) or one O(N) pass over the
+/// labels; the finiteness check is one vectorised O(N·C) read of the logits.
+#pragma once
+
+#include <cmath>
+
+#include "config.hpp"
+#include "errors.hpp"
+
+namespace fgbg {
+
+/// Counts gathered by the one pass that validates the labels.
+struct LabelStats {
+  Index anchors = 0;     ///< N
+  Index valid = 0;       ///< anchors whose label is not -1
+  Index positives = 0;   ///< anchors with a foreground label 1..C
+  Index background = 0;  ///< anchors with label 0
+  Index ignored() const { return anchors - valid; }
+};
+
+namespace detail {
+
+/// Throws unless `rows x cols` equals the expected shape.
+inline void check_shape(const char* where, const char* arg, Index rows, Index cols, Index want_rows,
+                        Index want_cols) {
+  if (rows != want_rows || cols != want_cols)
+    throw_invalid(where, arg, " must be ", want_rows, " x ", want_cols, ", got ", rows, " x ",
+                  cols);
+}
+
+/// Throws unless `v` is a vector (one row or one column) of length `n`.
+template <typename Derived>
+void check_vector(const char* where, const char* arg, const Eigen::DenseBase<Derived>& v, Index n) {
+  const bool is_vector = v.cols() == 1 || v.rows() == 1 || v.size() == 0;
+  if (!is_vector || v.size() != n)
+    throw_invalid(where, arg, " must be a vector of ", n, " entries, got ", v.rows(), " x ",
+                  v.cols());
+}
+
+/// Validates labels against the convention -1 / 0 / 1..C and counts them.
+/// @throws std::invalid_argument for a wrong length or a label outside -1..C.
+template <typename Derived>
+LabelStats check_labels(const char* where, const Eigen::DenseBase<Derived>& labels, Index n,
+                        Index num_classes) {
+  static_assert(std::is_integral<typename Derived::Scalar>::value,
+                "fgbg: labels must be an integer array (int32: -1 ignore, 0 background, 1..C)");
+  check_vector(where, "labels", labels, n);
+  LabelStats s;
+  s.anchors = n;
+  for (Index i = 0; i < n; ++i) {
+    const auto l = labels.derived().coeff(i);
+    if (l < -1 || l > num_classes)
+      throw_invalid(where, "labels(", i, ") = ", static_cast<long long>(l), " is outside -1..",
+                    num_classes, " (-1 ignore, 0 background, 1..C class)");
+    s.valid += (l != -1);
+    s.positives += (l > 0);
+    s.background += (l == 0);
+  }
+  return s;
+}
+
+/// Throws `std::domain_error` naming the first (row-major order) non-finite element of `x`.
+/// One vectorised pass: x·0 is 0 for every finite x and NaN otherwise.
+template <typename Derived>
+void check_finite(const char* where, const char* arg, const Eigen::DenseBase<Derived>& x) {
+  using Scalar = typename Derived::Scalar;
+  if (x.size() == 0) return;
+  const Scalar probe = (x.derived() * Scalar(0)).sum();
+  if (probe == Scalar(0)) return;
+  for (Index r = 0; r < x.rows(); ++r)
+    for (Index c = 0; c < x.cols(); ++c) {
+      const Scalar v = x.derived().coeff(r, c);
+      if (!std::isfinite(v)) throw_non_finite(where, arg, r, c, static_cast<double>(v));
+    }
+}
+
+/// Makes `out` the shape `rows x cols`: plain arrays are resized (allocating only when the
+/// size changes), views (Map, blocks) must already have the shape.
+template <typename Derived>
+void prepare_output(const char* where, const char* arg, const Eigen::DenseBase<Derived>& out_,
+                    Index rows, Index cols) {
+  auto& out = const_cast<Eigen::DenseBase<Derived>&>(out_);
+  if (out.rows() == rows && out.cols() == cols) return;
+  if constexpr (std::is_base_of<Eigen::PlainObjectBase<Derived>, Derived>::value) {
+    out.derived().resize(rows, cols);
+  } else {
+    throw_invalid(where, arg, " must be ", rows, " x ", cols, ", got ", out.rows(), " x ",
+                  out.cols());
+  }
+}
+
+/// Checks the shape of an output without touching it (see prepare_output).
+template <typename Derived>
+void check_output(const char* where, const char* arg, const Eigen::DenseBase<Derived>& out,
+                  Index rows, Index cols) {
+  if (out.rows() == rows && out.cols() == cols) return;
+  if constexpr (!std::is_base_of<Eigen::PlainObjectBase<Derived>, Derived>::value)
+    throw_invalid(where, arg, " must be ", rows, " x ", cols, ", got ", out.rows(), " x ",
+                  out.cols());
+}
+
+}  // namespace detail
+}  // namespace fgbg

@@ -1,0 +1,46 @@
+/// @file config.hpp
+/// @brief Version, index type and build switches of fgbg.
+#pragma once
+
+#include <Eigen/Core>
+#include <cstdint>
+
+#define FGBG_VERSION_MAJOR 0
+#define FGBG_VERSION_MINOR 1
+#define FGBG_VERSION_PATCH 0
+
+#if defined(FGBG_USE_OPENMP) && defined(_OPENMP)
+#include <omp.h>
+#define FGBG_OPENMP_ENABLED 1
+#else
+#define FGBG_OPENMP_ENABLED 0
+#endif
+
+namespace fgbg {
+
+/// Index type of every size and position (Eigen's, signed).
+using Index = Eigen::Index;
+/// Label type: -1 ignore, 0 background, k in 1..C foreground class k (design.md §1).
+using Label = std::int32_t;
+
+/// Label value of an ignored anchor.
+inline constexpr Label kIgnore = -1;
+/// Label value of a background anchor.
+inline constexpr Label kBackground = 0;
+
+/// Row-major dynamic array: the memory layout of a `[N, C]` PyTorch tensor.
+template <typename Scalar>
+using RowArray = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+/// Dynamic column vector of labels.
+using LabelVector = Eigen::Array<Label, Eigen::Dynamic, 1>;
+
+/// Number of threads fgbg's parallel loops may use (1 unless built with FGBG_USE_OPENMP).
+inline int max_threads() {
+#if FGBG_OPENMP_ENABLED
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+}  // namespace fgbg

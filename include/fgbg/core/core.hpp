@@ -1,0 +1,14 @@
+/// @file core.hpp
+/// @brief Everything in core/: conventions, checks, numerics, reductions, weights, the dense
+///        engine and the shared drivers.
+#pragma once
+
+#include "checks.hpp"
+#include "config.hpp"
+#include "dense.hpp"
+#include "errors.hpp"
+#include "loss_base.hpp"
+#include "numerics.hpp"
+#include "reduction.hpp"
+#include "sigmoid_head.hpp"
+#include "weights.hpp"

@@ -1,0 +1,149 @@
+/// @file dense.hpp
+/// @brief The dense per-element engine: cache-sized tiles, optional OpenMP threads, and an
+///        ordered reduction whose result is bit-identical for every thread count.
+///
+/// An N × C input (any Eigen expression, row- or column-major) is cut into tiles of about
+/// kTileElems elements (whole rows when C is small). A kernel sees one tile at a time as a
+/// contiguous row-major block: row-major inputs with contiguous rows are read in place, anything
+/// else is gathered into a stack buffer first; the gradient is written in place the same way.
+/// Tiles are grouped into at most kMaxChunks chunks whose bounds depend only on (N, C); each chunk
+/// sums its tiles in order into a double, and the chunk sums are added in order. Threads take
+/// whole chunks, so the result does not depend on how many there are.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <type_traits>
+
+#include "config.hpp"
+
+namespace fgbg {
+namespace detail {
+
+/// Elements per tile: 8 KiB of floats, small enough for L1 with the kernel's scratch buffers.
+inline constexpr Index kTileElems = 2048;
+/// Scratch buffers of kTileElems elements available to a kernel.
+inline constexpr Index kScratchBuffers = 4;
+/// Upper bound on the number of chunks of the ordered reduction.
+inline constexpr Index kMaxChunks = 64;
+/// Below this many elements the loop stays on one thread.
+inline constexpr Index kParallelMinElems = 1 << 16;
+
+/// A rectangle of the input: rows [row0, row0 + rows), columns [col0, col0 + cols).
+struct Tile {
+  Index row0, rows, col0, cols;
+  Index size() const { return rows * cols; }
+};
+
+/// How an n × c array is cut into tiles. With `whole_rows` a tile always spans every column
+/// (softmax rows); the caller then guarantees c ≤ kTileElems.
+struct TileGrid {
+  Index n, c, tile_rows, tile_cols, tiles_r, tiles_c;
+  TileGrid(Index n_, Index c_) : n(n_), c(c_) {
+    tile_cols = std::max<Index>(1, std::min(c, kTileElems));
+    tile_rows = std::max<Index>(1, kTileElems / tile_cols);
+    tiles_r = (n + tile_rows - 1) / tile_rows;
+    tiles_c = c == 0 ? 0 : (c + tile_cols - 1) / tile_cols;
+  }
+  Index count() const { return tiles_r * tiles_c; }
+  Tile tile(Index k) const {
+    const Index tr = k / tiles_c, tc = k % tiles_c;
+    const Index r0 = tr * tile_rows, c0 = tc * tile_cols;
+    return {r0, std::min(tile_rows, n - r0), c0, std::min(tile_cols, c - c0)};
+  }
+};
+
+/// Pointer to tile `t` of `x` as contiguous row-major memory: in place when the layout allows,
+/// else gathered into `buf`.
+template <typename Derived, typename Scalar>
+const Scalar* load_tile(const Eigen::DenseBase<Derived>& x, const Tile& t, Scalar* buf) {
+  if constexpr (bool(Derived::Flags & Eigen::DirectAccessBit)) {
+    const Derived& d = x.derived();
+    if (d.innerStride() == 1) {
+      if (Derived::IsRowMajor && (t.rows == 1 || d.outerStride() == t.cols))
+        return d.data() + t.row0 * d.outerStride() + t.col0;
+      if (!Derived::IsRowMajor && t.cols == 1) return d.data() + t.col0 * d.outerStride() + t.row0;
+    }
+  }
+  Eigen::Map<RowArray<Scalar>>(buf, t.rows, t.cols) =
+      x.derived().block(t.row0, t.col0, t.rows, t.cols);
+  return buf;
+}
+
+/// Pointer where a kernel writes tile `t` of the output `g`: in place when the layout allows,
+/// else `buf` (then store_tile copies it out).
+template <typename Derived, typename Scalar>
+Scalar* output_tile(Eigen::DenseBase<Derived>& g, const Tile& t, Scalar* buf) {
+  if constexpr (bool(Derived::Flags & Eigen::DirectAccessBit) &&
+                bool(Derived::Flags & Eigen::LvalueBit)) {
+    Derived& d = g.derived();
+    if (d.innerStride() == 1) {
+      if (Derived::IsRowMajor && (t.rows == 1 || d.outerStride() == t.cols))
+        return d.data() + t.row0 * d.outerStride() + t.col0;
+      if (!Derived::IsRowMajor && t.cols == 1) return d.data() + t.col0 * d.outerStride() + t.row0;
+    }
+  }
+  return buf;
+}
+
+/// Copies `buf` into tile `t` of `g` when output_tile did not return a pointer into `g`.
+template <typename Derived, typename Scalar>
+void store_tile(Eigen::DenseBase<Derived>& g, const Tile& t, const Scalar* written,
+                const Scalar* buf) {
+  if (written == buf)
+    g.derived().block(t.row0, t.col0, t.rows, t.cols) =
+        Eigen::Map<const RowArray<Scalar>>(buf, t.rows, t.cols);
+}
+
+/// Tag for "no gradient output" (value-only calls).
+struct NoGrad {};
+
+/// Runs `kernel(tile, x, g, scratch) -> double` over every tile of `x` (and of `grad` unless it is
+/// NoGrad, in which case `g` is nullptr) and returns the ordered sum of what the kernel returned.
+/// `scratch` holds kScratchBuffers × kTileElems elements. The kernel must not throw.
+template <typename Scalar, typename XD, typename GradOut, typename Kernel>
+double tiled_sum(const Eigen::DenseBase<XD>& x, GradOut& grad, Kernel&& kernel) {
+  const TileGrid grid(x.rows(), x.cols());
+  const Index tiles = grid.count();
+  if (tiles == 0) return 0.0;
+  const Index chunks = std::min(tiles, kMaxChunks);
+  double partial[kMaxChunks];
+  const bool parallel = chunks > 1 && x.size() >= kParallelMinElems;
+  (void)parallel;
+#if FGBG_OPENMP_ENABLED
+#pragma omp parallel for schedule(static) if (parallel)
+#endif
+  for (Index k = 0; k < chunks; ++k) {
+    alignas(64) Scalar xbuf[kTileElems];
+    alignas(64) Scalar gbuf[kTileElems];
+    alignas(64) Scalar scratch[kScratchBuffers * kTileElems];
+    double sum = 0.0;
+    const Index first = k * tiles / chunks, last = (k + 1) * tiles / chunks;
+    for (Index i = first; i < last; ++i) {
+      const Tile t = grid.tile(i);
+      const Scalar* xt = load_tile(x, t, xbuf);
+      if constexpr (std::is_same<GradOut, NoGrad>::value) {
+        sum += kernel(t, xt, static_cast<Scalar*>(nullptr), scratch);
+      } else {
+        Scalar* gt = output_tile(grad, t, gbuf);
+        sum += kernel(t, xt, gt, scratch);
+        store_tile(grad, t, gt, gbuf);
+      }
+    }
+    partial[k] = sum;
+  }
+  double total = 0.0;
+  for (Index k = 0; k < chunks; ++k) total += partial[k];
+  return total;
+}
+
+/// Sum of n contiguous values, accumulated in double.
+template <typename Scalar>
+double sum_as_double(const Scalar* v, Index n) {
+  return Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>(v, n)
+      .template cast<double>()
+      .sum();
+}
+
+}  // namespace detail
+}  // namespace fgbg

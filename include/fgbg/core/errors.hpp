@@ -1,0 +1,50 @@
+/// @file errors.hpp
+/// @brief The error vocabulary of fgbg: every check throws through these helpers, so every
+///        message has the same shape: "<where>: <what> <expected>, got <given>".
+///
+/// - Invalid hyper-parameters, shapes, label values, normalisers: `std::invalid_argument`.
+/// - Non-finite inputs (NaN, ±inf): `std::domain_error` naming the first offending element.
+/// All checks run before any output or state is written (design.md §4).
+#pragma once
+
+#include <cstddef>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace fgbg {
+namespace detail {
+
+/// Concatenates any streamable values into one string.
+template <typename... Parts>
+std::string concat(Parts&&... parts) {
+  std::ostringstream os;
+  os.precision(9);
+  (os << ... << std::forward<Parts>(parts));
+  return os.str();
+}
+
+/// Throws `std::invalid_argument("<where>: <what>")`.
+template <typename... Parts>
+[[noreturn]] void throw_invalid(const char* where, Parts&&... what) {
+  throw std::invalid_argument(concat(where, ": ", std::forward<Parts>(what)...));
+}
+
+/// Validates one hyper-parameter of a config struct. The message names the class, the field, the
+/// valid range and the value given, e.g.
+/// `fgbg::SigmoidFocalLoss: config.gamma must be >= 0, got -1`.
+template <typename T>
+void require_param(bool ok, const char* where, const char* field, const char* range, T value) {
+  if (!ok) throw_invalid(where, "config.", field, " must be ", range, ", got ", value);
+}
+
+/// Throws `std::domain_error` for a non-finite input element.
+[[noreturn]] inline void throw_non_finite(const char* where, const char* arg, std::ptrdiff_t row,
+                                          std::ptrdiff_t col, double value) {
+  throw std::domain_error(concat(where, ": ", arg, "(", row, ", ", col, ") is ", value,
+                                 "; every input must be finite"));
+}
+
+}  // namespace detail
+}  // namespace fgbg

@@ -1,0 +1,93 @@
+/// @file numerics.hpp
+/// @brief Stable numerics in the logit domain, scalar and vectorised (Eigen array) forms.
+///
+/// Every form goes through e = exp(-|x|) ∈ (0, 1], so nothing overflows and no log of a rounded
+/// probability is taken:
+///   softplus(x)    = log(1 + e^x)  = max(x, 0) + log1p(e)
+///   log σ(x)       = -softplus(-x)
+///   log(1 - σ(x))  = -softplus(x)
+///   σ(x)           = 1/(1+e) for x ≥ 0, e/(1+e) otherwise
+/// Finite for every finite x, float and double (spec sampling-and-soft-losses §0, §5.1).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "config.hpp"
+
+namespace fgbg {
+
+/// softplus(x) = log(1 + exp(x)), stable for every finite x.
+template <typename Scalar>
+Scalar softplus(Scalar x) {
+  return std::max(x, Scalar(0)) + std::log1p(std::exp(-std::abs(x)));
+}
+
+/// log σ(x) = -softplus(-x).
+template <typename Scalar>
+Scalar log_sigmoid(Scalar x) {
+  return -softplus(-x);
+}
+
+/// The logistic function σ(x) = 1 / (1 + exp(-x)), stable for every finite x.
+template <typename Scalar>
+Scalar sigmoid(Scalar x) {
+  const Scalar e = std::exp(-std::abs(x));
+  const Scalar inv = Scalar(1) / (Scalar(1) + e);
+  return x >= Scalar(0) ? inv : e * inv;
+}
+
+/// Vectorised forms over any Eigen array expression (evaluated lazily; materialise shared parts).
+namespace array {
+
+/// exp(-|x|), the one transcendental every other form starts from.
+template <typename Derived>
+auto exp_neg_abs(const Eigen::ArrayBase<Derived>& x) {
+  return (-x.abs()).exp();
+}
+
+/// softplus(x) given x and e = exp(-|x|).
+template <typename DX, typename DE>
+auto softplus_from(const Eigen::ArrayBase<DX>& x, const Eigen::ArrayBase<DE>& e) {
+  using Scalar = typename DX::Scalar;
+  return x.max(Scalar(0)) + e.log1p();
+}
+
+/// σ(x) given x and e = exp(-|x|).
+template <typename DX, typename DE>
+auto sigmoid_from(const Eigen::ArrayBase<DX>& x, const Eigen::ArrayBase<DE>& e) {
+  using Scalar = typename DX::Scalar;
+  return (x >= Scalar(0)).select(Scalar(1) / (Scalar(1) + e), e / (Scalar(1) + e));
+}
+
+/// softplus(x) element-wise.
+template <typename Derived>
+auto softplus(const Eigen::ArrayBase<Derived>& x) {
+  return softplus_from(x, exp_neg_abs(x));
+}
+
+/// log σ(x) element-wise.
+template <typename Derived>
+auto log_sigmoid(const Eigen::ArrayBase<Derived>& x) {
+  return -softplus(-x);
+}
+
+/// σ(x) element-wise.
+template <typename Derived>
+auto sigmoid(const Eigen::ArrayBase<Derived>& x) {
+  return sigmoid_from(x, exp_neg_abs(x));
+}
+
+}  // namespace array
+
+/// p^γ with a fast path for the small integer exponents detectors use (γ = 2 above all);
+/// `log_p` is log p, used for the general case exp(γ·log p). Finite for γ ≥ 0.
+template <typename Scalar>
+Scalar pow_gamma(Scalar p, Scalar log_p, Scalar gamma) {
+  if (gamma == Scalar(2)) return p * p;
+  if (gamma == Scalar(1)) return p;
+  if (gamma == Scalar(0)) return Scalar(1);
+  return std::exp(gamma * log_p);
+}
+
+}  // namespace fgbg

@@ -1,0 +1,78 @@
+/// @file reduction.hpp
+/// @brief How a summed loss is normalised: `sum`, `mean`, `avg_factor`, `num_positives`.
+///
+/// Every loss of fgbg computes L = Σ_i Ω_i · ℓ_i / A (the survey's Eq. (1)); the Normalizer
+/// decides A, and the gradient always includes the same 1/A. A is a constant for the gradient.
+///
+/// | kind            | A                                                        | used by
+/// (reference)      |
+/// |-----------------|----------------------------------------------------------|--------------------------|
+/// | `sum`           | 1                                                        | `reduction='sum'`
+/// | | `mean`          | max(1, number of non-ignored elements)                   | torch
+/// `reduction='mean'` | | `avg_factor(A)` | A exactly, given by the caller (finite, > 0) |
+/// mmdetection's avg_factor | | `num_positives` | max(1, number of anchors with a foreground label)
+/// | RetinaNet (Detectron)    |
+///
+/// An element is one (anchor, class) pair for sigmoid heads and one anchor for softmax heads;
+/// per-element weights do not change the count. mmdetection divides by `A + FLT_EPSILON`; pass
+/// `avg_factor(A + FLT_EPSILON)` to reproduce that to the last bit.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "checks.hpp"
+
+namespace fgbg {
+
+/// The normalisation kinds; see Normalizer.
+enum class Reduction { sum, mean, avg_factor, num_positives };
+
+/// A normalisation rule, resolved to a number A on every call from that call's labels.
+struct Normalizer {
+  Reduction reduction = Reduction::num_positives;
+  double factor = 1.0;  ///< A for Reduction::avg_factor, unused otherwise
+
+  static constexpr Normalizer sum() { return {Reduction::sum, 1.0}; }
+  static constexpr Normalizer mean() { return {Reduction::mean, 1.0}; }
+  static constexpr Normalizer avg_factor(double a) { return {Reduction::avg_factor, a}; }
+  static constexpr Normalizer num_positives() { return {Reduction::num_positives, 1.0}; }
+
+  /// Throws unless the rule is usable (an avg_factor must be finite and > 0).
+  void validate(const char* where) const {
+    if (reduction == Reduction::avg_factor && !(std::isfinite(factor) && factor > 0.0))
+      detail::throw_invalid(where, "avg_factor must be finite and > 0, got ", factor);
+  }
+
+  /// A for one call. `elements_per_row` is C for sigmoid heads, 1 for softmax heads.
+  double resolve(const LabelStats& s, Index elements_per_row) const {
+    switch (reduction) {
+      case Reduction::sum:
+        return 1.0;
+      case Reduction::mean:
+        return std::max<double>(1.0, static_cast<double>(s.valid) * elements_per_row);
+      case Reduction::avg_factor:
+        return factor;
+      case Reduction::num_positives:
+        return std::max<double>(1.0, static_cast<double>(s.positives));
+    }
+    return 1.0;
+  }
+};
+
+/// Name of a reduction, for messages and the demo.
+inline const char* to_string(Reduction r) {
+  switch (r) {
+    case Reduction::sum:
+      return "sum";
+    case Reduction::mean:
+      return "mean";
+    case Reduction::avg_factor:
+      return "avg_factor";
+    case Reduction::num_positives:
+      return "num_positives";
+  }
+  return "?";
+}
+
+}  // namespace fgbg

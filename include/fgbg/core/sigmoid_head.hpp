@@ -1,0 +1,102 @@
+/// @file sigmoid_head.hpp
+/// @brief The shared driver of every sigmoid-head loss with one-hot (or one soft) target per
+///        anchor: BCE, focal, FL*, QFL, VFL.
+///
+/// Such a loss is ℓ(x, t) per element, with t = 0 everywhere except at column k-1 of an anchor
+/// labelled k. The driver lets the method compute its t = 0 formula over whole tiles with
+/// vectorised Eigen code, then patches the one positive element per foreground row with a scalar
+/// call, zeroes ignored rows, applies Ω and the normaliser, and sums in double. A method supplies
+///
+/// @code
+///   // t = 0 for all n elements of a tile; `grad` may be nullptr (value only).
+///   void negatives(const detail::Tile&, const Scalar* x, Scalar* loss, Scalar* grad,
+///                  Scalar* scratch) const;
+///   // any target t, one element (row, col) of the logits.
+///   void element(Scalar x, Scalar t, Index row, Index col, Scalar& loss, Scalar& grad) const;
+/// @endcode
+#pragma once
+
+#include "checks.hpp"
+#include "dense.hpp"
+#include "reduction.hpp"
+#include "weights.hpp"
+
+namespace fgbg {
+namespace detail {
+
+/// Validates logits, labels, weights and the gradient's shape for an N × C sigmoid head, in
+/// that order, and returns the label counts. Nothing is written.
+template <typename Scalar, typename XD, typename LD, typename GradOut>
+LabelStats check_sigmoid_call(const char* where, const Eigen::DenseBase<XD>& x,
+                              const Eigen::DenseBase<LD>& labels, Weights<Scalar>& weights,
+                              const Normalizer& normalizer, const GradOut& grad) {
+  static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
+                "fgbg: the logits must have the loss's scalar type");
+  const LabelStats s = check_labels(where, labels, x.rows(), x.cols());
+  normalizer.validate(where);
+  weights.bind(where, x.rows(), x.cols());
+  if constexpr (!std::is_same<GradOut, NoGrad>::value)
+    check_output(where, "grad", grad, x.rows(), x.cols());
+  check_finite(where, "logits", x);
+  return s;
+}
+
+/// Target 1 at the label column: BCE and focal loss.
+struct UnitTarget {
+  double operator()(Index) const { return 1.0; }
+};
+
+/// Σ_i Ω_i ℓ_i / A over an N × C sigmoid head (see the file comment). `target(row)` gives the
+/// target at the label column of a foreground row. Gradients are scaled by Ω/A; `grad` is
+/// resized if it is a plain array. Call after check_sigmoid_call.
+template <typename Scalar, typename Elem, typename XD, typename LD, typename GradOut,
+          typename TargetFn>
+double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
+                      const Eigen::DenseBase<LD>& labels, const Weights<Scalar>& w, double norm,
+                      GradOut& grad, const TargetFn& target) {
+  constexpr bool kGrad = !std::is_same<GradOut, NoGrad>::value;
+  if constexpr (kGrad) prepare_output("", "grad", grad, x.rows(), x.cols());
+  const Scalar inv_norm = static_cast<Scalar>(1.0 / norm);
+  using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+  auto kernel = [&](const Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch) {
+    Scalar* loss = scratch;
+    const Index n = t.size();
+    elem.negatives(t, xt, loss, gt, scratch + kTileElems);
+    Scalar dummy = 0;
+    for (Index r = 0; r < t.rows; ++r) {
+      const Index row = t.row0 + r;
+      const auto lab = labels.derived().coeff(row);
+      Eigen::Map<Vec> lr(loss + r * t.cols, t.cols);
+      if (lab == kIgnore) {
+        lr.setZero();
+        if constexpr (kGrad) Eigen::Map<Vec>(gt + r * t.cols, t.cols).setZero();
+        continue;
+      }
+      const Index col = static_cast<Index>(lab) - 1 - t.col0;
+      if (lab > 0 && col >= 0 && col < t.cols) {
+        Scalar* gslot = kGrad ? gt + r * t.cols + col : &dummy;
+        elem.element(xt[r * t.cols + col], static_cast<Scalar>(target(row)), row, lab - 1, lr[col],
+                     *gslot);
+      }
+      if (w.kind() == Weights<Scalar>::Kind::per_anchor) {
+        const Scalar wr = w.anchor(row);
+        lr *= wr;
+        if constexpr (kGrad) Eigen::Map<Vec>(gt + r * t.cols, t.cols) *= wr * inv_norm;
+      } else if (w.kind() == Weights<Scalar>::Kind::per_element) {
+        for (Index j = 0; j < t.cols; ++j) {
+          const Scalar wj = w.at(row, t.col0 + j);
+          lr[j] *= wj;
+          if constexpr (kGrad) gt[r * t.cols + j] *= wj * inv_norm;
+        }
+      }
+    }
+    if constexpr (kGrad)
+      if (w.kind() == Weights<Scalar>::Kind::none && inv_norm != Scalar(1))
+        Eigen::Map<Vec>(gt, n) *= inv_norm;
+    return sum_as_double(loss, n);
+  };
+  return tiled_sum<Scalar>(x, grad, kernel) / norm;
+}
+
+}  // namespace detail
+}  // namespace fgbg

@@ -1,0 +1,60 @@
+// Test support: proves that a call allocates nothing. Include FIRST in exactly one translation
+// unit of a test executable, before any Eigen header: it turns on Eigen's runtime no-malloc guard
+// (with an eigen_assert that throws, so it also works in Release builds) and replaces the global
+// operator new / delete with counting versions.
+#pragma once
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <stdexcept>
+
+#define EIGEN_RUNTIME_NO_MALLOC
+#ifndef eigen_assert
+#define eigen_assert(x) \
+  if (!(x)) throw std::logic_error("Eigen assertion failed: " #x)
+#endif
+#include <Eigen/Core>
+
+namespace fgbg_test {
+inline std::atomic<long> g_allocations{0};
+
+/// While alive: Eigen heap allocation throws, and operator new calls are counted.
+class NoAllocScope {
+ public:
+  NoAllocScope() : start_(g_allocations.load()) { Eigen::internal::set_is_malloc_allowed(false); }
+  ~NoAllocScope() { Eigen::internal::set_is_malloc_allowed(true); }
+  NoAllocScope(const NoAllocScope&) = delete;
+  NoAllocScope& operator=(const NoAllocScope&) = delete;
+  /// operator new calls since construction.
+  long count() const { return g_allocations.load() - start_; }
+
+ private:
+  long start_;
+};
+}  // namespace fgbg_test
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+void* operator new(std::size_t n) {
+  fgbg_test::g_allocations.fetch_add(1);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) {
+  return ::operator new(n);
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
