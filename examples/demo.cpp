@@ -9,6 +9,10 @@
 #include "demo_ranking.hpp"
 #define FGBG_DEMO_RANKING 1
 #endif
+#if __has_include("demo_dr.hpp")
+#include "demo_dr.hpp"
+#define FGBG_DEMO_DR 1
+#endif
 #if __has_include("demo_unbiased.hpp")
 #include "demo_unbiased.hpp"
 #define FGBG_DEMO_UNBIASED 1
@@ -39,6 +43,9 @@ int main() {
   demo::add_dense_rows(batch, table);
 #ifdef FGBG_DEMO_RANKING
   demo::add_ranking_rows(batch, table);
+#endif
+#ifdef FGBG_DEMO_DR
+  demo::add_dr_rows(batch, table);
 #endif
 #ifdef FGBG_DEMO_UNBIASED
   demo::add_unbiased_rows(batch, table);
