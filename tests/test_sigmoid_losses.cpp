@@ -13,25 +13,6 @@ using fgbg::RowArray;
 
 namespace {
 
-template <typename Loss, typename Scalar>
-void run_reference_file(const char* file, const std::function<Loss(const json&)>& make) {
-  const json ref = load_reference(file);
-  for (const json& c : ref["cases"]) {
-    SECTION(c["name"].get<std::string>()) {
-      const Index n = c["num_anchors"], k = c["num_classes"];
-      const auto x = matrix<Scalar>(c["logits"], k);
-      const auto y = labels(c["labels"]);
-      const Loss loss = make(c["params"]);
-      const fgbg::Normalizer norm = normalizer(c["normalization"]);
-      RowArray<Scalar> g(n, k);
-      const Scalar v = loss.value_and_grad(x, y, g, {}, norm);
-      check_scalar<Scalar>("loss", v, c["expected"]["loss"]);
-      check_array<Scalar>("grad", g, c["expected"]["grad"]);
-      check_scalar<Scalar>("value()", loss.value(x, y, {}, norm), c["expected"]["loss"]);
-    }
-  }
-}
-
 template <typename Scalar>
 fgbg::SigmoidFocalLoss<Scalar> make_focal(const json& p) {
   return fgbg::SigmoidFocalLoss<Scalar>({p["alpha"].get<Scalar>(), p["gamma"].get<Scalar>()});
@@ -281,4 +262,40 @@ TEMPLATE_TEST_CASE("sigmoid losses allocate nothing in steady state", "[focal][b
   focal.value(x, y);
   bce.value_and_grad(x, y, g);
   CHECK(guard.count() == 0);
+}
+
+TEST_CASE("FL*: closed form, gradient and γ = 1 equals BCE", "[flstar]") {
+  std::mt19937_64 rng(9);
+  std::normal_distribution<double> nd(0.0, 3.0);
+  const Index n = 8, k = 3;
+  RowArray<double> x(n, k), g(n, k), gb(n, k);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = nd(rng);
+  fgbg::LabelVector y(n);
+  y << 0, 1, 2, 3, -1, 0, 2, 1;
+  const fgbg::FocalLossStar<double> star1({-1.0, 1.0, fgbg::Normalizer::sum()});
+  const fgbg::SigmoidCrossEntropyLoss<double> bce({fgbg::Normalizer::sum()});
+  CHECK(star1.value_and_grad(x, y, g) == Approx(bce.value_and_grad(x, y, gb)).epsilon(1e-14));
+  CHECK(rel_max_diff(g, gb) < 1e-14);
+  const fgbg::FocalLossStar<double> star({0.25, 2.5});
+  star.value_and_grad(x, y, g);
+  const auto num = numeric_grad([&](const RowArray<double>& xx) { return star.value(xx, y); }, x);
+  CHECK(rel_max_diff(g, num) < 1e-7);
+  // One positive element by hand: α softplus(−γx)/γ.
+  RowArray<double> one(1, 1), g1(1, 1);
+  one << 0.7;
+  fgbg::LabelVector pos(1);
+  pos << 1;
+  const double v = fgbg::FocalLossStar<double>({0.25, 2.5, fgbg::Normalizer::sum()})
+                       .value_and_grad(one, pos, g1);
+  CHECK(v == Approx(0.25 * std::log1p(std::exp(-2.5 * 0.7)) / 2.5).epsilon(1e-14));
+  CHECK(g1(0, 0) == Approx(-0.25 / (1 + std::exp(2.5 * 0.7))).epsilon(1e-14));
+  CHECK_THROWS_WITH(fgbg::FocalLossStar<double>({0.25, 0.0}),
+                    Catch::Contains("config.gamma must be finite and > 0, got 0"));
+}
+
+TEST_CASE("prior_bias: RetinaNet initialisation", "[prior]") {
+  CHECK(fgbg::prior_bias(0.01) == Approx(-4.59511985013459).epsilon(1e-14));
+  CHECK(fgbg::prior_bias(0.5) == 0.0);
+  CHECK_THROWS_WITH(fgbg::prior_bias(0.0), Catch::Contains("pi must be in (0, 1), got 0"));
+  CHECK_THROWS_AS(fgbg::prior_bias(1.0), std::invalid_argument);
 }

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <functional>
 #include <type_traits>
 
 #include <fgbg/core/config.hpp>
@@ -34,6 +35,11 @@ fgbg::RowArray<Scalar> matrix(const json& rows, Index cols) {
   for (Index r = 0; r < m.rows(); ++r)
     for (Index c = 0; c < cols; ++c) m(r, c) = static_cast<Scalar>(rows[r][c].get<double>());
   return m;
+}
+
+/// Number of logit columns of a case: from its first row, else `fallback` (N = 0 cases).
+inline Index logit_cols(const json& c, Index fallback) {
+  return c["logits"].empty() ? fallback : static_cast<Index>(c["logits"][0].size());
 }
 
 /// A vector from a JSON list.
@@ -125,6 +131,28 @@ double rel_max_diff(const Eigen::DenseBase<A>& a, const Eigen::DenseBase<B>& b) 
   if (b.size() == 0) return 0.0;
   const double scale = std::max(1.0, static_cast<double>(b.derived().abs().maxCoeff()));
   return static_cast<double>((a.derived() - b.derived()).abs().maxCoeff()) / scale;
+}
+
+/// Runs every case of a dense-loss reference file: value, gradient and value() of the loss that
+/// `make(params)` builds, with the case's normaliser.
+template <typename Loss, typename Scalar, bool Softmax = false>
+void run_reference_file(const char* file, const std::function<Loss(const json&)>& make) {
+  const json ref = load_reference(file);
+  for (const json& c : ref["cases"]) {
+    SECTION(c["name"].get<std::string>()) {
+      const Index n = c["num_anchors"];
+      const Index k = logit_cols(c, Index(c["num_classes"]) + (Softmax ? 1 : 0));
+      const auto x = matrix<Scalar>(c["logits"], k);
+      const auto y = labels(c["labels"]);
+      const Loss loss = make(c["params"]);
+      const fgbg::Normalizer norm = normalizer(c["normalization"]);
+      fgbg::RowArray<Scalar> g(n, k);
+      const Scalar v = loss.value_and_grad(x, y, g, {}, norm);
+      check_scalar<Scalar>("loss", v, c["expected"]["loss"]);
+      check_array<Scalar>("grad", g, c["expected"]["grad"]);
+      check_scalar<Scalar>("value()", loss.value(x, y, {}, norm), c["expected"]["loss"]);
+    }
+  }
 }
 
 }  // namespace fgbg_test

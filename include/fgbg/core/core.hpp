@@ -10,5 +10,7 @@
 #include "loss_base.hpp"
 #include "numerics.hpp"
 #include "reduction.hpp"
+#include "random.hpp"
 #include "sigmoid_head.hpp"
+#include "softmax_head.hpp"
 #include "weights.hpp"

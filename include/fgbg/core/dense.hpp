@@ -98,16 +98,22 @@ void store_tile(Eigen::DenseBase<Derived>& g, const Tile& t, const Scalar* writt
 /// Tag for "no gradient output" (value-only calls).
 struct NoGrad {};
 
-/// Runs `kernel(tile, x, g, scratch) -> double` over every tile of `x` (and of `grad` unless it is
-/// NoGrad, in which case `g` is nullptr) and returns the ordered sum of what the kernel returned.
-/// `scratch` holds kScratchBuffers × kTileElems elements. The kernel must not throw.
-template <typename Scalar, typename XD, typename GradOut, typename Kernel>
-double tiled_sum(const Eigen::DenseBase<XD>& x, GradOut& grad, Kernel&& kernel) {
+/// Runs `kernel(tile, x, g, scratch, acc)` over every tile of `x` (and of `grad` unless it is
+/// NoGrad, in which case `g` is nullptr). Each chunk folds its tiles, in order, into its own `Acc`
+/// (copied from `init`); the chunk results are then merged in chunk order with
+/// `merge(total, chunk)`. `scratch` holds kScratchBuffers × kTileElems elements. The kernel must
+/// not throw. Chunk bounds depend only on the shape, so the result is the same for any number of
+/// threads.
+template <typename Scalar, typename Acc, typename XD, typename GradOut, typename Kernel,
+          typename Merge>
+Acc tiled_reduce(const Eigen::DenseBase<XD>& x, GradOut& grad, const Acc& init, Kernel&& kernel,
+                 Merge&& merge) {
   const TileGrid grid(x.rows(), x.cols());
   const Index tiles = grid.count();
-  if (tiles == 0) return 0.0;
+  Acc total = init;
+  if (tiles == 0) return total;
   const Index chunks = std::min(tiles, kMaxChunks);
-  double partial[kMaxChunks];
+  Acc partial[kMaxChunks];
   const bool parallel = chunks > 1 && x.size() >= kParallelMinElems;
   (void)parallel;
 #if FGBG_OPENMP_ENABLED
@@ -117,24 +123,34 @@ double tiled_sum(const Eigen::DenseBase<XD>& x, GradOut& grad, Kernel&& kernel) 
     alignas(64) Scalar xbuf[kTileElems];
     alignas(64) Scalar gbuf[kTileElems];
     alignas(64) Scalar scratch[kScratchBuffers * kTileElems];
-    double sum = 0.0;
+    Acc acc = init;
     const Index first = k * tiles / chunks, last = (k + 1) * tiles / chunks;
     for (Index i = first; i < last; ++i) {
       const Tile t = grid.tile(i);
       const Scalar* xt = load_tile(x, t, xbuf);
       if constexpr (std::is_same<GradOut, NoGrad>::value) {
-        sum += kernel(t, xt, static_cast<Scalar*>(nullptr), scratch);
+        kernel(t, xt, static_cast<Scalar*>(nullptr), scratch, acc);
       } else {
         Scalar* gt = output_tile(grad, t, gbuf);
-        sum += kernel(t, xt, gt, scratch);
+        kernel(t, xt, gt, scratch, acc);
         store_tile(grad, t, gt, gbuf);
       }
     }
-    partial[k] = sum;
+    partial[k] = acc;
   }
-  double total = 0.0;
-  for (Index k = 0; k < chunks; ++k) total += partial[k];
+  for (Index k = 0; k < chunks; ++k) merge(total, partial[k]);
   return total;
+}
+
+/// tiled_reduce for the common case: `kernel(tile, x, g, scratch) -> double`, summed in order.
+template <typename Scalar, typename XD, typename GradOut, typename Kernel>
+double tiled_sum(const Eigen::DenseBase<XD>& x, GradOut& grad, Kernel&& kernel) {
+  return tiled_reduce<Scalar>(
+      x, grad, 0.0,
+      [&](const Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch, double& acc) {
+        acc += kernel(t, xt, gt, scratch);
+      },
+      [](double& total, double part) { total += part; });
 }
 
 /// Sum of n contiguous values, accumulated in double.

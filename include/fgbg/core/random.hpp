@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <random>
 #include <vector>
 
@@ -13,32 +14,27 @@
 namespace fgbg {
 namespace detail {
 
-/// Uniform integer in [0, bound) from any URBG, by Lemire's multiply-and-reject method on 64
-/// bits, so the sequence is the same on every standard library (std::uniform_int_distribution
-/// is not specified bit-for-bit).
+/// Uniform integer in [0, bound) from any URBG of 32 or 64 bits, by rejection of the low
+/// remainder range and a modulo, so the sequence is the same on every standard library
+/// (std::uniform_int_distribution is not specified bit-for-bit).
 template <typename URBG>
 std::uint64_t uniform_below(URBG& rng, std::uint64_t bound) {
   static_assert(URBG::min() == 0, "fgbg: the random generator must produce values from 0");
+  constexpr std::uint64_t range = std::uint64_t(URBG::max() - URBG::min());
+  static_assert(range == ~std::uint64_t(0) || range == 0xffffffffULL,
+                "fgbg: URBGs of 32 or 64 bits are supported");
   auto draw64 = [&rng]() -> std::uint64_t {
-    constexpr std::uint64_t range = std::uint64_t(URBG::max() - URBG::min());
     if constexpr (range == ~std::uint64_t(0)) {
       return static_cast<std::uint64_t>(rng());
     } else {
-      static_assert(range == 0xffffffffULL, "fgbg: URBGs of 32 or 64 bits are supported");
       const std::uint64_t hi = static_cast<std::uint64_t>(rng());
       return (hi << 32) | static_cast<std::uint64_t>(rng());
     }
   };
-  unsigned __int128 m = static_cast<unsigned __int128>(draw64()) * bound;
-  auto low = static_cast<std::uint64_t>(m);
-  if (low < bound) {
-    const std::uint64_t threshold = (0 - bound) % bound;
-    while (low < threshold) {
-      m = static_cast<unsigned __int128>(draw64()) * bound;
-      low = static_cast<std::uint64_t>(m);
-    }
-  }
-  return static_cast<std::uint64_t>(m >> 64);
+  const std::uint64_t threshold = (0 - bound) % bound;  // 2^64 mod bound
+  std::uint64_t r = draw64();
+  while (r < threshold) r = draw64();
+  return r % bound;
 }
 
 }  // namespace detail

@@ -1,0 +1,103 @@
+/// @file softmax_head.hpp
+/// @brief The shared driver of softmax-head losses (cross-entropy, softmax focal loss).
+///
+/// Logits are N × (C+1) with column 0 the background; label y ∈ 0..C selects the target column,
+/// −1 ignores the row. Per row the driver computes, stably and once:
+///
+///   m = max_c x_c (first arg-max a),  E_c = exp(x_c − m),  r = Σ_{c≠a} E_c,  S = 1 + r
+///   log p_y = (x_y − m) − log1p(r),   q = 1 − p_y = Σ_{c≠y} p_c (no cancellation)
+///
+/// and asks the method for its row loss ℓ and gradient in the form
+/// ∂ℓ/∂x_c = s · p_c for c ≠ y and ∂ℓ/∂x_y = g_y. A method supplies
+///
+/// @code
+///   void row(Scalar log_py, Scalar p_y, Scalar q, Label y, Scalar& loss, Scalar& s,
+///            Scalar& g_y) const;
+/// @endcode
+///
+/// Rows are never split across tiles, so a softmax head may have at most detail::kTileElems
+/// columns (2048: LVIS's 1204 fit).
+#pragma once
+
+#include <cmath>
+
+#include "checks.hpp"
+#include "dense.hpp"
+#include "reduction.hpp"
+#include "weights.hpp"
+
+namespace fgbg {
+namespace detail {
+
+/// Validates a softmax-head call (labels in −1..C for N × (C+1) logits, per-anchor weights
+/// only) and returns the label counts. Nothing is written.
+template <typename Scalar, typename XD, typename LD, typename GradOut>
+LabelStats check_softmax_call(const char* where, const Eigen::DenseBase<XD>& x,
+                              const Eigen::DenseBase<LD>& labels, Weights<Scalar>& weights,
+                              const Normalizer& normalizer, const GradOut& grad) {
+  static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
+                "fgbg: the logits must have the loss's scalar type");
+  if (x.cols() < 2)
+    throw_invalid(where, "logits must have C+1 >= 2 columns (column 0 is background), got ",
+                  x.cols());
+  if (x.cols() > kTileElems)
+    throw_invalid(where, "softmax heads support at most ", kTileElems, " columns, got ",
+                  x.cols());
+  const LabelStats s = check_labels(where, labels, x.rows(), x.cols() - 1);
+  normalizer.validate(where);
+  weights.bind(where, x.rows(), 1);
+  if constexpr (!std::is_same<GradOut, NoGrad>::value)
+    check_output(where, "grad", grad, x.rows(), x.cols());
+  check_finite(where, "logits", x);
+  return s;
+}
+
+/// Σ_i Ω_i ℓ_i / A over an N × (C+1) softmax head; see the file comment.
+template <typename Scalar, typename Elem, typename XD, typename LD, typename GradOut>
+double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
+                    const Eigen::DenseBase<LD>& labels, const Weights<Scalar>& w, double norm,
+                    GradOut& grad) {
+  constexpr bool kGrad = !std::is_same<GradOut, NoGrad>::value;
+  if constexpr (kGrad) prepare_output("", "grad", grad, x.rows(), x.cols());
+  const Scalar inv_norm = static_cast<Scalar>(1.0 / norm);
+  using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+  auto kernel = [&](const Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch) {
+    const Index k = t.cols;
+    double sum = 0.0;
+    for (Index r = 0; r < t.rows; ++r) {
+      const Index row = t.row0 + r;
+      const Label y = static_cast<Label>(labels.derived().coeff(row));
+      Scalar* er = kGrad ? gt + r * k : scratch;
+      if (y == kIgnore) {
+        if constexpr (kGrad) Eigen::Map<Vec>(er, k).setZero();
+        continue;
+      }
+      Eigen::Map<const Vec> xr(xt + r * k, k);
+      Eigen::Map<Vec> e(er, k);
+      Index a = 0;
+      const Scalar m = xr.maxCoeff(&a);
+      e = (xr - m).exp();
+      e[a] = Scalar(0);
+      const Scalar rest = e.sum();
+      e[a] = Scalar(1);
+      const Scalar s_total = Scalar(1) + rest;
+      const Scalar log_py = (xr[y] - m) - std::log1p(rest);
+      const Scalar q = y == a ? rest / s_total : (s_total - e[y]) / s_total;
+      const Scalar p_y = e[y] / s_total;
+      Scalar loss = 0, scale = 0, g_y = 0;
+      elem.row(log_py, p_y, q, y, loss, scale, g_y);
+      const Scalar wr = w.kind() == Weights<Scalar>::Kind::none ? Scalar(1) : w.anchor(row);
+      sum += static_cast<double>(wr * loss);
+      if constexpr (kGrad) {
+        const Scalar f = wr * inv_norm;
+        e *= f * scale / s_total;
+        e[y] = f * g_y;
+      }
+    }
+    return sum;
+  };
+  return tiled_sum<Scalar>(x, grad, kernel) / norm;
+}
+
+}  // namespace detail
+}  // namespace fgbg

@@ -1,0 +1,84 @@
+/// @file softmax_focal_loss.hpp
+/// @brief Softmax focal loss over C+1 columns (column 0 is background), Detectron α semantics.
+///
+/// Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017 (softmax variant, appendix).
+/// Matches Detectron's `SoftmaxFocalLoss` op (RETINANET.SOFTMAX): α_y = α for a foreground label,
+/// 1 − α for background (spec §5.4). mmcv's SoftmaxFocalLoss uses one constant α for every
+/// label; pass α < 0 (α_y = 1) and scale the result to reproduce it.
+///
+/// Per row, with p = softmax(x), q = 1 − p_y = Σ_{c≠y} p_c:
+///
+///   L       = −α_y q^γ log p_y
+///   ∂L/∂x_c = α_y (γ q^{γ−1} p_y log p_y − q^γ)(1[c = y] − p_c)
+///
+/// evaluated as A = α_y q^γ (γ p_y · log(1−q)/q − 1), ∂L/∂x_c = −A p_c (c ≠ y), ∂L/∂x_y = A q,
+/// with log(1−q)/q → −1 as q → 0: no negative power of q, finite for every γ ≥ 0.
+///
+/// Shapes: logits N × (C+1), labels N (−1 / 0 / 1..C), optional per-anchor weights N, gradient
+/// N × (C+1). Default normaliser: max(1, #positive anchors) (Detectron's max(fg_num, 1)).
+///
+/// @throws std::invalid_argument for a bad config, shape, label, weight or normaliser;
+///         std::domain_error for a non-finite logit or weight.
+#pragma once
+
+#include <cmath>
+
+#include "../core/loss_base.hpp"
+#include "../core/numerics.hpp"
+#include "../core/softmax_head.hpp"
+
+namespace fgbg {
+
+/// Configuration of SoftmaxFocalLoss; defaults are Detectron's.
+template <typename Scalar>
+struct SoftmaxFocalLossConfig {
+  Scalar alpha = Scalar(0.25);  ///< foreground weight (background 1 − α); < 0 disables
+  Scalar gamma = Scalar(2);     ///< focusing parameter, ≥ 0
+  Normalizer normalizer = Normalizer::num_positives();
+};
+
+/// Softmax focal loss; see the file comment.
+template <typename Scalar>
+class SoftmaxFocalLoss : public DenseLoss<SoftmaxFocalLoss<Scalar>, Scalar> {
+ public:
+  using Config = SoftmaxFocalLossConfig<Scalar>;
+  static constexpr const char* kName = "fgbg::SoftmaxFocalLoss";
+
+  explicit SoftmaxFocalLoss(const Config& config = {}) : config_(config) {
+    detail::require_param(config.alpha <= Scalar(1) && std::isfinite(config.alpha), kName,
+                          "alpha", "<= 1 (or < 0 to disable)", config.alpha);
+    detail::require_param(config.gamma >= Scalar(0) && std::isfinite(config.gamma), kName,
+                          "gamma", "finite and >= 0", config.gamma);
+    config_.normalizer.validate(kName);
+  }
+
+  const Config& config() const { return config_; }
+
+  /// See DenseLoss.
+  template <typename XD, typename LD, typename GradOut>
+  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+             Weights<Scalar> w, const Normalizer& norm, GradOut& grad) const {
+    const LabelStats s = detail::check_softmax_call(kName, x, labels, w, norm, grad);
+    return detail::softmax_rows(*this, x, labels, w, norm.resolve(s, 1), grad);
+  }
+
+  /// One row; see the file comment.
+  void row(Scalar log_py, Scalar p_y, Scalar q, Label y, Scalar& loss, Scalar& scale,
+           Scalar& g_y) const {
+    const Scalar a = config_.alpha < 0 ? Scalar(1)
+                     : y > 0          ? config_.alpha
+                                      : Scalar(1) - config_.alpha;
+    const Scalar g = config_.gamma;
+    const Scalar qg = g == Scalar(0) ? Scalar(1) : g == Scalar(2) ? q * q : std::pow(q, g);
+    const Scalar ratio = q > Scalar(0) ? log_py / q : Scalar(-1);  // log(1−q)/q
+    const Scalar big_a = a * qg * (g * p_y * ratio - Scalar(1));
+    loss = -a * qg * log_py;
+    scale = -big_a;
+    g_y = big_a * q;
+  }
+
+ private:
+  Config config_;
+};
+
+}  // namespace fgbg

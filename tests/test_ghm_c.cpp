@@ -1,0 +1,210 @@
+// GHM-C against the reference vectors (single calls and sequences through one state), spec
+// §11.2, its gradient (β constant) by central differences, modes, edge cases and errors.
+#include "support/no_alloc.hpp"
+// (no_alloc.hpp must come first)
+#include <fgbg/fgbg.hpp>
+#include <random>
+
+#include "support/reference.hpp"
+
+using namespace fgbg_test;
+using fgbg::Index;
+using fgbg::RowArray;
+
+namespace {
+template <typename S>
+void check_call(const fgbg::GhmcLoss<S>& loss, fgbg::GhmcState& state, const json& call) {
+  const Index k = logit_cols(call, call["num_classes"]);
+  const auto x = matrix<S>(call["logits"], k);
+  const auto y = labels(call["labels"]);
+  RowArray<S> g(x.rows(), k);
+  const json& e = call["expected"];
+  const S v = loss.value_and_grad(x, y, g, state);
+  check_scalar<S>("loss", v, e["loss"]);
+  check_array<S>("grad", g, e["grad"]);
+  for (int b = 0; b < state.bins(); ++b) CHECK(state.bin_counts()[b] == e["bin_counts"][b]);
+  CHECK(state.nonempty_bins() == e["num_nonempty_bins"]);
+  CHECK(state.tot() == e["tot"].get<double>());
+  if (e.contains("state_after"))
+    for (int b = 0; b < state.bins(); ++b)
+      CHECK(state.moving_counts()[b] == Approx(e["state_after"][b].get<double>()).epsilon(1e-12));
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("GHM-C matches the reference", "[ghmc][reference]", float, double) {
+  using S = TestType;
+  const json ref = load_reference("ghm_c.json");
+  for (const json& c : ref["cases"]) {
+    SECTION(c["name"].get<std::string>()) {
+      const fgbg::GhmcLoss<S> loss({c["params"]["bins"].get<int>(),
+                                    c["params"]["momentum"].get<double>()});
+      fgbg::GhmcState state(c["params"]["bins"].get<int>());
+      if (c.contains("calls")) {
+        for (const json& call : c["calls"]) check_call(loss, state, call);
+      } else {
+        check_call(loss, state, c);
+      }
+    }
+  }
+}
+
+TEST_CASE("GHM-C: spec §11.2", "[ghmc][spec]") {
+  RowArray<double> x(4, 3), g(4, 3);
+  x << -2, 0.5, 3, 1, -1, 0, -4, -3, 2.5, 0.2, 0.1, -0.3;
+  fgbg::LabelVector y(4);  // targets [[0,1,1],...] are not one-hot: use per-element data below
+  // Row 0 has two positive columns, which the label convention cannot express; check the rows
+  // that are one-hot through the full-matrix path with an equivalent decomposition instead:
+  // here we verify the published bin counts and loss via a one-hot re-encoding of the same
+  // (g, BCE) multiset: g and BCE depend only on z = (2t-1)x, so flipping the sign of x for t=1
+  // entries and using t=0 everywhere leaves every g, bin and BCE term unchanged.
+  const int t[4][3] = {{0, 1, 1}, {1, 0, 0}, {0, 0, 1}, {0, 0, 0}};
+  RowArray<double> z(4, 3);
+  for (int r = 0; r < 4; ++r)
+    for (int c = 0; c < 3; ++c) z(r, c) = t[r][c] ? -x(r, c) : x(r, c);
+  y.setZero();
+  fgbg::GhmcState state(10);
+  const fgbg::GhmcLoss<double> loss;
+  const double v = loss.value_and_grad(z, y, g, state);
+  CHECK(v == Approx(0.3770671814).epsilon(1e-9));
+  const Index counts[10] = {4, 1, 2, 1, 1, 3, 0, 0, 0, 0};
+  for (int b = 0; b < 10; ++b) CHECK(state.bin_counts()[b] == counts[b]);
+  CHECK(state.nonempty_bins() == 6);
+  const double expected[4][3] = {{0.0198671537, -0.0629234448, -0.001976078},
+                                 {-0.0224117851, 0.0224117851, 0.0277777778},
+                                 {0.0007494254, 0.001976078, -0.0031607575},
+                                 {0.0305463332, 0.0291655104, 0.0709262472}};
+  for (int r = 0; r < 4; ++r)
+    for (int c = 0; c < 3; ++c) {
+      const double gx = t[r][c] ? -g(r, c) : g(r, c);  // chain rule of the sign flip
+      CHECK(gx == Approx(expected[r][c]).margin(1e-10));
+    }
+}
+
+TEST_CASE("GHM-C: gradient with β held constant equals central differences",
+          "[ghmc][gradcheck]") {
+  // Keep every element away from bin edges so small perturbations do not move g across one.
+  std::mt19937_64 rng(5);
+  std::uniform_real_distribution<double> ud(-3, 3);
+  const Index n = 12, k = 3;
+  RowArray<double> x(n, k);
+  fgbg::LabelVector y(n);
+  for (Index i = 0; i < n; ++i) y[i] = static_cast<int>(i % 5) - 1;
+  const fgbg::GhmcLoss<double> loss({10});
+  auto near_edge = [&](const RowArray<double>& xx) {
+    for (Index r = 0; r < n; ++r)
+      for (Index c = 0; c < k; ++c) {
+        const double p = 1 / (1 + std::exp(-xx(r, c)));
+        const double gg = y[r] == c + 1 ? 1 - p : p;
+        if (std::abs(gg * 10 - std::round(gg * 10)) < 1e-3) return true;
+      }
+    return false;
+  };
+  do {
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = ud(rng);
+  } while (near_edge(x));
+  RowArray<double> g(n, k);
+  loss.value_and_grad(x, y, g);
+  const auto num = numeric_grad([&](const RowArray<double>& xx) { return loss.value(xx, y); }, x);
+  CHECK(rel_max_diff(g, num) < 1e-7);
+}
+
+TEST_CASE("GHM-C: options and weights", "[ghmc]") {
+  RowArray<double> x(6, 2), g(6, 2), g2(6, 2);
+  x << -2, 0.5, 3, 1, -1, 0, -4, -3, 2.5, 0.2, 0.1, -0.3;
+  fgbg::LabelVector y(6);
+  y << 1, 0, 2, 0, -1, 1;
+  SECTION("dividing by M instead of n scales by n/M") {
+    fgbg::GhmcState s(10);
+    const double v1 = fgbg::GhmcLoss<double>({10}).value_and_grad(x, y, g, s);
+    const double v2 =
+        fgbg::GhmcLoss<double>({10, 0.0, fgbg::GhmcDivision::bins}).value_and_grad(x, y, g2);
+    CHECK(v2 == Approx(v1 * s.nonempty_bins() / 10.0));
+    CHECK(rel_max_diff(g2 * 10.0 / s.nonempty_bins(), g) < 1e-14);
+  }
+  SECTION("weights are a validity mask only") {
+    Eigen::ArrayXd w(6), w01(6);
+    w << 3, 0, 0.5, 2, 1, 1;
+    w01 << 1, 0, 1, 1, 1, 1;
+    const fgbg::GhmcLoss<double> loss;
+    CHECK(loss.value_and_grad(x, y, g, w) == loss.value_and_grad(x, y, g2, w01));
+    CHECK((g == g2).all());
+    CHECK((g.row(1) == 0).all());
+  }
+  SECTION("a single non-empty bin gives plain mean BCE") {
+    RowArray<double> z = RowArray<double>::Constant(6, 2, -5.0);
+    fgbg::LabelVector bg = fgbg::LabelVector::Zero(6);
+    const double v = fgbg::GhmcLoss<double>().value(z, bg);
+    CHECK(v == Approx(fgbg::SigmoidCrossEntropyLoss<double>().value(z, bg)).epsilon(1e-14));
+  }
+}
+
+TEMPLATE_TEST_CASE("GHM-C: edge cases", "[ghmc][edge]", float, double) {
+  using S = TestType;
+  const fgbg::GhmcLoss<S> loss({30, 0.75});
+  fgbg::GhmcState state(30);
+  SECTION("N = 0 and all ignored give 0 and leave S unchanged") {
+    RowArray<S> x(0, 3), g(0, 3);
+    fgbg::LabelVector y(0);
+    CHECK(loss.value_and_grad(x, y, g, state) == S(0));
+    RowArray<S> x2 = RowArray<S>::Ones(2, 3), g2 = RowArray<S>::Constant(2, 3, S(4));
+    fgbg::LabelVector y2 = fgbg::LabelVector::Constant(2, -1);
+    CHECK(loss.value_and_grad(x2, y2, g2, state) == S(0));
+    CHECK((g2 == S(0)).all());
+    for (double s : state.moving_counts()) CHECK(s == 0.0);
+  }
+  SECTION("±1e4") {
+    RowArray<S> x(2, 2), g(2, 2);
+    x << S(1e4), S(-1e4), S(-1e4), S(1e4);
+    fgbg::LabelVector y(2);
+    y << 1, 0;
+    CHECK(std::isfinite(loss.value_and_grad(x, y, g, state)));
+    CHECK(g.isFinite().all());
+  }
+}
+
+TEST_CASE("GHM-C: bad inputs throw and leave gradient and state untouched", "[ghmc][errors]") {
+  const fgbg::GhmcLoss<double> loss({10, 0.5});
+  fgbg::GhmcState state(10);
+  RowArray<double> x = RowArray<double>::Constant(3, 2, 0.4);
+  RowArray<double> g = RowArray<double>::Constant(3, 2, 7.0);
+  fgbg::LabelVector y(3);
+  y << 1, 0, 2;
+  loss.value_and_grad(x, y, g, state);
+  const std::vector<double> before = state.moving_counts();
+  g.setConstant(7.0);
+  SECTION("NaN logit") {
+    x(0, 1) = std::nan("");
+    CHECK_THROWS_WITH(loss.value_and_grad(x, y, g, state), Catch::Contains("logits(0, 1) is nan"));
+  }
+  SECTION("label out of range") {
+    y[0] = 5;
+    CHECK_THROWS_AS(loss.value_and_grad(x, y, g, state), std::invalid_argument);
+  }
+  SECTION("momentum without a state") {
+    CHECK_THROWS_WITH(loss.value_and_grad(x, y, g), Catch::Contains("needs a GhmcState"));
+  }
+  SECTION("state of another size") {
+    fgbg::GhmcState other(30);
+    CHECK_THROWS_WITH(loss.value_and_grad(x, y, g, other),
+                      Catch::Contains("state has 30 bins, the loss 10"));
+  }
+  CHECK((g == 7.0).all());
+  CHECK(state.moving_counts() == before);
+  CHECK_THROWS_WITH(fgbg::GhmcLoss<double>({0}), Catch::Contains("config.bins must be in 1..256"));
+  CHECK_THROWS_WITH(fgbg::GhmcLoss<double>({10, 1.0}),
+                    Catch::Contains("config.momentum must be in [0, 1), got 1"));
+}
+
+TEST_CASE("GHM-C allocates nothing in steady state", "[ghmc][alloc]") {
+  const Index n = 3000, k = 80;
+  RowArray<float> x = RowArray<float>::Constant(n, k, -4.6f), g(n, k);
+  x(5, 5) = 1.0f;
+  fgbg::LabelVector y = fgbg::LabelVector::Zero(n);
+  y[5] = 6;
+  const fgbg::GhmcLoss<float> loss({30, 0.75});
+  fgbg::GhmcState state(30);
+  NoAllocScope guard;
+  loss.value_and_grad(x, y, g, state);
+  loss.value(x, y, state);
+  CHECK(guard.count() == 0);
+}
