@@ -55,6 +55,17 @@ void check_boxes(const char* where, const char* arg, const Eigen::DenseBase<Deri
   }
 }
 
+/// IoU of two boxes given by their coordinates (same formula as the matrix).
+template <typename Scalar>
+Scalar box_iou(Scalar ax1, Scalar ay1, Scalar ax2, Scalar ay2, Scalar bx1, Scalar by1, Scalar bx2,
+               Scalar by2) {
+  const Scalar iw = std::max(std::min(ax2, bx2) - std::max(ax1, bx1), Scalar(0));
+  const Scalar ih = std::max(std::min(ay2, by2) - std::max(ay1, by1), Scalar(0));
+  const Scalar inter = iw * ih;
+  const Scalar uni = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter;
+  return inter / std::max(uni, static_cast<Scalar>(kIouEps));
+}
+
 /// A tile of candidate boxes in structure-of-arrays form.
 template <typename Scalar>
 struct BoxTile {

@@ -1,0 +1,269 @@
+/// @file iou_balanced_sampler.hpp
+/// @brief IoU-balanced negative sampling (Libra R-CNN, Pang et al., CVPR 2019, §3.1): negatives
+///        drawn evenly from K IoU bins, so that hard (higher-IoU) negatives are not swamped by
+///        the many easy ones.
+///
+/// Matches mmdetection's `IoUBalancedNegSampler` (spec §4.3). Given the negatives Neg, their max
+/// IoU with any GT, and N_exp negatives wanted (the batch rule, sampling_common.hpp):
+///
+///   if |Neg| ≤ N_exp: take all.
+///   floor threshold τ:  τ > 0: F = {0 ≤ IoU < τ}, S = {IoU ≥ τ}, τ_eff = τ
+///                       τ = 0: F = {IoU = 0},     S = {IoU > 0}, τ_eff = 0
+///                       τ < 0: F = ∅,             S = Neg,       τ_eff = 0
+///   N_s = ⌊N_exp · (1 − floor_fraction)⌋;
+///   if |S| > N_s: K ≥ 2: bins B_k = {i ∈ S : τ_eff + kΔ ≤ IoU < τ_eff + (k+1)Δ},
+///                        Δ = (m − τ_eff)/K, q = ⌊N_s/K⌋ random per bin, fill to N_s from
+///                        S \ taken; K = 1: N_s random of S.        else take all of S;
+///   then N_exp − (taken from S) random of F; then fill to N_exp from Neg \ taken.
+///
+/// Bin edges are `τ_eff + k·Δ` in double; IoUs are compared as doubles (as numpy does).
+///
+/// Two reference behaviours are made explicit:
+/// 1. **Stateful floor_thr.** In mmdetection a sampler built with floor_thr = −1 (the Libra
+///    config) sets its own floor_thr to 0 on its first sampling call (PR #1784/#1800), so only
+///    the first call bins every negative; later calls bin only IoU > 0 and use IoU = 0
+///    negatives as the floor set. `Mode::faithful` reproduces this, with the state in an
+///    explicit IouBalancedState passed to every call. `Mode::clean` (the default) is stateless:
+///    τ = −1 always means "bin every negative over [0, m)", the behaviour the config asks for and
+///    the paper describes; it equals the faithful first call.
+/// 2. **Bin range.** m is, in the reference, the max IoU over *all* candidates (positives and GT
+///    rows included), so with GT-as-proposals m = 1 and, with K = 3, the top bin [2/3, 1) never
+///    holds a negative (mmdet#5323). `range_upper` chooses m: `global_max` (reference, default),
+///    `neg_max` (max over negatives) or `fixed` (e.g. the assigner's neg_iou_thr).
+///
+/// IouBalancedSampler = Libra's CombinedSampler: instance-balanced positives (or random ones)
+/// + IoU-balanced negatives, with the R-CNN batch rule (512, 0.25). Inputs: labels, assigned GT
+/// index (for instance balance) and max IoU per candidate — an Assignment. Caller-owned URBG;
+/// same seed (and state) ⇒ same sample; output ascending; no allocation once the Sample has
+/// capacity.
+///
+/// @throws std::invalid_argument for a bad config, a label < −1, wrong lengths, an IoU outside
+///         [0, 1] or a faithful call without state; std::domain_error for a non-finite IoU.
+///         Neither the Sample nor the state is touched then.
+#pragma once
+
+#include "../boxes/max_iou_assigner.hpp"
+#include "instance_balanced_sampler.hpp"
+#include "sampling_common.hpp"
+
+namespace fgbg {
+
+/// Stateless (clean, default) or mmdet's stateful floor_thr (faithful); see the file comment.
+enum class IouBalanceMode { clean, faithful };
+
+/// Upper end m of the IoU bins; see the file comment.
+enum class IouRangeUpper { global_max, neg_max, fixed };
+
+/// Explicit state of the faithful mode: mmdet's mutable `floor_thr`.
+struct IouBalancedState {
+  double floor_thr = -1;
+};
+
+/// Configuration of IouBalancedSampler (defaults: mmdet's Libra R-CNN config).
+struct IouBalancedSamplerConfig {
+  SamplerConfig batch = SamplerConfig::rcnn();
+  double floor_thr = -1;      ///< −1, or ≥ 0
+  double floor_fraction = 0;  ///< share of N_exp reserved for the floor set, in [0, 1]
+  Index num_bins = 3;         ///< K ≥ 1
+  IouBalanceMode mode = IouBalanceMode::clean;
+  IouRangeUpper range_upper = IouRangeUpper::global_max;
+  double fixed_upper = 0.5;                 ///< m when range_upper == fixed, in (0, 1]
+  bool instance_balanced_positives = true;  ///< Libra: InstanceBalancedPosSampler
+  InstanceBalanceMode positive_mode = InstanceBalanceMode::clean;
+};
+
+/// Libra R-CNN sampler with IoU-balanced negatives; see the file comment.
+class IouBalancedSampler {
+ public:
+  using Config = IouBalancedSamplerConfig;
+  static constexpr const char* kName = "fgbg::IouBalancedSampler";
+
+  explicit IouBalancedSampler(const Config& config = {}) : config_(config) {
+    const Config& c = config_;
+    c.batch.validate(kName);
+    detail::require_param(c.floor_thr == -1 || (c.floor_thr >= 0 && c.floor_thr <= 1), kName,
+                          "floor_thr", "-1 or in [0, 1]", c.floor_thr);
+    detail::require_param(c.floor_fraction >= 0 && c.floor_fraction <= 1, kName, "floor_fraction",
+                          "in [0, 1]", c.floor_fraction);
+    detail::require_param(c.num_bins >= 1, kName, "num_bins", ">= 1", c.num_bins);
+    detail::require_param(c.fixed_upper > 0 && c.fixed_upper <= 1, kName, "fixed_upper",
+                          "in (0, 1]", c.fixed_upper);
+  }
+
+  const Config& config() const { return config_; }
+
+  /// A fresh state for the faithful mode (floor_thr from the config).
+  IouBalancedState initial_state() const { return {config_.floor_thr}; }
+
+  /// Full sample (positives + IoU-balanced negatives). `state` is required in faithful mode and
+  /// untouched in clean mode.
+  template <typename LD, typename GD, typename ID, typename URBG>
+  void sample(const Eigen::DenseBase<LD>& labels, const Eigen::DenseBase<GD>& gt_index,
+              const Eigen::DenseBase<ID>& max_iou, URBG& rng, Sample& out,
+              IouBalancedState* state = nullptr) const {
+    check(labels, max_iou, state);
+    if (config_.instance_balanced_positives) detail::check_gt_index(kName, labels, gt_index);
+    out.clear();
+    const Index p_exp = config_.batch.expected_positives();
+    if (config_.instance_balanced_positives) {
+      detail::instance_balanced_positives(labels, gt_index, p_exp, config_.positive_mode, rng,
+                                          out.scratch, out.positives);
+    } else {
+      detail::collect(
+          labels, [](auto l) { return l > 0; }, out.positives);
+      detail::choose_k(out.positives, p_exp, rng, true);
+    }
+    const Index n_exp = config_.batch.expected_negatives(out.num_positives());
+    negatives_unchecked(labels, max_iou, n_exp, rng, out.scratch, out.negatives, state);
+  }
+
+  /// Full sample from an assignment (GT-as-proposals rows included if prepended).
+  template <typename URBG>
+  void sample(const Assignment& a, URBG& rng, Sample& out,
+              IouBalancedState* state = nullptr) const {
+    sample(a.labels(), a.gt_index(), a.max_iou(), rng, out, state);
+  }
+
+  /// Only the IoU-balanced negatives: `n_exp` wanted, into `out.negatives` (out.positives is
+  /// left as is, so this composes with any positive sampler).
+  template <typename LD, typename ID, typename URBG>
+  void sample_negatives(const Eigen::DenseBase<LD>& labels, const Eigen::DenseBase<ID>& max_iou,
+                        Index n_exp, URBG& rng, Sample& out,
+                        IouBalancedState* state = nullptr) const {
+    check(labels, max_iou, state);
+    if (n_exp < 0) detail::throw_invalid(kName, "n_exp must be >= 0, got ", n_exp);
+    negatives_unchecked(labels, max_iou, n_exp, rng, out.scratch, out.negatives, state);
+  }
+
+ private:
+  template <typename LD, typename ID>
+  void check(const Eigen::DenseBase<LD>& labels, const Eigen::DenseBase<ID>& max_iou,
+             const IouBalancedState* state) const {
+    detail::check_sampler_labels(kName, labels);
+    detail::check_values(kName, "max_iou", max_iou, labels.size());
+    for (Index i = 0; i < labels.size(); ++i) {
+      const double v = static_cast<double>(max_iou.derived().coeff(i));
+      if (v < 0 || v > 1)
+        detail::throw_invalid(kName, "max_iou(", i, ") = ", v, " is outside [0, 1]");
+    }
+    if (config_.mode == IouBalanceMode::faithful) {
+      if (state == nullptr)
+        detail::throw_invalid(kName, "the faithful mode needs an IouBalancedState (see ",
+                              "initial_state()); pass &state");
+      if (!(state->floor_thr == -1 || (state->floor_thr >= 0 && state->floor_thr <= 1)))
+        detail::throw_invalid(kName, "state.floor_thr must be -1 or in [0, 1], got ",
+                              state->floor_thr);
+    }
+  }
+
+  template <typename LD, typename ID, typename URBG>
+  void negatives_unchecked(const Eigen::DenseBase<LD>& labels, const Eigen::DenseBase<ID>& iou_,
+                           Index n_exp, URBG& rng, detail::SampleScratch& s,
+                           std::vector<Index>& out, IouBalancedState* state) const {
+    const auto& iou = iou_.derived();
+    auto v = [&](Index i) { return static_cast<double>(iou.coeff(i)); };
+    detail::collect(
+        labels, [](auto l) { return l == 0; }, out);  // Neg, ascending
+    if (static_cast<Index>(out.size()) <= n_exp) return;
+    const bool faithful = config_.mode == IouBalanceMode::faithful;
+    const double tau = faithful ? state->floor_thr : config_.floor_thr;
+    s.a.swap(out);  // s.a = Neg
+    out.clear();
+    // Floor set F (s.b) and binned set S (s.c), both ascending.
+    s.b.clear();
+    s.c.clear();
+    double tau_eff = 0;
+    for (const Index i : s.a) {
+      const double x = v(i);
+      bool in_f, in_s;
+      if (tau > 0) {
+        in_f = x >= 0 && x < tau;
+        in_s = x >= tau;
+      } else if (tau == 0) {
+        in_f = x == 0;
+        in_s = x > 0;
+      } else {
+        in_f = false;
+        in_s = x > tau;
+      }
+      if (in_f) s.b.push_back(i);
+      if (in_s) s.c.push_back(i);
+    }
+    if (tau > 0) tau_eff = tau;
+    if (tau < 0 && faithful) state->floor_thr = 0;  // mmdet's permanent reset
+
+    const Index n_s =
+        static_cast<Index>(std::floor(static_cast<double>(n_exp) * (1.0 - config_.floor_fraction)));
+    const Index neg_count = static_cast<Index>(s.a.size());
+    s.marks.assign(static_cast<std::size_t>(labels.size()), 0);
+    if (static_cast<Index>(s.c.size()) > n_s) {
+      if (config_.num_bins >= 2) {
+        double m = 0;
+        if (config_.range_upper == IouRangeUpper::global_max) {
+          for (Index i = 0; i < labels.size(); ++i) m = std::max(m, v(i));
+        } else if (config_.range_upper == IouRangeUpper::neg_max) {
+          for (const Index i : s.a) m = std::max(m, v(i));
+        } else {
+          m = config_.fixed_upper;
+        }
+        const Index k_bins = config_.num_bins;
+        const double delta = (m - tau_eff) / static_cast<double>(k_bins);
+        const Index q = n_s / k_bins;
+        for (Index k = 0; k < k_bins; ++k) {
+          const double lo = tau_eff + static_cast<double>(k) * delta;
+          const double hi = tau_eff + static_cast<double>(k + 1) * delta;
+          s.d.clear();
+          for (const Index i : s.c)
+            if (v(i) >= lo && v(i) < hi) s.d.push_back(i);
+          detail::choose_k(s.d, q, rng, false);
+          for (const Index i : s.d) {
+            out.push_back(i);
+            s.marks[i] = 1;
+          }
+        }
+        const Index taken = static_cast<Index>(out.size());
+        if (taken < n_s) {
+          s.d.clear();
+          for (const Index i : s.c)
+            if (!s.marks[i]) s.d.push_back(i);
+          detail::choose_k(s.d, n_s - taken, rng, false);
+          for (const Index i : s.d) {
+            out.push_back(i);
+            s.marks[i] = 1;
+          }
+        }
+      } else {
+        s.d = s.c;
+        detail::choose_k(s.d, n_s, rng, false);
+        for (const Index i : s.d) {
+          out.push_back(i);
+          s.marks[i] = 1;
+        }
+      }
+    } else {
+      for (const Index i : s.c) {
+        out.push_back(i);
+        s.marks[i] = 1;
+      }
+    }
+    const Index n_f = n_exp - static_cast<Index>(out.size());
+    detail::choose_k(s.b, n_f, rng, false);
+    for (const Index i : s.b) {
+      out.push_back(i);
+      s.marks[i] = 1;
+    }
+    const Index have = static_cast<Index>(out.size());
+    if (have < n_exp && have < neg_count) {
+      s.d.clear();
+      for (const Index i : s.a)
+        if (!s.marks[i]) s.d.push_back(i);
+      detail::choose_k(s.d, n_exp - have, rng, false);
+      out.insert(out.end(), s.d.begin(), s.d.end());
+    }
+    std::sort(out.begin(), out.end());
+  }
+
+  Config config_;
+};
+
+}  // namespace fgbg

@@ -1,0 +1,141 @@
+/// @file sampling_common.hpp
+/// @brief What every mini-batch sampler shares: the batch configuration (num, pos_fraction,
+///        neg_pos_ub), label checks, pools, random choice and top-k selection with index ties.
+///
+/// The batch rule (mmdetection `BaseSampler.sample`, torchvision/maskrcnn-benchmark
+/// `BalancedPositiveNegativeSampler`, detectron2 `subsample_labels`; spec §2.2):
+///   P_exp = ⌊num · pos_fraction⌋, P = min(P_exp, |Pos|),
+///   N_exp = num − P (too few positives ⇒ more negatives), capped by ⌊neg_pos_ub · max(1, P)⌋
+///   when neg_pos_ub ≥ 0. Ignored candidates (label −1) are never sampled.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "../core/checks.hpp"
+#include "../core/random.hpp"
+#include "sample.hpp"
+
+namespace fgbg {
+
+/// Batch configuration shared by the mini-batch samplers. Defaults: the R-CNN preset.
+struct SamplerConfig {
+  Index num = 512;             ///< candidates sampled per image (upper bound)
+  double pos_fraction = 0.25;  ///< at most ⌊num · pos_fraction⌋ positives
+  double neg_pos_ub = -1;      ///< −1: no bound; else #neg ≤ ⌊neg_pos_ub · max(1, #pos)⌋
+  bool sorted = true;          ///< indices ascending (mmdet `unique()`); false: draw order
+
+  /// RPN of Faster R-CNN in every framework: 256 anchors, half positive.
+  static SamplerConfig rpn() { return {256, 0.5, -1, true}; }
+  /// R-CNN / RoI head: 512 RoIs, a quarter positive.
+  static SamplerConfig rcnn() { return {512, 0.25, -1, true}; }
+
+  void validate(const char* where) const {
+    detail::require_param(num >= 0, where, "num", ">= 0", num);
+    detail::require_param(pos_fraction >= 0 && pos_fraction <= 1, where, "pos_fraction",
+                          "in [0, 1]", pos_fraction);
+    detail::require_param(neg_pos_ub == -1 || (neg_pos_ub >= 0 && std::isfinite(neg_pos_ub)), where,
+                          "neg_pos_ub", "-1 (no bound) or finite >= 0", neg_pos_ub);
+  }
+
+  /// ⌊num · pos_fraction⌋ (Python's int() of the same double product).
+  Index expected_positives() const {
+    return static_cast<Index>(std::floor(static_cast<double>(num) * pos_fraction));
+  }
+
+  /// Negatives wanted once `p` positives are taken.
+  Index expected_negatives(Index p) const {
+    Index n = num - p;
+    if (neg_pos_ub >= 0)
+      n = std::min(n, static_cast<Index>(
+                          std::floor(neg_pos_ub * static_cast<double>(std::max<Index>(1, p)))));
+    return std::max<Index>(n, 0);
+  }
+};
+
+namespace detail {
+
+/// Validates a label vector (−1 ignore, 0 background, ≥ 1 foreground) and counts it.
+template <typename LD>
+LabelStats check_sampler_labels(const char* where, const Eigen::DenseBase<LD>& labels) {
+  static_assert(std::is_integral<typename LD::Scalar>::value,
+                "fgbg: labels must be an integer array (-1 ignore, 0 background, 1..C)");
+  const Index n = labels.size();
+  check_vector(where, "labels", labels, n);
+  LabelStats s;
+  s.anchors = n;
+  for (Index i = 0; i < n; ++i) {
+    const auto l = labels.derived().coeff(i);
+    if (l < -1)
+      throw_invalid(where, "labels(", i, ") = ", static_cast<long long>(l),
+                    " is below -1 (-1 ignore, 0 background, 1..C class)");
+    s.valid += (l != -1);
+    s.positives += (l > 0);
+    s.background += (l == 0);
+  }
+  return s;
+}
+
+/// Validates a per-candidate vector of n finite doubles-convertible values.
+template <typename D>
+void check_values(const char* where, const char* arg, const Eigen::DenseBase<D>& v, Index n) {
+  static_assert(std::is_floating_point<typename D::Scalar>::value,
+                "fgbg: losses / IoUs must be a float or double array");
+  check_vector(where, arg, v, n);
+  for (Index i = 0; i < n; ++i)
+    if (!std::isfinite(v.derived().coeff(i)))
+      throw std::domain_error(concat(where, ": ", arg, "(", i, ") is ", v.derived().coeff(i),
+                                     "; every input must be finite"));
+}
+
+/// Appends the indices i (ascending) with pred(labels(i)) to `out` (cleared first).
+template <typename LD, typename Pred>
+void collect(const Eigen::DenseBase<LD>& labels, Pred pred, std::vector<Index>& out) {
+  out.clear();
+  const Index n = labels.size();
+  for (Index i = 0; i < n; ++i)
+    if (pred(labels.derived().coeff(i))) out.push_back(i);
+}
+
+/// Keeps k entries of `pool` chosen uniformly without replacement (all if k ≥ size, without
+/// drawing). With `sorted`, the kept entries are sorted ascending.
+template <typename URBG>
+void choose_k(std::vector<Index>& pool, Index k, URBG& rng, bool sorted) {
+  if (k < static_cast<Index>(pool.size())) {
+    choose_in_place(pool, k, rng);
+    pool.resize(static_cast<std::size_t>(k));
+    if (sorted) std::sort(pool.begin(), pool.end());
+  }
+}
+
+/// Order of top-k selection: key descending, index ascending (spec §1.5).
+inline bool key_desc_index_asc(const std::pair<double, Index>& a,
+                               const std::pair<double, Index>& b) {
+  return a.first > b.first || (a.first == b.first && a.second < b.second);
+}
+
+/// Keeps in `keyed` the k entries first in (key desc, index asc) order, in O(size) by
+/// std::nth_element (not a full sort); the kept entries are in no particular order.
+inline void top_k(std::vector<std::pair<double, Index>>& keyed, Index k) {
+  if (k < static_cast<Index>(keyed.size())) {
+    if (k > 0)
+      std::nth_element(keyed.begin(), keyed.begin() + (k - 1), keyed.end(), key_desc_index_asc);
+    keyed.resize(static_cast<std::size_t>(std::max<Index>(k, 0)));
+  }
+}
+
+/// Moves the indices of `keyed` into `out`, ascending when `sorted`, else in (key desc, index
+/// asc) order.
+inline void keyed_to_indices(std::vector<std::pair<double, Index>>& keyed, std::vector<Index>& out,
+                             bool sorted) {
+  if (!sorted) std::sort(keyed.begin(), keyed.end(), key_desc_index_asc);
+  out.clear();
+  for (const auto& kv : keyed) out.push_back(kv.second);
+  if (sorted) std::sort(out.begin(), out.end());
+}
+
+}  // namespace detail
+}  // namespace fgbg
