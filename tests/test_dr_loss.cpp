@@ -1,0 +1,469 @@
+// DR loss: reference vectors (the authors' module, torch autograd), the spec's hand-checked
+// values, central differences, a long-double oracle on multi-tile inputs, grouping, layouts,
+// edge cases, errors and allocation.
+#include "support/no_alloc.hpp"
+// (no_alloc.hpp must come first)
+#include <fgbg/ranking/dr_loss.hpp>
+#include <random>
+#include <vector>
+
+#include "support/reference.hpp"
+
+using namespace fgbg_test;
+using fgbg::Index;
+using fgbg::RowArray;
+
+namespace {
+
+template <typename Scalar>
+fgbg::DRLoss<Scalar> make_dr(const json& p) {
+  fgbg::DRLossConfig<Scalar> c;
+  c.pos_lambda = static_cast<Scalar>(p["pos_lambda"].get<double>());
+  c.neg_lambda = static_cast<Scalar>(p["neg_lambda"].get<double>());
+  c.L = static_cast<Scalar>(p["L"].get<double>());
+  c.tau = static_cast<Scalar>(p["tau"].get<double>());
+  c.margin = static_cast<Scalar>(p["margin"].get<double>());
+  return fgbg::DRLoss<Scalar>(c);
+}
+
+/// Straightforward long-double DR loss (flattened entries, max-subtracted softmaxes) and its
+/// closed-form gradient: the oracle for inputs larger than the reference cases.
+struct Oracle {
+  double value = 0;
+  RowArray<double> grad;
+};
+
+template <typename Scalar>
+Oracle oracle(const RowArray<Scalar>& x, const fgbg::LabelVector& y,
+              const fgbg::DRLossConfig<Scalar>& cfg = {}) {
+  using LD = long double;
+  const Index n = x.rows(), c = x.cols();
+  const LD ln = cfg.neg_lambda, lp = cfg.pos_lambda;
+  auto prob = [&](Index i, Index k) { return 1.0L / (1.0L + std::exp(-LD(x(i, k)))); };
+  auto kind = [&](Index i, Index k) { return y[i] == -1 ? 0 : (y[i] == k + 1 ? 1 : -1); };
+  LD mn = -INFINITY, mp = -INFINITY;
+  for (Index i = 0; i < n; ++i)
+    for (Index k = 0; k < c; ++k) {
+      if (kind(i, k) < 0) mn = std::max(mn, prob(i, k));
+      if (kind(i, k) > 0) mp = std::max(mp, -prob(i, k));
+    }
+  LD s0n = 0, s1n = 0, s0p = 0, s1p = 0;
+  for (Index i = 0; i < n; ++i)
+    for (Index k = 0; k < c; ++k) {
+      const LD p = prob(i, k);
+      if (kind(i, k) < 0) {
+        const LD w = std::exp((p - mn) / ln);
+        s0n += w;
+        s1n += w * p;
+      } else if (kind(i, k) > 0) {
+        const LD w = std::exp((-p - mp) / lp);
+        s0p += w;
+        s1p += w * p;
+      }
+    }
+  const LD dn = s0n > 0 ? s1n / s0n : 0.0L, dp = s0p > 0 ? s1p / s0p : 1.0L;
+  const LD lu = LD(cfg.L) * (dn - dp + LD(cfg.margin));
+  const LD a = LD(cfg.tau) / (1.0L + std::exp(-lu));
+  Oracle o;
+  o.value = static_cast<double>(LD(cfg.tau) / LD(cfg.L) * std::log1p(std::exp(lu)));
+  o.grad = RowArray<double>::Zero(n, c);
+  for (Index i = 0; i < n; ++i)
+    for (Index k = 0; k < c; ++k) {
+      const LD p = prob(i, k), sd = p * (1 - p);
+      if (kind(i, k) < 0)
+        o.grad(i, k) = double(a * std::exp((p - mn) / ln) / s0n * (1 + (p - dn) / ln) * sd);
+      else if (kind(i, k) > 0)
+        o.grad(i, k) = double(-a * std::exp((-p - mp) / lp) / s0p * (1 - (p - dp) / lp) * sd);
+    }
+  return o;
+}
+
+/// Random batch: logits ~ N(mu, sd), labels uniform in -1..C with the given fractions.
+template <typename Scalar>
+void random_batch(Index n, Index c, std::uint64_t seed, RowArray<Scalar>& x, fgbg::LabelVector& y,
+                  double mu = -2.0, double sd = 2.5) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> nd(mu, sd);
+  std::uniform_real_distribution<double> u(0, 1);
+  x.resize(n, c);
+  y.resize(n);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<Scalar>(nd(rng));
+  for (Index i = 0; i < n; ++i) {
+    const double r = u(rng);
+    y[i] = r < 0.1 ? -1 : (r < 0.3 ? 1 + static_cast<int>(u(rng) * c) % static_cast<int>(c) : 0);
+  }
+}
+
+const double kEmptyValue = 4.0 / 6.0 * std::log1p(std::exp(-3.0));  // D+ = 1, D- = 0
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("DR loss matches the authors' module (reference vectors)", "[dr][reference]",
+                   float, double) {
+  using S = TestType;
+  const json ref = load_reference("dr_loss.json");
+  REQUIRE(ref["cases"].size() >= 10);
+  for (const json& c : ref["cases"]) {
+    SECTION(c["name"].get<std::string>()) {
+      REQUIRE(c["normalization"] == "none");
+      const Index n = c["num_anchors"], k = c["num_classes"];
+      const auto x = matrix<S>(c["logits"], k);
+      const auto y = labels(c["labels"]);
+      const fgbg::DRLoss<S> loss = make_dr<S>(c["params"]);
+      RowArray<S> g = RowArray<S>::Constant(n, k, S(9));
+      const S v = loss.value_and_grad(x, y, g);
+      check_scalar<S>("loss", v, c["expected"]["loss"]);
+      if (n > 0) check_array<S>("grad", g, c["expected"]["grad"]);
+      check_scalar<S>("value()", loss.value(x, y), c["expected"]["loss"]);
+      // The same case as one group gives the same numbers.
+      RowArray<S> g2(n, k);
+      const Eigen::ArrayXi one_group = Eigen::ArrayXi::Zero(n);
+      if (n > 0) {
+        CHECK(loss.value_and_grad(x, y, g2, one_group) == v);
+        CHECK((g2 == g).all());
+      }
+    }
+  }
+}
+
+TEST_CASE("DR loss: spec §10.2 and §6.3 hand-checked values", "[dr][spec]") {
+  const fgbg::DRLoss<double> dr;
+  RowArray<double> x(8, 1), g(8, 1);
+  x << 2.0, 0.3, -0.4, 1.2, 0.0, -1.5, 0.25, 0.9;
+  fgbg::LabelVector y(8);
+  y << 1, 1, 1, 0, 0, 0, -1, 0;
+  CHECK(dr.value_and_grad(x, y, g) == Approx(2.662827939587).epsilon(1e-11));
+  const double want[8] = {-0.072657002970,
+                          -0.330332580425,
+                          -0.452415007104,
+                          0.601471824450,
+                          -0.045846588765,
+                          -0.001503380587,
+                          0.0,
+                          0.151807261291};
+  for (int i = 0; i < 8; ++i) {
+    INFO("entry " << i);
+    CHECK(g(i, 0) == Approx(want[i]).margin(1e-12));
+  }
+  // Negative gradients on easy negatives (p_j < D− − λ−), as the spec notes.
+  CHECK(g(4, 0) < 0);
+  CHECK(g(5, 0) < 0);
+
+  // Positives removed (made ignored): D+ = 1.
+  y << -1, -1, -1, 0, 0, 0, -1, 0;
+  CHECK(dr.value_and_grad(x, y, g) == Approx(1.113977028423).epsilon(1e-11));
+  CHECK(g(0, 0) == 0.0);
+
+  // All p = 0.5: D− = D+ = 0.5, value 4·ln(1 + e³)/6 ≈ 2.0324 (the authors' sanity value).
+  RowArray<double> z = RowArray<double>::Zero(50, 4), gz(50, 4);
+  fgbg::LabelVector yz = fgbg::LabelVector::Zero(50);
+  yz.head(10).setConstant(2);
+  CHECK(dr.value(z, yz) == Approx(4.0 / 6.0 * std::log1p(std::exp(3.0))).epsilon(1e-14));
+  CHECK(dr.value(z, yz) == Approx(2.0324).margin(1e-4));
+}
+
+TEST_CASE("DR loss: gradient equals central differences", "[dr][gradcheck]") {
+  RowArray<double> x;
+  fgbg::LabelVector y;
+  random_batch(13, 4, 11, x, y, 0.0, 2.0);
+  y[0] = 2;
+  y[1] = 0;
+  y[2] = -1;
+  auto check = [&](const fgbg::DRLossConfig<double>& cfg, const char* what) {
+    INFO(what);
+    const fgbg::DRLoss<double> dr(cfg);
+    RowArray<double> g(x.rows(), x.cols());
+    dr.value_and_grad(x, y, g);
+    const auto num = numeric_grad([&](const RowArray<double>& xx) { return dr.value(xx, y); }, x);
+    CHECK(rel_max_diff(g, num) < 1e-8);
+    CHECK(g.row(2).isZero(0));
+    // Grouped: three images of 5, 5 and 3 anchors.
+    Eigen::ArrayXi groups(13);
+    groups << 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 4, 4, 4;
+    dr.value_and_grad(x, y, g, groups);
+    const auto numg =
+        numeric_grad([&](const RowArray<double>& xx) { return dr.value(xx, y, groups); }, x);
+    CHECK(rel_max_diff(g, numg) < 1e-8);
+  };
+  check({}, "defaults");
+  check({0.5, 0.3, 2.0, 1.0, 0.2}, "lambda+ .5, lambda- .3, L 2, tau 1, margin .2");
+  check({2.0, 0.05, 10.0, 3.0, -0.3}, "lambda+ 2, lambda- .05, L 10, tau 3, margin -.3");
+  y.setZero();
+  y[2] = -1;
+  check({}, "no positives");
+  y.setConstant(1);
+  y[2] = -1;
+  check({}, "every anchor positive (other columns negative)");
+}
+
+TEMPLATE_TEST_CASE("DR loss: multi-tile inputs match a long-double oracle", "[dr][oracle]", float,
+                   double) {
+  using S = TestType;
+  const double tol = std::is_same<S, double>::value ? 1e-12 : 2e-5;
+  RowArray<S> x;
+  fgbg::LabelVector y;
+  SECTION("3000 x 80, hardest negative in the last tile (running max rescaled)") {
+    random_batch(3000, 80, 5, x, y, -4.0, 1.0);
+    x(2990, 7) = S(6);
+    y[2990] = 0;
+    for (const fgbg::DRLossConfig<S> cfg :
+         {fgbg::DRLossConfig<S>{}, fgbg::DRLossConfig<S>{S(0.01), S(0.002), S(6), S(4), S(0.5)}}) {
+      const Oracle o = oracle(x, y, cfg);
+      const fgbg::DRLoss<S> dr(cfg);
+      RowArray<S> g(x.rows(), x.cols());
+      const S v = dr.value_and_grad(x, y, g);
+      CHECK(std::abs(v - o.value) <= tol * std::max(1.0, std::abs(o.value)));
+      CHECK(rel_max_diff(g.template cast<double>(), o.grad) < tol);
+      CHECK(dr.value(x, y) == v);
+    }
+  }
+  SECTION("one column, 20000 anchors, half positive") {
+    random_batch(20000, 1, 9, x, y, 0.0, 3.0);
+    for (Index i = 0; i < y.size(); i += 2) y[i] = 1;
+    const Oracle o = oracle(x, y);
+    const fgbg::DRLoss<S> dr;
+    RowArray<S> g(x.rows(), 1);
+    const S v = dr.value_and_grad(x, y, g);
+    CHECK(std::abs(v - o.value) <= tol * std::max(1.0, std::abs(o.value)));
+    CHECK(rel_max_diff(g.template cast<double>(), o.grad) < tol);
+  }
+  SECTION("C = 3000 > tile width (tiles split a row)") {
+    random_batch(7, 3000, 6, x, y, -3.0, 2.0);
+    y << 2999, 1, 0, -1, 1500, 0, 3000;
+    const Oracle o = oracle(x, y);
+    const fgbg::DRLoss<S> dr;
+    RowArray<S> g(x.rows(), x.cols());
+    const S v = dr.value_and_grad(x, y, g);
+    CHECK(std::abs(v - o.value) <= tol * std::max(1.0, std::abs(o.value)));
+    CHECK(rel_max_diff(g.template cast<double>(), o.grad) < tol);
+  }
+}
+
+TEMPLATE_TEST_CASE("DR loss: per-image groups equal separate calls summed", "[dr][groups]", float,
+                   double) {
+  using S = TestType;
+  RowArray<S> x;
+  fgbg::LabelVector y;
+  random_batch(900, 20, 3, x, y);
+  // Images of 400, 1 (background only), 150 (all ignored), 349 (no positives) anchors.
+  const Index sizes[4] = {400, 1, 150, 349};
+  y[400] = 0;
+  y.segment(401, 150).setConstant(-1);
+  for (Index i = 551; i < 900; ++i) y[i] = std::min(y[i], 0);
+  Eigen::ArrayXi groups(900);
+  const fgbg::DRLoss<S> dr;
+  RowArray<S> g(900, 20), gs(900, 20);
+  double sum = 0;
+  for (Index k = 0, r0 = 0; k < 4; r0 += sizes[k], ++k) {
+    groups.segment(r0, sizes[k]).setConstant(static_cast<int>(10 * k) - 5);
+    RowArray<S> xk = x.middleRows(r0, sizes[k]), gk(sizes[k], 20);
+    const fgbg::LabelVector yk = y.segment(r0, sizes[k]);
+    sum += dr.value_and_grad(xk, yk, gk);
+    gs.middleRows(r0, sizes[k]) = gk;
+  }
+  const S v = dr.value_and_grad(x, y, g, groups);
+  CHECK(v == Approx(sum).epsilon(std::is_same<S, double>::value ? 1e-14 : 1e-6));
+  CHECK((g == gs).all());
+  CHECK(dr.value(x, y, groups) == v);
+  CHECK(g.middleRows(401, 150).isZero(0));
+  // Pooled is a different loss.
+  CHECK(std::abs(dr.value(x, y) - v) > 1e-3);
+}
+
+TEMPLATE_TEST_CASE("DR loss: layouts, Maps, blocks, expressions and aliasing agree", "[dr][layout]",
+                   float, double) {
+  using S = TestType;
+  RowArray<S> x;
+  fgbg::LabelVector y;
+  random_batch(157, 37, 8, x, y);
+  const fgbg::DRLoss<S> dr;
+  RowArray<S> g_ref(157, 37);
+  const S v_ref = dr.value_and_grad(x, y, g_ref);
+
+  Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> xc = x, gc(157, 37);
+  CHECK(dr.value_and_grad(xc, y, gc) == v_ref);
+  CHECK((gc == g_ref).all());
+
+  std::vector<S> buffer(x.data(), x.data() + x.size());
+  Eigen::Map<const RowArray<S>> xm(buffer.data(), 157, 37);
+  RowArray<S> big = RowArray<S>::Constant(160, 40, S(42));
+  CHECK(dr.value_and_grad(xm, y, big.block(1, 2, 157, 37)) == v_ref);
+  CHECK((big.block(1, 2, 157, 37) == g_ref).all());
+  CHECK(big(0, 0) == S(42));
+  CHECK(big(159, 39) == S(42));
+
+  RowArray<S> g2(157, 37);
+  CHECK(dr.value_and_grad(x * S(1), y, g2) == v_ref);
+  CHECK((g2 == g_ref).all());
+
+  // Gradient written over the logits (in place).
+  RowArray<S> inplace = x;
+  CHECK(dr.value_and_grad(inplace, y, inplace) == v_ref);
+  CHECK((inplace == g_ref).all());
+
+  // Labels as a row vector of another integer type; an empty Weights is accepted.
+  Eigen::Array<std::int64_t, 1, Eigen::Dynamic> y64 = y.transpose().template cast<std::int64_t>();
+  CHECK(dr.value_and_grad(x, y64, g2, fgbg::Weights<S>{}) == v_ref);
+  CHECK(dr.value(x, y64, fgbg::Weights<S>{}) == v_ref);
+}
+
+TEMPLATE_TEST_CASE("DR loss: edge cases", "[dr][edge]", float, double) {
+  using S = TestType;
+  const fgbg::DRLoss<S> dr;
+  SECTION("N = 0: D+ = 1, D- = 0") {
+    RowArray<S> x(0, 80), g(0, 80);
+    fgbg::LabelVector y(0);
+    CHECK(dr.value_and_grad(x, y, g) == Approx(kEmptyValue));
+    CHECK(dr.value(x, y) == Approx(kEmptyValue));
+    // No groups at all: the sum over zero groups.
+    CHECK(dr.value(x, y, Eigen::ArrayXi(0)) == S(0));
+  }
+  SECTION("all ignored: constant value, zero gradient written") {
+    RowArray<S> x = RowArray<S>::Constant(5, 3, S(1.5)), g = RowArray<S>::Constant(5, 3, S(9));
+    fgbg::LabelVector y = fgbg::LabelVector::Constant(5, -1);
+    CHECK(dr.value_and_grad(x, y, g) == Approx(kEmptyValue));
+    CHECK((g == S(0)).all());
+  }
+  SECTION("no positives: D+ = 1") {
+    RowArray<S> x(3, 2), g(3, 2);
+    x << S(-1), S(0.5), S(2), S(-3), S(0), S(1);
+    fgbg::LabelVector y = fgbg::LabelVector::Zero(3);
+    const Oracle o = oracle(x, y);
+    CHECK(dr.value_and_grad(x, y, g) == Approx(o.value).epsilon(1e-6));
+    CHECK(rel_max_diff(g.template cast<double>(), o.grad) < 1e-6);
+  }
+  SECTION("no negatives: D- = 0") {
+    RowArray<S> x(3, 1), g(3, 1);
+    x << S(-1), S(0.5), S(2);
+    fgbg::LabelVector y = fgbg::LabelVector::Ones(3);
+    const Oracle o = oracle(x, y);
+    CHECK(dr.value_and_grad(x, y, g) == Approx(o.value).epsilon(1e-6));
+    CHECK(rel_max_diff(g.template cast<double>(), o.grad) < 1e-6);
+    CHECK((g <= S(0)).all());
+  }
+  SECTION("±1e4 logits stay finite, for tiny lambdas too") {
+    RowArray<S> x(4, 3), g(4, 3);
+    x << S(1e4), S(-1e4), S(3), S(-1e4), S(1e4), S(-1e4), S(1e4), S(1e4), S(0), S(-1e4), S(-1e4),
+        S(-1e4);
+    fgbg::LabelVector y(4);
+    y << 1, 1, 0, 3;
+    for (const fgbg::DRLossConfig<S> cfg :
+         {fgbg::DRLossConfig<S>{}, fgbg::DRLossConfig<S>{S(1e-3), S(1e-4), S(50), S(4), S(0.5)}}) {
+      const fgbg::DRLoss<S> d(cfg);
+      const S v = d.value_and_grad(x, y, g);
+      CHECK(std::isfinite(v));
+      CHECK(g.isFinite().all());
+      const Oracle o = oracle(x, y, cfg);
+      CHECK(v == Approx(o.value).epsilon(1e-5));
+      CHECK(rel_max_diff(g.template cast<double>(), o.grad) < 1e-5);
+    }
+    // Every negative saturated at p = 0 while the positive sits at p = 0.
+    RowArray<S> z = RowArray<S>::Constant(3, 2, S(-1e4));
+    fgbg::LabelVector yz(3);
+    yz << 1, 0, 0;
+    const fgbg::DRLoss<S> tiny({S(1), S(1e-4)});
+    CHECK(std::isfinite(tiny.value_and_grad(z, yz, g.topRows(3).leftCols(2))));
+    CHECK(g.topRows(3).leftCols(2).isFinite().all());
+  }
+}
+
+TEST_CASE("DR loss: bad inputs throw and leave the gradient untouched", "[dr][errors]") {
+  const fgbg::DRLoss<double> dr;
+  RowArray<double> x = RowArray<double>::Constant(3, 2, 0.5);
+  RowArray<double> g = RowArray<double>::Constant(3, 2, 7.0);
+  fgbg::LabelVector y(3);
+  y << 1, 0, -1;
+  Eigen::ArrayXi groups(3);
+  groups << 0, 0, 1;
+  auto untouched = [&] { return (g == 7.0).all(); };
+
+  SECTION("label out of range") {
+    y[1] = 3;
+    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g),
+                      "fgbg::DRLoss: labels(1) = 3 is outside -1..2 (-1 ignore, 0 background, "
+                      "1..C class)");
+    y[1] = -2;
+    CHECK_THROWS_AS(dr.value_and_grad(x, y, g, groups), std::invalid_argument);
+    CHECK_THROWS_AS(dr.value(x, y), std::invalid_argument);
+  }
+  SECTION("labels of the wrong length") {
+    fgbg::LabelVector y2(4);
+    y2 << 0, 0, 0, 0;
+    CHECK_THROWS_WITH(dr.value_and_grad(x, y2, g),
+                      Catch::Contains("labels must be a vector of 3 entries, got 4 x 1"));
+  }
+  SECTION("gradient view of the wrong shape") {
+    RowArray<double> big = RowArray<double>::Constant(4, 4, 7.0);
+    CHECK_THROWS_WITH(dr.value_and_grad(x, y, big.block(0, 0, 2, 2)),
+                      Catch::Contains("grad must be 3 x 2, got 2 x 2"));
+    CHECK((big == 7.0).all());
+  }
+  SECTION("NaN and inf logits") {
+    x(2, 1) = std::numeric_limits<double>::quiet_NaN();
+    CHECK_THROWS_AS(dr.value_and_grad(x, y, g), std::domain_error);
+    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, groups), Catch::Contains("logits(2, 1) is nan"));
+    x(2, 1) = 0;
+    x(1, 0) = -std::numeric_limits<double>::infinity();
+    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g), Catch::Contains("logits(1, 0) is -inf"));
+    CHECK_THROWS_AS(dr.value(x, y), std::domain_error);
+  }
+  SECTION("groups of the wrong length or not sorted") {
+    Eigen::ArrayXi g2(2);
+    g2 << 0, 1;
+    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, g2),
+                      Catch::Contains("groups must be a vector of 3 entries, got 2 x 1"));
+    groups << 1, 0, 1;
+    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, groups),
+                      Catch::Contains("groups must be non-decreasing (each group's anchors in "
+                                      "consecutive rows), got groups(1) = 0 after 1"));
+    CHECK_THROWS_AS(dr.value(x, y, groups), std::invalid_argument);
+  }
+  SECTION("weights are refused") {
+    Eigen::ArrayXd w = Eigen::ArrayXd::Ones(3);
+    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, fgbg::Weights<double>(w)),
+                      Catch::Contains("weights are not supported"));
+    CHECK_THROWS_AS(dr.value(x, y, fgbg::Weights<double>(w)), std::invalid_argument);
+  }
+  CHECK(untouched());
+}
+
+TEST_CASE("DR loss: invalid hyper-parameters", "[dr][errors]") {
+  using D = fgbg::DRLoss<float>;
+  using C = fgbg::DRLossConfig<float>;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH(D(C{0.f}), "fgbg::DRLoss: config.pos_lambda must be finite and > 0, got 0");
+  CHECK_THROWS_WITH(D(C{1.f, -0.1f}),
+                    "fgbg::DRLoss: config.neg_lambda must be finite and > 0, got -0.100000001");
+  CHECK_THROWS_AS(D(C{1.f, 1e-45f}), std::invalid_argument);  // 1/λ overflows
+  CHECK_THROWS_WITH(D(C{1.f, 0.1f, 0.f}), Catch::Contains("config.L must be finite and > 0"));
+  CHECK_THROWS_WITH(D(C{1.f, 0.1f, 6.f, nan}), Catch::Contains("config.tau must be finite"));
+  CHECK_THROWS_WITH(D(C{1.f, 0.1f, 6.f, 4.f, INFINITY}),
+                    Catch::Contains("config.margin must be finite, got inf"));
+  const D d;
+  CHECK(d.config().neg_lambda == Approx(0.1 / std::log(3.5)));
+  CHECK(d.config().pos_lambda == 1.f);
+  CHECK(d.config().L == 6.f);
+  CHECK(d.config().tau == 4.f);
+  CHECK(d.config().margin == 0.5f);
+}
+
+TEMPLATE_TEST_CASE("DR loss allocates nothing in steady state", "[dr][alloc]", float, double) {
+  using S = TestType;
+  RowArray<S> x;
+  fgbg::LabelVector y;
+  random_batch(3000, 80, 2, x, y);
+  RowArray<S> g(3000, 80);
+  Eigen::ArrayXi groups(3000);
+  for (Index i = 0; i < 3000; ++i) groups[i] = static_cast<int>(i / 1000);
+  const fgbg::DRLoss<S> dr;
+  S v = 0;
+  {
+    NoAllocScope guard;
+    v += dr.value_and_grad(x, y, g);
+    v += dr.value_and_grad(x, y, g, groups);
+    v += dr.value(x, y);
+    v += dr.value(x, y, groups);
+    CHECK(guard.count() == 0);
+  }
+  CHECK(std::isfinite(v));
+}
