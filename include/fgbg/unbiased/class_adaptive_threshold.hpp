@@ -1,0 +1,154 @@
+/// @file class_adaptive_threshold.hpp
+/// @brief Sampling-free class-adaptive score thresholds (the released global one and a per-class
+///        variant) and the selection of the (anchor, class, score) candidates above them.
+///
+/// Chen, Liu, Tu, Ling, Li, Hu, "Is Heuristic Sampling Necessary in Training Deep Object
+/// Detectors?", IEEE TIP 2021 (arXiv 1909.04868), the "class-adaptive threshold" ingredient.
+/// Spec ranking-and-unbiased §7.3.
+///
+/// Released (ChenJoya/sampling-free @ 5f133dc, modeling/rpn/retinanet/inference.py): one global
+/// pre-NMS threshold for a RetinaNet head trained with the optimal bias,
+///   τ = π · (C + 1),   π = N_fg / (N_fg + N_bg) / C
+/// (the code multiplies by NUM_CLASSES, which counts the background: 81 on COCO), i.e. about the
+/// foreground ratio, ≈ 8.1e-4 on COCO instead of the usual 0.05. The released RoI head uses a
+/// fixed 1e-4 instead (pass it to select_above_threshold).
+///
+/// Per-class variant (fgbg's; the paper's per-class formula could not be verified, spec §11):
+/// the same rule with each class's own foreground frequency f_k = N_k / (N_fg + N_bg),
+///   τ_k = max(floor, f_k · (C + 1)),
+/// so the mean of the τ_k over the classes is the released τ (with floor 0) and uniform classes
+/// give τ_k = τ. A class never seen in the statistics gets τ_k = floor (default 0: every positive
+/// score kept); pass a floor such as 1e-4 to bound the candidates of unseen classes.
+///
+/// Selection: a candidate is kept iff score > τ_k (strict, as the references' `scores > thresh`),
+/// compared in the scores' scalar type (the threshold is rounded to it first, as torch does when
+/// comparing a float tensor with a Python float). Candidates go into a caller-owned vector,
+/// cleared first; once its capacity suffices nothing is allocated. Order is deterministic:
+/// `anchor_major` (anchor ascending, then class ascending: the order of torch.nonzero on the
+/// N × C mask; default) or `score_descending` (ties by anchor, then class, ascending).
+///
+/// Shapes: scores N × C (any layout, probabilities in the sigmoid-head column order, class k in
+/// column k−1), thresholds a vector of C entries.
+/// @throws std::invalid_argument for a shape mismatch, a floor < 0 or non-finite, or statistics
+///         without counted anchors; std::domain_error for a non-finite score or threshold. A failed
+///         call leaves the output vector untouched.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../core/checks.hpp"
+#include "optimal_bias.hpp"
+
+namespace fgbg {
+
+/// The released global threshold π · (C + 1) from counts.
+/// @throws std::invalid_argument as optimal_sigmoid_prior.
+inline double released_score_threshold(std::int64_t num_fg, std::int64_t num_bg,
+                                       Index num_classes) {
+  return optimal_sigmoid_prior(num_fg, num_bg, num_classes) * static_cast<double>(num_classes + 1);
+}
+
+/// The released global threshold π · (C + 1) from accumulated statistics.
+inline double released_score_threshold(const AnchorStatistics& stats) {
+  return released_score_threshold(stats.num_fg(), stats.num_bg(), stats.num_classes());
+}
+
+/// Writes τ_k = max(floor, f_k · (C + 1)) for k = 1..C into `out` (a vector of C entries; a
+/// plain array is resized).
+/// @throws std::invalid_argument for no counted anchors, a bad floor or a wrong output size.
+template <typename Derived>
+void per_class_score_thresholds(const AnchorStatistics& stats,
+                                const Eigen::DenseBase<Derived>& out_, double floor = 0.0) {
+  constexpr const char* kWhere = "fgbg::per_class_score_thresholds";
+  using Scalar = typename Derived::Scalar;
+  const Index c = stats.num_classes();
+  if (!(std::isfinite(floor) && floor >= 0.0))
+    detail::throw_invalid(kWhere, "floor must be finite and >= 0, got ", floor);
+  if (stats.num_fg() + stats.num_bg() == 0)
+    detail::throw_invalid(kWhere, "no anchors counted (num_fg + num_bg must be > 0, got 0)");
+  auto& out = const_cast<Eigen::DenseBase<Derived>&>(out_);
+  if constexpr (std::is_base_of<Eigen::PlainObjectBase<Derived>, Derived>::value) {
+    if (out.size() != c) out.derived().resize(c);
+  }
+  detail::check_vector(kWhere, "thresholds", out, c);
+  for (Index k = 0; k < c; ++k)
+    out.derived().coeffRef(k) = static_cast<Scalar>(
+        std::max(floor, stats.class_frequency(k + 1) * static_cast<double>(c + 1)));
+}
+
+/// One kept candidate: anchor index, class label (1..C, column label−1) and score.
+template <typename Scalar>
+struct ScoredCandidate {
+  Index anchor = 0;
+  Label label = 0;
+  Scalar score = 0;
+  bool operator==(const ScoredCandidate& o) const {
+    return anchor == o.anchor && label == o.label && score == o.score;
+  }
+};
+
+/// Order of the candidates returned by the selection functions.
+enum class CandidateOrder { anchor_major, score_descending };
+
+namespace detail {
+
+template <typename Scalar, typename SD, typename ThresholdAt>
+Index select_candidates(const Eigen::DenseBase<SD>& scores, const ThresholdAt& threshold_at,
+                        std::vector<ScoredCandidate<Scalar>>& out, CandidateOrder order) {
+  out.clear();
+  const Index n = scores.rows(), c = scores.cols();
+  for (Index i = 0; i < n; ++i)
+    for (Index k = 0; k < c; ++k) {
+      const Scalar s = scores.derived().coeff(i, k);
+      if (s > threshold_at(k)) out.push_back({i, static_cast<Label>(k + 1), s});
+    }
+  if (order == CandidateOrder::score_descending)
+    std::sort(out.begin(), out.end(),
+              [](const ScoredCandidate<Scalar>& a, const ScoredCandidate<Scalar>& b) {
+                if (a.score != b.score) return a.score > b.score;
+                if (a.anchor != b.anchor) return a.anchor < b.anchor;
+                return a.label < b.label;
+              });
+  return static_cast<Index>(out.size());
+}
+
+}  // namespace detail
+
+/// Keeps every (anchor, class) whose score is > thresholds(class−1); returns how many.
+/// @throws std::invalid_argument for a threshold vector of the wrong length; std::domain_error
+///         for a non-finite score or threshold. `out` is untouched by a failed call.
+template <typename SD, typename TD>
+Index select_above_thresholds(const Eigen::DenseBase<SD>& scores,
+                              const Eigen::DenseBase<TD>& thresholds,
+                              std::vector<ScoredCandidate<typename SD::Scalar>>& out,
+                              CandidateOrder order = CandidateOrder::anchor_major) {
+  constexpr const char* kWhere = "fgbg::select_above_thresholds";
+  using Scalar = typename SD::Scalar;
+  detail::check_vector(kWhere, "thresholds", thresholds, scores.cols());
+  detail::check_finite(kWhere, "thresholds", thresholds);
+  detail::check_finite(kWhere, "scores", scores);
+  return detail::select_candidates<Scalar>(
+      scores, [&](Index k) { return static_cast<Scalar>(thresholds.derived().coeff(k)); }, out,
+      order);
+}
+
+/// Keeps every (anchor, class) whose score is > threshold (one global threshold, as released).
+/// @throws std::domain_error for a non-finite score or threshold.
+template <typename SD>
+Index select_above_threshold(const Eigen::DenseBase<SD>& scores, double threshold,
+                             std::vector<ScoredCandidate<typename SD::Scalar>>& out,
+                             CandidateOrder order = CandidateOrder::anchor_major) {
+  constexpr const char* kWhere = "fgbg::select_above_threshold";
+  using Scalar = typename SD::Scalar;
+  if (!std::isfinite(threshold))
+    throw std::domain_error(
+        detail::concat(kWhere, ": threshold is ", threshold, "; it must be finite"));
+  detail::check_finite(kWhere, "scores", scores);
+  const Scalar t = static_cast<Scalar>(threshold);
+  return detail::select_candidates<Scalar>(
+      scores, [t](Index) { return t; }, out, order);
+}
+
+}  // namespace fgbg

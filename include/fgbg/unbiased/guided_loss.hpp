@@ -1,0 +1,196 @@
+/// @file guided_loss.hpp
+/// @brief Sampling-free guided loss scaling: any dense classification loss of fgbg, rescaled so
+///        that its value equals the regression loss, with the gradient scaled by the same
+///        detached ratio, in one fused pass.
+///
+/// Chen, Liu, Tu, Ling, Li, Hu, "Is Heuristic Sampling Necessary in Training Deep Object
+/// Detectors?", IEEE TIP 2021 (arXiv 1909.04868), the "guided loss" ingredient. Matches
+/// ChenJoya/sampling-free @ 5f133dc (modeling/rpn/retinanet/loss.py, modeling/rpn/loss.py,
+/// modeling/roi_heads/box_head/loss.py); spec ranking-and-unbiased §7.2.
+///
+///   w = L_reg / L_cls          (computed without gradient: w is a constant)
+///   L̃ = s · w · L_cls          value: s · L_reg
+///   ∂L̃/∂x = s · w · ∂L_cls/∂x
+///
+/// L_cls is the wrapped loss (e.g. SigmoidCrossEntropyLoss, plain BCE on every anchor, no
+/// sampling) with its own weights and normaliser; any constant normaliser of L_cls cancels
+/// exactly, so only the normalisation of L_reg sets the classification gradient scale. L_reg is
+/// the caller's (detached) regression loss, a finite scalar ≥ 0; the regression loss itself is
+/// untouched. s = `classification_scale`: 1 for RetinaNet and the RPN (default), 2 for the
+/// Faster R-CNN RoI head (the released README's "classification_scale 2.0 for rcnn").
+///
+/// L_cls = 0 (no valid anchor, N = 0, or a loss that underflows to 0) ⇒ value 0, zero gradient,
+/// w = 0 (the released heads return (0, 0) when there is nothing to train). A negative L_cls (not
+/// produced by any loss of fgbg) is treated the same way.
+///
+/// Quirk (`treat_ignored_as_negative`, default false): the released RetinaNet loss builds one-hot
+/// targets from labels whose ignored anchors (IoU in [0.4, 0.5)) are −1, which gives them
+/// all-zero rows, so they are trained as negatives there (the focal-loss variant ignores them).
+/// With the option on, labels −1 are passed to the wrapped loss as 0 (background) on the fly (no
+/// copy). Default off: the ignore band exists precisely to keep ambiguous anchors out of the
+/// classification loss, every other loss of fgbg (and the paper's description) ignores them,
+/// and the flag only exists to reproduce the released numbers.
+///
+/// Cost: the wrapped loss's fused value_and_grad, then one in-place scale of the gradient (a
+/// streaming pass over the N × C gradient, ~0.1–0.2 ns per element, no second pass over the
+/// logits). No allocation beyond the wrapped loss's.
+///
+/// Shapes, labels, weights and normaliser: those of the wrapped loss.
+/// @throws std::invalid_argument for a bad config, a negative L_reg, and whatever the wrapped
+///         loss throws; std::domain_error for a non-finite L_reg or logit. A failed call writes
+///         nothing.
+#pragma once
+
+#include <cmath>
+#include <type_traits>
+#include <utility>
+
+#include "../core/loss_base.hpp"
+
+namespace fgbg {
+
+/// Configuration of GuidedLoss; defaults are the released RetinaNet / RPN ones.
+struct GuidedLossConfig {
+  /// s: 1 for RetinaNet and the RPN, 2 for the RoI head. Finite, > 0.
+  double classification_scale = 1.0;
+  /// Released RetinaNet quirk: train ignored anchors (label −1) as background. Off by default.
+  bool treat_ignored_as_negative = false;
+};
+
+/// Outcome of one guided call.
+struct GuidedLossResult {
+  double value = 0;     ///< s · w · L_cls (= s · L_reg when L_cls > 0, else 0)
+  double weight = 0;    ///< w = L_reg / L_cls (0 when L_cls ≤ 0)
+  double cls_loss = 0;  ///< L_cls, the wrapped loss's unscaled value
+};
+
+namespace detail {
+
+/// Maps label −1 to 0 and leaves every other label (including invalid ones, which the wrapped
+/// loss then rejects) unchanged.
+template <typename L>
+struct IgnoredAsBackground {
+  L operator()(const L& l) const { return l == L(-1) ? L(0) : l; }
+};
+
+}  // namespace detail
+
+/// Guided scaling of a dense classification loss; see the file comment. `Loss` is any type with
+/// the DenseLoss call surface (value / value_and_grad with optional weights and normaliser).
+template <typename Loss>
+class GuidedLoss {
+ public:
+  using Scalar = typename Loss::Scalar;
+  using Config = GuidedLossConfig;
+  static constexpr const char* kName = "fgbg::GuidedLoss";
+
+  explicit GuidedLoss(Loss loss = Loss(), const Config& config = {})
+      : loss_(std::move(loss)), config_(config) {
+    detail::require_param(
+        std::isfinite(config.classification_scale) && config.classification_scale > 0.0, kName,
+        "classification_scale", "finite and > 0", config.classification_scale);
+  }
+
+  const Loss& loss() const { return loss_; }
+  const Config& config() const { return config_; }
+
+  /// Value, w and L_cls; writes s·w·∂L_cls/∂logits into `grad`. The wrapped loss's default
+  /// normaliser is used (it cancels anyway).
+  template <typename XD, typename LD, typename GD>
+  GuidedLossResult value_and_grad(const Eigen::DenseBase<XD>& logits,
+                                  const Eigen::DenseBase<LD>& labels, double reg_loss,
+                                  const Eigen::DenseBase<GD>& grad,
+                                  Weights<Scalar> weights = {}) const {
+    check_reg_loss(reg_loss);
+    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    const double cls = with_labels(labels, [&](const auto& lab) {
+      return static_cast<double>(loss_.value_and_grad(logits, lab, g, weights));
+    });
+    return finish(cls, reg_loss, g);
+  }
+
+  /// As above with an explicit normaliser for the wrapped loss.
+  template <typename XD, typename LD, typename GD>
+  GuidedLossResult value_and_grad(const Eigen::DenseBase<XD>& logits,
+                                  const Eigen::DenseBase<LD>& labels, double reg_loss,
+                                  const Eigen::DenseBase<GD>& grad, Weights<Scalar> weights,
+                                  const Normalizer& normalizer) const {
+    check_reg_loss(reg_loss);
+    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    const double cls = with_labels(labels, [&](const auto& lab) {
+      return static_cast<double>(loss_.value_and_grad(logits, lab, g, weights, normalizer));
+    });
+    return finish(cls, reg_loss, g);
+  }
+
+  /// Value, w and L_cls without a gradient.
+  template <typename XD, typename LD>
+  GuidedLossResult value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+                         double reg_loss, Weights<Scalar> weights = {}) const {
+    check_reg_loss(reg_loss);
+    const double cls = with_labels(labels, [&](const auto& lab) {
+      return static_cast<double>(loss_.value(logits, lab, weights));
+    });
+    detail::NoGrad none;
+    return finish(cls, reg_loss, none);
+  }
+
+  /// As above with an explicit normaliser for the wrapped loss.
+  template <typename XD, typename LD>
+  GuidedLossResult value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+                         double reg_loss, Weights<Scalar> weights,
+                         const Normalizer& normalizer) const {
+    check_reg_loss(reg_loss);
+    const double cls = with_labels(labels, [&](const auto& lab) {
+      return static_cast<double>(loss_.value(logits, lab, weights, normalizer));
+    });
+    detail::NoGrad none;
+    return finish(cls, reg_loss, none);
+  }
+
+ private:
+  static void check_reg_loss(double reg_loss) {
+    if (!std::isfinite(reg_loss))
+      throw std::domain_error(
+          detail::concat(kName, ": reg_loss is ", reg_loss, "; it must be finite"));
+    if (reg_loss < 0.0) detail::throw_invalid(kName, "reg_loss must be >= 0, got ", reg_loss);
+  }
+
+  /// Calls f with the labels as given, or with −1 mapped to 0 (a lazy expression, no copy).
+  template <typename LD, typename F>
+  double with_labels(const Eigen::DenseBase<LD>& labels, F&& f) const {
+    if (config_.treat_ignored_as_negative)
+      return f(labels.derived().unaryExpr(detail::IgnoredAsBackground<typename LD::Scalar>{}));
+    return f(labels.derived());
+  }
+
+  /// w from L_cls, then the in-place scale of the gradient (the only extra pass).
+  template <typename GradOut>
+  GuidedLossResult finish(double cls, double reg_loss, GradOut& grad) const {
+    GuidedLossResult r;
+    r.cls_loss = cls;
+    if (cls > 0.0 && std::isfinite(cls)) {
+      r.weight = reg_loss / cls;
+      r.value = config_.classification_scale * r.weight * cls;
+    }
+    if constexpr (!std::is_same<GradOut, detail::NoGrad>::value) {
+      if (r.weight == 0.0) {
+        grad.derived().setZero();
+      } else {
+        grad.derived() *= static_cast<Scalar>(config_.classification_scale * r.weight);
+      }
+    }
+    return r;
+  }
+
+  Loss loss_;
+  Config config_;
+};
+
+/// Makes a GuidedLoss around `loss` (type deduction helper).
+template <typename Loss>
+GuidedLoss<Loss> make_guided_loss(Loss loss, const GuidedLossConfig& config = {}) {
+  return GuidedLoss<Loss>(std::move(loss), config);
+}
+
+}  // namespace fgbg
