@@ -1,0 +1,284 @@
+/// @file equalized_focal_loss.hpp
+/// @brief Equalized Focal Loss (EFL) for long-tailed dense detection, with its fused gradient and
+///        its per-class gradient statistics in an explicit, resettable state object.
+///
+/// Li, Chen, Li, Zhang, Wang, Lu, Zhang, "Equalized Focal Loss for Dense Long-Tailed Object
+/// Detection", CVPR 2022. Matches `EqualizedFocalLoss` and its gradient hook in
+/// ModelTC/United-Perception (`up/tasks/det/plugins/efl/models/losses/efl.py`,
+/// `…/efl/utils/hook_helper.py`; spec sampling-and-soft-losses §8.3).
+///
+/// State per class j: accumulated gradient magnitudes G⁺_j (from positive elements) and G⁻_j
+/// (from negative elements), and the ratio g_j = clamp(G⁺_j / (G⁻_j + 1e-10), 0, 1), which
+/// starts at 1. Per element, with p = σ(x), z = (2t − 1)x, p_t = σ(z), α_t = α if t = 1 else
+/// 1 − α (α < 0: α_t = 1):
+///
+///   γ_j   = γ_b + s (1 − g_j),   w_j = γ_j / γ_b          (constants within a call)
+///   EFL   = α_t · w_j · (1 − p_t)^γ_j · softplus(−z)       (softplus(−z) = −log p_t)
+///   ∂/∂x  = (2t − 1) · α_t w_j (1 − p_t)^γ_j (γ_j p_t log p_t + p_t − 1)
+///
+/// i.e. the sigmoid focal loss with a per-class γ, times γ_j/γ_b. The modulating factor is
+/// differentiated through p (as in the reference, which detaches only γ_j and w_j). The
+/// reference computes −log p_t directly (overflow for saturated logits, spec §10 row 29); this
+/// uses softplus.
+///
+/// State update: value_and_grad, after computing the gradient Γ = ∂L/∂x of the call (normaliser
+/// and Ω included; ignored rows contribute nothing), adds the batch sums Σ_i |Γ_ij| t_ij and
+/// Σ_i |Γ_ij| (1 − t_ij) to G⁺_j and G⁻_j, then recomputes g_j. The new γ_j apply from the next
+/// call. The reference accumulates from the start of training without decay (the default,
+/// decay = 1); config.decay < 1 gives the optional exponential forgetting
+/// G ← decay·G + batch (spec §10 row 29). value() uses the state without updating it. Call
+/// value_and_grad once per iteration over the anchors of every FPN level and image (the
+/// reference collects all levels before one update); the statistics are kept in double.
+///
+/// Shapes: logits N × C (no background column), labels N (−1 ignore, 0 background, k → column
+/// k−1; the reference's num_classes counts the background, so C = num_classes − 1), optional
+/// weights N or N × C, gradient N × C, state of C classes. Default normaliser: num_positives =
+/// max(1, #positive anchors).
+///
+/// @throws std::invalid_argument for a bad config, shape, label, weight, normaliser or a state
+///         of the wrong number of classes; std::domain_error for a non-finite logit or weight.
+///         A call that throws writes no output and leaves the state unchanged.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "../core/loss_base.hpp"
+#include "../core/numerics.hpp"
+#include "../core/sigmoid_head.hpp"
+
+namespace fgbg {
+
+template <typename Scalar>
+class EqualizedFocalLoss;
+
+/// The per-class gradient statistics of EqualizedFocalLoss (see its file comment). Owns its
+/// buffers (allocated once, in the constructor); copyable, so a snapshot is a copy.
+class EqualizedFocalState {
+ public:
+  /// Fresh statistics for `num_classes` foreground classes: G⁺ = G⁻ = 0, g = 1.
+  explicit EqualizedFocalState(Index num_classes = 0) {
+    if (num_classes < 0)
+      detail::throw_invalid("fgbg::EqualizedFocalState", "num_classes must be >= 0, got ",
+                            num_classes);
+    pos_.resize(num_classes);
+    neg_.resize(num_classes);
+    ratio_.resize(num_classes);
+    batch_pos_.resize(num_classes);
+    batch_neg_.resize(num_classes);
+    reset();
+  }
+
+  /// Back to the start of training: G⁺ = G⁻ = 0, g = 1, no updates.
+  void reset() {
+    pos_.setZero();
+    neg_.setZero();
+    ratio_.setOnes();
+    updates_ = 0;
+  }
+
+  Index num_classes() const { return pos_.size(); }
+  /// G⁺_j: accumulated |∂L/∂x| over positive elements of class j.
+  const Eigen::ArrayXd& pos_grad() const { return pos_; }
+  /// G⁻_j: accumulated |∂L/∂x| over negative elements of class j.
+  const Eigen::ArrayXd& neg_grad() const { return neg_; }
+  /// g_j = clamp(G⁺_j / (G⁻_j + 1e-10), 0, 1); 1 before the first update.
+  const Eigen::ArrayXd& ratio() const { return ratio_; }
+  /// Number of value_and_grad calls that updated the statistics since the last reset.
+  long long updates() const { return updates_; }
+
+ private:
+  template <typename>
+  friend class EqualizedFocalLoss;
+
+  /// Adds the batch sums of |grad| split by target, then recomputes g (never throws).
+  template <typename GD, typename LD>
+  void accumulate(const Eigen::DenseBase<GD>& grad, const Eigen::DenseBase<LD>& labels,
+                  double decay) {
+    batch_pos_.setZero();
+    batch_neg_.setZero();
+    const Index n = grad.rows(), c = grad.cols();
+    for (Index i = 0; i < n; ++i) {
+      const auto lab = labels.derived().coeff(i);
+      if (lab == kIgnore) continue;
+      if (lab == kBackground) {
+        batch_neg_ += grad.derived().row(i).transpose().array().abs().template cast<double>();
+        continue;
+      }
+      for (Index j = 0; j < c; ++j) {
+        const double a = std::abs(static_cast<double>(grad.derived().coeff(i, j)));
+        if (j == lab - 1) {
+          batch_pos_[j] += a;
+        } else {
+          batch_neg_[j] += a;
+        }
+      }
+    }
+    if (decay != 1.0) {
+      pos_ *= decay;
+      neg_ *= decay;
+    }
+    pos_ += batch_pos_;
+    neg_ += batch_neg_;
+    ratio_ = (pos_ / (neg_ + 1e-10)).max(0.0).min(1.0);
+    ++updates_;
+  }
+
+  Eigen::ArrayXd pos_, neg_, ratio_, batch_pos_, batch_neg_;
+  long long updates_ = 0;
+};
+
+/// Configuration of EqualizedFocalLoss; defaults are the reference's (LVIS config).
+template <typename Scalar>
+struct EqualizedFocalLossConfig {
+  Scalar alpha = Scalar(0.25);  ///< focal α (weight of positives); ≤ 1, < 0 disables
+  Scalar gamma_b = Scalar(2);   ///< base focusing parameter γ_b (focal_gamma), finite and > 0
+  Scalar scale = Scalar(8);     ///< s (scale_factor), finite and ≥ 0
+  double decay = 1.0;           ///< statistics decay in [0, 1]; 1 = cumulative (reference)
+  Normalizer normalizer = Normalizer::num_positives();
+};
+
+namespace detail {
+
+/// The per-call kernel of EqualizedFocalLoss: the config plus the state's g (read only).
+template <typename Scalar>
+struct EqualizedFocalKernel {
+  Scalar alpha_pos, alpha_neg, gamma_b, scale;
+  const double* ratio;
+
+  Scalar gamma(Index j) const { return gamma_b + scale * static_cast<Scalar>(1.0 - ratio[j]); }
+
+  /// t = 0 over a tile, per-column γ_j:
+  /// (1−α) w_j σ^γ_j softplus(x) and (1−α) w_j σ^γ_j (σ + γ_j (1 − σ) softplus(x)).
+  void negatives(const Tile& t, const Scalar* xp, Scalar* loss, Scalar* grad,
+                 Scalar* scratch) const {
+    using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+    using Cols = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic>;  // tile rows as columns
+    const Index n = t.size();
+    Eigen::Map<const Vec> x(xp, n);
+    Eigen::Map<Vec> e(scratch, n), sp(scratch + kTileElems, n), l(loss, n);
+    Eigen::Map<Vec> gam(scratch + 2 * kTileElems, t.cols);
+    bool all_two = true;
+    for (Index j = 0; j < t.cols; ++j) {
+      gam[j] = gamma(t.col0 + j);
+      all_two = all_two && gam[j] == Scalar(2);
+    }
+    e = array::exp_neg_abs(x);
+    sp = array::softplus_from(x, e);
+    e = array::sigmoid_from(x, e);  // e now holds σ
+    Eigen::Map<const Cols> X(xp, t.cols, t.rows);
+    Eigen::Map<Cols> E(e.data(), t.cols, t.rows), SP(sp.data(), t.cols, t.rows),
+        L(loss, t.cols, t.rows);
+    const Scalar c = alpha_neg / gamma_b;  // w_j (1−α) = c γ_j
+    if (all_two) {
+      l = (Scalar(2) * c) * e.square();
+      if (grad) Eigen::Map<Vec>(grad, n) = l * (e + Scalar(2) * (Scalar(1) - e) * sp);
+      l *= sp;
+      return;
+    }
+    L = ((X - SP).colwise() * gam).exp();  // σ^γ_j = exp(−γ_j softplus(−x))
+    L.colwise() *= gam;                    // (c is applied below: `*=` of an expression allocates)
+    if (grad) {
+      Eigen::Map<Cols> G(grad, t.cols, t.rows);
+      G = c * L * (E + ((Scalar(1) - E) * SP).colwise() * gam);
+    }
+    l = c * l * sp;
+  }
+
+  /// t = 1 at column `col` (the one positive element of a row).
+  void element(Scalar x, Scalar, Index, Index col, Scalar& loss, Scalar& grad) const {
+    const Scalar g = gamma(col);
+    const Scalar sp_neg = softplus(-x);  // −log p
+    const Scalar p = sigmoid(x);
+    const Scalar mod = alpha_pos * (g / gamma_b) * pow_gamma(sigmoid(-x), -softplus(x), g);
+    loss = mod * sp_neg;
+    grad = mod * (-g * p * sp_neg + p - Scalar(1));
+  }
+};
+
+}  // namespace detail
+
+/// Equalized focal loss; see the file comment.
+template <typename Scalar>
+class EqualizedFocalLoss {
+ public:
+  using Config = EqualizedFocalLossConfig<Scalar>;
+  using State = EqualizedFocalState;
+  static constexpr const char* kName = "fgbg::EqualizedFocalLoss";
+
+  explicit EqualizedFocalLoss(const Config& config = {}) : config_(config) {
+    detail::require_param(config.alpha <= Scalar(1) && std::isfinite(config.alpha), kName, "alpha",
+                          "<= 1 (or < 0 to disable)", config.alpha);
+    detail::require_param(std::isfinite(config.gamma_b) && config.gamma_b > Scalar(0), kName,
+                          "gamma_b", "finite and > 0", config.gamma_b);
+    detail::require_param(std::isfinite(config.scale) && config.scale >= Scalar(0), kName, "scale",
+                          "finite and >= 0", config.scale);
+    detail::require_param(config.decay >= 0.0 && config.decay <= 1.0, kName, "decay", "in [0, 1]",
+                          config.decay);
+    config_.normalizer.validate(kName);
+  }
+
+  const Config& config() const { return config_; }
+
+  /// γ_j = γ_b + s (1 − g_j) that a call with `state` uses for class column j.
+  Scalar gamma(const State& state, Index j) const { return kernel(state).gamma(j); }
+
+  /// Normalised loss value with the state's current γ_j; the state is not updated.
+  template <typename XD, typename LD>
+  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+               const State& state, Weights<Scalar> weights = {}) const {
+    return value(logits, labels, state, weights, config_.normalizer);
+  }
+
+  /// As above, with an explicit normalizer for this call.
+  template <typename XD, typename LD>
+  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+               const State& state, Weights<Scalar> weights, const Normalizer& normalizer) const {
+    detail::NoGrad none;
+    return static_cast<Scalar>(run(logits, labels, state, weights, normalizer, none));
+  }
+
+  /// Normalised loss value; writes ∂value/∂logits (normalisation included) into `grad`, then
+  /// adds this gradient to the state's statistics (see the file comment).
+  template <typename XD, typename LD, typename GD>
+  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+                        State& state, const Eigen::DenseBase<GD>& grad,
+                        Weights<Scalar> weights = {}) const {
+    return value_and_grad(logits, labels, state, grad, weights, config_.normalizer);
+  }
+
+  /// As above, with an explicit normalizer for this call.
+  template <typename XD, typename LD, typename GD>
+  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+                        State& state, const Eigen::DenseBase<GD>& grad, Weights<Scalar> weights,
+                        const Normalizer& normalizer) const {
+    static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
+                  "fgbg: the gradient must have the loss's scalar type");
+    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    const double v = run(logits, labels, state, weights, normalizer, g);
+    state.accumulate(g, labels, config_.decay);
+    return static_cast<Scalar>(v);
+  }
+
+ private:
+  detail::EqualizedFocalKernel<Scalar> kernel(const State& state) const {
+    const bool off = config_.alpha < Scalar(0);
+    return {off ? Scalar(1) : config_.alpha, off ? Scalar(1) : Scalar(1) - config_.alpha,
+            config_.gamma_b, config_.scale, state.ratio().data()};
+  }
+
+  template <typename XD, typename LD, typename GradOut>
+  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, const State& state,
+             Weights<Scalar> w, const Normalizer& norm, GradOut& grad) const {
+    const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, norm, grad);
+    if (state.num_classes() != x.cols())
+      detail::throw_invalid(kName, "state has ", state.num_classes(), " classes, the logits ",
+                            x.cols(), " columns");
+    return detail::sigmoid_onehot(kernel(state), x, labels, w, norm.resolve(s, x.cols()), grad,
+                                  detail::UnitTarget{});
+  }
+
+  Config config_;
+};
+
+}  // namespace fgbg

@@ -1,0 +1,123 @@
+/// @file quality_focal_loss.hpp
+/// @brief Quality Focal Loss (QFL, the classification half of Generalized Focal Loss) with its
+///        fused, closed-form gradient.
+///
+/// Li, Wang, Wu, Chen, Hu, Li, Tang, Yang, "Generalized Focal Loss: Learning Qualified and
+/// Distributed Bounding Boxes for Dense Object Detection", NeurIPS 2020.
+/// Matches mmdetection's `quality_focal_loss` (`mmdet/models/losses/gfocal_loss.py`, value and
+/// autograd gradient; spec sampling-and-soft-losses §8.1). The original `implus/GFocal` code
+/// raised the *signed* difference to β (NaN for non-integer β, spec §10 row 27); like mmdetection
+/// this uses |y − σ|^β.
+///
+/// Per element, with σ = σ(x), target t = y_i (the anchor's quality, its IoU) at the label column
+/// of a positive anchor and t = 0 everywhere else, d = σ − t:
+///
+///   QFL(x, t) = |d|^β · BCE(x, t),   BCE(x, t) = (1 − t)·softplus(x) + t·softplus(−x)
+///   ∂QFL/∂x   = β |d|^(β−1) sign(d) · σ(1 − σ) · BCE(x, t) + |d|^β · d
+///   t = 0:      QFL = σ^β softplus(x),  ∂QFL/∂x = σ^β (σ + β (1 − σ) softplus(x))
+///
+/// The modulating factor |d|^β is differentiated (as in both references); the quality y is a
+/// constant (it comes from detached boxes). There is no α. β ≥ 1 is required: for β < 1 the
+/// derivative of |d|^β is infinite at d = 0.
+///
+/// Shapes: logits N × C (no background column), labels N (−1 ignore, 0 background, k → column
+/// k−1), quality N (read on positive rows only, each in [0, 1]), optional weights N or N × C,
+/// gradient N × C. Default normaliser: num_positives = max(1, #positive anchors). mmdetection's
+/// GFL head divides by avg_factor = Σ_img max(P_img, 1) averaged over GPUs (plus FLT_EPSILON):
+/// the same number for one image on one GPU; pass Normalizer::avg_factor(A) to reproduce it
+/// otherwise.
+///
+/// @throws std::invalid_argument for a bad config (β < 1), shape, label, quality outside [0, 1],
+///         weight or normaliser; std::domain_error for a non-finite logit, quality or weight.
+///         Nothing is written when a call throws.
+#pragma once
+
+#include <cmath>
+
+#include "../core/numerics.hpp"
+#include "../core/sigmoid_head.hpp"
+#include "quality_loss_base.hpp"
+
+namespace fgbg {
+
+/// Configuration of QualityFocalLoss; defaults are mmdetection's / GFL's.
+template <typename Scalar>
+struct QualityFocalLossConfig {
+  Scalar beta = Scalar(2);  ///< exponent of |y − σ|, finite and ≥ 1
+  Normalizer normalizer = Normalizer::num_positives();
+};
+
+/// Quality focal loss; see the file comment.
+template <typename Scalar>
+class QualityFocalLoss : public QualityDenseLoss<QualityFocalLoss<Scalar>, Scalar> {
+ public:
+  using Config = QualityFocalLossConfig<Scalar>;
+  static constexpr const char* kName = "fgbg::QualityFocalLoss";
+
+  explicit QualityFocalLoss(const Config& config = {}) : config_(config) {
+    detail::require_param(std::isfinite(config.beta) && config.beta >= Scalar(1), kName, "beta",
+                          "finite and >= 1", config.beta);
+    config_.normalizer.validate(kName);
+  }
+
+  const Config& config() const { return config_; }
+
+  /// See QualityDenseLoss.
+  template <typename XD, typename LD, typename QD, typename GradOut>
+  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+             const Eigen::DenseBase<QD>& quality, Weights<Scalar> w, const Normalizer& norm,
+             GradOut& grad) const {
+    const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, norm, grad);
+    detail::check_quality(kName, quality, labels, x.rows());
+    const auto target = [&quality](Index row) {
+      return static_cast<double>(quality.derived().coeff(row));
+    };
+    return detail::sigmoid_onehot(*this, x, labels, w, norm.resolve(s, x.cols()), grad, target);
+  }
+
+  /// t = 0 over a tile: σ^β softplus(x) and σ^β (σ + β(1 − σ) softplus(x)).
+  void negatives(const detail::Tile& t, const Scalar* xp, Scalar* loss, Scalar* grad,
+                 Scalar* scratch) const {
+    using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+    const Index n = t.size();
+    Eigen::Map<const Vec> x(xp, n);
+    Eigen::Map<Vec> e(scratch, n), sp(scratch + detail::kTileElems, n), l(loss, n);
+    const Scalar b = config_.beta;
+    e = array::exp_neg_abs(x);
+    sp = array::softplus_from(x, e);
+    e = array::sigmoid_from(x, e);  // e now holds σ
+    if (b == Scalar(2)) {
+      l = e.square();
+    } else if (b == Scalar(1)) {
+      l = e;
+    } else {
+      l = (-b * (sp - x)).exp();  // σ^β = exp(−β softplus(−x)), softplus(−x) = sp − x
+    }
+    if (grad) Eigen::Map<Vec>(grad, n) = l * (e + b * (Scalar(1) - e) * sp);
+    l *= sp;
+  }
+
+  /// Any target t ∈ [0, 1], one element (the closed form of the file comment).
+  void element(Scalar x, Scalar t, Index, Index, Scalar& loss, Scalar& grad) const {
+    const Scalar p = sigmoid(x);
+    const Scalar d = p - t;
+    const Scalar ad = std::abs(d);
+    const Scalar bce = (Scalar(1) - t) * softplus(x) + t * softplus(-x);
+    const Scalar slope = p * sigmoid(-x);  // σ(1 − σ), without cancellation
+    const Scalar b = config_.beta;
+    if (b == Scalar(2)) {
+      loss = d * d * bce;
+      grad = d * (Scalar(2) * slope * bce + d * d);
+      return;
+    }
+    const Scalar mod = std::pow(ad, b);
+    const Scalar dmod = d == Scalar(0) ? Scalar(0) : b * std::pow(ad, b - Scalar(1));  // |·|'
+    loss = mod * bce;
+    grad = (d > Scalar(0) ? dmod : -dmod) * slope * bce + mod * d;
+  }
+
+ private:
+  Config config_;
+};
+
+}  // namespace fgbg
