@@ -1,0 +1,286 @@
+/// @file alrp_loss.hpp
+/// @brief aLRP loss: the classification component (value and error-driven update), the ranks,
+///        the localisation component and its gradient w.r.t. the per-positive localisation
+///        errors, and the self-balance weight as an explicit state object (spec §3, §5.4).
+///
+/// Oksuz, Cam, Akbas, Kalkan, "A Ranking-based, Balanced Loss Function Unifying Classification
+/// and Localisation in Object Detection", NeurIPS 2020. Matches kemaloksuz/aLRPLoss
+/// (mmdet/models/losses/alrp_loss.py and dense_heads/alrp_loss_retina_head.py; the same
+/// function is in kemaloksuz/RankSortLoss ranking_losses.py) on double inputs to rounding.
+///
+/// Entries and flattening as AP loss (ap_loss.hpp): logits N × C, labels N (−1 / 0 / 1..C),
+/// one ranking over all entries of the call, P = {(n, labels[n]−1)}. `loc_error` holds one
+/// localisation error ℓ_n ≥ 0 per anchor (read only at positive anchors; RetinaNet head:
+/// ℓ = 1 − GIoU ∈ [0, 2], i.e. ((1 − GIoU)/2)/(1 − τ) with τ = 0.5). ℓ is a constant for the
+/// classification update. With H_δ(x) = clamp(x/(2δ) + 1/2, 0, 1), for each positive i:
+///
+///   R⁺_i = 1 + Σ_{k∈P, k≠i} H_δ(s_k − s_i),  F_i = Σ_{j∈N} H_δ(s_j − s_i),  R_i = R⁺_i + F_i
+///   cls  = 1 − (1/n_P) Σ_i R⁺_i/R_i                       (no interpolation)
+///   E_i  = (F_i + Σ_{k∈P, k≠i} H_δ(s_k − s_i) ℓ_k) / R_i
+///   update: if F_i > ε: u_i = −E_i/n_P and every j ∈ N gets E_i H_δ(s_j − s_i)/(F_i n_P);
+///           else u_i = 0 and i sends nothing.  Σ_N u = −Σ_P u (Theorem 2).
+///   loc  = (1/n_P) Σ_i (1/R_i) Σ_{k: π(k) ≤ π(i)} ℓ_k   (π: score descending, R detached)
+///   ∂loc/∂ℓ_k = (1/n_P) Σ_{i: π(i) ≥ π(k)} 1/R_i
+///   total = cls + λ_SB · loc  (λ_SB from ALRPSelfBalance)
+///
+/// IMPORTANT: the array written into `grad` is the error-driven update of the paper, used by the
+/// official code as the gradient of the logits. It is NOT the derivative of `cls`. The
+/// localisation gradient, in contrast, is the true ∂loc/∂ℓ (R_i detached): chain it into the box
+/// regression loss, times λ_SB.
+///
+/// Defaults: δ = 1, ε = 1e-5 (the paper: δ is the only hyper-parameter). Normalisation: 1/n_P
+/// built in. The localisation order π sorts by score descending with ties broken by the
+/// flattened index ascending (the official code uses whatever torch.argsort returns). No
+/// positives: everything 0 (as the detector head). F_i ≤ ε: zero update for i, but its precision
+/// still counts in `cls`; F_i is exactly 0 when no negative is within reach.
+///
+/// All arithmetic is in double. Workspace: pass a RankingWorkspace for allocation-free calls.
+///
+/// @throws std::invalid_argument for δ not finite and > 0 or ε not finite and ≥ 0, labels of
+///         the wrong length or outside −1..C, `loc_error` not of length N or negative at a
+///         positive anchor, an output view of the wrong shape; std::domain_error for a non-finite
+///         logit or a non-finite ℓ at a positive anchor. Nothing is written when a call throws.
+#pragma once
+
+#include <limits>
+
+#include "ranking_primitives.hpp"
+
+namespace fgbg {
+
+/// Configuration of ALRPLoss; defaults are the official ones.
+struct ALRPLossConfig {
+  double delta = 1.0;  ///< half-width δ of the smoothed step, > 0
+  double eps = 1e-5;   ///< gate: positive i is updated only if F_i > ε, ≥ 0
+};
+
+/// The two components of aLRP loss for one call (loc before the self-balance weight).
+template <typename Scalar>
+struct ALRPLossValue {
+  Scalar cls = 0;  ///< classification component 1 − mean(R⁺/R)
+  Scalar loc = 0;  ///< localisation component before λ_SB
+  /// cls + weight · loc.
+  Scalar total(double weight) const { return static_cast<Scalar>(cls + weight * loc); }
+};
+
+/// Configuration of ALRPSelfBalance; defaults are the official RetinaNet head's.
+struct ALRPSelfBalanceConfig {
+  double initial_weight = 50;  ///< λ_SB before the first period ends, finite and > 0
+  Index period = 3665;  ///< iterations per update (one COCO epoch at 32 images/iteration), ≥ 1
+};
+
+/// The self-balance weight λ_SB of aLRP loss, as explicit, resettable state. Each training
+/// iteration with positives records its (cls, loc) values (loc before weighting); when
+/// `period` iterations have been recorded, λ_SB becomes (mean cls + mean loc) / mean loc over
+/// them and the record restarts. The weight returned by update() already includes that
+/// iteration (as in the official head, which updates before weighting). If mean loc is 0 at
+/// the end of a period the weight is kept (the official code would divide by zero).
+class ALRPSelfBalance {
+ public:
+  using Config = ALRPSelfBalanceConfig;
+  static constexpr const char* kName = "fgbg::ALRPSelfBalance";
+
+  explicit ALRPSelfBalance(const Config& config = {}) : config_(config) {
+    detail::require_param(std::isfinite(config.initial_weight) && config.initial_weight > 0, kName,
+                          "initial_weight", "finite and > 0", config.initial_weight);
+    detail::require_param(config.period >= 1, kName, "period", ">= 1",
+                          static_cast<long long>(config.period));
+    reset();
+  }
+
+  const Config& config() const { return config_; }
+  /// Current λ_SB.
+  double weight() const { return weight_; }
+  /// Iterations recorded in the current period.
+  Index recorded() const { return count_; }
+
+  /// Records one iteration and returns the weight to apply to its loc component.
+  /// @throws std::invalid_argument (state untouched) unless both values are finite and ≥ 0.
+  double update(double cls, double loc) {
+    if (!(std::isfinite(cls) && cls >= 0) || !(std::isfinite(loc) && loc >= 0))
+      detail::throw_invalid(kName, "update(cls, loc) needs finite values >= 0, got (", cls, ", ",
+                            loc, ")");
+    sum_cls_ += cls;
+    sum_loc_ += loc;
+    if (++count_ == config_.period) {
+      const double n = static_cast<double>(count_);
+      if (sum_loc_ > 0) weight_ = (sum_loc_ / n + sum_cls_ / n) / (sum_loc_ / n);
+      sum_cls_ = sum_loc_ = 0;
+      count_ = 0;
+    }
+    return weight_;
+  }
+
+  /// Back to the initial weight and an empty record.
+  void reset() {
+    weight_ = config_.initial_weight;
+    sum_cls_ = sum_loc_ = 0;
+    count_ = 0;
+  }
+
+ private:
+  Config config_;
+  double weight_ = 50, sum_cls_ = 0, sum_loc_ = 0;
+  Index count_ = 0;
+};
+
+/// aLRP loss; see the file comment.
+template <typename Scalar>
+class ALRPLoss {
+ public:
+  using Config = ALRPLossConfig;
+  using Value = ALRPLossValue<Scalar>;
+  static constexpr const char* kName = "fgbg::ALRPLoss";
+
+  explicit ALRPLoss(const Config& config = {}) : config_(config) {
+    detail::check_delta(kName, config.delta);
+    detail::check_eps(kName, config.eps);
+  }
+
+  const Config& config() const { return config_; }
+
+  /// Both components, no update.
+  template <typename XD, typename LD, typename ED>
+  Value value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+              const Eigen::DenseBase<ED>& loc_error, RankingWorkspace& ws) const {
+    detail::NoOutput none;
+    return run(logits, labels, loc_error, none, none, none, ws);
+  }
+
+  /// Both components; the classification update into `grad` (N × C, NOT ∂cls/∂logits, see the
+  /// file comment) and ∂loc/∂ℓ into `grad_loc_error` (N entries, 0 at non-positive anchors).
+  template <typename XD, typename LD, typename ED, typename GD, typename GED>
+  Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+                       const Eigen::DenseBase<ED>& loc_error, const Eigen::DenseBase<GD>& grad,
+                       const Eigen::DenseBase<GED>& grad_loc_error, RankingWorkspace& ws) const {
+    detail::NoOutput none;
+    return run(logits, labels, loc_error, const_cast<Eigen::DenseBase<GD>&>(grad),
+               const_cast<Eigen::DenseBase<GED>&>(grad_loc_error), none, ws);
+  }
+
+  /// As above, also writing the smoothed rank R_i of every positive anchor into `rank`
+  /// (N entries, 0 at non-positive anchors).
+  template <typename XD, typename LD, typename ED, typename GD, typename GED, typename RD>
+  Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+                       const Eigen::DenseBase<ED>& loc_error, const Eigen::DenseBase<GD>& grad,
+                       const Eigen::DenseBase<GED>& grad_loc_error,
+                       const Eigen::DenseBase<RD>& rank, RankingWorkspace& ws) const {
+    return run(logits, labels, loc_error, const_cast<Eigen::DenseBase<GD>&>(grad),
+               const_cast<Eigen::DenseBase<GED>&>(grad_loc_error),
+               const_cast<Eigen::DenseBase<RD>&>(rank), ws);
+  }
+
+  /// value_and_grad with a temporary workspace (allocates).
+  template <typename XD, typename LD, typename ED, typename GD, typename GED>
+  Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+                       const Eigen::DenseBase<ED>& loc_error, const Eigen::DenseBase<GD>& grad,
+                       const Eigen::DenseBase<GED>& grad_loc_error) const {
+    RankingWorkspace ws;
+    return value_and_grad(logits, labels, loc_error, grad, grad_loc_error, ws);
+  }
+
+ private:
+  template <typename XD, typename LD, typename ED, typename GD, typename GED, typename RD>
+  Value run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+            const Eigen::DenseBase<ED>& loc_error, GD& grad, GED& grad_loc, RD& rank,
+            RankingWorkspace& ws) const {
+    const LabelStats stats = detail::check_ranking_call<Scalar>(kName, x, labels, grad);
+    detail::check_positive_side_input<Scalar>(kName, "loc_error", loc_error, labels, 0.0,
+                                              std::numeric_limits<double>::infinity(), "[0, inf)");
+    const Index n = x.rows();
+    detail::prepare_vector_output(kName, "grad_loc_error", grad_loc, n, false);
+    detail::prepare_vector_output(kName, "rank", rank, n, false);
+    // every check passed: from here on outputs may be written
+    if constexpr (detail::kWanted<GD>) detail::prepare_output(kName, "grad", grad, n, x.cols());
+    detail::prepare_vector_output(kName, "grad_loc_error", grad_loc, n, true);
+    detail::prepare_vector_output(kName, "rank", rank, n, true);
+    detail::zero_output(grad_loc);
+    detail::zero_output(rank);
+    Value out;
+    if (stats.positives == 0) {
+      detail::zero_output(grad);
+      return out;
+    }
+    constexpr bool kGrad = detail::kWanted<GD>;
+    const double delta = config_.delta, eps = config_.eps;
+    const auto all = [](Index) { return true; };
+    detail::gather_positives(
+        ws, x, labels, all,
+        [&](Index a) { return static_cast<double>(loc_error.derived().coeff(a)); }, delta);
+    detail::positive_prefix(ws);
+    detail::scatter_negatives(ws, x, labels, all, delta, kGrad);
+    const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
+    const double np = static_cast<double>(p);
+    // ℓ-weighted prefix sums over the sorted positives: a1 (Σℓ), a2 (Σℓ·u)
+    detail::grow(ws.a0, p);
+    detail::grow(ws.a1, p + 1);
+    detail::grow(ws.a2, p + 1);
+    detail::grow(ws.a3, p);
+    detail::grow(ws.g, p);
+    detail::grow(ws.c, p);
+    for (std::uint32_t k = 0; k < p; ++k) ws.a0[k] = ws.pos[k].aux;
+    detail::prefix_sums(ws.a0.data(), ws.u.data(), p, ws.a1.data(), ws.a2.data());
+    double sum_ratio = 0;
+    for (std::uint32_t k = 0; k < p; ++k) {
+      const double rp = 0.5 + detail::positives_above(ws, k, delta);
+      const double F = ws.F[k];
+      const double R = rp + F;
+      ws.a3[k] = R;
+      sum_ratio += rp / R;
+      if (F > eps) {
+        const double S = detail::up_sum(ws.a1.data(), ws.a2.data(), p, ws.win[k], ws.u[k], delta) -
+                         0.5 * ws.a0[k];
+        ws.g[k] = -(S + F) / (R * np);
+        ws.c[k] = (S + F) / (R * F);
+      } else {
+        ws.g[k] = 0;
+        ws.c[k] = 0;
+      }
+    }
+    out.cls = static_cast<Scalar>(1.0 - sum_ratio / np);
+    // localisation: order by score descending, ties by flat index ascending
+    detail::grow(ws.order, p);
+    {
+      std::uint32_t t = 0;
+      std::uint32_t end = p;
+      while (end > 0) {
+        std::uint32_t begin = end - 1;
+        while (begin > 0 && ws.pos[begin - 1].score == ws.pos[end - 1].score) --begin;
+        for (std::uint32_t k = begin; k < end; ++k) ws.order[t++] = k;
+        end = begin;
+      }
+    }
+    double cum = 0, loc = 0;
+    for (std::uint32_t t = 0; t < p; ++t) {
+      const std::uint32_t k = ws.order[t];
+      cum += ws.a0[k];
+      loc += cum / ws.a3[k];
+    }
+    out.loc = static_cast<Scalar>(loc / np);
+    if constexpr (detail::kWanted<GED>) {
+      double suffix = 0;
+      for (std::uint32_t t = p; t-- > 0;) {
+        const std::uint32_t k = ws.order[t];
+        suffix += 1.0 / ws.a3[k];
+        grad_loc.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(suffix / np);
+      }
+    }
+    if constexpr (detail::kWanted<RD>) {
+      for (std::uint32_t k = 0; k < p; ++k)
+        rank.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(ws.a3[k]);
+    }
+    if constexpr (kGrad) {
+      detail::distribute_to_negatives(ws, x, labels, all, delta, 1.0 / np, grad);
+      const Index C = x.cols();
+      for (std::uint32_t k = 0; k < p; ++k) {
+        const Index flat = ws.pos[k].flat;
+        grad.coeffRef(flat / C, flat % C) = static_cast<Scalar>(ws.g[k]);
+      }
+    }
+    return out;
+  }
+
+  Config config_;
+};
+
+}  // namespace fgbg

@@ -1,0 +1,226 @@
+/// @file rank_sort_loss.hpp
+/// @brief Rank & Sort (RS) loss: the ranking and sorting errors and their single error-driven
+///        update, in O(P log P + N log P) with prefix sums and a Fenwick tree (spec §4, §5.5).
+///
+/// Oksuz, Cam, Akbas, Kalkan, "Rank & Sort Loss for Object Detection and Instance
+/// Segmentation", ICCV 2021. Matches RankSort in kemaloksuz/RankSortLoss
+/// (mmdet/models/losses/ranking_losses.py) on double inputs to rounding.
+///
+/// Entries and flattening as AP loss (ap_loss.hpp): logits N × C, labels N (−1 / 0 / 1..C), one
+/// ranking over all entries of the call. `iou` holds one continuous target y_n ∈ [0, 1] per
+/// anchor (read only at anchors with a foreground label: the IoU of the predicted box with its
+/// ground truth). Positives P = {(n, labels[n]−1) : y_n > 0}; a foreground anchor whose IoU is
+/// exactly 0 is a NEGATIVE at its class (as in the official code). With H_δ as in AP loss and
+/// H_δ(0) = ½ for each i ∈ P:
+///
+///   R⁺_i = Σ_{k∈P} H_δ(s_k − s_i)  (self included: ½ + Σ_{k≠i}),  F_i = Σ_{j∈N} H_δ(s_j − s_i)
+///   r_i  = F_i/(R⁺_i + F_i)                                             (ranking error)
+///   c_i  = Σ_{k∈P} H_δ(s_k − s_i)(1 − y_k) / R⁺_i                       (current sorting error)
+///   c*_i = Σ_{k∈P, y_k ≥ y_i} H_δ(s_k − s_i)(1 − y_k) / Σ_{k∈P, y_k ≥ y_i} H_δ(s_k − s_i)
+///   e_i  = c_i − c*_i ≥ 0,  D_i = Σ_{k∈P, y_k < y_i} H_δ(s_k − s_i)       (sorting error, mass)
+///   loss_rank = (1/n_P) Σ r_i,  loss_sort = (1/n_P) Σ e_i
+///   update (all / n_P): if F_i > ε: u_i −= r_i, u_j += r_i H_δ(s_j − s_i)/F_i (j ∈ N);
+///                       if D_i > ε: u_i −= e_i, u_k += e_i H_δ(s_k − s_i)/D_i (k ∈ P, y_k < y_i)
+///   Σ_N u = Σ_i r_i 1[F_i > ε] / n_P.
+///
+/// IMPORTANT: the array written into `grad` is the single error-driven update of the paper (the
+/// official backward multiplies it by the upstream gradient of loss_rank only). It is NOT the
+/// derivative of loss_rank + loss_sort.
+///
+/// Defaults: δ = 0.5, ε = 1e-10. The official δ = 0 hard-step variant is not offered (δ must be
+/// > 0). Normalisation: 1/n_P built in. No positives: everything 0 (the ATSS head; the official
+/// RPN/RoI heads log the constant 1 instead). IoU ties count as correctly sorted (≥). The ε gates
+/// use exact integer counts, so F_i and D_i are exactly 0 when nothing is within reach.
+///
+/// All arithmetic is in double. Workspace: pass a RankingWorkspace for allocation-free calls.
+///
+/// @throws std::invalid_argument for δ not finite and > 0 or ε not finite and ≥ 0, labels of
+///         the wrong length or outside −1..C, `iou` not of length N or outside [0, 1] at a
+///         foreground anchor, a `grad` view of the wrong shape; std::domain_error for a
+///         non-finite logit or IoU (at a foreground anchor). Nothing is written when a call throws.
+#pragma once
+
+#include "ranking_primitives.hpp"
+
+namespace fgbg {
+
+/// Configuration of RankSortLoss; defaults are the official ones.
+struct RankSortLossConfig {
+  double delta = 0.5;  ///< half-width δ of the smoothed step, > 0
+  double eps = 1e-10;  ///< gates of the ranking (F_i) and sorting (D_i) updates, ≥ 0
+};
+
+/// The two values of RS loss for one call.
+template <typename Scalar>
+struct RankSortLossValue {
+  Scalar rank = 0;  ///< loss_rank = mean ranking error
+  Scalar sort = 0;  ///< loss_sort = mean sorting error
+  Scalar total() const { return rank + sort; }
+};
+
+/// Rank & Sort loss; see the file comment.
+template <typename Scalar>
+class RankSortLoss {
+ public:
+  using Config = RankSortLossConfig;
+  using Value = RankSortLossValue<Scalar>;
+  static constexpr const char* kName = "fgbg::RankSortLoss";
+
+  explicit RankSortLoss(const Config& config = {}) : config_(config) {
+    detail::check_delta(kName, config.delta);
+    detail::check_eps(kName, config.eps);
+  }
+
+  const Config& config() const { return config_; }
+
+  /// loss_rank and loss_sort, no update.
+  template <typename XD, typename LD, typename YD>
+  Value value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+              const Eigen::DenseBase<YD>& iou, RankingWorkspace& ws) const {
+    detail::NoOutput none;
+    return run(logits, labels, iou, none, ws);
+  }
+
+  /// loss_rank and loss_sort; the error-driven update (NOT a derivative, see the file comment)
+  /// into `grad` (N × C; a plain array is resized, a view must have the shape).
+  template <typename XD, typename LD, typename YD, typename GD>
+  Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+                       const Eigen::DenseBase<YD>& iou, const Eigen::DenseBase<GD>& grad,
+                       RankingWorkspace& ws) const {
+    return run(logits, labels, iou, const_cast<Eigen::DenseBase<GD>&>(grad), ws);
+  }
+
+  /// As above with a temporary workspace (allocates).
+  template <typename XD, typename LD, typename YD, typename GD>
+  Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+                       const Eigen::DenseBase<YD>& iou, const Eigen::DenseBase<GD>& grad) const {
+    RankingWorkspace ws;
+    return value_and_grad(logits, labels, iou, grad, ws);
+  }
+
+ private:
+  template <typename XD, typename LD, typename YD, typename GD>
+  Value run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+            const Eigen::DenseBase<YD>& iou, GD& grad, RankingWorkspace& ws) const {
+    constexpr bool kGrad = detail::kWanted<GD>;
+    detail::check_ranking_call<Scalar>(kName, x, labels, grad);
+    detail::check_positive_side_input<Scalar>(kName, "iou", iou, labels, 0.0, 1.0, "[0, 1]");
+    if constexpr (kGrad) detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
+    Value out;
+    const double delta = config_.delta, eps = config_.eps;
+    const auto is_pos = [&](Index a) { return iou.derived().coeff(a) > Scalar(0); };
+    detail::gather_positives(
+        ws, x, labels, is_pos, [&](Index a) { return static_cast<double>(iou.derived().coeff(a)); },
+        delta);
+    const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
+    if (p == 0) {
+      detail::zero_output(grad);
+      return out;
+    }
+    detail::positive_prefix(ws);
+    detail::scatter_negatives(ws, x, labels, is_pos, delta, kGrad);
+    const double np = static_cast<double>(p);
+    const double* u = ws.u.data();
+    for (auto* v : {&ws.a0, &ws.a3, &ws.a4, &ws.a5, &ws.g, &ws.c}) detail::grow(*v, p);
+    detail::grow(ws.a1, p + 1);
+    detail::grow(ws.a2, p + 1);
+    // a0 = 1 − y, prefix sums a1 (Σ(1−y)), a2 (Σ(1−y)·u) over the sorted positives
+    for (std::uint32_t k = 0; k < p; ++k) ws.a0[k] = 1.0 - ws.pos[k].aux;
+    detail::prefix_sums(ws.a0.data(), u, p, ws.a1.data(), ws.a2.data());
+    double sum_rank = 0;
+    for (std::uint32_t k = 0; k < p; ++k) {
+      const double rp = detail::positives_above(ws, k, delta);  // self ½ included
+      const double F = ws.F[k];
+      const double r = F / (rp + F);
+      sum_rank += r;
+      const double q = detail::up_sum(ws.a1.data(), ws.a2.data(), p, ws.win[k], u[k], delta);
+      ws.a3[k] = q / rp;                // current sorting error c_i
+      ws.g[k] = F > eps ? -r : 0.0;     // ranking part of the update
+      ws.c[k] = F > eps ? r / F : 0.0;  // distribution weight to the negatives
+    }
+    // positives ordered by IoU descending (ties: score rank ascending)
+    detail::grow(ws.order, p);
+    for (std::uint32_t k = 0; k < p; ++k) ws.order[k] = k;
+    std::sort(ws.order.begin(), ws.order.end(), [&](std::uint32_t l, std::uint32_t r) {
+      return ws.pos[l].aux > ws.pos[r].aux || (ws.pos[l].aux == ws.pos[r].aux && l < r);
+    });
+    auto& fen = ws.fenwick;
+    const auto group_end = [&](std::uint32_t t) {
+      std::uint32_t e = t + 1;
+      while (e < p && ws.pos[ws.order[e]].aux == ws.pos[ws.order[t]].aux) ++e;
+      return e;
+    };
+    // Pass 1 (IoU descending, group inserted first): T_i, U_i over {k : y_k ≥ y_i} → e_i in a4
+    fen.reset(p);
+    for (std::uint32_t t = 0; t < p;) {
+      const std::uint32_t e = group_end(t);
+      for (std::uint32_t q = t; q < e; ++q) {
+        const std::uint32_t k = ws.order[q];
+        const double w[4] = {1.0, u[k], ws.a0[k], ws.a0[k] * u[k]};
+        fen.add(k, w);
+      }
+      for (std::uint32_t q = t; q < e; ++q) {
+        const std::uint32_t k = ws.order[q];
+        const double T = fen.up(ws.win[k], 0, 1, u[k], delta).up;
+        const double U = fen.up(ws.win[k], 2, 3, u[k], delta).up;
+        ws.a4[k] = ws.a3[k] - U / T;
+      }
+      t = e;
+    }
+    // Pass 2 (IoU ascending, group queried first): D_i over {k : y_k < y_i} → d_i in a5
+    fen.reset(p);
+    double sum_sort = 0;
+    for (std::uint32_t t = p; t > 0;) {
+      std::uint32_t b = t - 1;
+      while (b > 0 && ws.pos[ws.order[b - 1]].aux == ws.pos[ws.order[t - 1]].aux) --b;
+      for (std::uint32_t q = b; q < t; ++q) {
+        const std::uint32_t k = ws.order[q];
+        const auto D = fen.up(ws.win[k], 0, 1, u[k], delta);  // D.up is 0 when D.count is 0
+        const double e_k = ws.a4[k];
+        sum_sort += e_k;
+        if (D.up > eps) {
+          ws.g[k] -= e_k;
+          ws.a5[k] = e_k / D.up;
+        } else {
+          ws.a5[k] = 0.0;
+        }
+      }
+      for (std::uint32_t q = b; q < t; ++q) {
+        const std::uint32_t k = ws.order[q];
+        const double w[4] = {1.0, u[k], 0.0, 0.0};
+        fen.add(k, w);
+      }
+      t = b;
+    }
+    out.rank = static_cast<Scalar>(sum_rank / np);
+    out.sort = static_cast<Scalar>(sum_sort / np);
+    if constexpr (kGrad) {
+      // Pass 3 (IoU descending, group queried first): k receives Σ_{i: y_i > y_k} d_i H(s_k − s_i)
+      fen.reset(p);
+      for (std::uint32_t t = 0; t < p;) {
+        const std::uint32_t e = group_end(t);
+        for (std::uint32_t q = t; q < e; ++q) {
+          const std::uint32_t k = ws.order[q];
+          ws.g[k] += fen.down(ws.win[k], 0, 1, u[k], delta);
+        }
+        for (std::uint32_t q = t; q < e; ++q) {
+          const std::uint32_t k = ws.order[q];
+          const double w[4] = {ws.a5[k], ws.a5[k] * u[k], 0.0, 0.0};
+          fen.add(k, w);
+        }
+        t = e;
+      }
+      detail::distribute_to_negatives(ws, x, labels, is_pos, delta, 1.0 / np, grad);
+      const Index C = x.cols();
+      for (std::uint32_t k = 0; k < p; ++k) {
+        const Index flat = ws.pos[k].flat;
+        grad.coeffRef(flat / C, flat % C) = static_cast<Scalar>(ws.g[k] / np);
+      }
+    }
+    return out;
+  }
+
+  Config config_;
+};
+
+}  // namespace fgbg

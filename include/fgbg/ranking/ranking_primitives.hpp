@@ -1,0 +1,529 @@
+/// @file ranking_primitives.hpp
+/// @brief The sort-based machinery shared by AP loss, aLRP loss and Rank & Sort loss
+///        (spec ranking-and-unbiased §5.1–§5.2), written once.
+///
+/// All three losses need, for every positive i, sums of the form Σ_k w_k H_δ(s_k − s_i) over a
+/// set, and the transposed sums Σ_i c_i H_δ(s_j − s_i) for every other entry j, where
+///
+///   H_δ(x) = clamp(x / (2δ) + 1/2, 0, 1)      (0 for x ≤ −δ, 1 for x ≥ δ, H_δ(0) = 1/2).
+///
+/// H_δ is piecewise linear with breakpoints at ±δ, so over a set sorted ascending, v_0 ≤ … ≤
+/// v_{n−1}, with prefix sums W[m] = Σ_{k<m} w_k and V[m] = Σ_{k<m} w_k v_k, and the window
+///
+///   lo = first k with v_k > t − δ,   hi = first k with v_k ≥ t + δ,
+///
+///   Up(t)   = Σ_k w_k H_δ(v_k − t) = (W[n] − W[hi]) + ((V[hi] − V[lo]) − (t − δ)(W[hi] −
+///   W[lo]))/(2δ) Down(u) = Σ_k c_k H_δ(u − v_k) = C[lo] + ((u + δ)(C[hi] − C[lo]) − (CV[hi] −
+///   CV[lo]))/(2δ)
+///
+/// (Primitive A and Primitive B of the spec; the window for Down(u) is the same function of u).
+/// Elements exactly at t − δ get H = 0 and elements exactly at t + δ get H = 1: clamp semantics.
+///
+/// How the pieces are laid out here (see docs/ranking.md):
+///  - Only the positives are sorted, by (score, flattened index) ascending (std::sort on a total
+///    order: deterministic, no allocation). P is small next to N.
+///  - Positive–positive sums use prefix arrays over the sorted positives (RankedSet).
+///  - Positive–negative sums Σ_j H_δ(s_j − s_i) ("how many negatives are above positive i") are
+///    computed without sorting the negatives: every relevant negative j finds its window
+///    [a_j, b_j) in the sorted positives by binary search and scatters into difference arrays
+///    (NegativeScatter): it contributes 1 to positives [0, a_j) and (s_j − s_i + δ)/(2δ) to
+///    positives [a_j, b_j). One prefix pass then yields F_i for all i. The same window gives that
+///    negative's update Down_c(s_j) later. Cost O(P log P + N log P), memory O(P + N_rel).
+///  - Negatives with s_j ≤ min_P s − δ ("irrelevant") have H = 0 against every positive; they
+///    are skipped after one comparison and get an update of exactly 0.
+///  - Rank & Sort's IoU-conditioned sums use a Fenwick tree over the positives' score ranks
+///    (RankFenwick) with the same window formula.
+///
+/// Numerics: every sum is in double whatever the logits' scalar. Scores are shifted by the
+/// median positive score before the prefix sums (H depends only on differences), which keeps
+/// |V| small; the cancellation in a window sum is then about 1e-16 · Σ|s − median| over the
+/// window's set. ε gates use exact integer counts: a sum whose integer count of contributing
+/// elements is 0 is exactly 0 (spec §5.7).
+///
+/// The RankingWorkspace holds every buffer; it grows to the largest problem seen and then a call
+/// allocates nothing.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "../core/checks.hpp"
+#include "../core/config.hpp"
+#include "../core/errors.hpp"
+
+namespace fgbg {
+
+namespace detail {
+
+/// One positive entry of the flattened N × C ranking.
+struct RankedPositive {
+  double score;  ///< logit (as double)
+  Index flat;    ///< anchor-major flattened index n·C + c (the tie-break key)
+  Index anchor;  ///< n
+  double aux;    ///< per-positive side input: aLRP localisation error ℓ, RS target IoU y
+};
+
+/// Half-open index window [lo, hi) of a sorted set for a query point (see the file comment).
+struct Window {
+  std::uint32_t lo = 0, hi = 0;
+};
+
+/// First index k of the sorted v[0..n) with v[k] > x (strict: upper bound) and first with
+/// v[k] ≥ y (lower bound), found together with a branch-free binary search.
+inline Window find_window(const double* v, std::uint32_t n, double x, double y) {
+  if (n == 0) return {};
+  const double* bx = v;
+  const double* by = v;
+  std::uint32_t len = n;
+  while (len > 1) {
+    const std::uint32_t half = len / 2;
+    bx = (bx[half - 1] <= x) ? bx + half : bx;
+    by = (by[half - 1] < y) ? by + half : by;
+    len -= half;
+  }
+  Window w;
+  w.lo = static_cast<std::uint32_t>(bx - v) + (*bx <= x ? 1u : 0u);
+  w.hi = static_cast<std::uint32_t>(by - v) + (*by < y ? 1u : 0u);
+  return w;
+}
+
+/// Window of t in a sorted set at ±δ: lo = first v > t − δ, hi = first v ≥ t + δ.
+inline Window window_at(const double* v, std::uint32_t n, double t, double delta) {
+  return find_window(v, n, t - delta, t + delta);
+}
+
+/// Up(t) from prefix sums W, V (n + 1 entries each) and the window of t (Primitive A).
+inline double up_sum(const double* W, const double* V, std::uint32_t n, Window w, double t,
+                     double delta) {
+  const double full = W[n] - W[w.hi];
+  if (w.lo == w.hi) return full;
+  return full + ((V[w.hi] - V[w.lo]) - (t - delta) * (W[w.hi] - W[w.lo])) / (2 * delta);
+}
+
+/// Down(u) from prefix sums C, CV and the window of u (Primitive B).
+inline double down_sum(const double* C, const double* CV, Window w, double u, double delta) {
+  if (w.lo == w.hi) return C[w.lo];
+  return C[w.lo] + ((u + delta) * (C[w.hi] - C[w.lo]) - (CV[w.hi] - CV[w.lo])) / (2 * delta);
+}
+
+/// Fills W[0..n] and V[0..n] with prefix sums of w and w·v (W[0] = V[0] = 0).
+inline void prefix_sums(const double* w, const double* v, std::uint32_t n, double* W, double* V) {
+  double sw = 0, sv = 0;
+  W[0] = V[0] = 0;
+  for (std::uint32_t k = 0; k < n; ++k) {
+    sw += w[k];
+    sv += w[k] * v[k];
+    W[k + 1] = sw;
+    V[k + 1] = sv;
+  }
+}
+
+/// Fenwick tree (binary indexed tree) over the n score ranks of the sorted positives, holding
+/// up to four weighted sums per node plus an exact integer count. Used by Rank & Sort loss for
+/// the IoU-conditioned window sums of spec §5.5.
+class RankFenwick {
+ public:
+  static constexpr int kSums = 4;
+
+  /// Empties the tree for n positions (no allocation once the capacity suffices).
+  void reset(std::uint32_t n) {
+    n_ = n;
+    sums_.assign(static_cast<std::size_t>(n + 1) * kSums, 0.0);
+    counts_.assign(n + 1, 0);
+    total_count_ = 0;
+    for (double& t : totals_) t = 0;
+  }
+
+  /// Reserves room for n positions.
+  void reserve(std::size_t n) {
+    sums_.reserve((n + 1) * kSums);
+    counts_.reserve(n + 1);
+  }
+
+  /// Adds (w0..w3) and one to the count at position pos (0-based).
+  void add(std::uint32_t pos, const double (&w)[kSums]) {
+    for (int s = 0; s < kSums; ++s) totals_[s] += w[s];
+    ++total_count_;
+    for (std::uint32_t i = pos + 1; i <= n_; i += i & (~i + 1)) {
+      double* node = &sums_[static_cast<std::size_t>(i) * kSums];
+      for (int s = 0; s < kSums; ++s) node[s] += w[s];
+      ++counts_[i];
+    }
+  }
+
+  /// Sums over positions [0, m): out[s] for each weight, returns the count.
+  std::int64_t prefix(std::uint32_t m, double (&out)[kSums]) const {
+    for (double& o : out) o = 0;
+    std::int64_t c = 0;
+    for (std::uint32_t i = m; i > 0; i -= i & (~i + 1)) {
+      const double* node = &sums_[static_cast<std::size_t>(i) * kSums];
+      for (int s = 0; s < kSums; ++s) out[s] += node[s];
+      c += counts_[i];
+    }
+    return c;
+  }
+
+  double total(int s) const { return totals_[s]; }
+  std::int64_t total_count() const { return total_count_; }
+
+  /// Window sums at a query point for the weight pair (count weight `sw`, value weight `sv`):
+  /// Up (Σ w H(v − t)) and the number of inserted elements with v > t − δ.
+  struct UpResult {
+    double up = 0;
+    std::int64_t count = 0;
+  };
+  UpResult up(Window w, int sw, int sv, double t, double delta) const {
+    double lo[kSums], hi[kSums];
+    const std::int64_t clo = prefix(w.lo, lo);
+    const std::int64_t chi = prefix(w.hi, hi);
+    UpResult r;
+    r.count = total_count_ - clo;
+    if (r.count == 0) return r;  // exact zero when nothing is in range (spec §5.7)
+    if (total_count_ != chi) r.up = totals_[sw] - hi[sw];
+    if (chi != clo) r.up += ((hi[sv] - lo[sv]) - (t - delta) * (hi[sw] - lo[sw])) / (2 * delta);
+    return r;
+  }
+
+  /// Down (Σ c H(u − v)) for the weight pair (c in `sc`, c·v in `scv`).
+  double down(Window w, int sc, int scv, double u, double delta) const {
+    double lo[kSums], hi[kSums];
+    const std::int64_t clo = prefix(w.lo, lo);
+    const std::int64_t chi = prefix(w.hi, hi);
+    double r = clo > 0 ? lo[sc] : 0.0;
+    if (chi != clo) r += ((u + delta) * (hi[sc] - lo[sc]) - (hi[scv] - lo[scv])) / (2 * delta);
+    return r;
+  }
+
+ private:
+  std::uint32_t n_ = 0;
+  std::vector<double> sums_;
+  std::vector<std::int64_t> counts_;
+  double totals_[kSums] = {0, 0, 0, 0};
+  std::int64_t total_count_ = 0;
+};
+
+}  // namespace detail
+
+/// Reusable buffers of the ranking losses (AP, aLRP, Rank & Sort). Pass the same workspace to
+/// every call: it grows to the largest problem seen (O(P) for the positives plus 8 bytes per
+/// relevant negative entry) and after that a call allocates nothing. A workspace may be shared
+/// by different losses and scalar types, but not by two calls running at the same time.
+///
+/// Members are implementation details of fgbg's ranking losses.
+class RankingWorkspace {
+ public:
+  RankingWorkspace() = default;
+
+  /// Pre-sizes the buffers for up to `positives` positive entries and `relevant_negatives`
+  /// relevant negative entries, so that even the first call does not allocate.
+  void reserve(Index positives, Index relevant_negatives) {
+    const std::size_t p = static_cast<std::size_t>(std::max<Index>(positives, 0)) + 1;
+    pos.reserve(p);
+    u.reserve(p);
+    win.reserve(p);
+    for (auto* v : {&F, &a0, &a1, &a2, &a3, &a4, &a5, &g, &c, &W, &V, &X, &XV, &sum_diff})
+      v->reserve(p + 1);
+    for (auto* v : {&full_hist, &cnt_diff, &count}) v->reserve(p + 1);
+    order.reserve(p);
+    fenwick.reserve(p);
+    neg_windows.reserve(static_cast<std::size_t>(std::max<Index>(relevant_negatives, 0)));
+  }
+
+  /// Bytes currently reserved (for diagnostics).
+  std::size_t capacity_bytes() const {
+    std::size_t b =
+        pos.capacity() * sizeof(detail::RankedPositive) + win.capacity() * sizeof(detail::Window) +
+        neg_windows.capacity() * sizeof(detail::Window) + order.capacity() * sizeof(std::uint32_t);
+    for (auto* v : {&u, &F, &a0, &a1, &a2, &a3, &a4, &a5, &g, &c, &W, &V, &X, &XV, &sum_diff})
+      b += v->capacity() * sizeof(double);
+    for (auto* v : {&full_hist, &cnt_diff, &count}) b += v->capacity() * sizeof(std::int64_t);
+    return b;
+  }
+
+  // --- implementation details -----------------------------------------------------------
+  std::vector<detail::RankedPositive> pos;        ///< positives sorted by (score, flat index)
+  std::vector<double> u;                          ///< their scores, shifted by `shift`
+  std::vector<detail::Window> win;                ///< window of each positive in u
+  std::vector<double> F;                          ///< Σ_{j∈N} H(s_j − s_i) per positive
+  std::vector<std::int64_t> count;                ///< #negatives with H > 0 per positive
+  std::vector<double> a0, a1, a2, a3, a4, a5;     ///< per-positive scratch of the losses
+  std::vector<double> g, c;                       ///< per-positive update and distribution weight
+  std::vector<double> W, V, X, XV;                ///< prefix sums over the sorted positives
+  std::vector<std::int64_t> full_hist, cnt_diff;  ///< negative scatter (integer parts)
+  std::vector<double> sum_diff;                   ///< negative scatter (Σ s_j part)
+  std::vector<detail::Window> neg_windows;        ///< window of each relevant negative
+  std::vector<std::uint32_t> order;               ///< permutations of the positives
+  detail::RankFenwick fenwick;                    ///< Rank & Sort's IoU-conditioned sums
+  double shift = 0;                               ///< median positive score
+  Index relevant_negatives = 0;                   ///< N_rel of the last call
+};
+
+namespace detail {
+
+/// Resizes a vector without shrinking its capacity (allocates only to grow).
+template <typename T>
+void grow(std::vector<T>& v, std::size_t n) {
+  v.resize(n);
+}
+
+/// Checks that P fits the 32-bit windows (always true for any realistic batch).
+inline void check_positive_count(const char* where, std::size_t p) {
+  if (p >= static_cast<std::size_t>(std::numeric_limits<std::uint32_t>::max()))
+    throw_invalid(where, "too many positive entries (", p, "); at most 2^32 - 2 are supported");
+}
+
+/// Collects the positive entries of an N × C sigmoid layout: entry (n, labels[n] − 1) for every
+/// anchor with a foreground label for which `is_pos(n)` holds. `aux(n)` gives the side input.
+/// Sorts them by (score, flat index), shifts the scores by the median and computes each
+/// positive's own window. Call only after every check has passed.
+template <typename XD, typename LD, typename IsPos, typename Aux>
+void gather_positives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
+                      const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, const Aux& aux,
+                      double delta) {
+  const Index n = x.rows(), C = x.cols();
+  ws.pos.clear();
+  for (Index a = 0; a < n; ++a) {
+    const auto lab = labels.derived().coeff(a);
+    if (lab <= 0 || !is_pos(a)) continue;
+    const Index col = static_cast<Index>(lab) - 1;
+    ws.pos.push_back({static_cast<double>(x.derived().coeff(a, col)), a * C + col, a, aux(a)});
+  }
+  std::sort(ws.pos.begin(), ws.pos.end(), [](const RankedPositive& l, const RankedPositive& r) {
+    return l.score < r.score || (l.score == r.score && l.flat < r.flat);
+  });
+  const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
+  ws.shift = p ? ws.pos[p / 2].score : 0.0;
+  grow(ws.u, p);
+  grow(ws.win, p);
+  for (std::uint32_t k = 0; k < p; ++k) ws.u[k] = ws.pos[k].score - ws.shift;
+  for (std::uint32_t k = 0; k < p; ++k) ws.win[k] = window_at(ws.u.data(), p, ws.u[k], delta);
+}
+
+/// Prefix sums of unit weights (W) and of the shifted scores (V) over the sorted positives.
+inline void positive_prefix(RankingWorkspace& ws) {
+  const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
+  grow(ws.W, p + 1);
+  grow(ws.V, p + 1);
+  ws.W[0] = ws.V[0] = 0;
+  double sv = 0;
+  for (std::uint32_t k = 0; k < p; ++k) {
+    sv += ws.u[k];
+    ws.W[k + 1] = static_cast<double>(k + 1);
+    ws.V[k + 1] = sv;
+  }
+}
+
+/// Σ_{k∈P} H_δ(s_k − s_i) for the sorted positive i (self term ½ included).
+inline double positives_above(const RankingWorkspace& ws, std::uint32_t i, double delta) {
+  const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
+  return up_sum(ws.W.data(), ws.V.data(), p, ws.win[i], ws.u[i], delta);
+}
+
+/// Visits every negative entry (n, c) — label ≥ 0 and not the positive entry of its anchor —
+/// in anchor-major order as f(n, c, shifted score).
+template <typename XD, typename LD, typename IsPos, typename F>
+void for_each_negative(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+                       const IsPos& is_pos, double shift, F&& f) {
+  const Index n = x.rows(), C = x.cols();
+  for (Index a = 0; a < n; ++a) {
+    const auto lab = labels.derived().coeff(a);
+    if (lab < 0) continue;
+    const Index pc = (lab > 0 && is_pos(a)) ? static_cast<Index>(lab) - 1 : -1;
+    for (Index col = 0; col < C; ++col) {
+      if (col == pc) continue;
+      f(a, col, static_cast<double>(x.derived().coeff(a, col)) - shift);
+    }
+  }
+}
+
+/// Computes F_i = Σ_{j∈N} H_δ(s_j − s_i) and the integer count of negatives with H > 0 for every
+/// sorted positive i (ws.F, ws.count), by scattering each relevant negative's window into
+/// difference arrays. With `keep_windows` the windows are stored (ws.neg_windows, in the
+/// anchor-major order of for_each_negative) for distribute_to_negatives.
+template <typename XD, typename LD, typename IsPos>
+void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
+                       const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, double delta,
+                       bool keep_windows) {
+  const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
+  grow(ws.full_hist, p + 1);
+  grow(ws.cnt_diff, p + 1);
+  grow(ws.sum_diff, p + 1);
+  std::fill(ws.full_hist.begin(), ws.full_hist.end(), 0);
+  std::fill(ws.cnt_diff.begin(), ws.cnt_diff.end(), 0);
+  std::fill(ws.sum_diff.begin(), ws.sum_diff.end(), 0.0);
+  ws.neg_windows.clear();
+  ws.relevant_negatives = 0;
+  if (p == 0) return;
+  const double* u = ws.u.data();
+  const double umin = u[0], umax = u[p - 1];
+  std::int64_t* full = ws.full_hist.data();
+  std::int64_t* cnt = ws.cnt_diff.data();
+  double* sum = ws.sum_diff.data();
+  Index relevant = 0;
+  for_each_negative(x, labels, is_pos, ws.shift, [&](Index, Index, double s) {
+    const double hi_q = s + delta;
+    if (!(umin < hi_q)) return;  // H = 0 against every positive: irrelevant
+    ++relevant;
+    const double lo_q = s - delta;
+    Window w;
+    if (umax <= lo_q) {
+      w.lo = w.hi = p;  // H = 1 against every positive
+    } else {
+      w = find_window(u, p, lo_q, hi_q);
+    }
+    ++full[w.lo];
+    if (w.lo != w.hi) {
+      ++cnt[w.lo];
+      --cnt[w.hi];
+      sum[w.lo] += s;
+      sum[w.hi] -= s;
+    }
+    if (keep_windows) ws.neg_windows.push_back(w);
+  });
+  ws.relevant_negatives = relevant;
+  grow(ws.F, p);
+  grow(ws.count, p);
+  // full_i = #{j : a_j > i} (suffix sums of the histogram); window parts by prefix sums.
+  std::int64_t suffix = 0;
+  for (std::uint32_t k = p; k-- > 0;) {
+    suffix += full[k + 1];
+    ws.count[k] = suffix;  // temporarily: full count
+  }
+  std::int64_t cw = 0;
+  double sw = 0;
+  for (std::uint32_t k = 0; k < p; ++k) {
+    cw += cnt[k];
+    sw += sum[k];
+    const double full_k = static_cast<double>(ws.count[k]);
+    double f = full_k;
+    if (cw > 0) f += (sw - (u[k] - delta) * static_cast<double>(cw)) / (2 * delta);
+    ws.count[k] += cw;
+    ws.F[k] = ws.count[k] == 0 ? 0.0 : f;
+  }
+}
+
+/// Writes the update of every entry: 0 for ignored entries, irrelevant negatives and (for now)
+/// positives; scale · Σ_i c_i H_δ(s_j − s_i) for a relevant negative j, with c from ws.c over
+/// the sorted positives. Requires scatter_negatives(…, keep_windows = true) on the same inputs.
+template <typename XD, typename LD, typename GD, typename IsPos>
+void distribute_to_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
+                             const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, double delta,
+                             double scale, GD& grad) {
+  using GS = typename GD::Scalar;
+  const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
+  grow(ws.X, p + 1);
+  grow(ws.XV, p + 1);
+  prefix_sums(ws.c.data(), ws.u.data(), p, ws.X.data(), ws.XV.data());
+  const Index n = x.rows(), C = x.cols();
+  const double umin = p ? ws.u[0] : 0.0;
+  const double* X = ws.X.data();
+  const double* XV = ws.XV.data();
+  const Window* w = ws.neg_windows.data();
+  for (Index a = 0; a < n; ++a) {
+    const auto lab = labels.derived().coeff(a);
+    if (lab < 0) {
+      for (Index col = 0; col < C; ++col) grad.coeffRef(a, col) = GS(0);
+      continue;
+    }
+    const Index pc = (lab > 0 && is_pos(a)) ? static_cast<Index>(lab) - 1 : -1;
+    for (Index col = 0; col < C; ++col) {
+      GS out = GS(0);
+      if (col != pc && p > 0) {
+        const double s = static_cast<double>(x.derived().coeff(a, col)) - ws.shift;
+        if (umin < s + delta) out = static_cast<GS>(scale * down_sum(X, XV, *w++, s, delta));
+      }
+      grad.coeffRef(a, col) = out;
+    }
+  }
+}
+
+/// Tag for "this output is not wanted" in the ranking losses' drivers.
+struct NoOutput {};
+
+template <typename T>
+inline constexpr bool kWanted = !std::is_same<T, NoOutput>::value;
+
+/// The checks every ranking call starts with, in order: label range and length, the update's
+/// shape (if wanted), finite logits, and a positive count that fits the 32-bit windows. Nothing
+/// is written. Returns the label counts.
+template <typename Scalar, typename XD, typename LD, typename GD>
+LabelStats check_ranking_call(const char* where, const Eigen::DenseBase<XD>& x,
+                              const Eigen::DenseBase<LD>& labels, const GD& grad) {
+  static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
+                "fgbg: the logits must have the loss's scalar type");
+  const LabelStats s = check_labels(where, labels, x.rows(), x.cols());
+  if constexpr (kWanted<GD>) {
+    static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
+                  "fgbg: the gradient must have the loss's scalar type");
+    check_output(where, "grad", grad, x.rows(), x.cols());
+  }
+  check_finite(where, "logits", x);
+  check_positive_count(where, static_cast<std::size_t>(s.positives));
+  return s;
+}
+
+/// Sets every entry of an output to zero (after prepare_output).
+template <typename GD>
+void zero_output(GD& out) {
+  if constexpr (kWanted<GD>) out.derived().setZero();
+}
+
+/// Makes a per-anchor output vector hold n entries: a plain array with another size is resized
+/// (n × 1, or 1 × n for a row-vector type), a view must already have n entries in one row or
+/// column. Checks only (no resize) when `resize` is false.
+template <typename OD>
+void prepare_vector_output(const char* where, const char* arg, OD& out, Index n, bool resize) {
+  if constexpr (kWanted<OD>) {
+    const bool ok = (out.size() == n) && (out.rows() == 1 || out.cols() == 1 || n == 0);
+    if (ok) return;
+    using G = std::decay_t<decltype(out.derived())>;
+    constexpr bool kPlain = std::is_base_of<Eigen::PlainObjectBase<G>, G>::value;
+    if constexpr (kPlain) {
+      if (!resize) return;
+      if (G::RowsAtCompileTime == 1) {
+        out.derived().resize(1, n);
+      } else {
+        out.derived().resize(n, 1);
+      }
+    } else {
+      throw_invalid(where, arg, " must be a vector of ", n, " entries, got ", out.rows(), " x ",
+                    out.cols());
+    }
+  }
+}
+
+/// Validates a ranking-loss δ (finite, > 0).
+inline void check_delta(const char* where, double delta) {
+  require_param(std::isfinite(delta) && delta > 0, where, "delta", "finite and > 0", delta);
+}
+
+/// Validates an ε gate (finite, ≥ 0).
+inline void check_eps(const char* where, double eps) {
+  require_param(std::isfinite(eps) && eps >= 0, where, "eps", "finite and >= 0", eps);
+}
+
+/// Checks the per-anchor side input (aLRP ℓ, RS IoU) of a ranking loss at the anchors with a
+/// foreground label: a vector of N entries of the loss's scalar, each finite and in [lo, hi].
+template <typename Scalar, typename TD, typename LD>
+void check_positive_side_input(const char* where, const char* arg, const Eigen::DenseBase<TD>& t,
+                               const Eigen::DenseBase<LD>& labels, double lo, double hi,
+                               const char* range) {
+  static_assert(std::is_same<typename TD::Scalar, Scalar>::value,
+                "fgbg: the side input must have the loss's scalar type");
+  check_vector(where, arg, t, labels.size());
+  for (Index a = 0; a < labels.size(); ++a) {
+    if (labels.derived().coeff(a) <= 0) continue;
+    const double v = static_cast<double>(t.derived().coeff(a));
+    if (!std::isfinite(v))
+      throw std::domain_error(
+          concat(where, ": ", arg, "(", a, ") is ", v, " at a positive anchor; it must be finite"));
+    if (v < lo || v > hi) throw_invalid(where, arg, "(", a, ") = ", v, " must be in ", range);
+  }
+}
+
+}  // namespace detail
+}  // namespace fgbg

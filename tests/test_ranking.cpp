@@ -1,0 +1,661 @@
+// Ranking losses (AP, aLRP, Rank & Sort): reference vectors, the spec's hand-checked vectors, a
+// brute-force O(P·N) oracle on random problems with ties, balance identities, layouts, edge
+// cases, errors and allocation-freedom.
+#include "support/no_alloc.hpp"
+// (no_alloc.hpp must come first)
+#include <fgbg/ranking/alrp_loss.hpp>
+#include <fgbg/ranking/ap_loss.hpp>
+#include <fgbg/ranking/rank_sort_loss.hpp>
+#include <limits>
+#include <random>
+
+#include "support/ranking_oracle.hpp"
+#include "support/reference.hpp"
+
+using namespace fgbg_test;
+using fgbg::Index;
+using fgbg::RowArray;
+
+namespace {
+
+template <typename Scalar>
+using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+
+/// Flattened row-major copy of an N × C array as a std::vector<double>.
+template <typename D>
+std::vector<double> flat(const Eigen::DenseBase<D>& g) {
+  std::vector<double> out;
+  for (Index r = 0; r < g.rows(); ++r)
+    for (Index c = 0; c < g.cols(); ++c) out.push_back(static_cast<double>(g.derived()(r, c)));
+  return out;
+}
+
+/// max |a − b| / max(1, max |b|) for two vectors.
+template <typename A>
+double rel_diff(const A& a, const std::vector<double>& b) {
+  double scale = 1, diff = 0;
+  for (double v : b) scale = std::max(scale, std::abs(v));
+  for (std::size_t i = 0; i < b.size(); ++i)
+    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
+  return diff / scale;
+}
+
+double rel_scalar(double a, double b) {
+  return std::abs(a - b) / std::max(1.0, std::abs(b));
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+// Reference vectors (tests/data/*.json)
+// ------------------------------------------------------------------------------------------
+
+TEMPLATE_TEST_CASE("AP loss matches the reference vectors", "[ap][reference]", float, double) {
+  using S = TestType;
+  const json ref = load_reference("ap_loss.json");
+  fgbg::RankingWorkspace ws;
+  for (const json& c : ref["cases"]) {
+    SECTION(c["name"].get<std::string>()) {
+      const Index n = c["num_anchors"], k = c["num_classes"];
+      const auto x = matrix<S>(c["logits"], k);
+      const auto y = labels(c["labels"]);
+      const fgbg::APLoss<S> loss(
+          {c["params"]["delta"].get<double>(), c["params"]["interpolate"].get<bool>()});
+      RowArray<S> g(n, k);
+      const S v = loss.value_and_grad(x, y, g, ws);
+      check_scalar<S>("loss", v, c["expected"]["loss"]);
+      if (n > 0) check_array<S>("grad", g, c["expected"]["grad"]);
+      check_scalar<S>("value()", loss.value(x, y, ws), c["expected"]["loss"]);
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("aLRP loss matches the reference vectors", "[alrp][reference]", float, double) {
+  using S = TestType;
+  const json ref = load_reference("alrp_loss.json");
+  fgbg::RankingWorkspace ws;
+  for (const json& c : ref["cases"]) {
+    SECTION(c["name"].get<std::string>()) {
+      const Index n = c["num_anchors"], k = c["num_classes"];
+      const auto x = matrix<S>(c["logits"], k);
+      const auto y = labels(c["labels"]);
+      const auto l = vector<S>(c["loc_error"]);
+      const fgbg::ALRPLoss<S> loss(
+          {c["params"]["delta"].get<double>(), c["params"]["eps"].get<double>()});
+      RowArray<S> g(n, k);
+      Vec<S> gl, rank;
+      const auto v = loss.value_and_grad(x, y, l, g, gl, rank, ws);
+      const json& e = c["expected"];
+      check_scalar<S>("cls", v.cls, e["loss"]);
+      check_scalar<S>("loc", v.loc, e["loc_loss"]);
+      if (n > 0) {
+        check_array<S>("grad", g, e["grad"]);
+        check_array<S>("rank", rank, e["rank"]);
+        check_array<S>("grad_loc_error", gl, e["grad_loc_error"]);
+      }
+      const auto v2 = loss.value(x, y, l, ws);
+      check_scalar<S>("value().cls", v2.cls, e["loss"]);
+      check_scalar<S>("value().loc", v2.loc, e["loc_loss"]);
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("RS loss matches the reference vectors", "[rs][reference]", float, double) {
+  using S = TestType;
+  const json ref = load_reference("rs_loss.json");
+  fgbg::RankingWorkspace ws;
+  for (const json& c : ref["cases"]) {
+    SECTION(c["name"].get<std::string>()) {
+      const Index n = c["num_anchors"], k = c["num_classes"];
+      const auto x = matrix<S>(c["logits"], k);
+      const auto y = labels(c["labels"]);
+      const auto iou = vector<S>(c["iou"]);
+      const fgbg::RankSortLoss<S> loss(
+          {c["params"]["delta"].get<double>(), c["params"]["eps"].get<double>()});
+      RowArray<S> g(n, k);
+      const auto v = loss.value_and_grad(x, y, iou, g, ws);
+      const json& e = c["expected"];
+      check_scalar<S>("loss_rank", v.rank, e["loss_rank"]);
+      check_scalar<S>("loss_sort", v.sort, e["loss_sort"]);
+      check_scalar<S>("loss", v.total(), e["loss"]);
+      if (n > 0) check_array<S>("grad", g, e["grad"]);
+      const auto v2 = loss.value(x, y, iou, ws);
+      check_scalar<S>("value().rank", v2.rank, e["loss_rank"]);
+      check_scalar<S>("value().sort", v2.sort, e["loss_sort"]);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Spec §10.2 hand-checked vectors
+// ------------------------------------------------------------------------------------------
+
+namespace {
+struct SpecInput {
+  RowArray<double> x;
+  fgbg::LabelVector y;
+  SpecInput() : x(8, 1), y(8) {
+    x << 2.0, 0.3, -0.4, 1.2, 0.0, -1.5, 0.25, 0.9;
+    y << 1, 1, 1, 0, 0, 0, -1, 0;
+  }
+};
+
+void check_vec(const RowArray<double>& g, std::initializer_list<double> want) {
+  Index i = 0;
+  for (double w : want) {
+    INFO("entry " << i);
+    CHECK(g(i, 0) == Approx(w).margin(1e-11));
+    ++i;
+  }
+}
+}  // namespace
+
+TEST_CASE("ranking losses: spec §10.2 hand-checked vectors", "[ap][alrp][rs][spec]") {
+  const SpecInput in;
+  RowArray<double> g;
+  SECTION("AP, δ = 1, interpolated") {
+    const double v = fgbg::APLoss<double>().value_and_grad(in.x, in.y, g);
+    CHECK(v == Approx(0.354627354627).margin(1e-11));
+    check_vec(g, {-0.030303030303, -0.162162162162, -0.162162162162, 0.163722163722, 0.069069069069,
+                  0, 0, 0.121836121836});
+  }
+  SECTION("aLRP, δ = 1, ε = 1e-5") {
+    Vec<double> l(8), gl, rank;
+    l << 0.2, 0.6, 1.1, 0, 0, 0, 0, 0;
+    fgbg::RankingWorkspace ws;
+    const auto v = fgbg::ALRPLoss<double>().value_and_grad(in.x, in.y, l, g, gl, rank, ws);
+    CHECK(v.cls == Approx(0.357171074818).margin(1e-11));
+    CHECK(v.loc == Approx(0.237465272759).margin(1e-11));
+    check_vec(g, {-0.030303030303, -0.193333333333, -0.204804804805, 0.193616979173, 0.085319764209,
+                  0, 0, 0.149504425060});
+    CHECK(rank[0] == Approx(1.1).margin(1e-12));
+    CHECK(rank[1] == Approx(4.25).margin(1e-12));
+    CHECK(rank[2] == Approx(5.55).margin(1e-12));
+  }
+  SECTION("RS, δ = 0.5, sorted and mis-sorted IoUs") {
+    Vec<double> iou(8);
+    iou << 0.9, 0.8, 0.6, 0, 0, 0, 0, 0;
+    auto v = fgbg::RankSortLoss<double>().value_and_grad(in.x, in.y, iou, g);
+    CHECK(v.rank == Approx(0.377210543877).margin(1e-11));
+    CHECK(v.sort == Approx(0.0).margin(1e-12));
+    check_vec(g, {0, -0.198198198198, -0.179012345679, 0.151818485152, 0.073573573574, 0, 0,
+                  0.151818485152});
+    iou << 0.6, 0.8, 0.9, 0, 0, 0, 0, 0;
+    v = fgbg::RankSortLoss<double>().value_and_grad(in.x, in.y, iou, g);
+    CHECK(v.rank == Approx(0.377210543877).margin(1e-11));
+    CHECK(v.sort == Approx(0.097777777778).margin(1e-11));
+    check_vec(g, {0.071111111111, -0.215975975976, -0.232345679012, 0.151818485152, 0.073573573574,
+                  0, 0, 0.151818485152});
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Brute-force oracle on random problems
+// ------------------------------------------------------------------------------------------
+
+namespace {
+
+struct RandomCase {
+  RowArray<double> x;
+  fgbg::LabelVector y;
+  Vec<double> aux;  // ℓ for aLRP, IoU for RS
+  double delta;
+};
+
+RandomCase random_case(std::mt19937_64& rng, int kind) {
+  std::uniform_int_distribution<int> nd(0, 60), cd(1, 5);
+  std::uniform_real_distribution<double> uni(0, 1);
+  const double deltas[] = {0.25, 0.5, 1.0, 2.0};
+  RandomCase rc;
+  const Index n = nd(rng), c = cd(rng);
+  rc.delta = deltas[rng() % 4];
+  rc.x.resize(n, c);
+  rc.y.resize(n);
+  rc.aux.resize(n);
+  const bool grid = (rng() % 3) != 0;  // two thirds on a 0.25 grid: many exact ties
+  const double pos_rate = 0.1 + 0.5 * uni(rng), ign_rate = 0.25 * uni(rng);
+  for (Index a = 0; a < n; ++a) {
+    for (Index k = 0; k < c; ++k) {
+      const double v = 6 * uni(rng) - 3;
+      rc.x(a, k) = grid ? std::round(v * 4) / 4 : v;
+    }
+    const double u = uni(rng);
+    rc.y[a] = u < ign_rate ? -1 : (u < ign_rate + pos_rate ? 1 + static_cast<int>(rng() % c) : 0);
+    if (kind == 1) {
+      rc.aux[a] = grid ? std::round(uni(rng) * 8) / 4 : 2 * uni(rng);  // ℓ ∈ [0, 2] with ties
+    } else {
+      // IoU with ties on a 0.1 grid, some exactly 0 (→ negatives), some exactly 1
+      const double t = uni(rng);
+      rc.aux[a] = t < 0.1 ? 0.0 : (t < 0.7 ? std::round(uni(rng) * 10) / 10 : uni(rng));
+    }
+  }
+  return rc;
+}
+
+}  // namespace
+
+TEST_CASE("ranking losses equal the brute-force O(P·N) loop on random problems with ties",
+          "[ap][alrp][rs][oracle]") {
+  std::mt19937_64 rng(20261123);
+  fgbg::RankingWorkspace ws;  // shared across cases and losses on purpose
+  const double tol = 1e-12;
+  int cases = 0, with_positives = 0;
+  for (int it = 0; it < 400; ++it) {
+    for (int kind = 0; kind < 3; ++kind) {
+      const RandomCase rc = random_case(rng, kind);
+      const Index n = rc.x.rows(), c = rc.x.cols();
+      INFO("iteration " << it << ", kind " << kind << ", N = " << n << ", C = " << c
+                        << ", delta = " << rc.delta);
+      RowArray<double> g(n, c);
+      if (kind == 0) {
+        for (bool interp : {true, false}) {
+          const auto f = fgbg_oracle::flatten(rc.x, rc.y, &rc.aux, false);
+          const auto want = fgbg_oracle::ap_loss(f, n * c, rc.delta, interp);
+          const double v =
+              fgbg::APLoss<double>({rc.delta, interp}).value_and_grad(rc.x, rc.y, g, ws);
+          CHECK(rel_scalar(v, want.loss) <= tol);
+          CHECK(rel_diff(flat(g), want.grad) <= tol);
+          with_positives += !f.ps.empty();
+        }
+      } else if (kind == 1) {
+        const auto f = fgbg_oracle::flatten(rc.x, rc.y, &rc.aux, false);
+        const auto want = fgbg_oracle::alrp_loss(f, n * c, n, rc.delta, 1e-5);
+        Vec<double> gl, rank;
+        const auto v = fgbg::ALRPLoss<double>({rc.delta, 1e-5})
+                           .value_and_grad(rc.x, rc.y, rc.aux, g, gl, rank, ws);
+        CHECK(rel_scalar(v.cls, want.loss) <= tol);
+        CHECK(rel_scalar(v.loc, want.loss2) <= tol);
+        CHECK(rel_diff(flat(g), want.grad) <= tol);
+        CHECK(rel_diff(gl, want.grad_aux) <= tol);
+        CHECK(rel_diff(rank, want.rank) <= tol);
+        with_positives += !f.ps.empty();
+      } else {
+        const auto f = fgbg_oracle::flatten(rc.x, rc.y, &rc.aux, true);
+        const auto want = fgbg_oracle::rs_loss(f, n * c, rc.delta, 1e-10);
+        const auto v =
+            fgbg::RankSortLoss<double>({rc.delta, 1e-10}).value_and_grad(rc.x, rc.y, rc.aux, g, ws);
+        CHECK(rel_scalar(v.rank, want.loss) <= tol);
+        CHECK(rel_scalar(v.sort, want.loss2) <= tol);
+        CHECK(rel_diff(flat(g), want.grad) <= tol);
+        with_positives += !f.ps.empty();
+      }
+      ++cases;
+    }
+  }
+  CHECK(cases == 1200);
+  CHECK(with_positives > 1000);
+}
+
+TEST_CASE("ranking losses: float logits give the double result rounded", "[ap][alrp][rs][float]") {
+  std::mt19937_64 rng(5);
+  fgbg::RankingWorkspace ws;
+  for (int it = 0; it < 50; ++it) {
+    const RandomCase rc = random_case(rng, 2);
+    const RowArray<float> xf = rc.x.cast<float>();
+    const RowArray<double> xd = xf.cast<double>();
+    const Vec<float> iouf = rc.aux.cast<float>();
+    const Vec<double> ioud = iouf.cast<double>();
+    RowArray<float> gf;
+    RowArray<double> gd;
+    const auto vf = fgbg::RankSortLoss<float>().value_and_grad(xf, rc.y, iouf, gf, ws);
+    const auto vd = fgbg::RankSortLoss<double>().value_and_grad(xd, rc.y, ioud, gd, ws);
+    CHECK(vf.rank == static_cast<float>(vd.rank));
+    CHECK(vf.sort == static_cast<float>(vd.sort));
+    CHECK((gf == gd.cast<float>()).all());
+    const float af = fgbg::APLoss<float>().value_and_grad(xf, rc.y, gf, ws);
+    const double ad = fgbg::APLoss<double>().value_and_grad(xd, rc.y, gd, ws);
+    CHECK(af == static_cast<float>(ad));
+    CHECK((gf == gd.cast<float>()).all());
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Identities (spec §2.2, §3.2, §5.7)
+// ------------------------------------------------------------------------------------------
+
+TEST_CASE("ranking losses: balance identities", "[ap][alrp][rs][identity]") {
+  std::mt19937_64 rng(99);
+  fgbg::RankingWorkspace ws;
+  int checked = 0;
+  for (int it = 0; it < 200; ++it) {
+    for (int kind = 0; kind < 3; ++kind) {
+      const RandomCase rc = random_case(rng, kind);
+      const Index n = rc.x.rows(), c = rc.x.cols();
+      RowArray<double> g(n, c);
+      const bool rs = kind == 2;
+      const auto f = fgbg_oracle::flatten(rc.x, rc.y, &rc.aux, rs);
+      if (f.ps.empty()) continue;
+      double sum_p = 0, sum_n = 0, scale = 1;
+      if (kind == 0) {
+        fgbg::APLoss<double>({rc.delta, true}).value_and_grad(rc.x, rc.y, g, ws);
+      } else if (kind == 1) {
+        Vec<double> gl;
+        fgbg::ALRPLoss<double>({rc.delta, 1e-5}).value_and_grad(rc.x, rc.y, rc.aux, g, gl, ws);
+      } else {
+        fgbg::RankSortLoss<double>({rc.delta, 1e-10}).value_and_grad(rc.x, rc.y, rc.aux, g, ws);
+      }
+      const auto gv = flat(g);
+      for (std::size_t i = 0; i < f.pi.size(); ++i) sum_p += gv[f.pi[i]];
+      for (std::size_t j = 0; j < f.ni.size(); ++j) sum_n += gv[f.ni[j]];
+      for (double v : gv) scale = std::max(scale, std::abs(v));
+      INFO("iteration " << it << ", kind " << kind);
+      if (!rs) {
+        CHECK(std::abs(sum_n + sum_p) <= 1e-12 * scale * gv.size());
+        CHECK(sum_p <= 0);
+      } else {
+        // Σ_N u = Σ_i r_i 1[F_i > ε] / n_P (spec §5.7), from the oracle's per-positive terms
+        const std::size_t P = f.ps.size();
+        double want = 0;
+        for (std::size_t i = 0; i < P; ++i) {
+          double rp = 0, F = 0;
+          for (std::size_t k = 0; k < P; ++k) rp += fgbg_oracle::H(f.ps[k] - f.ps[i], rc.delta);
+          for (double s : f.ns) F += fgbg_oracle::H(s - f.ps[i], rc.delta);
+          if (F > 1e-10) want += F / (rp + F);
+        }
+        CHECK(std::abs(sum_n - want / P) <= 1e-12 * std::max(1.0, want));
+      }
+      // ignored anchors get exactly zero
+      for (Index a = 0; a < n; ++a)
+        if (rc.y[a] < 0) CHECK((g.row(a) == 0).all());
+      ++checked;
+    }
+  }
+  CHECK(checked > 400);
+}
+
+// ------------------------------------------------------------------------------------------
+// Layouts
+// ------------------------------------------------------------------------------------------
+
+TEMPLATE_TEST_CASE("ranking losses: row-major, column-major, Map and block give identical results",
+                   "[ap][alrp][rs][layout]", float, double) {
+  using S = TestType;
+  std::mt19937_64 rng(3);
+  RandomCase rc;
+  do rc = random_case(rng, 2);
+  while (rc.x.rows() < 20);
+  const Index n = rc.x.rows(), c = rc.x.cols();
+  const RowArray<S> xr = rc.x.cast<S>();
+  const Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> xc = xr;  // column-major copy
+  const Vec<S> iou = rc.aux.cast<S>();
+  fgbg::RankingWorkspace ws;
+  RowArray<S> g1(n, c);
+  Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> g2(n, c);
+  std::vector<S> buf(static_cast<std::size_t>(n * c));
+  Eigen::Map<RowArray<S>> g3(buf.data(), n, c);
+  RowArray<S> big = RowArray<S>::Constant(n + 2, c + 3, S(7));
+  const auto v1 = fgbg::RankSortLoss<S>().value_and_grad(xr, rc.y, iou, g1, ws);
+  const auto v2 = fgbg::RankSortLoss<S>().value_and_grad(xc, rc.y, iou, g2, ws);
+  const auto v3 = fgbg::RankSortLoss<S>().value_and_grad(
+      Eigen::Map<const RowArray<S>>(xr.data(), n, c), rc.y, iou, g3, ws);
+  const auto v4 = fgbg::RankSortLoss<S>().value_and_grad(xr, rc.y, iou, big.block(1, 2, n, c), ws);
+  CHECK(v1.rank == v2.rank);
+  CHECK(v1.rank == v3.rank);
+  CHECK(v1.sort == v4.sort);
+  CHECK((g1 == g2).all());
+  CHECK((g1 == g3).all());
+  CHECK((g1 == big.block(1, 2, n, c)).all());
+  CHECK((big.col(0) == S(7)).all());
+  CHECK((big.row(0) == S(7)).all());
+}
+
+// ------------------------------------------------------------------------------------------
+// Edge cases
+// ------------------------------------------------------------------------------------------
+
+TEMPLATE_TEST_CASE("ranking losses: edge cases", "[ap][alrp][rs][edge]", float, double) {
+  using S = TestType;
+  fgbg::RankingWorkspace ws;
+  const fgbg::APLoss<S> ap;
+  const fgbg::ALRPLoss<S> alrp;
+  const fgbg::RankSortLoss<S> rs;
+  SECTION("N = 0") {
+    RowArray<S> x(0, 4), g;
+    fgbg::LabelVector y(0);
+    Vec<S> aux(0), gl;
+    CHECK(ap.value_and_grad(x, y, g, ws) == 0);
+    CHECK(g.rows() == 0);
+    CHECK(alrp.value_and_grad(x, y, aux, g, gl, ws).cls == 0);
+    CHECK(rs.value_and_grad(x, y, aux, g, ws).total() == 0);
+  }
+  SECTION("no positives, all ignored, all positives with IoU 0") {
+    RowArray<S> x = RowArray<S>::Random(6, 3) * S(4);
+    RowArray<S> g = RowArray<S>::Constant(6, 3, S(5));
+    Vec<S> aux = Vec<S>::Zero(6), gl = Vec<S>::Constant(6, S(5));
+    for (int mode = 0; mode < 3; ++mode) {
+      fgbg::LabelVector y = fgbg::LabelVector::Constant(6, mode == 0 ? 0 : (mode == 1 ? -1 : 2));
+      CHECK(ap.value_and_grad(x, y, g, ws) == (mode == 2 ? ap.value(x, y, ws) : S(0)));
+      if (mode < 2) CHECK((g == 0).all());
+      g.setConstant(S(5));
+      if (mode < 2) {
+        const auto v = alrp.value_and_grad(x, y, aux, g, gl, ws);
+        CHECK(v.cls == 0);
+        CHECK(v.loc == 0);
+        CHECK((g == 0).all());
+        CHECK((gl == 0).all());
+      }
+      g.setConstant(S(5));
+      const auto r = rs.value_and_grad(x, y, aux, g, ws);  // IoU 0: positives become negatives
+      CHECK(r.rank == 0);
+      CHECK(r.sort == 0);
+      CHECK((g == 0).all());
+    }
+  }
+  SECTION("no negatives: zero loss and update") {
+    RowArray<S> x(3, 1), g;
+    x << S(1), S(-2), S(0.5);
+    fgbg::LabelVector y(3);
+    y << 1, 1, 1;
+    Vec<S> aux = Vec<S>::Constant(3, S(0.7)), gl;
+    CHECK(ap.value_and_grad(x, y, g, ws) == 0);
+    CHECK((g == 0).all());
+    CHECK(alrp.value_and_grad(x, y, aux, g, gl, ws).cls == 0);
+    CHECK((g == 0).all());
+    CHECK(rs.value_and_grad(x, y, aux, g, ws).rank == 0);
+    CHECK((g == 0).all());
+  }
+  SECTION("logits of ±1e4 give finite values equal to the oracle") {
+    RowArray<S> x(6, 2);
+    x << S(1e4), S(-1e4), S(0), S(1e4), S(-1e4), S(3), S(-1e4), S(1e4), S(2), S(-3), S(-1e4),
+        S(-1e4);
+    fgbg::LabelVector y(6);
+    y << 1, 2, 1, 0, 2, 1;
+    Vec<S> aux(6);
+    aux << S(0.9), S(0.5), S(0.7), S(0), S(0.3), S(0.6);
+    RowArray<S> g;
+    Vec<S> gl;
+    const RowArray<double> xd = x.template cast<double>();
+    const Vec<double> auxd = aux.template cast<double>();
+    const double v = ap.value_and_grad(x, y, g, ws);
+    const auto want =
+        fgbg_oracle::ap_loss(fgbg_oracle::flatten(xd, y, &auxd, false), 12, 1.0, true);
+    CHECK(std::isfinite(v));
+    CHECK(g.allFinite());
+    CHECK(rel_scalar(v, want.loss) <= 1e-6);
+    CHECK(rel_diff(flat(g), want.grad) <= 1e-6);
+    const auto va = alrp.value_and_grad(x, y, aux, g, gl, ws);
+    CHECK(std::isfinite(static_cast<double>(va.cls)));
+    CHECK(g.allFinite());
+    const auto vr = rs.value_and_grad(x, y, aux, g, ws);
+    const auto wr = fgbg_oracle::rs_loss(fgbg_oracle::flatten(xd, y, &auxd, true), 12, 0.5, 1e-10);
+    CHECK(rel_scalar(vr.rank, wr.loss) <= 1e-6);
+    CHECK(rel_diff(flat(g), wr.grad) <= 1e-6);
+  }
+  SECTION("negatives far below every positive get exactly zero") {
+    RowArray<S> x(4, 1), g;
+    x << S(1), S(-5), S(0.2), S(0);
+    fgbg::LabelVector y(4);
+    y << 1, 0, 0, 0;
+    ap.value_and_grad(x, y, g, ws);
+    CHECK(g(1, 0) == 0);
+    CHECK(g(3, 0) == 0);  // exactly at s_min − δ: H = 0
+    CHECK(g(2, 0) > 0);
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Errors
+// ------------------------------------------------------------------------------------------
+
+TEST_CASE("ranking losses: bad inputs throw and leave outputs and state untouched",
+          "[ap][alrp][rs][errors]") {
+  RowArray<double> x(4, 2);
+  x << 1, 2, 3, 4, 5, 6, 7, 8;
+  fgbg::LabelVector y(4);
+  y << 1, 0, 2, -1;
+  Vec<double> aux(4);
+  aux << 0.5, 0, 0.8, 0;
+  RowArray<double> g = RowArray<double>::Constant(4, 2, 42.0);
+  Vec<double> gl = Vec<double>::Constant(4, 42.0), rank = Vec<double>::Constant(4, 42.0);
+  fgbg::RankingWorkspace ws;
+  const fgbg::APLoss<double> ap;
+  const fgbg::ALRPLoss<double> alrp;
+  const fgbg::RankSortLoss<double> rs;
+  const auto untouched = [&] {
+    CHECK((g == 42.0).all());
+    CHECK((gl == 42.0).all());
+    CHECK((rank == 42.0).all());
+  };
+
+  SECTION("labels out of range or of the wrong length") {
+    fgbg::LabelVector bad = y;
+    bad[1] = 3;
+    CHECK_THROWS_AS(ap.value_and_grad(x, bad, g, ws), std::invalid_argument);
+    CHECK_THROWS_AS(alrp.value_and_grad(x, bad, aux, g, gl, rank, ws), std::invalid_argument);
+    CHECK_THROWS_AS(rs.value_and_grad(x, bad, aux, g, ws), std::invalid_argument);
+    bad[1] = -2;
+    CHECK_THROWS_AS(ap.value_and_grad(x, bad, g, ws), std::invalid_argument);
+    fgbg::LabelVector shorter = y.head(3);
+    CHECK_THROWS_AS(ap.value_and_grad(x, shorter, g, ws), std::invalid_argument);
+    untouched();
+  }
+  SECTION("output views of the wrong shape") {
+    RowArray<double> big = RowArray<double>::Constant(5, 2, 42.0);
+    CHECK_THROWS_AS(ap.value_and_grad(x, y, big.block(0, 0, 3, 2), ws), std::invalid_argument);
+    CHECK_THROWS_AS(rs.value_and_grad(x, y, aux, big.block(0, 0, 4, 1), ws), std::invalid_argument);
+    CHECK_THROWS_AS(alrp.value_and_grad(x, y, aux, g, gl.head(3), ws), std::invalid_argument);
+    CHECK_THROWS_AS(alrp.value_and_grad(x, y, aux, big.block(0, 0, 3, 2), gl, ws),
+                    std::invalid_argument);
+    CHECK((big == 42.0).all());
+    untouched();
+  }
+  SECTION("side inputs") {
+    CHECK_THROWS_AS(rs.value_and_grad(x, y, Vec<double>(aux.head(3)), g, ws),
+                    std::invalid_argument);
+    Vec<double> bad = aux;
+    bad[2] = 1.5;
+    CHECK_THROWS_AS(rs.value_and_grad(x, y, bad, g, ws), std::invalid_argument);
+    bad[2] = -0.1;
+    CHECK_THROWS_AS(rs.value_and_grad(x, y, bad, g, ws), std::invalid_argument);
+    CHECK_THROWS_AS(alrp.value_and_grad(x, y, bad, g, gl, rank, ws), std::invalid_argument);
+    bad[2] = std::numeric_limits<double>::quiet_NaN();
+    CHECK_THROWS_AS(rs.value_and_grad(x, y, bad, g, ws), std::domain_error);
+    CHECK_THROWS_AS(alrp.value_and_grad(x, y, bad, g, gl, rank, ws), std::domain_error);
+    bad = aux;
+    bad[3] = std::numeric_limits<double>::quiet_NaN();  // ignored anchor: not read
+    CHECK_NOTHROW(rs.value(x, y, bad, ws));
+    untouched();
+  }
+  SECTION("non-finite logits") {
+    RowArray<double> xb = x;
+    xb(2, 1) = std::numeric_limits<double>::quiet_NaN();
+    CHECK_THROWS_AS(ap.value_and_grad(xb, y, g, ws), std::domain_error);
+    CHECK_THROWS_AS(alrp.value_and_grad(xb, y, aux, g, gl, rank, ws), std::domain_error);
+    CHECK_THROWS_AS(rs.value_and_grad(xb, y, aux, g, ws), std::domain_error);
+    xb(2, 1) = std::numeric_limits<double>::infinity();
+    CHECK_THROWS_AS(ap.value(xb, y, ws), std::domain_error);
+    untouched();
+  }
+  SECTION("bad hyper-parameters") {
+    for (double d : {0.0, -1.0, std::numeric_limits<double>::quiet_NaN(),
+                     std::numeric_limits<double>::infinity()}) {
+      CHECK_THROWS_AS(fgbg::APLoss<double>({d, true}), std::invalid_argument);
+      CHECK_THROWS_AS(fgbg::ALRPLoss<double>({d, 1e-5}), std::invalid_argument);
+      CHECK_THROWS_AS(fgbg::RankSortLoss<float>({d, 1e-10}), std::invalid_argument);
+    }
+    CHECK_THROWS_AS(fgbg::ALRPLoss<double>({1.0, -1e-5}), std::invalid_argument);
+    CHECK_THROWS_AS(fgbg::RankSortLoss<double>({0.5, std::nan("")}), std::invalid_argument);
+    CHECK_THROWS_WITH(fgbg::APLoss<double>({-1.0, true}),
+                      Catch::Contains("fgbg::APLoss") && Catch::Contains("delta"));
+    CHECK_THROWS_AS(fgbg::ALRPSelfBalance({0.0, 10}), std::invalid_argument);
+    CHECK_THROWS_AS(fgbg::ALRPSelfBalance({50.0, 0}), std::invalid_argument);
+  }
+  SECTION("self-balance state is untouched by a bad update") {
+    fgbg::ALRPSelfBalance sb({50.0, 2});
+    sb.update(0.5, 0.25);
+    CHECK_THROWS_AS(sb.update(std::nan(""), 0.1), std::invalid_argument);
+    CHECK_THROWS_AS(sb.update(0.1, -1), std::invalid_argument);
+    CHECK(sb.recorded() == 1);
+    CHECK(sb.weight() == 50.0);
+  }
+}
+
+TEST_CASE("aLRP self-balance follows the official head", "[alrp][state]") {
+  fgbg::ALRPSelfBalance sb({50.0, 3});
+  CHECK(sb.update(0.6, 0.2) == 50.0);
+  CHECK(sb.update(0.5, 0.3) == 50.0);
+  // period reached: (mean loc + mean cls) / mean loc = (0.25 + 0.5) / 0.25 = 3
+  CHECK(sb.update(0.4, 0.25) == Approx(3.0).epsilon(1e-15));
+  CHECK(sb.recorded() == 0);
+  CHECK(sb.update(1.0, 1.0) == Approx(3.0).epsilon(1e-15));
+  fgbg::ALRPLossValue<double> v{0.4, 0.1};
+  CHECK(v.total(sb.weight()) == Approx(0.7));
+  sb.reset();
+  CHECK(sb.weight() == 50.0);
+  CHECK(sb.recorded() == 0);
+  fgbg::ALRPSelfBalance zero({50.0, 1});
+  CHECK(zero.update(0.3, 0.0) == 50.0);  // mean loc 0: weight kept
+}
+
+// ------------------------------------------------------------------------------------------
+// Allocation
+// ------------------------------------------------------------------------------------------
+
+TEMPLATE_TEST_CASE("ranking losses allocate nothing in steady state", "[ap][alrp][rs][alloc]",
+                   float, double) {
+  using S = TestType;
+  std::mt19937_64 rng(11);
+  const Index n = 3000, c = 20;
+  RowArray<S> x(n, c), g(n, c);
+  fgbg::LabelVector y(n);
+  Vec<S> aux(n), gl(n), rank(n);
+  std::normal_distribution<double> nd(0, 2);
+  for (Index a = 0; a < n; ++a) {
+    for (Index k = 0; k < c; ++k) x(a, k) = static_cast<S>(std::round(nd(rng) * 4) / 4);
+    y[a] = (rng() % 10 == 0) ? 1 + static_cast<int>(rng() % c) : ((rng() % 10 == 0) ? -1 : 0);
+    aux[a] = static_cast<S>((rng() % 11) / 10.0);
+  }
+  const fgbg::APLoss<S> ap;
+  const fgbg::ALRPLoss<S> alrp;
+  const fgbg::RankSortLoss<S> rs;
+  fgbg::RankingWorkspace ws;
+  // warm-up: the workspace grows to this problem
+  ap.value_and_grad(x, y, g, ws);
+  alrp.value_and_grad(x, y, aux, g, gl, rank, ws);
+  rs.value_and_grad(x, y, aux, g, ws);
+  const std::size_t bytes = ws.capacity_bytes();
+  long count = 0;
+  {
+    NoAllocScope guard;
+    for (int r = 0; r < 2; ++r) {
+      ap.value_and_grad(x, y, g, ws);
+      ap.value(x, y, ws);
+      alrp.value_and_grad(x, y, aux, g, gl, rank, ws);
+      alrp.value(x, y, aux, ws);
+      rs.value_and_grad(x, y, aux, g, ws);
+      rs.value(x, y, aux, ws);
+    }
+    count = guard.count();
+  }
+  CHECK(count == 0);
+  CHECK(ws.capacity_bytes() == bytes);
+  // reserve() makes even the first call allocation-free
+  fgbg::RankingWorkspace fresh;
+  fresh.reserve(n, n * c);
+  {
+    NoAllocScope guard;
+    rs.value_and_grad(x, y, aux, g, fresh);
+    count = guard.count();
+  }
+  CHECK(count == 0);
+}
