@@ -1,0 +1,343 @@
+/// @file carl.hpp
+/// @brief CARL of PISA: the classification-aware regression loss, with its gradients w.r.t. the
+///        classification logits and w.r.t. the per-positive regression loss.
+///
+/// Cao, Chen, Loy, Lin, "Prime Sample Attention in Object Detection", CVPR 2020.
+/// Matches `carl_loss` of mmdetection's `models/losses/pisa_loss.py` (the authors' release) and
+/// its autograd gradients, in double precision (spec sampling-and-soft-losses §7.3; reference
+/// vectors tests/data/carl.json).
+///
+/// For the P positives i (labels 1..C) with regression loss ℓ_i (the head's per-coordinate
+/// regression loss summed over the 4 coordinates, regression weights not applied):
+///
+///   s_i = σ(x_{i, c_i − 1})         (sigmoid head, N × C logits)
+///   s_i = softmax(x_i)_{c_i}        (softmax head, N × (C+1) logits, column 0 background)
+///   u_i = (b + (1 − b) s_i)^k       (k = 1, b = 0.2 by default)
+///   ŵ_i = P · u_i / Σ_j u_j
+///   L   = Σ_i ŵ_i ℓ_i / A
+///
+/// The score s is not detached, and the normaliser Σ u is differentiated too (as in the
+/// reference). With ℓ̄ = Σ_i ŵ_i ℓ_i / P and ρ_i = (1 − b) s_i / (b + (1 − b) s_i) ∈ [0, 1]:
+///
+///   ∂L/∂ℓ_i            = ŵ_i / A
+///   ∂L/∂s_i            = (ŵ_i / A) (ℓ_i − ℓ̄) k (1 − b) / (b + (1 − b) s_i)
+///   sigmoid: ∂L/∂x_{i,c_i−1} = (ŵ_i / A) (ℓ_i − ℓ̄) k ρ_i (1 − s_i)        (other columns 0)
+///   softmax: ∂L/∂x_{i,c}     = (ŵ_i / A) (ℓ_i − ℓ̄) k ρ_i (1[c = c_i] − p_{i,c})
+///
+/// Numerics: u is handled in the log domain (log u = k·log(b + (1 − b)s), with log s from
+/// log-sigmoid or x − logsumexp), and ŵ = P·exp(log u_i − logsumexp_j log u_j), so saturated
+/// scores stay finite even for b = 0, where the reference returns NaN once every s underflows
+/// to 0 (here ŵ is the limit). 1 − s is σ(−x) for sigmoid heads. Sums are in double.
+///
+/// Normalisation: A from the Normalizer (elements are rows): `num_positives` (default,
+/// max(1, P): mmdetection's PISA RetinaNet passes the number of positives), `mean` (max(1,
+/// number of non-ignored rows): the R-CNN head's default, the number of sampled RoIs),
+/// `avg_factor(A)`, `sum`. CARL is an extra loss term added to the usual classification and
+/// regression losses. It assumes a per-coordinate regression loss such as smooth L1; IoU-type
+/// losses blew up in mmdetection (spec §10 #26).
+///
+/// Outputs: `grad` (N × cols, zero outside the positive rows), `grad_reg_loss` (N, ŵ_i/A at
+/// positives, 0 elsewhere), or `weights()` for ŵ. `value_and_accumulate_grad` adds into existing
+/// buffers and touches only the positive rows, so CARL can be added to another loss's gradient
+/// without an N × C pass. No positives (or N = 0): value 0, zero gradients.
+///
+/// Only the values CARL reads are checked: labels (all rows), and at the positive rows the
+/// logits (the class entry for sigmoid heads, the whole row for softmax heads) and reg_loss
+/// (finite and ≥ 0). No allocation.
+///
+/// @throws std::invalid_argument for a bad config, shape, label, reg_loss < 0, normaliser or
+///         output shape; std::domain_error for a non-finite value that is read. Nothing is
+///         written then.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
+#include "../core/checks.hpp"
+#include "../core/numerics.hpp"
+#include "../core/reduction.hpp"
+#include "pisa_common.hpp"
+
+namespace fgbg {
+
+/// Configuration of CarlLoss; defaults are mmdetection's PISA RetinaNet ones.
+template <typename Scalar>
+struct CarlLossConfig {
+  Scalar k = Scalar(1);       ///< exponent, finite and > 0
+  Scalar bias = Scalar(0.2);  ///< bias b, in [0, 1)
+  bool sigmoid = true;        ///< true: N × C sigmoid logits; false: N × (C+1) softmax logits
+  Normalizer normalizer = Normalizer::num_positives();
+};
+
+/// CARL loss; see the file comment.
+template <typename Scalar>
+class CarlLoss {
+ public:
+  using Config = CarlLossConfig<Scalar>;
+  static constexpr const char* kName = "fgbg::CarlLoss";
+
+  explicit CarlLoss(const Config& config = {}) : config_(config) {
+    detail::require_param(std::isfinite(config.k) && config.k > Scalar(0), kName, "k",
+                          "finite and > 0", config.k);
+    detail::require_param(config.bias >= Scalar(0) && config.bias < Scalar(1), kName, "bias",
+                          "in [0, 1)", config.bias);
+    config_.normalizer.validate(kName);
+  }
+
+  const Config& config() const { return config_; }
+
+  /// Normalised CARL value.
+  template <typename XD, typename LD, typename RD>
+  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+               const Eigen::DenseBase<RD>& reg_loss) const {
+    return value(logits, labels, reg_loss, config_.normalizer);
+  }
+  template <typename XD, typename LD, typename RD>
+  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+               const Eigen::DenseBase<RD>& reg_loss, const Normalizer& normalizer) const {
+    Nothing g, r;
+    return static_cast<Scalar>(run<false>(logits, labels, reg_loss, normalizer, g, r));
+  }
+
+  /// Value; writes ∂L/∂logits (N × cols) and ∂L/∂reg_loss (N) into the outputs.
+  template <typename XD, typename LD, typename RD, typename GD, typename GR>
+  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+                        const Eigen::DenseBase<RD>& reg_loss, const Eigen::DenseBase<GD>& grad,
+                        const Eigen::DenseBase<GR>& grad_reg_loss) const {
+    return value_and_grad(logits, labels, reg_loss, grad, grad_reg_loss, config_.normalizer);
+  }
+  template <typename XD, typename LD, typename RD, typename GD, typename GR>
+  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+                        const Eigen::DenseBase<RD>& reg_loss, const Eigen::DenseBase<GD>& grad,
+                        const Eigen::DenseBase<GR>& grad_reg_loss,
+                        const Normalizer& normalizer) const {
+    return static_cast<Scalar>(
+        run<false>(logits, labels, reg_loss, normalizer, grad, grad_reg_loss));
+  }
+
+  /// Value; adds ∂L/∂logits and ∂L/∂reg_loss into the outputs (which must have their shapes),
+  /// touching only the positive rows.
+  template <typename XD, typename LD, typename RD, typename GD, typename GR>
+  Scalar value_and_accumulate_grad(const Eigen::DenseBase<XD>& logits,
+                                   const Eigen::DenseBase<LD>& labels,
+                                   const Eigen::DenseBase<RD>& reg_loss,
+                                   const Eigen::DenseBase<GD>& grad,
+                                   const Eigen::DenseBase<GR>& grad_reg_loss) const {
+    return value_and_accumulate_grad(logits, labels, reg_loss, grad, grad_reg_loss,
+                                     config_.normalizer);
+  }
+  template <typename XD, typename LD, typename RD, typename GD, typename GR>
+  Scalar value_and_accumulate_grad(const Eigen::DenseBase<XD>& logits,
+                                   const Eigen::DenseBase<LD>& labels,
+                                   const Eigen::DenseBase<RD>& reg_loss,
+                                   const Eigen::DenseBase<GD>& grad,
+                                   const Eigen::DenseBase<GR>& grad_reg_loss,
+                                   const Normalizer& normalizer) const {
+    return static_cast<Scalar>(
+        run<true>(logits, labels, reg_loss, normalizer, grad, grad_reg_loss));
+  }
+
+  /// Writes the CARL weights ŵ (N; 0 outside the positives). reg_loss is not needed.
+  template <typename XD, typename LD, typename OD>
+  void weights(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+               const Eigen::DenseBase<OD>& out_) const {
+    static_assert(std::is_same<typename OD::Scalar, Scalar>::value,
+                  "fgbg::CarlLoss: the weights must have the loss's scalar type");
+    const Index c = check_head(logits);
+    detail::check_labels(kName, labels, logits.rows(), c);
+    detail::pisa_check_output_vector(kName, "weights", out_, logits.rows());
+    check_positive_logits(logits, labels);
+    const Sums s = sums(logits, labels, [](Index) { return 0.0; });
+    auto& out = detail::pisa_prepare_vector(out_, logits.rows());
+    for (Index i = 0; i < logits.rows(); ++i) {
+      const Label l = static_cast<Label>(labels.derived().coeff(i));
+      out.coeffRef(i) = l > 0 ? static_cast<Scalar>(s.weight(log_u(logits, i, l))) : Scalar(0);
+    }
+  }
+
+ private:
+  struct Nothing {};
+
+  /// Streaming log-sum-exp of log u with the u-weighted sum of ℓ.
+  struct Sums {
+    double p = 0;                                         ///< number of positives
+    double m = -std::numeric_limits<double>::infinity();  ///< running max of log u
+    double su = 0;                                        ///< Σ exp(log u − m)
+    double sul = 0;                                       ///< Σ exp(log u − m) ℓ
+    void add(double lu, double l) {
+      p += 1;
+      if (lu > m) {
+        const double f = std::exp(m - lu);  // 0 on the first call
+        su = su * f + 1.0;
+        sul = sul * f + l;
+        m = lu;
+      } else {
+        const double e = std::exp(lu - m);
+        su += e;
+        sul += e * l;
+      }
+    }
+    double weight(double lu) const { return p * std::exp(lu - m) / su; }  ///< ŵ
+    double mean_loss() const { return sul / su; }                         ///< ℓ̄
+  };
+
+  /// Number of classes C of the logits; throws for a bad head shape.
+  template <typename XD>
+  Index check_head(const Eigen::DenseBase<XD>& x) const {
+    static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
+                  "fgbg::CarlLoss: the logits must have the loss's scalar type");
+    if (config_.sigmoid) {
+      if (x.cols() < 1) detail::throw_invalid(kName, "sigmoid logits must have C >= 1 columns");
+      return x.cols();
+    }
+    if (x.cols() < 2)
+      detail::throw_invalid(kName,
+                            "softmax logits must have C+1 >= 2 columns (column 0 is background), "
+                            "got ",
+                            x.cols());
+    return x.cols() - 1;
+  }
+
+  template <typename XD, typename LD>
+  void check_positive_logits(const Eigen::DenseBase<XD>& x,
+                             const Eigen::DenseBase<LD>& labels) const {
+    for (Index i = 0; i < x.rows(); ++i) {
+      const Label l = static_cast<Label>(labels.derived().coeff(i));
+      if (l <= 0) continue;
+      if (config_.sigmoid) {
+        const Scalar v = x.derived().coeff(i, l - 1);
+        if (!std::isfinite(v)) detail::throw_non_finite(kName, "logits", i, l - 1, double(v));
+      } else {
+        for (Index c = 0; c < x.cols(); ++c) {
+          const Scalar v = x.derived().coeff(i, c);
+          if (!std::isfinite(v)) detail::throw_non_finite(kName, "logits", i, c, double(v));
+        }
+      }
+    }
+  }
+
+  /// log-sum-exp of a softmax row, in the logits' scalar type (vectorised).
+  template <typename XD>
+  static double row_lse(const Eigen::DenseBase<XD>& x, Index i) {
+    const auto row = x.derived().row(i);
+    const Scalar m = row.maxCoeff();
+    const Scalar sum = (row.array() - m).exp().sum();
+    return static_cast<double>(m) + std::log(static_cast<double>(sum));
+  }
+
+  /// log s of positive row i with label l (in 1..C), and the row's lse for softmax heads.
+  template <typename XD>
+  double log_score(const Eigen::DenseBase<XD>& x, Index i, Label l, double& lse) const {
+    if (config_.sigmoid) return log_sigmoid(static_cast<double>(x.derived().coeff(i, l - 1)));
+    lse = row_lse(x, i);
+    return static_cast<double>(x.derived().coeff(i, l)) - lse;
+  }
+
+  double log_u_from_log_s(double ls) const {
+    const double b = static_cast<double>(config_.bias), k = static_cast<double>(config_.k);
+    if (b == 0.0) return k * ls;
+    return k * std::log(b + (1.0 - b) * std::exp(ls));
+  }
+
+  template <typename XD>
+  double log_u(const Eigen::DenseBase<XD>& x, Index i, Label l) const {
+    double lse = 0;
+    return log_u_from_log_s(log_score(x, i, l, lse));
+  }
+
+  template <typename XD, typename LD, typename RegAt>
+  Sums sums(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+            const RegAt& reg_at) const {
+    Sums s;
+    for (Index i = 0; i < x.rows(); ++i) {
+      const Label l = static_cast<Label>(labels.derived().coeff(i));
+      if (l > 0) s.add(log_u(x, i, l), reg_at(i));
+    }
+    return s;
+  }
+
+  template <bool kAccumulate, typename XD, typename LD, typename RD, typename GD, typename GR>
+  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+             const Eigen::DenseBase<RD>& reg_loss, const Normalizer& normalizer, const GD& grad_,
+             const GR& grad_reg_) const {
+    constexpr bool kGrad = !std::is_same<GD, Nothing>::value;
+    // ---- validation: nothing is written before it completes ----
+    const Index n = x.rows();
+    const Index c = check_head(x);
+    const LabelStats stats = detail::check_labels(kName, labels, n, c);
+    detail::pisa_check_input_vector(kName, "reg_loss", reg_loss, n);
+    normalizer.validate(kName);
+    if constexpr (kGrad) {
+      static_assert(std::is_same<typename GD::Scalar, Scalar>::value &&
+                        std::is_same<typename GR::Scalar, Scalar>::value,
+                    "fgbg::CarlLoss: the gradients must have the loss's scalar type");
+      if constexpr (kAccumulate) {
+        detail::check_shape(kName, "grad", grad_.rows(), grad_.cols(), n, x.cols());
+        const bool ok = (grad_reg_.cols() == 1 || grad_reg_.rows() == 1) && grad_reg_.size() == n;
+        if (!ok)
+          detail::throw_invalid(kName, "grad_reg_loss must be a vector of ", n, " entries, got ",
+                                grad_reg_.rows(), " x ", grad_reg_.cols());
+      } else {
+        detail::check_output(kName, "grad", grad_, n, x.cols());
+        detail::pisa_check_output_vector(kName, "grad_reg_loss", grad_reg_, n);
+      }
+    }
+    for (Index i = 0; i < n; ++i)
+      if (labels.derived().coeff(i) > 0)
+        detail::pisa_check_value(kName, "reg_loss", i,
+                                 static_cast<double>(reg_loss.derived().coeff(i)), 0.0, -1.0,
+                                 ">= 0", "a positive anchor");
+    check_positive_logits(x, labels);
+    const double a = normalizer.resolve(stats, 1);
+
+    // ---- pass 1: Σu and Σuℓ (streaming, log domain) ----
+    auto reg_at = [&](Index i) { return static_cast<double>(reg_loss.derived().coeff(i)); };
+    const Sums s = sums(x, labels, reg_at);
+    const double value = s.p > 0 ? s.p * s.mean_loss() / a : 0.0;
+    if constexpr (!kGrad) {
+      return value;
+    } else {
+      // ---- pass 2: gradients of the positive rows ----
+      auto& grad = const_cast<GD&>(grad_);
+      if constexpr (!kAccumulate) {
+        detail::prepare_output(kName, "grad", grad, n, x.cols());
+        grad.derived().setZero();
+      }
+      auto& grad_reg = kAccumulate ? const_cast<GR&>(grad_reg_).derived()
+                                   : detail::pisa_prepare_vector(grad_reg_, n);
+      if constexpr (!kAccumulate) grad_reg.setZero();
+      if (s.p == 0) return value;
+      const double b = static_cast<double>(config_.bias), k = static_cast<double>(config_.k);
+      const double lbar = s.mean_loss();
+      for (Index i = 0; i < n; ++i) {
+        const Label l = static_cast<Label>(labels.derived().coeff(i));
+        if (l <= 0) continue;
+        double lse = 0;
+        const double ls = log_score(x, i, l, lse);
+        const double lu = log_u_from_log_s(ls);
+        const double wi = s.weight(lu);
+        const double sc = std::exp(ls);
+        const double rho = b == 0.0 ? 1.0 : (1.0 - b) * sc / (b + (1.0 - b) * sc);
+        const double g = wi / a * (reg_at(i) - lbar) * k * rho;
+        grad_reg.coeffRef(i) += static_cast<Scalar>(wi / a);
+        if (config_.sigmoid) {
+          const double one_minus_s = sigmoid(-static_cast<double>(x.derived().coeff(i, l - 1)));
+          grad.derived().coeffRef(i, l - 1) += static_cast<Scalar>(g * one_minus_s);
+        } else {
+          // ∂/∂x_c = g (1[c = l] − p_c), p_c = exp(x_c − lse)
+          auto row = grad.derived().row(i);
+          row.array() -= static_cast<Scalar>(g) *
+                         (x.derived().row(i).array() - static_cast<Scalar>(lse)).exp();
+          row.coeffRef(l) += static_cast<Scalar>(g);
+        }
+      }
+      return value;
+    }
+  }
+
+  Config config_;
+};
+
+}  // namespace fgbg

@@ -1,0 +1,280 @@
+/// @file isr_p.hpp
+/// @brief ISR-P of PISA: importance-based sample reweighting of the positives by their IoU
+///        hierarchical local rank (IoU-HLR), with the loss-preserving renormalisation.
+///
+/// Cao, Chen, Loy, Lin, "Prime Sample Attention in Object Detection", CVPR 2020.
+/// Matches `isr_p` of mmdetection's `models/losses/pisa_loss.py` (the authors' release, PR #2626)
+/// computed in double precision (spec sampling-and-soft-losses §7.1; reference vectors
+/// tests/data/isr_p.json).
+///
+/// For the positives i (labels 1..C) with class c_i, assigned GT g_i, IoU_i ∈ [0, 1] between the
+/// box decoded from the current prediction and its target, detached classification loss ℓ_i and
+/// base label weight lw_i:
+///
+///   n_max   = the largest number of positives of any one class
+///   ρ_i     = rank of IoU_i, descending, among the positives of the same (class, GT)
+///   κ_i     = IoU_i + (n_max − ρ_i)                    (IoU-HLR key)
+///   r_i     = rank of κ_i, descending, among the positives of class c_i
+///   u_i     = lw_i · (n_max − r_i) / n_max
+///   w_i     = (b + (1 − b) · u_i)^k                     (k = 2, b = 0 by default)
+///   w_i    ← w_i · Σ_pos ℓ·lw / Σ_pos ℓ·w              (the positive loss is unchanged)
+///
+/// Every sort is by (key descending, anchor index ascending), so ties keep anchor order, as the
+/// reference's stable sorts do. The κ order is evaluated exactly (rank first, then IoU; an IoU of
+/// exactly 1 at rank ρ ties with an IoU of exactly 0 at rank ρ − 1, as κ says), not through a
+/// rounded floating-point sum: mmdetection adds in float32, where IoUs closer than ulp(n_max)
+/// tie. If Σ ℓ·w = 0 (every positive perfectly classified, or underflow) the positives keep
+/// w = lw instead of dividing by zero (mmdetection would produce NaN/inf).
+///
+/// Output: the new label weight of every anchor: positives get w_i, background rows keep lw,
+/// ignored rows (label −1) get 0. The weights are constants for the gradient (computed from
+/// detached inputs); feed them to any loss as its per-anchor Weights (Ω).
+///
+/// Inputs (N anchors, any Eigen vectors): labels (−1 / 0 / 1..C), gt_index (integer id of the
+/// assigned GT; read for positives only, must be ≥ 0 and unique across the images of a batch,
+/// e.g. offset per image), iou and cls_loss (read for positives only; for a sigmoid head pass the
+/// row sum of the per-element loss), label_weights (optional, finite and ≥ 0; default 1). C is
+/// always passed explicitly (spec §10 #22). Everything is computed in double; the output has
+/// the class's scalar type. `out` may alias `label_weights` (in-place update as in mmdetection).
+///
+/// Cost: one O(N) pass over the labels plus two sorts of the P positives, O(N + P log P). The
+/// sort buffers live in an IsrPWorkspace; once it has seen the largest P, no call allocates.
+///
+/// @throws std::invalid_argument for a bad config, C < 1, a wrong length, a label outside −1..C,
+///         a positive with gt_index < 0, IoU outside [0, 1] or cls_loss < 0, a negative label
+///         weight, or an output view of the wrong size; std::domain_error for a non-finite value
+///         that is read. Nothing is written then.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "../core/checks.hpp"
+#include "pisa_common.hpp"
+
+namespace fgbg {
+
+/// Configuration of IsrP; defaults are mmdetection's PISA configs (`isr=dict(k=2, bias=0)`).
+template <typename Scalar>
+struct IsrPConfig {
+  Scalar k = Scalar(2);     ///< exponent of the non-linear map, finite and ≥ 0
+  Scalar bias = Scalar(0);  ///< bias b of the map, in [0, 1]
+};
+
+/// Reusable sort buffers of IsrP (one entry per positive). Not thread-safe: one per thread.
+struct IsrPWorkspace {
+  struct Entry {
+    Index anchor;      ///< anchor index
+    long long gt;      ///< assigned GT id
+    double iou;        ///< IoU of the prediction with its target
+    double loss;       ///< detached classification loss ℓ
+    double lw;         ///< base label weight
+    Label cls;         ///< class 1..C
+    Index local_rank;  ///< ρ: rank within (class, GT)
+    double w;          ///< ISR-P weight before renormalisation
+  };
+  std::vector<Entry> entries;
+
+  /// Pre-sizes the buffers for up to `positives` positives.
+  void reserve(Index positives) { entries.reserve(static_cast<std::size_t>(positives)); }
+};
+
+/// What one IsrP call found (for logging and tests).
+struct IsrPResult {
+  Index positives = 0;            ///< P
+  Index max_class_positives = 0;  ///< n_max
+  double ratio = 1.0;    ///< Σℓ·lw / Σℓ·w applied to the positives (1 when guarded)
+  bool guarded = false;  ///< true if Σℓ·w was 0 and the positives kept w = lw
+};
+
+namespace detail {
+/// Label weight 1 for every anchor (the overload without label weights).
+struct IsrUnitWeights {};
+}  // namespace detail
+
+/// ISR-P weights; see the file comment.
+template <typename Scalar>
+class IsrP {
+ public:
+  using Config = IsrPConfig<Scalar>;
+  static constexpr const char* kName = "fgbg::IsrP";
+
+  explicit IsrP(const Config& config = {}) : config_(config) {
+    detail::require_param(std::isfinite(config.k) && config.k >= Scalar(0), kName, "k",
+                          "finite and >= 0", config.k);
+    detail::require_param(config.bias >= Scalar(0) && config.bias <= Scalar(1), kName, "bias",
+                          "in [0, 1]", config.bias);
+  }
+
+  const Config& config() const { return config_; }
+
+  /// Writes the new label weights of all N anchors into `out` (see the file comment).
+  template <typename LD, typename GD, typename ID, typename CD, typename WD, typename OD>
+  IsrPResult weights(const Eigen::DenseBase<LD>& labels, const Eigen::DenseBase<GD>& gt_index,
+                     const Eigen::DenseBase<ID>& iou, const Eigen::DenseBase<CD>& cls_loss,
+                     const Eigen::DenseBase<WD>& label_weights, Index num_classes,
+                     const Eigen::DenseBase<OD>& out, IsrPWorkspace& ws) const {
+    return run(labels, gt_index, iou, cls_loss, &label_weights.derived(), num_classes, out, ws);
+  }
+
+  /// As above with every base label weight 1.
+  template <typename LD, typename GD, typename ID, typename CD, typename OD>
+  IsrPResult weights(const Eigen::DenseBase<LD>& labels, const Eigen::DenseBase<GD>& gt_index,
+                     const Eigen::DenseBase<ID>& iou, const Eigen::DenseBase<CD>& cls_loss,
+                     Index num_classes, const Eigen::DenseBase<OD>& out, IsrPWorkspace& ws) const {
+    const detail::IsrUnitWeights* none = nullptr;
+    return run(labels, gt_index, iou, cls_loss, none, num_classes, out, ws);
+  }
+
+  /// Convenience overloads with a temporary workspace (allocate on every call).
+  template <typename LD, typename GD, typename ID, typename CD, typename WD, typename OD>
+  IsrPResult weights(const Eigen::DenseBase<LD>& labels, const Eigen::DenseBase<GD>& gt_index,
+                     const Eigen::DenseBase<ID>& iou, const Eigen::DenseBase<CD>& cls_loss,
+                     const Eigen::DenseBase<WD>& label_weights, Index num_classes,
+                     const Eigen::DenseBase<OD>& out) const {
+    IsrPWorkspace ws;
+    return weights(labels, gt_index, iou, cls_loss, label_weights, num_classes, out, ws);
+  }
+  template <typename LD, typename GD, typename ID, typename CD, typename OD>
+  IsrPResult weights(const Eigen::DenseBase<LD>& labels, const Eigen::DenseBase<GD>& gt_index,
+                     const Eigen::DenseBase<ID>& iou, const Eigen::DenseBase<CD>& cls_loss,
+                     Index num_classes, const Eigen::DenseBase<OD>& out) const {
+    IsrPWorkspace ws;
+    return weights(labels, gt_index, iou, cls_loss, num_classes, out, ws);
+  }
+
+ private:
+  using Entry = IsrPWorkspace::Entry;
+
+  template <typename LW>
+  static double lw_at(const LW* lw, Index i) {
+    if constexpr (std::is_same<LW, detail::IsrUnitWeights>::value) {
+      (void)lw;
+      (void)i;
+      return 1.0;
+    } else {
+      return static_cast<double>(lw->coeff(i));
+    }
+  }
+
+  /// a before b in κ-descending order? (exact; see the file comment). Same class assumed.
+  static bool kappa_before(const Entry& a, const Entry& b) {
+    if (a.local_rank == b.local_rank) {
+      if (a.iou != b.iou) return a.iou > b.iou;
+    } else if (a.local_rank + 1 == b.local_rank) {
+      // κ_a − κ_b = 1 + IoU_a − IoU_b ≥ 0, zero only for IoU_a = 0, IoU_b = 1.
+      if (!(a.iou == 0.0 && b.iou == 1.0)) return true;
+    } else if (b.local_rank + 1 == a.local_rank) {
+      if (!(b.iou == 0.0 && a.iou == 1.0)) return false;
+    } else {
+      return a.local_rank < b.local_rank;
+    }
+    return a.anchor < b.anchor;
+  }
+
+  template <typename LD, typename GD, typename ID, typename CD, typename LW, typename OD>
+  IsrPResult run(const Eigen::DenseBase<LD>& labels, const Eigen::DenseBase<GD>& gt_index,
+                 const Eigen::DenseBase<ID>& iou, const Eigen::DenseBase<CD>& cls_loss,
+                 const LW* lw, Index num_classes, const Eigen::DenseBase<OD>& out_,
+                 IsrPWorkspace& ws) const {
+    static_assert(std::is_integral<typename GD::Scalar>::value,
+                  "fgbg::IsrP: gt_index must be an integer array");
+    static_assert(std::is_same<typename OD::Scalar, Scalar>::value,
+                  "fgbg::IsrP: the output weights must have the class's scalar type");
+    // ---- validation: nothing is written before it completes ----
+    if (num_classes < 1)
+      detail::throw_invalid(kName, "num_classes must be >= 1, got ", num_classes);
+    const Index n = labels.size();
+    const LabelStats stats = detail::check_labels(kName, labels, n, num_classes);
+    detail::pisa_check_input_vector(kName, "gt_index", gt_index, n);
+    detail::pisa_check_input_vector(kName, "iou", iou, n);
+    detail::pisa_check_input_vector(kName, "cls_loss", cls_loss, n);
+    if constexpr (!std::is_same<LW, detail::IsrUnitWeights>::value)
+      detail::pisa_check_input_vector(kName, "label_weights", *lw, n);
+    detail::pisa_check_output_vector(kName, "weights", out_, n);
+
+    std::vector<Entry>& e = ws.entries;
+    e.clear();
+    for (Index i = 0; i < n; ++i) {
+      const Label l = static_cast<Label>(labels.derived().coeff(i));
+      const double lwi = lw_at(lw, i);
+      if constexpr (!std::is_same<LW, detail::IsrUnitWeights>::value)
+        if (l != kIgnore)
+          detail::pisa_check_value(kName, "label_weights", i, lwi, 0.0, -1.0, ">= 0",
+                                   "a non-ignored anchor");
+      if (l <= 0) continue;
+      const long long g = static_cast<long long>(gt_index.derived().coeff(i));
+      if (g < 0)
+        detail::throw_invalid(kName, "gt_index(", i, ") = ", g,
+                              " must be >= 0 for a positive anchor");
+      const double v = static_cast<double>(iou.derived().coeff(i));
+      detail::pisa_check_value(kName, "iou", i, v, 0.0, 1.0, "in [0, 1]", "a positive anchor");
+      const double li = static_cast<double>(cls_loss.derived().coeff(i));
+      detail::pisa_check_value(kName, "cls_loss", i, li, 0.0, -1.0, ">= 0", "a positive anchor");
+      e.push_back(Entry{i, g, v, li, lwi, l, 0, 0.0});
+    }
+    (void)stats;
+
+    IsrPResult result;
+    result.positives = static_cast<Index>(e.size());
+    auto& out = detail::pisa_prepare_vector(out_, n);
+
+    // ---- IoU-HLR ranks ----
+    if (!e.empty()) {
+      // (class, GT, IoU desc, anchor asc) → local rank ρ within each (class, GT); class sizes.
+      std::sort(e.begin(), e.end(), [](const Entry& a, const Entry& b) {
+        if (a.cls != b.cls) return a.cls < b.cls;
+        if (a.gt != b.gt) return a.gt < b.gt;
+        if (a.iou != b.iou) return a.iou > b.iou;
+        return a.anchor < b.anchor;
+      });
+      Index n_max = 0;
+      for (std::size_t i = 0, class_begin = 0; i < e.size(); ++i) {
+        if (i > 0 && e[i].cls == e[i - 1].cls && e[i].gt == e[i - 1].gt)
+          e[i].local_rank = e[i - 1].local_rank + 1;
+        if (i > 0 && e[i].cls != e[i - 1].cls) class_begin = i;
+        n_max = std::max<Index>(n_max, static_cast<Index>(i - class_begin + 1));
+      }
+      result.max_class_positives = n_max;
+      // (class, κ desc, anchor asc) → global rank r within each class.
+      std::sort(e.begin(), e.end(), [](const Entry& a, const Entry& b) {
+        if (a.cls != b.cls) return a.cls < b.cls;
+        return kappa_before(a, b);
+      });
+      const double b = static_cast<double>(config_.bias), k = static_cast<double>(config_.k);
+      const double nm = static_cast<double>(n_max);
+      double num = 0.0, den = 0.0;
+      Index r = 0;
+      for (std::size_t i = 0; i < e.size(); ++i) {
+        r = (i > 0 && e[i].cls == e[i - 1].cls) ? r + 1 : 0;
+        const double u = e[i].lw * ((nm - static_cast<double>(r)) / nm);
+        const double base = b + u * (1.0 - b);
+        e[i].w = k == 2.0 ? base * base : k == 1.0 ? base : std::pow(base, k);
+        num += e[i].loss * e[i].lw;
+        den += e[i].loss * e[i].w;
+      }
+      const double ratio = num / den;
+      result.guarded = !(den > 0.0) || !std::isfinite(ratio);
+      result.ratio = result.guarded ? 1.0 : ratio;
+    }
+
+    // ---- write: background keeps lw, ignored 0, positives w·ratio ----
+    // (Reads of lw happen before the write of the same anchor, so out may alias label_weights.)
+    for (Index i = 0; i < n; ++i) {
+      const Label l = static_cast<Label>(labels.derived().coeff(i));
+      if (l == kBackground)
+        out.coeffRef(i) = static_cast<Scalar>(lw_at(lw, i));
+      else if (l == kIgnore)
+        out.coeffRef(i) = Scalar(0);
+    }
+    for (const Entry& en : e)
+      out.coeffRef(en.anchor) = static_cast<Scalar>(result.guarded ? en.lw : en.w * result.ratio);
+    return result;
+  }
+
+  Config config_;
+};
+
+}  // namespace fgbg
