@@ -163,11 +163,13 @@ class IouBalancedSampler {
     const auto& iou = iou_.derived();
     auto v = [&](Index i) { return static_cast<double>(iou.coeff(i)); };
     detail::collect(
-        labels, [](auto l) { return l == 0; }, out);  // Neg, ascending
-    if (static_cast<Index>(out.size()) <= n_exp) return;
+        labels, [](auto l) { return l == 0; }, s.a);  // Neg, ascending
+    if (static_cast<Index>(s.a.size()) <= n_exp) {
+      out.assign(s.a.begin(), s.a.end());
+      return;
+    }
     const bool faithful = config_.mode == IouBalanceMode::faithful;
     const double tau = faithful ? state->floor_thr : config_.floor_thr;
-    s.a.swap(out);  // s.a = Neg
     out.clear();
     // Floor set F (s.b) and binned set S (s.c), both ascending.
     s.b.clear();
