@@ -2,7 +2,7 @@
 /// @brief Sampling-free class-adaptive score thresholds (the released global one and a per-class
 ///        variant) and the selection of the (anchor, class, score) candidates above them.
 ///
-/// Chen, Liu, Tu, Ling, Li, Hu, "Is Heuristic Sampling Necessary in Training Deep Object
+/// J. Chen et al., "Is Heuristic Sampling Necessary in Training Deep Object
 /// Detectors?", IEEE TIP 2021 (arXiv 1909.04868), the "class-adaptive threshold" ingredient.
 /// Spec ranking-and-unbiased §7.3.
 ///

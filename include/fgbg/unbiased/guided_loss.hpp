@@ -3,7 +3,7 @@
 ///        that its value equals the regression loss, with the gradient scaled by the same
 ///        detached ratio, in one fused pass.
 ///
-/// Chen, Liu, Tu, Ling, Li, Hu, "Is Heuristic Sampling Necessary in Training Deep Object
+/// J. Chen et al., "Is Heuristic Sampling Necessary in Training Deep Object
 /// Detectors?", IEEE TIP 2021 (arXiv 1909.04868), the "guided loss" ingredient. Matches
 /// ChenJoya/sampling-free @ 5f133dc (modeling/rpn/retinanet/loss.py, modeling/rpn/loss.py,
 /// modeling/roi_heads/box_head/loss.py); spec ranking-and-unbiased §7.2.

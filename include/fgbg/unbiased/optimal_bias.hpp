@@ -2,7 +2,7 @@
 /// @brief Sampling-free optimal bias initialisation: the classifier bias that makes the initial
 ///        prediction equal the data set's foreground frequency, computed from anchor statistics.
 ///
-/// Chen, Liu, Tu, Ling, Li, Hu, "Is Heuristic Sampling Necessary in Training Deep Object
+/// J. Chen et al., "Is Heuristic Sampling Necessary in Training Deep Object
 /// Detectors?", IEEE TIP 2021 (arXiv 1909.04868), the "optimal bias initialisation" ingredient.
 /// Matches ChenJoya/sampling-free @ 5f133dc (maskrcnn_benchmark/modeling/sampling_free.py and the
 /// cached init_prior.json); spec ranking-and-unbiased §7.1.

@@ -5,7 +5,7 @@
 ///        logits in one pass, with the EMA normaliser in an explicit state object; and the
 ///        inference scores σ(objectness)·σ(class).
 ///
-/// Chen, Liu, Tu, Li, Hu, Ling, "Residual Objectness for Imbalance Reduction", arXiv 1908.09075
+/// J. Chen et al., "Residual Objectness for Imbalance Reduction", arXiv 1908.09075
 /// (2019); Pattern Recognition 130:108781 (2022). Matches chenjoya/resobj @ 15da804
 /// (resobj/resobj_retinanet.py, the detectron2 port); spec ranking-and-unbiased §8.
 ///
