@@ -36,8 +36,8 @@ TEMPLATE_TEST_CASE("GHM-C matches the reference", "[ghmc][reference]", float, do
   const json ref = load_reference("ghm_c.json");
   for (const json& c : ref["cases"]) {
     SECTION(c["name"].get<std::string>()) {
-      const fgbg::GhmcLoss<S> loss({c["params"]["bins"].get<int>(),
-                                    c["params"]["momentum"].get<double>()});
+      const fgbg::GhmcLoss<S> loss(
+          {c["params"]["bins"].get<int>(), c["params"]["momentum"].get<double>()});
       fgbg::GhmcState state(c["params"]["bins"].get<int>());
       if (c.contains("calls")) {
         for (const json& call : c["calls"]) check_call(loss, state, call);
@@ -80,8 +80,7 @@ TEST_CASE("GHM-C: spec §11.2", "[ghmc][spec]") {
     }
 }
 
-TEST_CASE("GHM-C: gradient with β held constant equals central differences",
-          "[ghmc][gradcheck]") {
+TEST_CASE("GHM-C: gradient with β held constant equals central differences", "[ghmc][gradcheck]") {
   // Keep every element away from bin edges so small perturbations do not move g across one.
   std::mt19937_64 rng(5);
   std::uniform_real_distribution<double> ud(-3, 3);

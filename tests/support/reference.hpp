@@ -7,9 +7,9 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <functional>
 #include <type_traits>
 
 #include <fgbg/core/config.hpp>

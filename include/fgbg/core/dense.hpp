@@ -153,12 +153,21 @@ double tiled_sum(const Eigen::DenseBase<XD>& x, GradOut& grad, Kernel&& kernel) 
       [](double& total, double part) { total += part; });
 }
 
-/// Sum of n contiguous values, accumulated in double.
+/// Sum of n contiguous values, accumulated in double. Float values are summed in vectorised runs
+/// of 256 (each SIMD lane then adds at most 64 values in float) and the runs in double: a plain
+/// `cast<double>().sum()` is not vectorised by Eigen and cost 1.3 ns per element here.
 template <typename Scalar>
 double sum_as_double(const Scalar* v, Index n) {
-  return Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>(v, n)
-      .template cast<double>()
-      .sum();
+  using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+  if constexpr (std::is_same<Scalar, double>::value) {
+    return n == 0 ? 0.0 : Eigen::Map<const Vec>(v, n).sum();
+  } else {
+    constexpr Index kRun = 256;
+    double total = 0.0;
+    for (Index i = 0; i < n; i += kRun)
+      total += static_cast<double>(Eigen::Map<const Vec>(v + i, std::min(kRun, n - i)).sum());
+    return total;
+  }
 }
 
 }  // namespace detail

@@ -37,6 +37,40 @@ Scalar sigmoid(Scalar x) {
   return x >= Scalar(0) ? inv : e * inv;
 }
 
+namespace detail {
+
+/// σ(x) from x and e = exp(−|x|): 1/(1+e) for x ≥ 0, e/(1+e) otherwise. A functor with a packet
+/// path, because Eigen 3.4's `select` is evaluated one coefficient at a time (it made every
+/// transcendental inside it scalar).
+template <typename Scalar>
+struct SigmoidFromOp {
+  EIGEN_STRONG_INLINE Scalar operator()(const Scalar& x, const Scalar& e) const {
+    const Scalar r = Scalar(1) / (Scalar(1) + e);
+    return x >= Scalar(0) ? r : e * r;
+  }
+  template <typename Packet>
+  EIGEN_STRONG_INLINE Packet packetOp(const Packet& x, const Packet& e) const {
+    namespace ei = Eigen::internal;
+    const Packet one = ei::pset1<Packet>(Scalar(1));
+    const Packet r = ei::pdiv(one, ei::padd(one, e));
+    return ei::pselect(ei::pcmp_le(ei::pzero(x), x), r, ei::pmul(e, r));
+  }
+};
+
+}  // namespace detail
+}  // namespace fgbg
+
+namespace Eigen {
+namespace internal {
+template <typename Scalar>
+struct functor_traits<fgbg::detail::SigmoidFromOp<Scalar>> {
+  enum { Cost = 4 * NumTraits<Scalar>::MulCost, PacketAccess = packet_traits<Scalar>::HasDiv };
+};
+}  // namespace internal
+}  // namespace Eigen
+
+namespace fgbg {
+
 /// Vectorised forms over any Eigen array expression (evaluated lazily; materialise shared parts).
 namespace array {
 
@@ -56,8 +90,7 @@ auto softplus_from(const Eigen::ArrayBase<DX>& x, const Eigen::ArrayBase<DE>& e)
 /// σ(x) given x and e = exp(-|x|).
 template <typename DX, typename DE>
 auto sigmoid_from(const Eigen::ArrayBase<DX>& x, const Eigen::ArrayBase<DE>& e) {
-  using Scalar = typename DX::Scalar;
-  return (x >= Scalar(0)).select(Scalar(1) / (Scalar(1) + e), e / (Scalar(1) + e));
+  return x.derived().binaryExpr(e.derived(), detail::SigmoidFromOp<typename DX::Scalar>());
 }
 
 /// softplus(x) element-wise.

@@ -41,8 +41,7 @@ LabelStats check_softmax_call(const char* where, const Eigen::DenseBase<XD>& x,
     throw_invalid(where, "logits must have C+1 >= 2 columns (column 0 is background), got ",
                   x.cols());
   if (x.cols() > kTileElems)
-    throw_invalid(where, "softmax heads support at most ", kTileElems, " columns, got ",
-                  x.cols());
+    throw_invalid(where, "softmax heads support at most ", kTileElems, " columns, got ", x.cols());
   const LabelStats s = check_labels(where, labels, x.rows(), x.cols() - 1);
   normalizer.validate(where);
   weights.bind(where, x.rows(), 1);

@@ -26,8 +26,10 @@
 ///         A failed call leaves the state as it was.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "../core/checks.hpp"
@@ -35,6 +37,56 @@
 #include "../core/numerics.hpp"
 #include "../core/sigmoid_head.hpp"
 #include "../core/weights.hpp"
+
+namespace fgbg {
+
+namespace detail {
+
+/// GHM-C's bin of g (−1 for g < 0, the mark of an invalid element): ⌊g·M⌋ corrected by one step
+/// against the edges k/M computed in float32, which reproduces the reference's float32 edge table
+/// exactly (its last edge, 1 + 1e-6, is above every g ≤ 1). Vectorised for float.
+template <typename Scalar>
+struct GhmBinOp {
+  Scalar m;
+  static Scalar edge(Scalar k, Scalar m) {
+    return static_cast<Scalar>(static_cast<float>(k) / static_cast<float>(m));
+  }
+  EIGEN_STRONG_INLINE Scalar operator()(const Scalar& g) const {
+    if (g < Scalar(0)) return Scalar(-1);
+    Scalar k = std::min(std::floor(g * m), m - Scalar(1));
+    if (g < edge(k, m))
+      k -= Scalar(1);
+    else if (k + Scalar(1) < m && g >= edge(k + Scalar(1), m))
+      k += Scalar(1);
+    return k;
+  }
+  template <typename Packet>
+  EIGEN_STRONG_INLINE Packet packetOp(const Packet& g) const {
+    namespace ei = Eigen::internal;
+    const Packet zero = ei::pzero(g), one = ei::pset1<Packet>(Scalar(1));
+    const Packet mp = ei::pset1<Packet>(m);
+    const Packet k = ei::pmin(ei::pmax(ei::pfloor(ei::pmul(g, mp)), zero), ei::psub(mp, one));
+    const Packet k1 = ei::padd(k, one);
+    const Packet down = ei::pand(ei::pcmp_lt(g, ei::pdiv(k, mp)), one);
+    const Packet up =
+        ei::pand(ei::pand(ei::pcmp_le(ei::pdiv(k1, mp), g), ei::pcmp_lt(k1, mp)), one);
+    return ei::pselect(ei::pcmp_lt(g, zero), ei::pset1<Packet>(Scalar(-1)),
+                       ei::psub(ei::padd(k, up), down));
+  }
+};
+
+}  // namespace detail
+}  // namespace fgbg
+
+namespace Eigen {
+namespace internal {
+template <typename Scalar>
+struct functor_traits<fgbg::detail::GhmBinOp<Scalar>> {
+  // The packet path computes the edges in Scalar, exact only when Scalar is float.
+  enum { Cost = 10, PacketAccess = std::is_same<Scalar, float>::value };
+};
+}  // namespace internal
+}  // namespace Eigen
 
 namespace fgbg {
 
@@ -58,8 +110,7 @@ class GhmcState {
  public:
   explicit GhmcState(int bins = 10)
       : moving_(static_cast<std::size_t>(bins), 0.0), counts_(static_cast<std::size_t>(bins), 0) {
-    detail::require_param(bins >= 1 && bins <= 256, "fgbg::GhmcState", "bins", "in 1..256",
-                          bins);
+    detail::require_param(bins >= 1 && bins <= 256, "fgbg::GhmcState", "bins", "in 1..256", bins);
   }
 
   /// Zeroes the moving averages and the last-call statistics.
@@ -98,8 +149,8 @@ class GhmcLoss {
   static constexpr int kMaxBins = 256;
 
   explicit GhmcLoss(const Config& config = {}) : config_(config) {
-    detail::require_param(config.bins >= 1 && config.bins <= kMaxBins, kName, "bins",
-                          "in 1..256", config.bins);
+    detail::require_param(config.bins >= 1 && config.bins <= kMaxBins, kName, "bins", "in 1..256",
+                          config.bins);
     detail::require_param(config.momentum >= 0.0 && config.momentum < 1.0, kName, "momentum",
                           "in [0, 1)", config.momentum);
     const int m = config.bins;
@@ -118,8 +169,8 @@ class GhmcLoss {
   }
   /// Loss value; updates `state` exactly as value_and_grad does.
   template <typename XD, typename LD>
-  Scalar value(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-               GhmcState& state, Weights<Scalar> w = {}) const {
+  Scalar value(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, GhmcState& state,
+               Weights<Scalar> w = {}) const {
     detail::NoGrad none;
     return static_cast<Scalar>(run(x, labels, w, &state, none));
   }
@@ -145,36 +196,39 @@ class GhmcLoss {
     Index valid;
   };
 
-  int bin_of(Scalar g) const {
-    const int m = config_.bins;
-    const double gd = static_cast<double>(g);
-    int k = static_cast<int>(gd * m);
-    k = k < 0 ? 0 : (k > m - 1 ? m - 1 : k);
-    while (k > 0 && gd < static_cast<double>(edges_[k])) --k;
-    while (k < m - 1 && gd >= static_cast<double>(edges_[k + 1])) ++k;
-    return k;
+  /// Bin index of every g of a tile, as a Scalar, in place (−1 where g < 0, i.e. invalid).
+  void bins_of(Scalar* g, Index n) const {
+    using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+    Eigen::Map<Vec> v(g, n);
+    v = v.unaryExpr(detail::GhmBinOp<Scalar>{static_cast<Scalar>(config_.bins)});
   }
 
-  /// Visits every valid element of a tile with (index in tile, row, column, t).
-  template <typename LD, typename F>
-  void for_valid(const detail::Tile& t, const Eigen::DenseBase<LD>& labels,
-                 const Weights<Scalar>& w, F&& f) const {
+  /// Turns p = σ(x) of a tile into g = |p − t| in place, and marks invalid elements (ignored
+  /// rows, zero weights) with g = −1.
+  template <typename LD>
+  void to_g(const detail::Tile& t, const Eigen::DenseBase<LD>& labels, const Weights<Scalar>& w,
+            Scalar* g) const {
+    using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
     for (Index r = 0; r < t.rows; ++r) {
       const Index row = t.row0 + r;
       const auto lab = labels.derived().coeff(row);
-      if (lab == kIgnore) continue;
-      if (w.kind() == Weights<Scalar>::Kind::per_anchor && !(w.anchor(row) > Scalar(0))) continue;
-      for (Index j = 0; j < t.cols; ++j) {
-        if (w.kind() == Weights<Scalar>::Kind::per_element && !(w.at(row, t.col0 + j) > Scalar(0)))
-          continue;
-        f(r * t.cols + j, row, t.col0 + j, lab == t.col0 + j + 1);
+      Scalar* gr = g + r * t.cols;
+      if (lab == kIgnore ||
+          (w.kind() == Weights<Scalar>::Kind::per_anchor && !(w.anchor(row) > Scalar(0)))) {
+        Eigen::Map<Vec>(gr, t.cols).setConstant(Scalar(-1));
+        continue;
       }
+      const Index col = static_cast<Index>(lab) - 1 - t.col0;
+      if (lab > 0 && col >= 0 && col < t.cols) gr[col] = Scalar(1) - gr[col];
+      if (w.kind() == Weights<Scalar>::Kind::per_element)
+        for (Index j = 0; j < t.cols; ++j)
+          if (!(w.at(row, t.col0 + j) > Scalar(0))) gr[j] = Scalar(-1);
     }
   }
 
   template <typename XD, typename LD, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-             Weights<Scalar> w, GhmcState* state, GradOut& grad) const {
+  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Weights<Scalar> w,
+             GhmcState* state, GradOut& grad) const {
     constexpr bool kGrad = !std::is_same<GradOut, detail::NoGrad>::value;
     using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
     static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
@@ -197,12 +251,19 @@ class GhmcLoss {
     const Histogram h = detail::tiled_reduce<Scalar>(
         x, none, init,
         [&](const detail::Tile& t, const Scalar* xt, Scalar*, Scalar* scratch, Histogram& acc) {
-          Eigen::Map<Vec> p(scratch, t.size());
-          p = array::sigmoid(Eigen::Map<const Vec>(xt, t.size()));
-          for_valid(t, labels, w, [&](Index i, Index, Index, bool pos) {
-            ++acc.count[bin_of(pos ? Scalar(1) - p[i] : p[i])];
-            ++acc.valid;
-          });
+          const Index n = t.size();
+          Eigen::Map<Vec> g(scratch, n);
+          g = array::sigmoid(Eigen::Map<const Vec>(xt, n));
+          to_g(t, labels, w, scratch);
+          bins_of(scratch, n);
+          // Four interleaved sub-histograms: consecutive elements mostly share bin 0, and one
+          // counter would serialise every increment on the previous one.
+          std::int32_t sub[4][kMaxBins + 1];
+          for (auto& h4 : sub) std::fill(h4, h4 + config_.bins + 1, 0);
+          for (Index i = 0; i < n; ++i) ++sub[i & 3][static_cast<int>(g[i]) + 1];
+          for (int b = 0; b < config_.bins; ++b)
+            acc.count[b] += sub[0][b + 1] + sub[1][b + 1] + sub[2][b + 1] + sub[3][b + 1];
+          acc.valid += n - (sub[0][0] + sub[1][0] + sub[2][0] + sub[3][0]);
         },
         [&](Histogram& total, const Histogram& part) {
           for (int k = 0; k < config_.bins; ++k) total.count[k] += part.count[k];
@@ -237,23 +298,35 @@ class GhmcLoss {
       if constexpr (kGrad) grad.derived().setZero();
       return 0.0;
     }
+    std::array<Scalar, kMaxBins + 1> factor_s{};  // [0] is for invalid elements
+    for (int k = 0; k < m; ++k) factor_s[k + 1] = static_cast<Scalar>(factor[k]);
     const double sum = detail::tiled_sum<Scalar>(
         x, grad, [&](const detail::Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch) {
+          // f = β/tot per element (0 if invalid); loss = f·(softplus(x) − t·x), grad = f·(p − t).
           const Index n = t.size();
           Eigen::Map<const Vec> xv(xt, n);
-          Eigen::Map<Vec> e(scratch, n), sp(scratch + detail::kTileElems, n);
-          e = array::exp_neg_abs(xv);
-          sp = array::softplus_from(xv, e);
-          e = array::sigmoid_from(xv, e);  // p
-          if constexpr (kGrad) Eigen::Map<Vec>(gt, n).setZero();
+          Eigen::Map<Vec> p(scratch, n), sp(scratch + detail::kTileElems, n),
+              g(scratch + 2 * detail::kTileElems, n), f(scratch + 3 * detail::kTileElems, n);
+          p = array::exp_neg_abs(xv);
+          sp = array::softplus_from(xv, p);
+          p = array::sigmoid_from(xv, p);
+          g = p;
+          to_g(t, labels, w, g.data());
+          bins_of(g.data(), n);
+          for (Index i = 0; i < n; ++i) f[i] = factor_s[static_cast<int>(g[i]) + 1];
+          if constexpr (kGrad) Eigen::Map<Vec>(gt, n) = f * p;
           double acc = 0.0;
-          for_valid(t, labels, w, [&](Index i, Index, Index, bool pos) {
-            const Scalar p = e[i];
-            const double f = factor[bin_of(pos ? Scalar(1) - p : p)];
-            acc += f * static_cast<double>(pos ? sp[i] - xt[i] : sp[i]);
-            if constexpr (kGrad) gt[i] = static_cast<Scalar>(f) * (pos ? p - Scalar(1) : p);
-          });
-          return acc;
+          // Positive elements: subtract f·x from the loss and f from the gradient.
+          for (Index r = 0; r < t.rows; ++r) {
+            const auto lab = labels.derived().coeff(t.row0 + r);
+            const Index col = static_cast<Index>(lab) - 1 - t.col0;
+            if (lab <= 0 || col < 0 || col >= t.cols) continue;
+            const Index i = r * t.cols + col;
+            acc -= static_cast<double>(f[i] * xt[i]);
+            if constexpr (kGrad) gt[i] -= f[i];
+          }
+          sp *= f;
+          return acc + detail::sum_as_double(sp.data(), n);
         });
     return sum;
   }
