@@ -159,6 +159,7 @@ class MaxIouAssigner {
         [&](const detail::BoxTile<Scalar>&, Index begin, Index count,
             typename detail::BoxTile<Scalar>::Vec& col, Index g) {
           for (Index t = 0; t < count; ++t) col[t] = iou.derived().coeff(begin + t, g);
+          for (Index t = count; t < detail::BoxTile<Scalar>::kSize; ++t) col[t] = Scalar(0);
         },
         [](detail::BoxTile<Scalar>&, Index, Index) {});
   }
@@ -212,11 +213,16 @@ class MaxIouAssigner {
       arg.setZero();
       for (Index g = 0; g < g_count; ++g) {
         column(tile, begin, count, col, g);
-        const auto better = col > best;  // strict: ties keep the lower GT index
-        arg = better.select(Vec::Constant(static_cast<Scalar>(g)), arg);
-        best = better.select(col, best);
+        // Strict '>': ties keep the lower GT index. A plain loop: g++ -O3 if-converts it into
+        // vector blends (Eigen 3.4's select() is not vectorised).
+        const Scalar gs = static_cast<Scalar>(g);
+        for (Index t = 0; t < Tile::kSize; ++t) {
+          const bool better = col[t] > best[t];
+          best[t] = better ? col[t] : best[t];
+          arg[t] = better ? gs : arg[t];
+        }
         if (low_quality) {
-          const Scalar tile_max = col.head(count).maxCoeff();
+          const Scalar tile_max = col.maxCoeff();  // padded lanes hold IoU 0
           double& gb = out.gt_best_[g];
           const double tm = static_cast<double>(tile_max);
           if (tm >= gb) {
