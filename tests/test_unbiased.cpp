@@ -5,6 +5,7 @@
 // (no_alloc.hpp must come first)
 #include <fgbg/soft_sampling/sigmoid_cross_entropy.hpp>
 #include <fgbg/soft_sampling/sigmoid_focal_loss.hpp>
+#include <fgbg/soft_sampling/softmax_cross_entropy.hpp>
 #include <fgbg/unbiased/class_adaptive_threshold.hpp>
 #include <fgbg/unbiased/guided_loss.hpp>
 #include <fgbg/unbiased/optimal_bias.hpp>
@@ -121,10 +122,10 @@ TEST_CASE("optimal bias matches the reference vectors", "[sampling_free][bias][r
 
 TEST_CASE("optimal bias: spec §7.1 values", "[sampling_free][bias][spec]") {
   // Cached priors of the release (init_prior.json) and their biases.
-  CHECK(fgbg::prior_logit(1e-5) == Approx(-11.5129).margin(1e-4));
-  CHECK(fgbg::prior_logit(2e-4) == Approx(-8.5170).margin(1e-4));
-  CHECK(fgbg::prior_logit(0.01) == Approx(-4.59511985013459).epsilon(1e-12));
-  CHECK(fgbg::prior_logit(0.001) == Approx(-6.906754778648554).epsilon(1e-12));  // ResObj stage
+  CHECK(fgbg::prior_bias(1e-5) == Approx(-11.5129).margin(1e-4));
+  CHECK(fgbg::prior_bias(2e-4) == Approx(-8.5170).margin(1e-4));
+  CHECK(fgbg::prior_bias(0.01) == Approx(-4.59511985013459).epsilon(1e-12));
+  CHECK(fgbg::prior_bias(0.001) == Approx(-6.906754778648554).epsilon(1e-12));  // ResObj stage
   // σ(b) equals the mean target per channel, which minimises the initial BCE.
   const double b = fgbg::optimal_sigmoid_bias(30, 970, 3);
   CHECK(1.0 / (1.0 + std::exp(-b)) == Approx(0.01).epsilon(1e-12));
@@ -144,8 +145,6 @@ TEST_CASE("optimal bias: bad inputs throw", "[sampling_free][bias][errors]") {
   CHECK(fgbg::optimal_sigmoid_prior(0, 10, 3) == 0.0);
   CHECK_THROWS_AS(fgbg::optimal_softmax_background_bias(0, 10, 3), std::invalid_argument);
   CHECK_THROWS_AS(fgbg::optimal_softmax_background_bias(3, 0, 3), std::invalid_argument);
-  CHECK_THROWS_AS(fgbg::prior_logit(0.0), std::invalid_argument);
-  CHECK_THROWS_AS(fgbg::prior_logit(1.0), std::invalid_argument);
   CHECK_THROWS_AS(fgbg::AnchorStatistics(0), std::invalid_argument);
 }
 
@@ -273,6 +272,23 @@ TEST_CASE("guided loss: gradient equals w times central differences of L_cls",
   check(Bce<double>({fgbg::Normalizer::num_positives()}), {2.0, false}, "bce, RoI factor 2");
   check(Bce<double>({fgbg::Normalizer::sum()}), {1.0, true}, "bce, ignored as negatives");
   check(fgbg::SigmoidFocalLoss<double>(), {}, "focal");
+}
+
+TEST_CASE("guided loss around softmax CE (RoI head, factor 2)",
+          "[sampling_free][guided][gradcheck]") {
+  std::mt19937_64 rng(12);
+  const Index n = 9, c = 3;
+  const RowArray<double> x = random_logits<double>(rng, n, c + 1);
+  const fgbg::LabelVector y = random_labels(rng, n, static_cast<int>(c));
+  const fgbg::SoftmaxCrossEntropyLoss<double> ce;
+  const auto roi = fgbg::make_guided_loss(ce, {2.0, false});
+  RowArray<double> g(n, c + 1);
+  const fgbg::GuidedLossResult r = roi.value_and_grad(x, y, 0.3, g);
+  CHECK(r.value == Approx(0.6).epsilon(1e-14));
+  CHECK(r.cls_loss == Approx(ce.value(x, y)).epsilon(1e-14));
+  const auto num =
+      numeric_grad([&](const RowArray<double>& xx) { return double(ce.value(xx, y)); }, x);
+  CHECK(rel_max_diff(g, RowArray<double>(2.0 * r.weight * num)) < 1e-7);
 }
 
 TEMPLATE_TEST_CASE("guided loss: edge cases", "[sampling_free][guided][edge]", float, double) {

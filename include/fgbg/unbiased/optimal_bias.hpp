@@ -14,7 +14,9 @@
 ///
 /// Sigmoid heads (C foreground channels, one shared scalar for every channel, as released):
 ///   π = N_fg / (N_fg + N_bg) / C,        b = ln(π / (1 − π))
-/// b minimises the initial BCE when the weights are ≈ 0 (σ(b) equals the mean target per channel).
+/// b minimises the initial BCE when the weights are ≈ 0 (σ(b) equals the mean target per channel);
+/// b is computed by fgbg::prior_bias (soft_sampling/prior_bias.hpp), the RetinaNet init with π
+/// taken from the data instead of 0.01.
 /// RetinaNet on COCO gives π ≈ 1e-5 (b ≈ −11.51); the RPN (C = 1) π ≈ 2e-4 (b ≈ −8.52).
 ///
 /// Softmax heads (C + 1 outputs, column 0 background; derived in spec §7.1, not in the released
@@ -36,18 +38,9 @@
 #include <vector>
 
 #include "../core/checks.hpp"
+#include "../soft_sampling/prior_bias.hpp"
 
 namespace fgbg {
-
-/// The logit of a probability: ln(p / (1 − p)), for p in (0, 1). Also the usual "prior
-/// probability" bias init, e.g. prior_logit(0.01) = −4.595 (RetinaNet), prior_logit(0.001) =
-/// −6.907 (each ResObj objectness stage).
-/// @throws std::invalid_argument unless 0 < p < 1.
-inline double prior_logit(double p) {
-  if (!(p > 0.0 && p < 1.0))
-    detail::throw_invalid("fgbg::prior_logit", "p must be in (0, 1), got ", p);
-  return std::log(p / (1.0 - p));
-}
 
 namespace detail {
 
@@ -83,7 +76,7 @@ inline double optimal_sigmoid_bias(std::int64_t num_fg, std::int64_t num_bg, Ind
     detail::throw_invalid(kWhere,
                           "the prior is 1 (num_bg = 0 with num_classes = 1), so the bias would "
                           "be +inf");
-  return std::log(pi / (1.0 - pi));
+  return prior_bias(pi);
 }
 
 /// Background bias of a softmax head whose C foreground biases are 0: ln(C · N_bg / N_fg)

@@ -34,7 +34,7 @@
 ///
 /// Inference: score_{n,c} = σ(o_n)·σ(z_{n,c}) (the release then thresholds at 0.05, keeps the
 /// top 1000 per level and runs NMS 0.5). Initialisation used by the release: every stage bias
-/// prior_logit(0.001) ≈ −6.907 (so o starts near −13.8), class bias −ln(C − 1) (prior 1/C).
+/// prior_bias(0.001) ≈ −6.907 (so o starts near −13.8), class bias −ln(C − 1) (prior 1/C).
 ///
 /// @throws std::invalid_argument for a bad config, a shape mismatch (K < 1, rows differ, grads of
 ///         the wrong shape) or a label outside −1..C; std::domain_error for a non-finite logit or
