@@ -2,7 +2,7 @@
 /// @brief Equalized Focal Loss (EFL) for long-tailed dense detection, with its fused gradient and
 ///        its per-class gradient statistics in an explicit, resettable state object.
 ///
-/// Li, Chen, Li, Zhang, Wang, Lu, Zhang, "Equalized Focal Loss for Dense Long-Tailed Object
+/// Li et al., "Equalized Focal Loss for Dense Long-Tailed Object
 /// Detection", CVPR 2022. Matches `EqualizedFocalLoss` and its gradient hook in
 /// ModelTC/United-Perception (`up/tasks/det/plugins/efl/models/losses/efl.py`,
 /// `…/efl/utils/hook_helper.py`; spec sampling-and-soft-losses §8.3).

@@ -2,7 +2,7 @@
 /// @brief Quality Focal Loss (QFL, the classification half of Generalized Focal Loss) with its
 ///        fused, closed-form gradient.
 ///
-/// Li, Wang, Wu, Chen, Hu, Li, Tang, Yang, "Generalized Focal Loss: Learning Qualified and
+/// Li et al., "Generalized Focal Loss: Learning Qualified and
 /// Distributed Bounding Boxes for Dense Object Detection", NeurIPS 2020.
 /// Matches mmdetection's `quality_focal_loss` (`mmdet/models/losses/gfocal_loss.py`, value and
 /// autograd gradient; spec sampling-and-soft-losses §8.1). The original `implus/GFocal` code

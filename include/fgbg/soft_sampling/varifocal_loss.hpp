@@ -1,7 +1,7 @@
 /// @file varifocal_loss.hpp
 /// @brief Varifocal Loss (VFL, VarifocalNet) with its fused, closed-form gradient.
 ///
-/// Zhang, Wang, Dayoub, Sünderhauf, "VarifocalNet: An IoU-aware Dense Object Detector",
+/// Zhang et al., "VarifocalNet: An IoU-aware Dense Object Detector",
 /// CVPR 2021. Matches mmdetection's `varifocal_loss` (`mmdet/models/losses/varifocal_loss.py`,
 /// value and autograd gradient; spec sampling-and-soft-losses §8.2).
 ///
