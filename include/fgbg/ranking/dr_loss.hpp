@@ -122,31 +122,32 @@ struct DrPartial {
 /// Marker for "one group: the whole call".
 struct DrNoGroups {};
 
-/// s0 += Σ w_i, s1 += Σ w_i·p_i, accumulated in double with 16 independent lanes (a loop the
-/// compiler vectorises; a single running double sum is latency-bound at ~4 cycles per element).
-/// The lane order is fixed, so the result depends only on the input.
+/// s0 += Σ w_i, s1 += Σ w_i·p_i, accumulated in double. Eigen 3.4 does not vectorise casts and a
+/// plain running double sum is latency-bound (~4 cycles per element), so float input is widened
+/// block by block in a loop the compiler vectorises and summed with Eigen's vectorised reduction.
+/// The order is fixed, so the result depends only on the input.
 template <typename Scalar>
 void dr_sums(const Scalar* w, const Scalar* p, Index n, double& s0, double& s1) {
-  constexpr Index kLanes = 16;
-  double a0[kLanes] = {}, a1[kLanes] = {};
-  Index i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (Index j = 0; j < kLanes; ++j) {
-      const double wj = static_cast<double>(w[i + j]);
-      a0[j] += wj;
-      a1[j] += wj * static_cast<double>(p[i + j]);
+  using VecD = Eigen::Array<double, Eigen::Dynamic, 1>;
+  if constexpr (std::is_same<Scalar, double>::value) {
+    const Eigen::Map<const VecD> wm(w, n), pm(p, n);
+    s0 += wm.sum();
+    s1 += (wm * pm).sum();
+  } else {
+    constexpr Index kBlock = 512;
+    alignas(64) double wd[kBlock];
+    alignas(64) double pd[kBlock];
+    for (Index i0 = 0; i0 < n; i0 += kBlock) {
+      const Index m = std::min(kBlock, n - i0);
+      for (Index i = 0; i < m; ++i) {
+        wd[i] = static_cast<double>(w[i0 + i]);
+        pd[i] = static_cast<double>(p[i0 + i]);
+      }
+      const Eigen::Map<const VecD> wm(wd, m), pm(pd, m);
+      s0 += wm.sum();
+      s1 += (wm * pm).sum();
     }
-  for (Index j = 0; i < n; ++i, ++j) {
-    a0[j] += static_cast<double>(w[i]);
-    a1[j] += static_cast<double>(w[i]) * static_cast<double>(p[i]);
   }
-  for (Index width = kLanes / 2; width > 0; width /= 2)
-    for (Index j = 0; j < width; ++j) {
-      a0[j] += a0[j + width];
-      a1[j] += a1[j + width];
-    }
-  s0 += a0[0];
-  s1 += a1[0];
 }
 
 }  // namespace detail
@@ -416,13 +417,14 @@ class DRLoss {
     Eigen::Map<Vec> e(sp, n), p(pp, n);
     e = array::exp_neg_abs(Eigen::Map<const Vec>(xp, n));
     e = e / (Scalar(1) + e);  // s = σ(−|x|), exact in both tails
-    // Plain loops (vectorised by the compiler; Eigen 3.4's select is not): p = σ(x) and
-    // v = s with the sign of x. The last read of x: `vp` may alias `xp`.
+    // p = σ(x) and v = s with the sign of x, in a branch-free loop the compiler vectorises
+    // (Eigen 3.4's select is not vectorised; products with f ∈ {0, 1} are exact). This is the
+    // last read of x: `vp` may alias `xp`.
     for (Index i = 0; i < n; ++i) {
-      const bool nonneg = xp[i] >= Scalar(0);
+      const Scalar f = static_cast<Scalar>(xp[i] >= Scalar(0));
       const Scalar s = sp[i];
-      pp[i] = nonneg ? Scalar(1) - s : s;
-      vp[i] = nonneg ? s : -s;
+      pp[i] = f * (Scalar(1) - s) + (Scalar(1) - f) * s;
+      vp[i] = (Scalar(2) * f - Scalar(1)) * s;
     }
     // Positives go to the scalar path; they and ignored rows are masked out with p = −1.
     for_non_negatives(t, labels, label0, [&](Index j, Index count, bool positive) {
@@ -467,11 +469,11 @@ class DRLoss {
       // touches entries overwritten below and far-tail entries stored as v = −0 (decoded as
       // p = 1, but their σ'(x) is 0).
       Scalar* pp = scratch;
-      for (Index i = 0; i < n; ++i) {
+      for (Index i = 0; i < n; ++i) {  // branch-free, as in pass 1
         const Scalar v = gp[i];
-        const Scalar s = v >= Scalar(0) ? v : -v;
-        const Scalar pi = v >= Scalar(0) ? Scalar(1) - s : s;
-        pp[i] = pi < co.max_neg ? pi : co.max_neg;
+        const Scalar f = static_cast<Scalar>(v >= Scalar(0));
+        const Scalar s = std::abs(v);
+        pp[i] = std::min(f * (Scalar(1) - s) + (Scalar(1) - f) * s, co.max_neg);
         gp[i] = s * (Scalar(1) - s);
       }
       g = co.c_neg * ((p - co.max_neg) * co.beta_neg).exp() *
