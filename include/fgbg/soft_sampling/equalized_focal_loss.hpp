@@ -143,6 +143,7 @@ namespace detail {
 /// The per-call kernel of EqualizedFocalLoss: the config plus the state's g (read only).
 template <typename Scalar>
 struct EqualizedFocalKernel {
+  static_assert(kScratchBuffers >= 4, "EqualizedFocalKernel uses three scratch buffers");
   Scalar alpha_pos, alpha_neg, gamma_b, scale;
   const double* ratio;
 
