@@ -659,3 +659,48 @@ TEMPLATE_TEST_CASE("ranking losses allocate nothing in steady state", "[ap][alrp
   }
   CHECK(count == 0);
 }
+
+// ------------------------------------------------------------------------------------------
+// Primitives
+// ------------------------------------------------------------------------------------------
+
+TEST_CASE("ranking primitives: bucketed window search equals std::upper_bound / lower_bound",
+          "[primitives]") {
+  std::mt19937_64 rng(17);
+  std::uniform_real_distribution<double> uni(-3, 3);
+  fgbg::detail::BucketedSearch bs;
+  long mismatches = 0, checked = 0;
+  for (int it = 0; it < 300; ++it) {
+    const std::uint32_t n = static_cast<std::uint32_t>(rng() % 200);
+    std::vector<double> v(n);
+    const int mode = it % 3;  // 0: continuous, 1: 0.25 grid (ties), 2: clustered + outlier
+    for (double& e : v)
+      e = mode == 0 ? uni(rng) : (mode == 1 ? std::round(uni(rng) * 4) / 4 : 1e-9 * uni(rng));
+    if (mode == 2 && n > 0) v[0] = -1e4;
+    std::sort(v.begin(), v.end());
+    bs.build(v.data(), n);
+    std::vector<double> queries = {-1e300, 1e300, -1e4, 0.0, 1e-12};
+    for (double e : v) {
+      queries.push_back(e);
+      queries.push_back(std::nextafter(e, 1e300));
+      queries.push_back(std::nextafter(e, -1e300));
+    }
+    for (int q = 0; q < 50; ++q) queries.push_back(uni(rng));
+    for (double q : queries) {
+      const auto w = bs.window(q, q);
+      const auto lo = std::upper_bound(v.begin(), v.end(), q) - v.begin();
+      const auto hi = std::lower_bound(v.begin(), v.end(), q) - v.begin();
+      const auto w2 = fgbg::detail::find_window(v.data(), n, q, q);
+      const bool ok = static_cast<long>(w.lo) == lo && static_cast<long>(w.hi) == hi &&
+                      static_cast<long>(w2.lo) == lo && static_cast<long>(w2.hi) == hi;
+      if (!ok) {
+        INFO("n = " << n << ", mode = " << mode << ", q = " << q);
+        CHECK(ok);
+        ++mismatches;
+      }
+      ++checked;
+    }
+  }
+  CHECK(mismatches == 0);
+  CHECK(checked > 50000);
+}

@@ -91,6 +91,92 @@ inline Window find_window(const double* v, std::uint32_t n, double x, double y) 
   return w;
 }
 
+/// First index k in [begin, end) with v[k] > x (kStrict) or v[k] ≥ x (!kStrict), given that the
+/// answer lies in [begin, end]. Branch-free binary search.
+template <bool kStrict>
+inline std::uint32_t bound_in(const double* v, std::uint32_t begin, std::uint32_t end, double x) {
+  std::uint32_t len = end - begin;
+  if (len == 0) return begin;
+  const double* b = v + begin;
+  while (len > 1) {
+    const std::uint32_t half = len / 2;
+    b = (kStrict ? b[half - 1] <= x : b[half - 1] < x) ? b + half : b;
+    len -= half;
+  }
+  return static_cast<std::uint32_t>(b - v) + ((kStrict ? *b <= x : *b < x) ? 1u : 0u);
+}
+
+/// O(1)-expected window search over a sorted array: a uniform bucket grid over [v_0, v_{n−1}]
+/// (4n buckets) maps a query to the index range of its bucket, then the answer is found inside
+/// that range only: by a branch-free count of 4 elements when the range is that short (the
+/// common case), else by a branch-free binary search. Exact: the bucket function is monotone,
+/// so every element of an earlier bucket is < the query and every element of a later bucket is
+/// > it (which is also why counting past the range's end is harmless; the array is padded with
+/// +inf). The worst case (all elements in one bucket) is the plain O(log n) search.
+class BucketedSearch {
+ public:
+  static constexpr std::uint32_t kScan = 4;
+
+  /// Indexes the sorted v[0..n) and copies it (with kScan +inf sentinels).
+  void build(const double* v, std::uint32_t n) {
+    v_.resize(static_cast<std::size_t>(n) + kScan);
+    std::copy(v, v + n, v_.begin());
+    std::fill(v_.begin() + n, v_.end(), std::numeric_limits<double>::infinity());
+    n_ = n;
+    m_ = 1;
+    inv_w_ = 0;
+    v0_ = n ? v[0] : 0.0;
+    if (n > 1) {
+      const double range = v[n - 1] - v[0];
+      const std::uint32_t m = n > (1u << 24) ? (1u << 26) : 4 * n;
+      const double inv = static_cast<double>(m) / range;
+      if (range > 0 && std::isfinite(inv) && inv > 0) {
+        m_ = m;
+        inv_w_ = inv;
+      }
+    }
+    max_b_ = static_cast<double>(m_ - 1);
+    start_.assign(static_cast<std::size_t>(m_) + 1, 0);
+    for (std::uint32_t k = 0; k < n; ++k) ++start_[bucket(v[k]) + 1];
+    for (std::uint32_t b = 0; b < m_; ++b) start_[b + 1] += start_[b];
+  }
+
+  void reserve(std::size_t n) {
+    start_.reserve(4 * n + 2);
+    v_.reserve(n + kScan);
+  }
+
+  /// lo = first v > x, hi = first v ≥ y.
+  Window window(double x, double y) const { return {bound<true>(x), bound<false>(y)}; }
+
+ private:
+  std::uint32_t bucket(double y) const {
+    if (m_ == 1) return 0;
+    double t = (y - v0_) * inv_w_;
+    t = t < 0 ? 0 : (t > max_b_ ? max_b_ : t);  // also maps ±inf into range
+    return static_cast<std::uint32_t>(t);
+  }
+
+  template <bool kStrict>
+  std::uint32_t bound(double x) const {
+    const std::uint32_t b = bucket(x);
+    const std::uint32_t begin = start_[b], end = start_[b + 1];
+    const double* v = v_.data();
+    if (end - begin <= kScan) {
+      std::uint32_t c = 0;
+      for (std::uint32_t t = 0; t < kScan; ++t)
+        c += (kStrict ? v[begin + t] <= x : v[begin + t] < x) ? 1u : 0u;
+      return begin + c;
+    }
+    return bound_in<kStrict>(v, begin, end, x);
+  }
+
+  std::vector<double> v_;
+  std::uint32_t n_ = 0, m_ = 1;
+  double v0_ = 0, inv_w_ = 0, max_b_ = 0;
+  std::vector<std::uint32_t> start_;
+};
+
 /// Window of t in a sorted set at ±δ: lo = first v > t − δ, hi = first v ≥ t + δ.
 inline Window window_at(const double* v, std::uint32_t n, double t, double delta) {
   return find_window(v, n, t - delta, t + delta);
@@ -230,6 +316,7 @@ class RankingWorkspace {
     for (auto* v : {&full_hist, &cnt_diff, &count}) v->reserve(p + 1);
     order.reserve(p);
     fenwick.reserve(p);
+    search.reserve(p);
     neg_windows.reserve(static_cast<std::size_t>(std::max<Index>(relevant_negatives, 0)));
   }
 
@@ -258,6 +345,7 @@ class RankingWorkspace {
   std::vector<detail::Window> neg_windows;        ///< window of each relevant negative
   std::vector<std::uint32_t> order;               ///< permutations of the positives
   detail::RankFenwick fenwick;                    ///< Rank & Sort's IoU-conditioned sums
+  detail::BucketedSearch search;                  ///< window search over u
   double shift = 0;                               ///< median positive score
   Index relevant_negatives = 0;                   ///< N_rel of the last call
 };
@@ -300,6 +388,7 @@ void gather_positives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
   grow(ws.u, p);
   grow(ws.win, p);
   for (std::uint32_t k = 0; k < p; ++k) ws.u[k] = ws.pos[k].score - ws.shift;
+  ws.search.build(ws.u.data(), p);
   for (std::uint32_t k = 0; k < p; ++k) ws.win[k] = window_at(ws.u.data(), p, ws.u[k], delta);
 }
 
@@ -373,7 +462,7 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
     if (umax <= lo_q) {
       w.lo = w.hi = p;  // H = 1 against every positive
     } else {
-      w = find_window(u, p, lo_q, hi_q);
+      w = ws.search.window(lo_q, hi_q);
     }
     ++full[w.lo];
     if (w.lo != w.hi) {
