@@ -144,7 +144,7 @@ class MaxIouAssigner {
     using Scalar = typename ID::Scalar;
     static_assert(std::is_floating_point<Scalar>::value, "fgbg: the IoU must be float or double");
     detail::check_finite(kName, "iou", iou);
-    if (iou.size() > 0 && ((iou.derived() < Scalar(0)) || (iou.derived() > Scalar(1))).any()) {
+    if (iou.size() > 0 && (iou.minCoeff() < Scalar(0) || iou.maxCoeff() > Scalar(1))) {
       for (Index i = 0; i < iou.rows(); ++i)
         for (Index g = 0; g < iou.cols(); ++g) {
           const Scalar v = iou.derived().coeff(i, g);
