@@ -37,8 +37,9 @@ int main() {
       static_cast<long>(batch.ignored));
   std::printf(
       "Gradient shares: fraction of sum |dL/dx| on foreground entries, easy background "
-      "(sigmoid < %.2f) and hard background; time is one value_and_grad call, one thread.\n\n",
-      demo::kHardProbability);
+      "(sigmoid < %.2f) and hard background; time is the best of 3 value_and_grad calls, one "
+      "thread, SIMD: %s.\n\n",
+      demo::kHardProbability, Eigen::SimdInstructionSetsInUse());
   demo::Table table;
   demo::add_dense_rows(batch, table);
 #ifdef FGBG_DEMO_RANKING
