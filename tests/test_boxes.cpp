@@ -272,6 +272,11 @@ TEST_CASE("MaxIouAssigner: the zero-IoU low-quality quirk is guarded", "[boxes][
   CHECK((a.labels() == (fgbg::LabelVector(3) << 1, 0, 0).finished()).all());
   fgbg::MaxIouAssigner(quirk).assign(b, g, gl, a);
   CHECK((a.labels() == 5).all());
+  // a degenerate (zero-area) GT overlaps nothing: no low-quality match in the clean mode
+  const auto point = boxes<double>({{0, 0, 10, 12}, {55, 55, 55, 55}});
+  fgbg::MaxIouAssigner().assign(b, point, gl, a);
+  CHECK((a.labels() == (fgbg::LabelVector(3) << 1, 0, 0).finished()).all());
+  CHECK(a.max_iou()[1] == 0.0);
 }
 
 TEST_CASE("MaxIouAssigner: no GT and no candidate", "[boxes][assign]") {

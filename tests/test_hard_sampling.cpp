@@ -248,6 +248,8 @@ TEST_CASE("Samplers: bad configs and inputs throw and change nothing", "[samplin
   faithful.mode = fgbg::IouBalanceMode::faithful;
   CHECK_THROWS_WITH(fgbg::IouBalancedSampler(faithful).sample(l, gi, iou, rng, s),
                     Catch::Contains("needs an IouBalancedState"));
+  CHECK_THROWS_WITH(fgbg::IouBalancedSampler().sample_negatives(l, iou, -3, rng, s),
+                    Catch::Contains("n_exp must be >= 0, got -3"));
   CHECK(untouched());
 }
 
