@@ -713,6 +713,51 @@ TEST_CASE("nms_match groups", "[isr_n][nms]") {
   CHECK_THROWS_AS(fgbg::nms_match(boxes, scores, 1.5, g, ws), std::invalid_argument);
 }
 
+TEST_CASE("nms_match equals a brute-force greedy scan", "[isr_n][nms]") {
+  std::mt19937_64 gen(21);
+  std::uniform_real_distribution<double> ud(0.0, 1.0);
+  for (const Index v : {1, 63, 64, 65, 300, 700}) {
+    for (const double thr : {0.0, 0.3, 0.5, 0.7}) {
+      RowArray<double> boxes(v, 4);
+      Eigen::ArrayXd scores(v);
+      for (Index i = 0; i < v; ++i) {
+        const double cx = 200 * ud(gen), cy = 200 * ud(gen), w = 5 + 40 * ud(gen);
+        boxes.row(i) << cx, cy, cx + w, cy + w * (0.5 + ud(gen));
+        scores[i] = std::floor(ud(gen) * 20) / 20;  // many ties
+      }
+      fgbg::NmsMatchGroups g;
+      fgbg::NmsMatchWorkspace<double> ws;
+      fgbg::nms_match(boxes, scores, thr, g, ws);
+      // Brute force: stable order by score, then the greedy scan with the pairwise IoU.
+      std::vector<Index> order(v);
+      for (Index i = 0; i < v; ++i) order[i] = i;
+      std::stable_sort(order.begin(), order.end(),
+                       [&](Index a, Index b) { return scores[a] > scores[b]; });
+      std::vector<Index> members, begin;
+      std::vector<char> sup(v, 0);
+      for (Index i = 0; i < v; ++i) {
+        if (sup[i]) continue;
+        begin.push_back(static_cast<Index>(members.size()));
+        members.push_back(order[i]);
+        for (Index j = i + 1; j < v; ++j) {
+          if (sup[j]) continue;
+          RowArray<double> a = boxes.row(order[i]), b = boxes.row(order[j]);
+          Eigen::ArrayXd iou;
+          fgbg::aligned_iou(a, b, iou);
+          if (iou[0] >= thr) {
+            sup[j] = 1;
+            members.push_back(order[j]);
+          }
+        }
+      }
+      begin.push_back(static_cast<Index>(members.size()));
+      INFO("V = " << v << ", thr = " << thr);
+      CHECK(g.members == members);
+      CHECK(g.begin == begin);
+    }
+  }
+}
+
 TEST_CASE("Score-HLR: random paths, bounds, determinism", "[isr_n]") {
   std::mt19937_64 gen(9);
   std::normal_distribution<double> nd(0.0, 2.0);

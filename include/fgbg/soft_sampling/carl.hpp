@@ -146,15 +146,15 @@ class CarlLoss {
     static_assert(std::is_same<typename OD::Scalar, Scalar>::value,
                   "fgbg::CarlLoss: the weights must have the loss's scalar type");
     const Index c = check_head(logits);
-    detail::check_labels(kName, labels, logits.rows(), c);
     detail::pisa_check_output_vector(kName, "weights", out_, logits.rows());
-    check_positive_logits(logits, labels);
+    const auto no_reg = [](Index) { return 0.0; };
+    check_rows(logits, labels, c, no_reg, false);
     const Sums s = sums(logits, labels, [](Index) { return 0.0; });
     auto& out = detail::pisa_prepare_vector(out_, logits.rows());
-    for (Index i = 0; i < logits.rows(); ++i) {
-      const Label l = static_cast<Label>(labels.derived().coeff(i));
-      out.coeffRef(i) = l > 0 ? static_cast<Scalar>(s.weight(log_u(logits, i, l))) : Scalar(0);
-    }
+    out.setZero();
+    detail::pisa_scan_labels(labels, [&](Index i, auto l) {
+      out.coeffRef(i) = static_cast<Scalar>(s.weight(log_u(logits, i, static_cast<Label>(l))));
+    });
   }
 
  private:
@@ -200,22 +200,36 @@ class CarlLoss {
     return x.cols() - 1;
   }
 
-  template <typename XD, typename LD>
-  void check_positive_logits(const Eigen::DenseBase<XD>& x,
-                             const Eigen::DenseBase<LD>& labels) const {
-    for (Index i = 0; i < x.rows(); ++i) {
-      const Label l = static_cast<Label>(labels.derived().coeff(i));
-      if (l <= 0) continue;
+  /// One pass: labels in −1..C, and at the positive rows the logits read and reg_loss (finite,
+  /// ≥ 0). Returns the label counts.
+  template <typename XD, typename LD, typename RegAt>
+  LabelStats check_rows(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Index c,
+                        const RegAt& reg_at, bool check_reg) const {
+    static_assert(std::is_integral<typename LD::Scalar>::value,
+                  "fgbg::CarlLoss: labels must be an integer array (-1 / 0 / 1..C)");
+    const Index n = x.rows();
+    detail::check_vector(kName, "labels", labels, n);
+    LabelStats st;
+    st.anchors = n;
+    const Index ignored = detail::pisa_scan_labels(labels, [&](Index i, auto l) {
+      if (l < -1 || l > c) detail::pisa_bad_label(kName, i, static_cast<long long>(l), c);
+      ++st.positives;
+      if (check_reg)
+        detail::pisa_check_value(kName, "reg_loss", i, reg_at(i), 0.0, -1.0, ">= 0",
+                                 "a positive anchor");
       if (config_.sigmoid) {
         const Scalar v = x.derived().coeff(i, l - 1);
         if (!std::isfinite(v)) detail::throw_non_finite(kName, "logits", i, l - 1, double(v));
-      } else {
-        for (Index c = 0; c < x.cols(); ++c) {
-          const Scalar v = x.derived().coeff(i, c);
-          if (!std::isfinite(v)) detail::throw_non_finite(kName, "logits", i, c, double(v));
+      } else if (!((x.derived().row(i).array() * Scalar(0)).sum() == Scalar(0))) {
+        for (Index col = 0; col < x.cols(); ++col) {
+          const Scalar v = x.derived().coeff(i, col);
+          if (!std::isfinite(v)) detail::throw_non_finite(kName, "logits", i, col, double(v));
         }
       }
-    }
+    });
+    st.valid = n - ignored;
+    st.background = st.valid - st.positives;
+    return st;
   }
 
   /// log-sum-exp of a softmax row, in the logits' scalar type (vectorised).
@@ -251,10 +265,8 @@ class CarlLoss {
   Sums sums(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
             const RegAt& reg_at) const {
     Sums s;
-    for (Index i = 0; i < x.rows(); ++i) {
-      const Label l = static_cast<Label>(labels.derived().coeff(i));
-      if (l > 0) s.add(log_u(x, i, l), reg_at(i));
-    }
+    detail::pisa_scan_labels(
+        labels, [&](Index i, auto l) { s.add(log_u(x, i, static_cast<Label>(l)), reg_at(i)); });
     return s;
   }
 
@@ -266,7 +278,6 @@ class CarlLoss {
     // ---- validation: nothing is written before it completes ----
     const Index n = x.rows();
     const Index c = check_head(x);
-    const LabelStats stats = detail::check_labels(kName, labels, n, c);
     detail::pisa_check_input_vector(kName, "reg_loss", reg_loss, n);
     normalizer.validate(kName);
     if constexpr (kGrad) {
@@ -284,16 +295,11 @@ class CarlLoss {
         detail::pisa_check_output_vector(kName, "grad_reg_loss", grad_reg_, n);
       }
     }
-    for (Index i = 0; i < n; ++i)
-      if (labels.derived().coeff(i) > 0)
-        detail::pisa_check_value(kName, "reg_loss", i,
-                                 static_cast<double>(reg_loss.derived().coeff(i)), 0.0, -1.0,
-                                 ">= 0", "a positive anchor");
-    check_positive_logits(x, labels);
+    auto reg_at = [&](Index i) { return static_cast<double>(reg_loss.derived().coeff(i)); };
+    const LabelStats stats = check_rows(x, labels, c, reg_at, true);
     const double a = normalizer.resolve(stats, 1);
 
     // ---- pass 1: Σu and Σuℓ (streaming, log domain) ----
-    auto reg_at = [&](Index i) { return static_cast<double>(reg_loss.derived().coeff(i)); };
     const Sums s = sums(x, labels, reg_at);
     const double value = s.p > 0 ? s.p * s.mean_loss() / a : 0.0;
     if constexpr (!kGrad) {
@@ -311,9 +317,8 @@ class CarlLoss {
       if (s.p == 0) return value;
       const double b = static_cast<double>(config_.bias), k = static_cast<double>(config_.k);
       const double lbar = s.mean_loss();
-      for (Index i = 0; i < n; ++i) {
-        const Label l = static_cast<Label>(labels.derived().coeff(i));
-        if (l <= 0) continue;
+      detail::pisa_scan_labels(labels, [&](Index i, auto label) {
+        const Label l = static_cast<Label>(label);
         double lse = 0;
         const double ls = log_score(x, i, l, lse);
         const double lu = log_u_from_log_s(ls);
@@ -332,7 +337,7 @@ class CarlLoss {
                          (x.derived().row(i).array() - static_cast<Scalar>(lse)).exp();
           row.coeffRef(l) += static_cast<Scalar>(g);
         }
-      }
+      });
       return value;
     }
   }

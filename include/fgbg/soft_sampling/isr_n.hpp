@@ -85,6 +85,7 @@ struct NmsMatchWorkspace {
   std::vector<Scalar> sorted;                  ///< boxes in that order, row-major V × 4
   std::vector<detail::BoxTile<Scalar>> tiles;  ///< the same, as 64-box tiles
   std::vector<char> suppressed;
+  std::vector<Index> alive;       ///< per tile: boxes neither suppressed nor visited
   std::vector<Index> local_rank;  ///< by sorted position: rank within the group
 };
 
@@ -104,10 +105,15 @@ void nms_match_sorted(Index v, double iou_thr, NmsMatchWorkspace<Scalar>& ws,
     ws.tiles[t].load(boxes, t * Tile::kSize, std::min(Tile::kSize, v - t * Tile::kSize));
   ws.suppressed.assign(static_cast<std::size_t>(v), 0);
   ws.local_rank.assign(static_cast<std::size_t>(v), 0);
+  // alive[t]: boxes of tile t not yet suppressed (a box stops being a candidate once it is
+  // suppressed or has been visited), so exhausted tiles are skipped.
+  ws.alive.resize(static_cast<std::size_t>(ntiles));
+  for (Index t = 0; t < ntiles; ++t) ws.alive[t] = ws.tiles[t].n;
   const Scalar thr = static_cast<Scalar>(iou_thr);
   typename Tile::Vec iou;
   for (Index i = 0; i < v; ++i) {
     if (ws.suppressed[i]) continue;
+    --ws.alive[i / Tile::kSize];  // i is visited (kept)
     if (groups) {
       groups->begin.push_back(static_cast<Index>(groups->members.size()));
       groups->members.push_back(i);
@@ -115,13 +121,16 @@ void nms_match_sorted(Index v, double iou_thr, NmsMatchWorkspace<Scalar>& ws,
     Index rank = 0;
     const Scalar* b = ws.sorted.data() + 4 * i;
     for (Index t = (i + 1) / Tile::kSize; t < ntiles; ++t) {
+      if (ws.alive[t] == 0) continue;
       const Tile& tile = ws.tiles[t];
       tile.iou_with(b[0], b[1], b[2], b[3], iou);
+      if (!(iou >= thr).any()) continue;
       const Index base = t * Tile::kSize;
       for (Index j = std::max<Index>(0, i + 1 - base); j < tile.n; ++j) {
         const Index p = base + j;
         if (!ws.suppressed[p] && iou[j] >= thr) {
           ws.suppressed[p] = 1;
+          --ws.alive[t];
           ws.local_rank[p] = ++rank;
           if (groups) groups->members.push_back(p);
         }
@@ -271,15 +280,16 @@ class ScoreHlrSampler {
     for (Index j = 0; j < n_neg; ++j) {
       const Index i = ws.neg[j];
       const auto row = logits.derived().row(i);
-      for (Index col = 0; col <= c; ++col)
-        if (!std::isfinite(row.coeff(col)))
-          detail::throw_non_finite(kName, "logits", i, col, double(row.coeff(col)));
-      const Scalar m = row.maxCoeff();
+      if (!((row.array() * Scalar(0)).sum() == Scalar(0)))  // vectorised finiteness probe
+        for (Index col = 0; col <= c; ++col)
+          if (!std::isfinite(row.coeff(col)))
+            detail::throw_non_finite(kName, "logits", i, col, double(row.coeff(col)));
+      const Scalar fg_max = row.tail(c).maxCoeff();
+      const Scalar m = std::max(fg_max, row.coeff(0));
       const double lse =
           static_cast<double>(m) + std::log(static_cast<double>((row.array() - m).exp().sum()));
       Index a = 1;
-      for (Index col = 2; col <= c; ++col)
-        if (row.coeff(col) > row.coeff(a)) a = col;
+      while (row.coeff(a) != fg_max) ++a;  // first (lowest) class reaching the maximum
       ws.score[j] = std::exp(static_cast<double>(row.coeff(a)) - lse);
       ws.loss[j] = lse - static_cast<double>(row.coeff(0));
       ws.cls[j] = static_cast<Label>(a);

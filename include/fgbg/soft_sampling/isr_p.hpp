@@ -33,7 +33,8 @@
 /// Inputs (N anchors, any Eigen vectors): labels (−1 / 0 / 1..C), gt_index (integer id of the
 /// assigned GT; read for positives only, must be ≥ 0 and unique across the images of a batch,
 /// e.g. offset per image), iou and cls_loss (read for positives only; for a sigmoid head pass the
-/// row sum of the per-element loss), label_weights (optional, finite and ≥ 0; default 1). C is
+/// row sum of the per-element loss), label_weights (optional, every entry finite and ≥ 0;
+/// default 1). C is
 /// always passed explicitly (spec §10 #22). Everything is computed in double; the output has
 /// the class's scalar type. `out` may alias `label_weights` (in-place update as in mmdetection).
 ///
@@ -187,24 +188,24 @@ class IsrP {
     if (num_classes < 1)
       detail::throw_invalid(kName, "num_classes must be >= 1, got ", num_classes);
     const Index n = labels.size();
-    const LabelStats stats = detail::check_labels(kName, labels, n, num_classes);
+    detail::check_vector(kName, "labels", labels, n);
+    static_assert(std::is_integral<typename LD::Scalar>::value,
+                  "fgbg::IsrP: labels must be an integer array (-1 / 0 / 1..C)");
     detail::pisa_check_input_vector(kName, "gt_index", gt_index, n);
     detail::pisa_check_input_vector(kName, "iou", iou, n);
     detail::pisa_check_input_vector(kName, "cls_loss", cls_loss, n);
-    if constexpr (!std::is_same<LW, detail::IsrUnitWeights>::value)
+    if constexpr (!std::is_same<LW, detail::IsrUnitWeights>::value) {
       detail::pisa_check_input_vector(kName, "label_weights", *lw, n);
+      detail::pisa_check_nonnegative(kName, "label_weights", *lw);
+    }
     detail::pisa_check_output_vector(kName, "weights", out_, n);
 
+    // One pass over the labels: range check, and gather (and check) the positives.
     std::vector<Entry>& e = ws.entries;
     e.clear();
-    for (Index i = 0; i < n; ++i) {
-      const Label l = static_cast<Label>(labels.derived().coeff(i));
-      const double lwi = lw_at(lw, i);
-      if constexpr (!std::is_same<LW, detail::IsrUnitWeights>::value)
-        if (l != kIgnore)
-          detail::pisa_check_value(kName, "label_weights", i, lwi, 0.0, -1.0, ">= 0",
-                                   "a non-ignored anchor");
-      if (l <= 0) continue;
+    detail::pisa_scan_labels(labels, [&](Index i, auto l) {
+      if (l < -1 || l > num_classes)
+        detail::pisa_bad_label(kName, i, static_cast<long long>(l), num_classes);
       const long long g = static_cast<long long>(gt_index.derived().coeff(i));
       if (g < 0)
         detail::throw_invalid(kName, "gt_index(", i, ") = ", g,
@@ -213,9 +214,8 @@ class IsrP {
       detail::pisa_check_value(kName, "iou", i, v, 0.0, 1.0, "in [0, 1]", "a positive anchor");
       const double li = static_cast<double>(cls_loss.derived().coeff(i));
       detail::pisa_check_value(kName, "cls_loss", i, li, 0.0, -1.0, ">= 0", "a positive anchor");
-      e.push_back(Entry{i, g, v, li, lwi, l, 0, 0.0});
-    }
-    (void)stats;
+      e.push_back(Entry{i, g, v, li, lw_at(lw, i), static_cast<Label>(l), 0, 0.0});
+    });
 
     IsrPResult result;
     result.positives = static_cast<Index>(e.size());
@@ -262,12 +262,12 @@ class IsrP {
 
     // ---- write: background keeps lw, ignored 0, positives w·ratio ----
     // (Reads of lw happen before the write of the same anchor, so out may alias label_weights.)
-    for (Index i = 0; i < n; ++i) {
-      const Label l = static_cast<Label>(labels.derived().coeff(i));
-      if (l == kBackground)
-        out.coeffRef(i) = static_cast<Scalar>(lw_at(lw, i));
-      else if (l == kIgnore)
-        out.coeffRef(i) = Scalar(0);
+    for (Index i = 0; i < n; ++i) {  // branch-free: ignored anchors are not predictable
+      const Scalar keep = labels.derived().coeff(i) != kIgnore ? Scalar(1) : Scalar(0);
+      if constexpr (std::is_same<LW, detail::IsrUnitWeights>::value)
+        out.coeffRef(i) = keep;
+      else
+        out.coeffRef(i) = keep * static_cast<Scalar>(lw->coeff(i));
     }
     for (const Entry& en : e)
       out.coeffRef(en.anchor) = static_cast<Scalar>(result.guarded ? en.lw : en.w * result.ratio);
