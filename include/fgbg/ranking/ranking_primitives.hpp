@@ -59,6 +59,14 @@ namespace fgbg {
 
 namespace detail {
 
+/// One slot of the negative scatter's difference arrays (see scatter_negatives).
+struct ScatterCell {
+  std::int64_t full = 0;  ///< negatives whose full block [0, lo) ends here
+  std::int64_t cnt = 0;   ///< +1 where a window starts, −1 where it ends
+  double sum = 0;         ///< +s where a window starts, −s where it ends
+  double pad = 0;
+};
+
 /// One positive entry of the flattened N × C ranking.
 struct RankedPositive {
   double score;  ///< logit (as double)
@@ -311,9 +319,9 @@ class RankingWorkspace {
     pos.reserve(p);
     u.reserve(p);
     win.reserve(p);
-    for (auto* v : {&F, &a0, &a1, &a2, &a3, &a4, &a5, &g, &c, &W, &V, &X, &XV, &sum_diff})
-      v->reserve(p + 1);
-    for (auto* v : {&full_hist, &cnt_diff, &count}) v->reserve(p + 1);
+    for (auto* v : {&F, &a0, &a1, &a2, &a3, &a4, &a5, &g, &c, &W, &V, &X, &XV}) v->reserve(p + 1);
+    count.reserve(p + 1);
+    cells.reserve(p + 1);
     order.reserve(p);
     fenwick.reserve(p);
     search.reserve(p);
@@ -325,29 +333,28 @@ class RankingWorkspace {
     std::size_t b =
         pos.capacity() * sizeof(detail::RankedPositive) + win.capacity() * sizeof(detail::Window) +
         neg_windows.capacity() * sizeof(detail::Window) + order.capacity() * sizeof(std::uint32_t);
-    for (auto* v : {&u, &F, &a0, &a1, &a2, &a3, &a4, &a5, &g, &c, &W, &V, &X, &XV, &sum_diff})
+    for (auto* v : {&u, &F, &a0, &a1, &a2, &a3, &a4, &a5, &g, &c, &W, &V, &X, &XV})
       b += v->capacity() * sizeof(double);
-    for (auto* v : {&full_hist, &cnt_diff, &count}) b += v->capacity() * sizeof(std::int64_t);
+    b += count.capacity() * sizeof(std::int64_t) + cells.capacity() * sizeof(detail::ScatterCell);
     return b;
   }
 
   // --- implementation details -----------------------------------------------------------
-  std::vector<detail::RankedPositive> pos;        ///< positives sorted by (score, flat index)
-  std::vector<double> u;                          ///< their scores, shifted by `shift`
-  std::vector<detail::Window> win;                ///< window of each positive in u
-  std::vector<double> F;                          ///< Σ_{j∈N} H(s_j − s_i) per positive
-  std::vector<std::int64_t> count;                ///< #negatives with H > 0 per positive
-  std::vector<double> a0, a1, a2, a3, a4, a5;     ///< per-positive scratch of the losses
-  std::vector<double> g, c;                       ///< per-positive update and distribution weight
-  std::vector<double> W, V, X, XV;                ///< prefix sums over the sorted positives
-  std::vector<std::int64_t> full_hist, cnt_diff;  ///< negative scatter (integer parts)
-  std::vector<double> sum_diff;                   ///< negative scatter (Σ s_j part)
-  std::vector<detail::Window> neg_windows;        ///< window of each relevant negative
-  std::vector<std::uint32_t> order;               ///< permutations of the positives
-  detail::RankFenwick fenwick;                    ///< Rank & Sort's IoU-conditioned sums
-  detail::BucketedSearch search;                  ///< window search over u
-  double shift = 0;                               ///< median positive score
-  Index relevant_negatives = 0;                   ///< N_rel of the last call
+  std::vector<detail::RankedPositive> pos;     ///< positives sorted by (score, flat index)
+  std::vector<double> u;                       ///< their scores, shifted by `shift`
+  std::vector<detail::Window> win;             ///< window of each positive in u
+  std::vector<double> F;                       ///< Σ_{j∈N} H(s_j − s_i) per positive
+  std::vector<std::int64_t> count;             ///< #negatives with H > 0 per positive
+  std::vector<double> a0, a1, a2, a3, a4, a5;  ///< per-positive scratch of the losses
+  std::vector<double> g, c;                    ///< per-positive update and distribution weight
+  std::vector<double> W, V, X, XV;             ///< prefix sums over the sorted positives
+  std::vector<detail::ScatterCell> cells;      ///< difference arrays of the negative scatter
+  std::vector<detail::Window> neg_windows;     ///< window of each relevant negative
+  std::vector<std::uint32_t> order;            ///< permutations of the positives
+  detail::RankFenwick fenwick;                 ///< Rank & Sort's IoU-conditioned sums
+  detail::BucketedSearch search;               ///< window search over u
+  double shift = 0;                            ///< median positive score
+  Index relevant_negatives = 0;                ///< N_rel of the last call
 };
 
 namespace detail {
@@ -438,20 +445,13 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
                        const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, double delta,
                        bool keep_windows) {
   const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
-  grow(ws.full_hist, p + 1);
-  grow(ws.cnt_diff, p + 1);
-  grow(ws.sum_diff, p + 1);
-  std::fill(ws.full_hist.begin(), ws.full_hist.end(), 0);
-  std::fill(ws.cnt_diff.begin(), ws.cnt_diff.end(), 0);
-  std::fill(ws.sum_diff.begin(), ws.sum_diff.end(), 0.0);
+  ws.cells.assign(p + 1, ScatterCell{});
   ws.neg_windows.clear();
   ws.relevant_negatives = 0;
   if (p == 0) return;
   const double* u = ws.u.data();
   const double umin = u[0], umax = u[p - 1];
-  std::int64_t* full = ws.full_hist.data();
-  std::int64_t* cnt = ws.cnt_diff.data();
-  double* sum = ws.sum_diff.data();
+  ScatterCell* cell = ws.cells.data();
   Index relevant = 0;
   for_each_negative(x, labels, is_pos, ws.shift, [&](Index, Index, double s) {
     const double hi_q = s + delta;
@@ -464,12 +464,14 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
     } else {
       w = ws.search.window(lo_q, hi_q);
     }
-    ++full[w.lo];
+    ScatterCell& at_lo = cell[w.lo];
+    ++at_lo.full;
     if (w.lo != w.hi) {
-      ++cnt[w.lo];
-      --cnt[w.hi];
-      sum[w.lo] += s;
-      sum[w.hi] -= s;
+      ScatterCell& at_hi = cell[w.hi];
+      ++at_lo.cnt;
+      at_lo.sum += s;
+      --at_hi.cnt;
+      at_hi.sum -= s;
     }
     if (keep_windows) ws.neg_windows.push_back(w);
   });
@@ -479,14 +481,14 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
   // full_i = #{j : a_j > i} (suffix sums of the histogram); window parts by prefix sums.
   std::int64_t suffix = 0;
   for (std::uint32_t k = p; k-- > 0;) {
-    suffix += full[k + 1];
+    suffix += cell[k + 1].full;
     ws.count[k] = suffix;  // temporarily: full count
   }
   std::int64_t cw = 0;
   double sw = 0;
   for (std::uint32_t k = 0; k < p; ++k) {
-    cw += cnt[k];
-    sw += sum[k];
+    cw += cell[k].cnt;
+    sw += cell[k].sum;
     const double full_k = static_cast<double>(ws.count[k]);
     double f = full_k;
     if (cw > 0) f += (sw - (u[k] - delta) * static_cast<double>(cw)) / (2 * delta);
