@@ -114,8 +114,7 @@ void iou_matrix_unchecked(const Eigen::DenseBase<BD>& boxes, const Eigen::DenseB
                     static_cast<Scalar>(gts.derived().coeff(g, 1)),
                     static_cast<Scalar>(gts.derived().coeff(g, 2)),
                     static_cast<Scalar>(gts.derived().coeff(g, 3)), col);
-      for (Index t = 0; t < count; ++t)
-        out.derived().coeffRef(begin + t, g) = static_cast<OutScalar>(col[t]);
+      out.derived().block(begin, g, count, 1) = col.head(count).template cast<OutScalar>();
     }
   }
 }
