@@ -299,3 +299,23 @@ TEST_CASE("prior_bias: RetinaNet initialisation", "[prior]") {
   CHECK_THROWS_WITH(fgbg::prior_bias(0.0), Catch::Contains("pi must be in (0, 1), got 0"));
   CHECK_THROWS_AS(fgbg::prior_bias(1.0), std::invalid_argument);
 }
+
+TEST_CASE("a gradient buffer aliasing the logits is refused", "[errors][alias]") {
+  RowArray<float> x = RowArray<float>::Constant(4, 3, 0.5f);
+  fgbg::LabelVector y(4);
+  y << 1, 0, 0, -1;
+  const float before = x(0, 0);
+  CHECK_THROWS_WITH(fgbg::SigmoidFocalLoss<float>().value_and_grad(x, y, x),
+                    Catch::Contains("grad must not share memory with the logits"));
+  CHECK_THROWS_AS(fgbg::SigmoidCrossEntropyLoss<float>().value_and_grad(x, y, x.block(0, 0, 4, 3)),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(fgbg::GhmcLoss<float>().value_and_grad(x, y, x), std::invalid_argument);
+  RowArray<float> xs = RowArray<float>::Constant(4, 3, 0.5f);
+  CHECK_THROWS_AS(fgbg::SoftmaxCrossEntropyLoss<float>().value_and_grad(xs, y, xs),
+                  std::invalid_argument);
+  CHECK(x(0, 0) == before);
+  // Disjoint blocks of one buffer are fine.
+  RowArray<float> both = RowArray<float>::Constant(4, 6, 0.5f);
+  CHECK_NOTHROW(
+      fgbg::SigmoidFocalLoss<float>().value_and_grad(both.leftCols(3), y, both.rightCols(3)));
+}

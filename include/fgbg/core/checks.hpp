@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cmath>
+#include <utility>
 
 #include "config.hpp"
 #include "errors.hpp"
@@ -101,6 +102,50 @@ void check_output(const char* where, const char* arg, const Eigen::DenseBase<Der
   if constexpr (!std::is_base_of<Eigen::PlainObjectBase<Derived>, Derived>::value)
     throw_invalid(where, arg, " must be ", rows, " x ", cols, ", got ", out.rows(), " x ",
                   out.cols());
+}
+
+/// Throws if the output `out` shares memory with the input `in` (computing a gradient in place
+/// over the logits would read overwritten values). Exact for two views with the same layout (e.g.
+/// disjoint column blocks of one row-major buffer are fine); conservative (address ranges) for
+/// views of different layouts. Only objects with direct access can alias.
+template <typename DIn, typename DOut>
+void check_no_alias(const char* where, const Eigen::DenseBase<DIn>& in_,
+                    const Eigen::DenseBase<DOut>& out_) {
+  if constexpr (bool(DIn::Flags & Eigen::DirectAccessBit) &&
+                bool(DOut::Flags & Eigen::DirectAccessBit) &&
+                std::is_same<typename DIn::Scalar, typename DOut::Scalar>::value) {
+    const DIn& a = in_.derived();
+    const DOut& b = out_.derived();
+    if (a.size() == 0 || b.size() == 0) return;
+    // Outer/inner extents: (outer index, inner index) of a's and b's last element.
+    const Index a_outer = DIn::IsRowMajor ? a.rows() : a.cols();
+    const Index a_inner = DIn::IsRowMajor ? a.cols() : a.rows();
+    const Index b_outer = DOut::IsRowMajor ? b.rows() : b.cols();
+    const Index b_inner = DOut::IsRowMajor ? b.cols() : b.rows();
+    const auto* pa = a.data();
+    const auto* pb = b.data();
+    const Index a_span = (a_outer - 1) * a.outerStride() + (a_inner - 1) * a.innerStride() + 1;
+    const Index b_span = (b_outer - 1) * b.outerStride() + (b_inner - 1) * b.innerStride() + 1;
+    if (!(pa < pb + b_span && pb < pa + a_span)) return;
+    bool overlap = true;
+    if (bool(DIn::IsRowMajor) == bool(DOut::IsRowMajor) && a.innerStride() == 1 &&
+        b.innerStride() == 1 && a.outerStride() == b.outerStride() && a.outerStride() > 0) {
+      const Index stride = a.outerStride();
+      const Index d = static_cast<Index>(pb - pa);
+      Index d_outer = d / stride, d_inner = d % stride;
+      if (d_inner < 0) {
+        d_inner += stride;
+        --d_outer;
+      }
+      // b's element (o, i) is a's (d_outer + o, d_inner + i), wrapping into the next outer row
+      // when d_inner + i ≥ stride.
+      auto rows_meet = [&](Index first) { return first < a_outer && first + b_outer > 0; };
+      const bool direct = rows_meet(d_outer) && d_inner < a_inner;
+      const bool wrapped = d_inner + b_inner > stride && rows_meet(d_outer + 1);
+      overlap = direct || wrapped;
+    }
+    if (overlap) throw_invalid(where, "grad must not share memory with the logits");
+  }
 }
 
 }  // namespace detail

@@ -58,6 +58,9 @@ class DenseLoss {
                         const Normalizer& normalizer) const {
     static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
                   "fgbg: the gradient must have the loss's scalar type");
+    static_assert(bool(GD::Flags & Eigen::LvalueBit),
+                  "fgbg: the gradient must be writable (an Array, a Map over mutable memory or a "
+                  "block of one)");
     auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
     return static_cast<Scalar>(self().run(logits, labels, weights, normalizer, g));
   }

@@ -35,8 +35,10 @@ LabelStats check_sigmoid_call(const char* where, const Eigen::DenseBase<XD>& x,
   const LabelStats s = check_labels(where, labels, x.rows(), x.cols());
   normalizer.validate(where);
   weights.bind(where, x.rows(), x.cols());
-  if constexpr (!std::is_same<GradOut, NoGrad>::value)
+  if constexpr (!std::is_same<GradOut, NoGrad>::value) {
     check_output(where, "grad", grad, x.rows(), x.cols());
+    check_no_alias(where, x, grad);
+  }
   check_finite(where, "logits", x);
   return s;
 }

@@ -45,8 +45,10 @@ LabelStats check_softmax_call(const char* where, const Eigen::DenseBase<XD>& x,
   const LabelStats s = check_labels(where, labels, x.rows(), x.cols() - 1);
   normalizer.validate(where);
   weights.bind(where, x.rows(), 1);
-  if constexpr (!std::is_same<GradOut, NoGrad>::value)
+  if constexpr (!std::is_same<GradOut, NoGrad>::value) {
     check_output(where, "grad", grad, x.rows(), x.cols());
+    check_no_alias(where, x, grad);
+  }
   check_finite(where, "logits", x);
   return s;
 }

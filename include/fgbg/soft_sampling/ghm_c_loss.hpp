@@ -230,13 +230,18 @@ class GhmcLoss {
   double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Weights<Scalar> w,
              GhmcState* state, GradOut& grad) const {
     constexpr bool kGrad = !std::is_same<GradOut, detail::NoGrad>::value;
+    if constexpr (kGrad)
+      static_assert(bool(GradOut::Flags & Eigen::LvalueBit), "fgbg: the gradient must be writable");
     using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
     static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
                   "fgbg: the logits must have the loss's scalar type");
     // Checks first: nothing below may throw.
     detail::check_labels(kName, labels, x.rows(), x.cols());
     w.bind(kName, x.rows(), x.cols());
-    if constexpr (kGrad) detail::check_output(kName, "grad", grad, x.rows(), x.cols());
+    if constexpr (kGrad) {
+      detail::check_output(kName, "grad", grad, x.rows(), x.cols());
+      detail::check_no_alias(kName, x, grad);
+    }
     if (state && state->bins() != config_.bins)
       detail::throw_invalid(kName, "state has ", state->bins(), " bins, the loss ", config_.bins);
     if (!state && config_.momentum > 0.0)
