@@ -406,6 +406,10 @@ TEST_CASE("DR loss: bad inputs throw and leave the gradient untouched", "[dr][er
     x(1, 0) = -std::numeric_limits<double>::infinity();
     CHECK_THROWS_WITH(dr.value_and_grad(x, y, g), Catch::Contains("logits(1, 0) is -inf"));
     CHECK_THROWS_AS(dr.value(x, y), std::domain_error);
+    x(1, 0) = 0;
+    x(0, 0) = std::numeric_limits<double>::infinity();  // the positive entry
+    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g), Catch::Contains("logits(0, 0) is inf"));
+    CHECK_THROWS_WITH(dr.value(x, y, groups), Catch::Contains("logits(0, 0) is inf"));
   }
   SECTION("groups of the wrong length or not sorted") {
     Eigen::ArrayXi g2(2);

@@ -36,11 +36,12 @@
 ///
 /// Numerics: both softmaxes are evaluated as streaming log-sum-exp sums (running maximum, sums
 /// rescaled when it grows), accumulated in double, so any λ > 0 and any finite logit (±1e4) give
-/// finite results. Pass 1 reads the logits, writes σ(−|x|) with the sign of x into `grad` and
-/// accumulates the two softmax sums; pass 2 turns that into the gradient. Value-only calls do
-/// pass 1 only. `grad` may alias the logits. Positive entries (at most one per anchor) are handled
-/// by a scalar path in double. No heap allocation (stack tiles of core/dense.hpp). With
-/// FGBG_USE_OPENMP the passes run on threads, and results are bit-identical for any thread count.
+/// finite results. Pass 1 reads the logits and accumulates the two softmax sums (it writes
+/// nothing, so in a pooled call it also serves as the NaN/inf check); pass 2 reads them again and
+/// writes the gradient. Value-only calls do pass 1 only. `grad` may alias the logits. Positive
+/// entries (at most one per anchor) take a scalar path in double. No heap allocation (stack tiles
+/// of core/dense.hpp). With FGBG_USE_OPENMP the passes run on threads, and results are
+/// bit-identical for any thread count.
 ///
 /// Weights (Ω) are not supported: DR reweights entries itself through its softmaxes, and the
 /// reference has no weights. Passing a non-empty Weights throws; select anchors with label −1.
@@ -117,6 +118,7 @@ struct DrSoftmaxSums {
 /// Partial sums of one chunk of tiles.
 struct DrPartial {
   DrSoftmaxSums neg, pos;
+  double probe = 0.0;  ///< Σ x·0 over the logits read: 0 unless one is NaN or ±inf
 };
 
 /// Marker for "one group: the whole call".
@@ -251,17 +253,28 @@ class DRLoss {
     detail::check_labels(kName, labels, n, c);
     if constexpr (kGrouped) check_groups(groups, n);
     if constexpr (kGrad) detail::check_output(kName, "grad", grad, n, c);
-    detail::check_finite(kName, "logits", x);
-    if constexpr (kGrad) detail::prepare_output(kName, "grad", grad, n, c);
 
     if constexpr (!kGrouped) {
-      return evaluate(x, labels, 0, n, grad);
+      // The finiteness check is fused into pass 1, which writes nothing (see two_passes).
+      if constexpr (kGrad) {
+        return evaluate(x, labels, 0, n, grad, [&](bool non_finite) {
+          if (non_finite) detail::check_finite(kName, "logits", x);
+          detail::prepare_output(kName, "grad", grad, n, c);
+        });
+      } else {
+        return evaluate(x, labels, 0, n, grad, [&](bool non_finite) {
+          if (non_finite) detail::check_finite(kName, "logits", x);
+        });
+      }
     } else {
+      // Group k's gradient is written before group k+1 is read: check everything first.
+      detail::check_finite(kName, "logits", x);
+      if constexpr (kGrad) detail::prepare_output(kName, "grad", grad, n, c);
       double total = 0.0;
       for (Index r0 = 0; r0 < n;) {
         Index r1 = r0 + 1;
         while (r1 < n && groups.derived().coeff(r1) == groups.derived().coeff(r0)) ++r1;
-        total += evaluate(x, labels, r0, r1 - r0, grad);
+        total += evaluate(x, labels, r0, r1 - r0, grad, nullptr);
         r0 = r1;
       }
       return total;
@@ -284,23 +297,29 @@ class DRLoss {
   }
 
   /// DR loss of rows [r0, r0 + rows) alone; writes those rows of the gradient.
-  template <typename XD, typename LD, typename GradOut>
+  template <typename XD, typename LD, typename GradOut, typename BeforeWriting>
   double evaluate(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Index r0,
-                  Index rows, GradOut& grad) const {
+                  Index rows, GradOut& grad, BeforeWriting&& before_writing) const {
     const auto xb = x.derived().middleRows(r0, rows);
     if constexpr (std::is_same<GradOut, detail::NoGrad>::value) {
-      return two_passes(xb, labels, r0, grad);
+      return two_passes(xb, labels, r0, grad, before_writing);
     } else {
       auto gb = grad.derived().middleRows(r0, rows);
-      return two_passes(xb, labels, r0, gb);
+      return two_passes(xb, labels, r0, gb, before_writing);
     }
   }
 
-  /// Pass 1 (sums), the scalar finish, pass 2 (gradient) over one block of rows.
-  template <typename XB, typename LD, typename GradOut>
+  /// Pass 1 (sums; reads the logits, writes nothing), the scalar finish, pass 2 (reads the
+  /// logits again, writes the gradient) over one block of rows. Unless `before_writing` is
+  /// nullptr, pass 1 also probes the logits for NaN/inf (Σ x·0 is NaN iff one is) and
+  /// `before_writing(probe_fired)` runs between the passes: it runs the full finiteness check
+  /// when the probe fired (which throws, naming the element, before anything is written) and
+  /// prepares the gradient.
+  template <typename XB, typename LD, typename GradOut, typename BeforeWriting>
   double two_passes(const Eigen::DenseBase<XB>& x, const Eigen::DenseBase<LD>& labels, Index label0,
-                    GradOut& grad) const {
+                    GradOut& grad, BeforeWriting&& before_writing) const {
     constexpr bool kGrad = !std::is_same<GradOut, detail::NoGrad>::value;
+    constexpr bool kProbe = !std::is_same<std::decay_t<BeforeWriting>, std::nullptr_t>::value;
     using detail::kTileElems;
     const double beta_neg = static_cast<double>(Scalar(1) / config_.neg_lambda);
     const double beta_pos = 1.0 / static_cast<double>(config_.pos_lambda);
@@ -317,20 +336,13 @@ class DRLoss {
 #endif
     for (Index k = 0; k < chunks; ++k) {
       alignas(64) Scalar xbuf[kTileElems];
-      alignas(64) Scalar gbuf[kTileElems];
-      alignas(64) Scalar scratch[3 * kTileElems];
+      alignas(64) Scalar scratch[2 * kTileElems];
       detail::DrPartial part;
       for (Index i = k * tiles / chunks, last = (k + 1) * tiles / chunks; i < last; ++i) {
         const detail::Tile t = grid.tile(i);
         const Scalar* xt = detail::load_tile(x, t, xbuf);
-        if constexpr (kGrad) {
-          Scalar* vt = detail::output_tile(grad, t, gbuf);
-          sums_tile(t, xt, vt, labels, label0, part, beta_neg, beta_pos, scratch);
-          detail::store_tile(grad, t, vt, gbuf);
-        } else {
-          sums_tile(t, xt, scratch + 2 * kTileElems, labels, label0, part, beta_neg, beta_pos,
-                    scratch);
-        }
+        if constexpr (kProbe) part.probe += (Eigen::Map<const Vec>(xt, t.size()) * Scalar(0)).sum();
+        sums_tile(t, xt, labels, label0, part, beta_neg, beta_pos, scratch);
       }
       partial[k] = part;
     }
@@ -338,7 +350,9 @@ class DRLoss {
     for (Index k = 0; k < chunks; ++k) {
       total.neg.merge(partial[k].neg, beta_neg);
       total.pos.merge(partial[k].pos, beta_pos);
+      total.probe += partial[k].probe;
     }
+    if constexpr (kProbe) before_writing(!(total.probe == 0.0));  // throws on NaN / inf
 
     // The scalar finish, in double.
     const double d_neg = total.neg.mean(0.0), d_pos = total.pos.mean(1.0);
@@ -363,13 +377,13 @@ class DRLoss {
 #pragma omp parallel for schedule(static) if (parallel)
 #endif
       for (Index i = 0; i < tiles; ++i) {
+        alignas(64) Scalar xbuf[kTileElems];
         alignas(64) Scalar gbuf[kTileElems];
-        alignas(64) Scalar scratch[kTileElems];
+        alignas(64) Scalar scratch[2 * kTileElems];
         const detail::Tile t = grid.tile(i);
-        const Scalar* vt = detail::load_tile(grad, t, gbuf);
+        const Scalar* xt = detail::load_tile(x, t, xbuf);
         Scalar* gt = detail::output_tile(grad, t, gbuf);
-        if (gt != vt) std::copy(vt, vt + t.size(), gt);
-        grad_tile(t, gt, labels, label0, co, scratch);
+        grad_tile(t, xt, gt, labels, label0, co, scratch);
         detail::store_tile(grad, t, gt, gbuf);
       }
     }
@@ -382,13 +396,6 @@ class DRLoss {
     Scalar c_neg, max_neg, d_neg, beta_neg;  // A / s0⁻, max p over N, D₋, 1/λ₋
     double c_pos, max_pos, d_pos, beta_pos;  // −A / s0⁺, max of −p over P, D₊, 1/λ₊
   };
-
-  /// Decodes what pass 1 stored, v = σ(−|x|) carrying the sign of x (−0 for x < 0 in the far
-  /// tail): p = σ(x) in double.
-  static double decode_p(Scalar v) {
-    const double s = std::abs(static_cast<double>(v));
-    return std::signbit(v) ? s : 1.0 - s;
-  }
 
   /// Calls f(first, count, is_positive) for the entries of a tile that are not negatives: each
   /// ignored row (count = tile width) and the positive entry of each foreground row (count = 1).
@@ -406,34 +413,37 @@ class DRLoss {
     }
   }
 
-  /// Pass 1 on one tile: stores v = ±σ(−|x|) in `vp`, accumulates the softmax sums.
+  /// s = σ(−|x|) into `sp` and p = σ(x) into `pp` for one tile (identical in both passes).
+  /// The select is a branch-free loop the compiler vectorises (Eigen 3.4's select is not
+  /// vectorised); products with f ∈ {0, 1} are exact.
+  static void probabilities(const Scalar* xp, Index n, Scalar* sp, Scalar* pp) {
+    Eigen::Map<Vec> e(sp, n);
+    e = array::exp_neg_abs(Eigen::Map<const Vec>(xp, n));
+    e = e / (Scalar(1) + e);  // exact in both tails
+    for (Index i = 0; i < n; ++i) {
+      const Scalar f = static_cast<Scalar>(xp[i] >= Scalar(0));
+      pp[i] = f * (Scalar(1) - sp[i]) + (Scalar(1) - f) * sp[i];
+    }
+  }
+
+  /// Pass 1 on one tile: accumulates the softmax sums.
   template <typename LD>
-  void sums_tile(const detail::Tile& t, const Scalar* xp, Scalar* vp,
-                 const Eigen::DenseBase<LD>& labels, Index label0, detail::DrPartial& part,
-                 double beta_neg, double beta_pos, Scalar* scratch) const {
+  void sums_tile(const detail::Tile& t, const Scalar* xp, const Eigen::DenseBase<LD>& labels,
+                 Index label0, detail::DrPartial& part, double beta_neg, double beta_pos,
+                 Scalar* scratch) const {
     const Index n = t.size();
     Scalar* sp = scratch;
     Scalar* pp = scratch + detail::kTileElems;
-    Eigen::Map<Vec> e(sp, n), p(pp, n);
-    e = array::exp_neg_abs(Eigen::Map<const Vec>(xp, n));
-    e = e / (Scalar(1) + e);  // s = σ(−|x|), exact in both tails
-    // p = σ(x) and v = s with the sign of x, in a branch-free loop the compiler vectorises
-    // (Eigen 3.4's select is not vectorised; products with f ∈ {0, 1} are exact). This is the
-    // last read of x: `vp` may alias `xp`.
-    for (Index i = 0; i < n; ++i) {
-      const Scalar f = static_cast<Scalar>(xp[i] >= Scalar(0));
-      const Scalar s = sp[i];
-      pp[i] = f * (Scalar(1) - s) + (Scalar(1) - f) * s;
-      vp[i] = (Scalar(2) * f - Scalar(1)) * s;
-    }
-    // Positives go to the scalar path; they and ignored rows are masked out with p = −1.
+    probabilities(xp, n, sp, pp);
+    // Positives go to the scalar path (double); they and ignored rows are masked with p = −1.
     for_non_negatives(t, labels, label0, [&](Index j, Index count, bool positive) {
       if (positive) {
-        const double pj = decode_p(vp[j]);
+        const double pj = sigmoid(static_cast<double>(xp[j]));
         part.pos.add(-pj, pj, beta_pos);
       }
       std::fill(pp + j, pp + j + count, Scalar(-1));
     });
+    Eigen::Map<Vec> e(sp, n), p(pp, n);
     const Scalar tile_max = p.maxCoeff();
     if (tile_max < Scalar(0)) return;  // no negative entry in this tile
     part.neg.raise_to(static_cast<double>(tile_max), beta_neg);
@@ -445,41 +455,36 @@ class DRLoss {
     part.neg.any = true;
   }
 
-  /// Pass 2 on one tile: `gp` holds v from pass 1 on entry and the gradient on exit.
+  /// Pass 2 on one tile: the gradient of the tile from its logits (`gp` may alias `xp`).
   template <typename LD>
-  void grad_tile(const detail::Tile& t, Scalar* gp, const Eigen::DenseBase<LD>& labels,
-                 Index label0, const Coefficients& co, Scalar* scratch) const {
+  void grad_tile(const detail::Tile& t, const Scalar* xp, Scalar* gp,
+                 const Eigen::DenseBase<LD>& labels, Index label0, const Coefficients& co,
+                 Scalar* scratch) const {
     const Index n = t.size();
-    // Positives first, in double, from their v before the vectorised part overwrites it.
+    // Positives first, in double, before anything is written.
     Index pos_index[detail::kTileElems];
     Scalar pos_grad[detail::kTileElems];
     Index num_pos = 0;
     for_non_negatives(t, labels, label0, [&](Index j, Index, bool positive) {
       if (!positive) return;
-      const double s = std::abs(static_cast<double>(gp[j]));
-      const double pj = decode_p(gp[j]);
+      const double xj = static_cast<double>(xp[j]);
+      const double pj = sigmoid(xj), s = sigmoid(-std::abs(xj));
       const double w = std::exp(co.beta_pos * (-pj - co.max_pos));
       pos_index[num_pos] = j;
       pos_grad[num_pos++] =
           static_cast<Scalar>(co.c_pos * w * (1.0 - (pj - co.d_pos) * co.beta_pos) * s * (1.0 - s));
     });
-    Eigen::Map<Vec> g(gp, n), p(scratch, n);
     if (co.any_neg) {
-      // p = σ(x) and σ'(x) = s(1−s) from v. p ≤ max_neg for every negative, so the clamp only
-      // touches entries overwritten below and far-tail entries stored as v = −0 (decoded as
-      // p = 1, but their σ'(x) is 0).
-      Scalar* pp = scratch;
-      for (Index i = 0; i < n; ++i) {  // branch-free, as in pass 1
-        const Scalar v = gp[i];
-        const Scalar f = static_cast<Scalar>(v >= Scalar(0));
-        const Scalar s = std::abs(v);
-        pp[i] = std::min(f * (Scalar(1) - s) + (Scalar(1) - f) * s, co.max_neg);
-        gp[i] = s * (Scalar(1) - s);
-      }
+      Scalar* sp = scratch;
+      Scalar* pp = scratch + detail::kTileElems;
+      probabilities(xp, n, sp, pp);
+      Eigen::Map<Vec> s(sp, n), p(pp, n), g(gp, n);
+      // p ≤ max_neg for every negative; the clamp only touches entries overwritten below.
+      p = p.min(co.max_neg);
       g = co.c_neg * ((p - co.max_neg) * co.beta_neg).exp() *
-          (Scalar(1) + (p - co.d_neg) * co.beta_neg) * g;
+          (Scalar(1) + (p - co.d_neg) * co.beta_neg) * s * (Scalar(1) - s);
     } else {
-      g.setZero();
+      std::fill(gp, gp + n, Scalar(0));
     }
     for_non_negatives(t, labels, label0, [&](Index j, Index count, bool) {
       std::fill(gp + j, gp + j + count, Scalar(0));
