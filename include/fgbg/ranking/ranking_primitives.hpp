@@ -115,15 +115,15 @@ inline std::uint32_t bound_in(const double* v, std::uint32_t begin, std::uint32_
 }
 
 /// O(1)-expected window search over a sorted array: a uniform bucket grid over [v_0, v_{n−1}]
-/// (4n buckets) maps a query to the index range of its bucket, then the answer is found inside
-/// that range only: by a branch-free count of 4 elements when the range is that short (the
+/// (8n buckets) maps a query to the index range of its bucket, then the answer is found inside
+/// that range only: by a branch-free count of 2 elements when the range is that short (the
 /// common case), else by a branch-free binary search. Exact: the bucket function is monotone,
 /// so every element of an earlier bucket is < the query and every element of a later bucket is
 /// > it (which is also why counting past the range's end is harmless; the array is padded with
 /// +inf). The worst case (all elements in one bucket) is the plain O(log n) search.
 class BucketedSearch {
  public:
-  static constexpr std::uint32_t kScan = 4;
+  static constexpr std::uint32_t kScan = 2;
 
   /// Indexes the sorted v[0..n) and copies it (with kScan +inf sentinels).
   void build(const double* v, std::uint32_t n) {
@@ -136,7 +136,7 @@ class BucketedSearch {
     v0_ = n ? v[0] : 0.0;
     if (n > 1) {
       const double range = v[n - 1] - v[0];
-      const std::uint32_t m = n > (1u << 24) ? (1u << 26) : 4 * n;
+      const std::uint32_t m = n > (1u << 23) ? (1u << 26) : 8 * n;
       const double inv = static_cast<double>(m) / range;
       if (range > 0 && std::isfinite(inv) && inv > 0) {
         m_ = m;
@@ -150,7 +150,7 @@ class BucketedSearch {
   }
 
   void reserve(std::size_t n) {
-    start_.reserve(4 * n + 2);
+    start_.reserve(8 * n + 2);
     v_.reserve(n + kScan);
   }
 
