@@ -24,10 +24,11 @@
 ///   sigmoid: ∂L/∂x_{i,c_i−1} = (ŵ_i / A) (ℓ_i − ℓ̄) k ρ_i (1 − s_i)        (other columns 0)
 ///   softmax: ∂L/∂x_{i,c}     = (ŵ_i / A) (ℓ_i − ℓ̄) k ρ_i (1[c = c_i] − p_{i,c})
 ///
-/// Numerics: u is handled in the log domain (log u = k·log(b + (1 − b)s), with log s from
-/// log-sigmoid or x − logsumexp), and ŵ = P·exp(log u_i − logsumexp_j log u_j), so saturated
-/// scores stay finite even for b = 0, where the reference returns NaN once every s underflows
-/// to 0 (here ŵ is the limit). 1 − s is σ(−x) for sigmoid heads. Sums are in double.
+/// Numerics: for b > 0, u ≥ b^k and Σu is summed directly; for b = 0, u is handled in the log
+/// domain (log u = k·log s, with log s from log-sigmoid or x − logsumexp) and
+/// ŵ = P·exp(log u_i − logsumexp_j log u_j), so saturated scores stay finite where the reference
+/// returns NaN once every s underflows to 0 (here ŵ is the limit). s and 1 − s come from one
+/// exp(−|x|) for sigmoid heads. Per-positive arithmetic and sums are in double.
 ///
 /// Normalisation: A from the Normalizer (elements are rows): `num_positives` (default,
 /// max(1, P): mmdetection's PISA RetinaNet passes the number of positives), `mean` (max(1,
@@ -153,35 +154,76 @@ class CarlLoss {
     auto& out = detail::pisa_prepare_vector(out_, logits.rows());
     out.setZero();
     detail::pisa_scan_labels(labels, [&](Index i, auto l) {
-      out.coeffRef(i) = static_cast<Scalar>(s.weight(log_u(logits, i, static_cast<Label>(l))));
+      out.coeffRef(i) =
+          static_cast<Scalar>(s.weight(evaluate(logits, i, static_cast<Label>(l)).key));
     });
   }
 
  private:
   struct Nothing {};
 
-  /// Streaming log-sum-exp of log u with the u-weighted sum of ℓ.
+  /// Σu and Σuℓ. Direct mode (b > 0: u ≥ b^k cannot underflow) sums u itself; log mode
+  /// (b = 0) streams a log-sum-exp of log u, so ŵ stays finite when every score underflows.
   struct Sums {
+    bool direct = true;
     double p = 0;                                         ///< number of positives
-    double m = -std::numeric_limits<double>::infinity();  ///< running max of log u
-    double su = 0;                                        ///< Σ exp(log u − m)
-    double sul = 0;                                       ///< Σ exp(log u − m) ℓ
-    void add(double lu, double l) {
+    double m = -std::numeric_limits<double>::infinity();  ///< log mode: running max of log u
+    double su = 0;                                        ///< Σ u (log mode: Σ exp(log u − m))
+    double sul = 0;                                       ///< Σ u ℓ (log mode: scaled alike)
+    void add(double key, double l) {
       p += 1;
-      if (lu > m) {
-        const double f = std::exp(m - lu);  // 0 on the first call
+      if (direct) {
+        su += key;
+        sul += key * l;
+      } else if (key > m) {
+        const double f = std::exp(m - key);  // 0 on the first call
         su = su * f + 1.0;
         sul = sul * f + l;
-        m = lu;
+        m = key;
       } else {
-        const double e = std::exp(lu - m);
+        const double e = std::exp(key - m);
         su += e;
         sul += e * l;
       }
     }
-    double weight(double lu) const { return p * std::exp(lu - m) / su; }  ///< ŵ
-    double mean_loss() const { return sul / su; }                         ///< ℓ̄
+    double weight(double key) const {  ///< ŵ from u (direct) or log u
+      return direct ? p * key / su : p * std::exp(key - m) / su;
+    }
+    double mean_loss() const { return sul / su; }  ///< ℓ̄
   };
+
+  /// What CARL needs of one positive row: s, 1 − s (sigmoid heads), the row's log-sum-exp
+  /// (softmax heads) and the key (u in direct mode, log u in log mode).
+  struct Positive {
+    double s = 0, one_minus_s = 0, lse = 0, key = 0;
+  };
+
+  bool direct_mode() const { return config_.bias > Scalar(0); }
+
+  template <typename XD>
+  Positive evaluate(const Eigen::DenseBase<XD>& x, Index i, Label l) const {
+    const double b = static_cast<double>(config_.bias), k = static_cast<double>(config_.k);
+    Positive r;
+    double log_s = 0;
+    if (config_.sigmoid) {
+      const double xv = static_cast<double>(x.derived().coeff(i, l - 1));
+      const double e = std::exp(-std::abs(xv)), inv = 1.0 / (1.0 + e);
+      r.s = xv >= 0 ? inv : e * inv;
+      r.one_minus_s = xv >= 0 ? e * inv : inv;
+      if (!direct_mode()) log_s = -(std::max(-xv, 0.0) + std::log1p(e));  // log σ(x)
+    } else {
+      r.lse = row_lse(x, i);
+      log_s = static_cast<double>(x.derived().coeff(i, l)) - r.lse;
+      r.s = std::exp(log_s);
+    }
+    if (direct_mode()) {
+      const double base = b + (1.0 - b) * r.s;
+      r.key = k == 1.0 ? base : k == 2.0 ? base * base : std::pow(base, k);
+    } else {
+      r.key = k * log_s;  // b = 0: log u = k log s
+    }
+    return r;
+  }
 
   /// Number of classes C of the logits; throws for a bad head shape.
   template <typename XD>
@@ -241,32 +283,14 @@ class CarlLoss {
     return static_cast<double>(m) + std::log(static_cast<double>(sum));
   }
 
-  /// log s of positive row i with label l (in 1..C), and the row's lse for softmax heads.
-  template <typename XD>
-  double log_score(const Eigen::DenseBase<XD>& x, Index i, Label l, double& lse) const {
-    if (config_.sigmoid) return log_sigmoid(static_cast<double>(x.derived().coeff(i, l - 1)));
-    lse = row_lse(x, i);
-    return static_cast<double>(x.derived().coeff(i, l)) - lse;
-  }
-
-  double log_u_from_log_s(double ls) const {
-    const double b = static_cast<double>(config_.bias), k = static_cast<double>(config_.k);
-    if (b == 0.0) return k * ls;
-    return k * std::log(b + (1.0 - b) * std::exp(ls));
-  }
-
-  template <typename XD>
-  double log_u(const Eigen::DenseBase<XD>& x, Index i, Label l) const {
-    double lse = 0;
-    return log_u_from_log_s(log_score(x, i, l, lse));
-  }
-
   template <typename XD, typename LD, typename RegAt>
   Sums sums(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
             const RegAt& reg_at) const {
     Sums s;
-    detail::pisa_scan_labels(
-        labels, [&](Index i, auto l) { s.add(log_u(x, i, static_cast<Label>(l)), reg_at(i)); });
+    s.direct = direct_mode();
+    detail::pisa_scan_labels(labels, [&](Index i, auto l) {
+      s.add(evaluate(x, i, static_cast<Label>(l)).key, reg_at(i));
+    });
     return s;
   }
 
@@ -319,22 +343,18 @@ class CarlLoss {
       const double lbar = s.mean_loss();
       detail::pisa_scan_labels(labels, [&](Index i, auto label) {
         const Label l = static_cast<Label>(label);
-        double lse = 0;
-        const double ls = log_score(x, i, l, lse);
-        const double lu = log_u_from_log_s(ls);
-        const double wi = s.weight(lu);
-        const double sc = std::exp(ls);
-        const double rho = b == 0.0 ? 1.0 : (1.0 - b) * sc / (b + (1.0 - b) * sc);
+        const Positive q = evaluate(x, i, l);
+        const double wi = s.weight(q.key);
+        const double rho = b == 0.0 ? 1.0 : (1.0 - b) * q.s / (b + (1.0 - b) * q.s);
         const double g = wi / a * (reg_at(i) - lbar) * k * rho;
         grad_reg.coeffRef(i) += static_cast<Scalar>(wi / a);
         if (config_.sigmoid) {
-          const double one_minus_s = sigmoid(-static_cast<double>(x.derived().coeff(i, l - 1)));
-          grad.derived().coeffRef(i, l - 1) += static_cast<Scalar>(g * one_minus_s);
+          grad.derived().coeffRef(i, l - 1) += static_cast<Scalar>(g * q.one_minus_s);
         } else {
           // ∂/∂x_c = g (1[c = l] − p_c), p_c = exp(x_c − lse)
           auto row = grad.derived().row(i);
           row.array() -= static_cast<Scalar>(g) *
-                         (x.derived().row(i).array() - static_cast<Scalar>(lse)).exp();
+                         (x.derived().row(i).array() - static_cast<Scalar>(q.lse)).exp();
           row.coeffRef(l) += static_cast<Scalar>(g);
         }
       });

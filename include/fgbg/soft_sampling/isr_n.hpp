@@ -55,6 +55,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -84,12 +85,25 @@ struct NmsMatchWorkspace {
   std::vector<Index> order;                    ///< box ids in (score desc, id asc) order
   std::vector<Scalar> sorted;                  ///< boxes in that order, row-major V × 4
   std::vector<detail::BoxTile<Scalar>> tiles;  ///< the same, as 64-box tiles
-  std::vector<char> suppressed;
-  std::vector<Index> alive;       ///< per tile: boxes neither suppressed nor visited
-  std::vector<Index> local_rank;  ///< by sorted position: rank within the group
+  std::vector<std::uint64_t> alive;  ///< per tile: bit mask of boxes neither suppressed nor visited
+  std::vector<Index> local_rank;     ///< by sorted position: rank within the group
 };
 
 namespace detail {
+
+/// Index of the lowest set bit of a non-zero mask.
+inline int pisa_lowest_bit(std::uint64_t m) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctzll(m);
+#else
+  int j = 0;
+  while (!(m & 1)) {
+    m >>= 1;
+    ++j;
+  }
+  return j;
+#endif
+}
 
 /// Greedy NMS matching over `ws.sorted` (v boxes, already sorted by score descending). Fills
 /// ws.local_rank and, if `groups` is not null, the groups as sorted positions.
@@ -103,37 +117,38 @@ void nms_match_sorted(Index v, double iou_thr, NmsMatchWorkspace<Scalar>& ws,
                                                                                    v, 4);
   for (Index t = 0; t < ntiles; ++t)
     ws.tiles[t].load(boxes, t * Tile::kSize, std::min(Tile::kSize, v - t * Tile::kSize));
-  ws.suppressed.assign(static_cast<std::size_t>(v), 0);
   ws.local_rank.assign(static_cast<std::size_t>(v), 0);
-  // alive[t]: boxes of tile t not yet suppressed (a box stops being a candidate once it is
-  // suppressed or has been visited), so exhausted tiles are skipped.
+  // alive[t]: bit j set while box t·64 + j is neither suppressed nor visited, so each kept box
+  // looks only at live boxes after it, and exhausted tiles are skipped.
+  static_assert(Tile::kSize == 64, "one 64-bit mask per tile");
   ws.alive.resize(static_cast<std::size_t>(ntiles));
-  for (Index t = 0; t < ntiles; ++t) ws.alive[t] = ws.tiles[t].n;
+  for (Index t = 0; t < ntiles; ++t)
+    ws.alive[t] = ws.tiles[t].n == 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << ws.tiles[t].n) - 1;
   const Scalar thr = static_cast<Scalar>(iou_thr);
   typename Tile::Vec iou;
   for (Index i = 0; i < v; ++i) {
-    if (ws.suppressed[i]) continue;
-    --ws.alive[i / Tile::kSize];  // i is visited (kept)
+    const std::uint64_t bit = std::uint64_t(1) << (i % 64);
+    if (!(ws.alive[i / 64] & bit)) continue;  // suppressed
+    ws.alive[i / 64] &= ~bit;                 // visited (kept)
     if (groups) {
       groups->begin.push_back(static_cast<Index>(groups->members.size()));
       groups->members.push_back(i);
     }
     Index rank = 0;
     const Scalar* b = ws.sorted.data() + 4 * i;
-    for (Index t = (i + 1) / Tile::kSize; t < ntiles; ++t) {
+    for (Index t = i / 64; t < ntiles; ++t) {
       if (ws.alive[t] == 0) continue;
-      const Tile& tile = ws.tiles[t];
-      tile.iou_with(b[0], b[1], b[2], b[3], iou);
-      if (!(iou >= thr).any()) continue;
-      const Index base = t * Tile::kSize;
-      for (Index j = std::max<Index>(0, i + 1 - base); j < tile.n; ++j) {
-        const Index p = base + j;
-        if (!ws.suppressed[p] && iou[j] >= thr) {
-          ws.suppressed[p] = 1;
-          --ws.alive[t];
-          ws.local_rank[p] = ++rank;
-          if (groups) groups->members.push_back(p);
-        }
+      ws.tiles[t].iou_with(b[0], b[1], b[2], b[3], iou);
+      std::uint64_t hit = 0;
+      for (int j = 0; j < 64; ++j) hit |= std::uint64_t(iou[j] >= thr) << j;
+      hit &= ws.alive[t];
+      ws.alive[t] &= ~hit;
+      while (hit) {  // in increasing position, i.e. score order
+        const int j = pisa_lowest_bit(hit);
+        hit &= hit - 1;
+        const Index p = t * 64 + j;
+        ws.local_rank[p] = ++rank;
+        if (groups) groups->members.push_back(p);
       }
     }
   }
