@@ -704,3 +704,117 @@ TEST_CASE("ranking primitives: bucketed window search equals std::upper_bound / 
   CHECK(mismatches == 0);
   CHECK(checked > 50000);
 }
+
+// ------------------------------------------------------------------------------------------
+// Per-group rankings
+// ------------------------------------------------------------------------------------------
+
+TEMPLATE_TEST_CASE("ranking losses: per-group rankings equal separate calls, averaged",
+                   "[ap][alrp][rs][groups]", float, double) {
+  using S = TestType;
+  std::mt19937_64 rng(23);
+  fgbg::RankingWorkspace ws;
+  for (int it = 0; it < 40; ++it) {
+    RandomCase rc;
+    do rc = random_case(rng, 2);
+    while (rc.x.rows() < 12);
+    const Index n = rc.x.rows(), c = rc.x.cols();
+    const RowArray<S> x = rc.x.cast<S>();
+    const Vec<S> iou = rc.aux.cast<S>();
+    const Vec<S> loc = (S(1) - iou).max(S(0));
+    // 3–4 groups (images) of consecutive anchors; one group may be without positives
+    Eigen::ArrayXi groups(n);
+    const Index cut1 = n / 3, cut2 = n / 2, cut3 = n - 2;
+    for (Index a = 0; a < n; ++a) groups[a] = a < cut1 ? 0 : (a < cut2 ? 1 : (a < cut3 ? 5 : 7));
+    fgbg::LabelVector y = rc.y;
+    if (it % 2 == 0)
+      for (Index a = cut2; a < cut3; ++a) y[a] = std::min(y[a], 0);  // group 5: no positives
+    const Index bounds[] = {0, cut1, cut2, cut3, n};
+    INFO("iteration " << it << ", N = " << n);
+
+    const fgbg::APLoss<S> ap({rc.delta, true});
+    const fgbg::ALRPLoss<S> alrp({rc.delta, 1e-5});
+    const fgbg::RankSortLoss<S> rs({rc.delta, 1e-10});
+    RowArray<S> g(n, c), want_g(n, c), gb;
+    Vec<S> gl(n), rank(n), want_gl(n), want_rank(n), glb, rankb;
+
+    // expected: one call per group, averaged over the groups with positives
+    double ap_sum = 0, cls_sum = 0, loc_sum = 0, rank_sum = 0, sort_sum = 0;
+    int ap_groups = 0, rs_groups = 0;
+    RowArray<double> ap_g(n, c), alrp_g(n, c), rs_g(n, c);
+    Vec<double> alrp_gl(n), alrp_rank(n);
+    for (int k = 0; k < 4; ++k) {
+      const Index f = bounds[k], len = bounds[k + 1] - bounds[k];
+      const RowArray<S> xb = x.middleRows(f, len);
+      const fgbg::LabelVector yb = y.segment(f, len);
+      const Vec<S> iob = iou.segment(f, len), lob = loc.segment(f, len);
+      const bool has_pos = (yb > 0).any();
+      bool has_rs_pos = false;
+      for (Index a = 0; a < len; ++a) has_rs_pos |= yb[a] > 0 && iob[a] > 0;
+      ap_groups += has_pos;
+      rs_groups += has_rs_pos;
+      ap_sum += ap.value_and_grad(xb, yb, gb, ws);
+      ap_g.middleRows(f, len) = gb.template cast<double>();
+      const auto va = alrp.value_and_grad(xb, yb, lob, gb, glb, rankb, ws);
+      cls_sum += va.cls;
+      loc_sum += va.loc;
+      alrp_g.middleRows(f, len) = gb.template cast<double>();
+      alrp_gl.segment(f, len) = glb.template cast<double>();
+      alrp_rank.segment(f, len) = rankb.template cast<double>();
+      const auto vr = rs.value_and_grad(xb, yb, iob, gb, ws);
+      rank_sum += vr.rank;
+      sort_sum += vr.sort;
+      rs_g.middleRows(f, len) = gb.template cast<double>();
+    }
+    const double tol = std::is_same<S, double>::value ? 1e-12 : 1e-5;
+    const auto close_arr = [&](const auto& got, const auto& want, double div) {
+      const double scale = std::max(1.0, want.abs().maxCoeff() / div);
+      return ((got.template cast<double>() - want / div).abs() <= tol * scale).all();
+    };
+    const double dap = std::max(1, ap_groups), drs = std::max(1, rs_groups);
+    const S v = ap.value_and_grad_per_group(x, y, groups, g, ws);
+    CHECK(std::abs(v - ap_sum / dap) <= tol);
+    CHECK(close_arr(g, ap_g, dap));
+    const auto va = alrp.value_and_grad_per_group(x, y, loc, groups, g, gl, rank, ws);
+    CHECK(std::abs(va.cls - cls_sum / dap) <= tol);
+    CHECK(std::abs(va.loc - loc_sum / dap) <= tol);
+    CHECK(close_arr(g, alrp_g, dap));
+    CHECK(close_arr(gl, alrp_gl, dap));
+    CHECK(close_arr(rank, alrp_rank, 1.0));
+    const auto vr = rs.value_and_grad_per_group(x, y, iou, groups, g, ws);
+    CHECK(std::abs(vr.rank - rank_sum / drs) <= tol);
+    CHECK(std::abs(vr.sort - sort_sum / drs) <= tol);
+    CHECK(close_arr(g, rs_g, drs));
+  }
+}
+
+TEST_CASE("ranking losses: per-group errors leave outputs untouched", "[groups][errors]") {
+  RowArray<double> x(4, 2);
+  x << 1, 2, 3, 4, 5, 6, 7, 8;
+  fgbg::LabelVector y(4);
+  y << 1, 0, 2, -1;
+  Vec<double> iou(4);
+  iou << 0.5, 0, 0.8, 0;
+  Eigen::ArrayXi groups(4);
+  groups << 0, 1, 0, 1;  // not one run per group
+  RowArray<double> g = RowArray<double>::Constant(4, 2, 42.0);
+  Vec<double> gl = Vec<double>::Constant(4, 42.0), rank = Vec<double>::Constant(4, 42.0);
+  fgbg::RankingWorkspace ws;
+  CHECK_THROWS_AS(fgbg::APLoss<double>().value_and_grad_per_group(x, y, groups, g, ws),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(fgbg::RankSortLoss<double>().value_and_grad_per_group(x, y, iou, groups, g, ws),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(
+      fgbg::ALRPLoss<double>().value_and_grad_per_group(x, y, iou, groups, g, gl, rank, ws),
+      std::invalid_argument);
+  Eigen::ArrayXi short_groups = Eigen::ArrayXi::Zero(3);
+  CHECK_THROWS_AS(fgbg::APLoss<double>().value_and_grad_per_group(x, y, short_groups, g, ws),
+                  std::invalid_argument);
+  x(3, 1) = std::nan("");
+  groups << 0, 0, 1, 1;
+  CHECK_THROWS_AS(fgbg::APLoss<double>().value_and_grad_per_group(x, y, groups, g, ws),
+                  std::domain_error);
+  CHECK((g == 42.0).all());
+  CHECK((gl == 42.0).all());
+  CHECK((rank == 42.0).all());
+}

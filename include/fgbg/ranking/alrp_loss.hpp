@@ -144,7 +144,7 @@ class ALRPLoss {
   Value value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
               const Eigen::DenseBase<ED>& loc_error, RankingWorkspace& ws) const {
     detail::NoOutput none;
-    return run(logits, labels, loc_error, none, none, none, ws);
+    return make(run(logits, labels, loc_error, none, none, none, ws));
   }
 
   /// Both components; the classification update into `grad` (N × C, NOT ∂cls/∂logits, see the
@@ -154,8 +154,8 @@ class ALRPLoss {
                        const Eigen::DenseBase<ED>& loc_error, const Eigen::DenseBase<GD>& grad,
                        const Eigen::DenseBase<GED>& grad_loc_error, RankingWorkspace& ws) const {
     detail::NoOutput none;
-    return run(logits, labels, loc_error, const_cast<Eigen::DenseBase<GD>&>(grad),
-               const_cast<Eigen::DenseBase<GED>&>(grad_loc_error), none, ws);
+    return make(run(logits, labels, loc_error, const_cast<Eigen::DenseBase<GD>&>(grad),
+                    const_cast<Eigen::DenseBase<GED>&>(grad_loc_error), none, ws));
   }
 
   /// As above, also writing the smoothed rank R_i of every positive anchor into `rank`
@@ -165,9 +165,9 @@ class ALRPLoss {
                        const Eigen::DenseBase<ED>& loc_error, const Eigen::DenseBase<GD>& grad,
                        const Eigen::DenseBase<GED>& grad_loc_error,
                        const Eigen::DenseBase<RD>& rank, RankingWorkspace& ws) const {
-    return run(logits, labels, loc_error, const_cast<Eigen::DenseBase<GD>&>(grad),
-               const_cast<Eigen::DenseBase<GED>&>(grad_loc_error),
-               const_cast<Eigen::DenseBase<RD>&>(rank), ws);
+    return make(run(logits, labels, loc_error, const_cast<Eigen::DenseBase<GD>&>(grad),
+                    const_cast<Eigen::DenseBase<GED>&>(grad_loc_error),
+                    const_cast<Eigen::DenseBase<RD>&>(rank), ws));
   }
 
   /// value_and_grad with a temporary workspace (allocates).
@@ -179,11 +179,66 @@ class ALRPLoss {
     return value_and_grad(logits, labels, loc_error, grad, grad_loc_error, ws);
   }
 
+  /// One ranking per group (e.g. per image); see APLoss::value_and_grad_per_group. cls and loc
+  /// are means over the groups with at least one positive, and each group's update and
+  /// ∂loc/∂ℓ are divided by that number; `rank` holds each group's own ranks. Labels, loc
+  /// errors, groups and the vector outputs must be vectors at compile time.
+  template <typename XD, typename LD, typename ED, typename GrD, typename GD, typename GED,
+            typename RD>
+  Value value_and_grad_per_group(const Eigen::DenseBase<XD>& logits,
+                                 const Eigen::DenseBase<LD>& labels,
+                                 const Eigen::DenseBase<ED>& loc_error,
+                                 const Eigen::DenseBase<GrD>& groups,
+                                 const Eigen::DenseBase<GD>& grad,
+                                 const Eigen::DenseBase<GED>& grad_loc_error,
+                                 const Eigen::DenseBase<RD>& rank, RankingWorkspace& ws) const {
+    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    auto& gl = const_cast<Eigen::DenseBase<GED>&>(grad_loc_error);
+    auto& rk = const_cast<Eigen::DenseBase<RD>&>(rank);
+    const Index n = logits.rows();
+    detail::check_ranking_call<Scalar>(kName, logits, labels, g);
+    detail::check_positive_side_input<Scalar>(kName, "loc_error", loc_error, labels, 0.0,
+                                              std::numeric_limits<double>::infinity(), "[0, inf)");
+    detail::check_groups(kName, groups, n);
+    detail::prepare_vector_output(kName, "grad_loc_error", gl, n, false);
+    detail::prepare_vector_output(kName, "rank", rk, n, false);
+    detail::prepare_output(kName, "grad", g, n, logits.cols());
+    detail::prepare_vector_output(kName, "grad_loc_error", gl, n, true);
+    detail::prepare_vector_output(kName, "rank", rk, n, true);
+    const Index gp = detail::count_groups_with_positives(
+        groups, [&](Index a) { return labels.derived().coeff(a) > 0; });
+    if (gp == 0) {
+      g.derived().setZero();
+      gl.derived().setZero();
+      rk.derived().setZero();
+      return Value{};
+    }
+    double cls = 0, loc = 0;
+    detail::for_each_group(groups, [&](Index first, Index len) {
+      auto gb = g.derived().middleRows(first, len);
+      auto glb = gl.derived().segment(first, len);
+      auto rkb = rk.derived().segment(first, len);
+      const detail::RankValues v = run(
+          logits.derived().middleRows(first, len), labels.derived().segment(first, len),
+          loc_error.derived().segment(first, len), gb, glb, rkb, ws, 1.0 / static_cast<double>(gp));
+      cls += v.first;
+      loc += v.second;
+    });
+    return make({cls / static_cast<double>(gp), loc / static_cast<double>(gp)});
+  }
+
  private:
+  static Value make(const detail::RankValues& v) {
+    Value out;
+    out.cls = static_cast<Scalar>(v.first);
+    out.loc = static_cast<Scalar>(v.second);
+    return out;
+  }
+
   template <typename XD, typename LD, typename ED, typename GD, typename GED, typename RD>
-  Value run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-            const Eigen::DenseBase<ED>& loc_error, GD& grad, GED& grad_loc, RD& rank,
-            RankingWorkspace& ws) const {
+  detail::RankValues run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+                         const Eigen::DenseBase<ED>& loc_error, GD& grad, GED& grad_loc, RD& rank,
+                         RankingWorkspace& ws, double scale = 1.0) const {
     const LabelStats stats = detail::check_ranking_call<Scalar>(kName, x, labels, grad);
     detail::check_positive_side_input<Scalar>(kName, "loc_error", loc_error, labels, 0.0,
                                               std::numeric_limits<double>::infinity(), "[0, inf)");
@@ -196,7 +251,7 @@ class ALRPLoss {
     detail::prepare_vector_output(kName, "rank", rank, n, true);
     detail::zero_output(grad_loc);
     detail::zero_output(rank);
-    Value out;
+    detail::RankValues out;
     if (stats.positives == 0) {
       detail::zero_output(grad);
       return out;
@@ -230,14 +285,14 @@ class ALRPLoss {
       if (F > eps) {
         const double S = detail::up_sum(ws.a1.data(), ws.a2.data(), p, ws.win[k], ws.u[k], delta) -
                          0.5 * ws.a0[k];
-        ws.g[k] = -(S + F) / (R * np);
+        ws.g[k] = -(S + F) * scale / (R * np);
         ws.c[k] = (S + F) / (R * F);
       } else {
         ws.g[k] = 0;
         ws.c[k] = 0;
       }
     }
-    out.cls = static_cast<Scalar>(1.0 - sum_ratio / np);
+    out.first = 1.0 - sum_ratio / np;
     // localisation: order by score descending, ties by flat index ascending
     detail::grow(ws.order, p);
     {
@@ -256,13 +311,13 @@ class ALRPLoss {
       cum += ws.a0[k];
       loc += cum / ws.a3[k];
     }
-    out.loc = static_cast<Scalar>(loc / np);
+    out.second = loc / np;
     if constexpr (detail::kWanted<GED>) {
       double suffix = 0;
       for (std::uint32_t t = p; t-- > 0;) {
         const std::uint32_t k = ws.order[t];
         suffix += 1.0 / ws.a3[k];
-        grad_loc.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(suffix / np);
+        grad_loc.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(suffix * scale / np);
       }
     }
     if constexpr (detail::kWanted<RD>) {
@@ -270,7 +325,7 @@ class ALRPLoss {
         rank.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(ws.a3[k]);
     }
     if constexpr (kGrad) {
-      detail::distribute_to_negatives(ws, x, labels, all, delta, 1.0 / np, grad);
+      detail::distribute_to_negatives(ws, x, labels, all, delta, scale / np, grad);
       const Index C = x.cols();
       for (std::uint32_t k = 0; k < p; ++k) {
         const Index flat = ws.pos[k].flat;

@@ -94,10 +94,39 @@ class APLoss {
     return value_and_grad(logits, labels, grad, ws);
   }
 
+  /// One ranking per group (e.g. per image) instead of one per call. `groups` holds a group id
+  /// per anchor, non-decreasing (each group a run of consecutive anchors). Value: the mean of
+  /// the groups' values over the groups with at least one positive; update: each group's update
+  /// divided by that number of groups (so it stays the update of the returned value). Groups
+  /// without positives get a zero update. Labels and groups must be vectors at compile time.
+  template <typename XD, typename LD, typename GrD, typename GD>
+  Scalar value_and_grad_per_group(const Eigen::DenseBase<XD>& logits,
+                                  const Eigen::DenseBase<LD>& labels,
+                                  const Eigen::DenseBase<GrD>& groups,
+                                  const Eigen::DenseBase<GD>& grad, RankingWorkspace& ws) const {
+    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    detail::check_ranking_call<Scalar>(kName, logits, labels, g);
+    detail::check_groups(kName, groups, logits.rows());
+    detail::prepare_output(kName, "grad", g, logits.rows(), logits.cols());
+    const Index gp = detail::count_groups_with_positives(
+        groups, [&](Index a) { return labels.derived().coeff(a) > 0; });
+    if (gp == 0) {
+      g.derived().setZero();
+      return Scalar(0);
+    }
+    double sum = 0;
+    detail::for_each_group(groups, [&](Index first, Index len) {
+      auto gb = g.derived().middleRows(first, len);
+      sum += run(logits.derived().middleRows(first, len), labels.derived().segment(first, len), gb,
+                 ws, 1.0 / static_cast<double>(gp));
+    });
+    return static_cast<Scalar>(sum / static_cast<double>(gp));
+  }
+
  private:
   template <typename XD, typename LD, typename GD>
   double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, GD& grad,
-             RankingWorkspace& ws) const {
+             RankingWorkspace& ws, double scale = 1.0) const {
     constexpr bool kGrad = detail::kWanted<GD>;
     const LabelStats stats = detail::check_ranking_call<Scalar>(kName, x, labels, grad);
     if constexpr (kGrad) detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
@@ -130,11 +159,11 @@ class APLoss {
         hat = run_max;
       }
       sum_hat += hat;
-      ws.g[k] = -(1 - hat) / np;
+      ws.g[k] = -(1 - hat) * scale / np;
       ws.c[k] = w / AB;
     }
     if constexpr (kGrad) {
-      detail::distribute_to_negatives(ws, x, labels, all, delta, 1.0 / np, grad);
+      detail::distribute_to_negatives(ws, x, labels, all, delta, scale / np, grad);
       const Index C = x.cols();
       for (std::uint32_t k = 0; k < p; ++k) {
         const Index flat = ws.pos[k].flat;

@@ -78,7 +78,7 @@ class RankSortLoss {
   Value value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
               const Eigen::DenseBase<YD>& iou, RankingWorkspace& ws) const {
     detail::NoOutput none;
-    return run(logits, labels, iou, none, ws);
+    return make(run(logits, labels, iou, none, ws));
   }
 
   /// loss_rank and loss_sort; the error-driven update (NOT a derivative, see the file comment)
@@ -87,7 +87,7 @@ class RankSortLoss {
   Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                        const Eigen::DenseBase<YD>& iou, const Eigen::DenseBase<GD>& grad,
                        RankingWorkspace& ws) const {
-    return run(logits, labels, iou, const_cast<Eigen::DenseBase<GD>&>(grad), ws);
+    return make(run(logits, labels, iou, const_cast<Eigen::DenseBase<GD>&>(grad), ws));
   }
 
   /// As above with a temporary workspace (allocates).
@@ -98,15 +98,59 @@ class RankSortLoss {
     return value_and_grad(logits, labels, iou, grad, ws);
   }
 
+  /// One ranking per group (e.g. per image); see APLoss::value_and_grad_per_group. Both values
+  /// are means over the groups with at least one positive (IoU > 0), and each group's update is
+  /// divided by that number. Labels, IoUs and groups must be vectors at compile time.
+  template <typename XD, typename LD, typename YD, typename GrD, typename GD>
+  Value value_and_grad_per_group(const Eigen::DenseBase<XD>& logits,
+                                 const Eigen::DenseBase<LD>& labels,
+                                 const Eigen::DenseBase<YD>& iou,
+                                 const Eigen::DenseBase<GrD>& groups,
+                                 const Eigen::DenseBase<GD>& grad, RankingWorkspace& ws) const {
+    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    detail::check_ranking_call<Scalar>(kName, logits, labels, g);
+    detail::check_positive_side_input<Scalar>(kName, "iou", iou, labels, 0.0, 1.0, "[0, 1]");
+    detail::check_groups(kName, groups, logits.rows());
+    detail::prepare_output(kName, "grad", g, logits.rows(), logits.cols());
+    const Index gp = detail::count_groups_with_positives(groups, [&](Index a) {
+      return labels.derived().coeff(a) > 0 && iou.derived().coeff(a) > Scalar(0);
+    });
+    Value out;
+    if (gp == 0) {
+      g.derived().setZero();
+      return out;
+    }
+    double rank = 0, sort = 0;
+    detail::for_each_group(groups, [&](Index first, Index len) {
+      auto gb = g.derived().middleRows(first, len);
+      const detail::RankValues v =
+          run(logits.derived().middleRows(first, len), labels.derived().segment(first, len),
+              iou.derived().segment(first, len), gb, ws, 1.0 / static_cast<double>(gp));
+      rank += v.first;
+      sort += v.second;
+    });
+    out.rank = static_cast<Scalar>(rank / static_cast<double>(gp));
+    out.sort = static_cast<Scalar>(sort / static_cast<double>(gp));
+    return out;
+  }
+
  private:
+  static Value make(const detail::RankValues& v) {
+    Value out;
+    out.rank = static_cast<Scalar>(v.first);
+    out.sort = static_cast<Scalar>(v.second);
+    return out;
+  }
+
   template <typename XD, typename LD, typename YD, typename GD>
-  Value run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-            const Eigen::DenseBase<YD>& iou, GD& grad, RankingWorkspace& ws) const {
+  detail::RankValues run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+                         const Eigen::DenseBase<YD>& iou, GD& grad, RankingWorkspace& ws,
+                         double scale = 1.0) const {
     constexpr bool kGrad = detail::kWanted<GD>;
     detail::check_ranking_call<Scalar>(kName, x, labels, grad);
     detail::check_positive_side_input<Scalar>(kName, "iou", iou, labels, 0.0, 1.0, "[0, 1]");
     if constexpr (kGrad) detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
-    Value out;
+    detail::RankValues out;
     const double delta = config_.delta, eps = config_.eps;
     const auto is_pos = [&](Index a) { return iou.derived().coeff(a) > Scalar(0); };
     detail::gather_positives(
@@ -192,8 +236,8 @@ class RankSortLoss {
       }
       t = b;
     }
-    out.rank = static_cast<Scalar>(sum_rank / np);
-    out.sort = static_cast<Scalar>(sum_sort / np);
+    out.first = sum_rank / np;
+    out.second = sum_sort / np;
     if constexpr (kGrad) {
       // Pass 3 (IoU descending, group queried first): k receives Σ_{i: y_i > y_k} d_i H(s_k − s_i)
       fen.reset(p);
@@ -210,11 +254,11 @@ class RankSortLoss {
         }
         t = e;
       }
-      detail::distribute_to_negatives(ws, x, labels, is_pos, delta, 1.0 / np, grad);
+      detail::distribute_to_negatives(ws, x, labels, is_pos, delta, scale / np, grad);
       const Index C = x.cols();
       for (std::uint32_t k = 0; k < p; ++k) {
         const Index flat = ws.pos[k].flat;
-        grad.coeffRef(flat / C, flat % C) = static_cast<Scalar>(ws.g[k] / np);
+        grad.coeffRef(flat / C, flat % C) = static_cast<Scalar>(ws.g[k] * scale / np);
       }
     }
     return out;

@@ -532,6 +532,11 @@ void distribute_to_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x
   }
 }
 
+/// Two values of one ranking call, in double (RS: rank, sort; aLRP: cls, loc).
+struct RankValues {
+  double first = 0, second = 0;
+};
+
 /// Tag for "this output is not wanted" in the ranking losses' drivers.
 struct NoOutput {};
 
@@ -585,6 +590,49 @@ void prepare_vector_output(const char* where, const char* arg, OD& out, Index n,
                     out.cols());
     }
   }
+}
+
+/// Validates a per-anchor group index (e.g. the image of each anchor) for the per-group
+/// rankings: an integer vector of n entries, non-decreasing, so that every group is one run of
+/// consecutive anchors (the image-major layout of a batch).
+template <typename GrD>
+void check_groups(const char* where, const Eigen::DenseBase<GrD>& groups, Index n) {
+  static_assert(std::is_integral<typename GrD::Scalar>::value,
+                "fgbg: groups must be an integer array (one group id per anchor)");
+  check_vector(where, "groups", groups, n);
+  for (Index a = 1; a < n; ++a)
+    if (groups.derived().coeff(a) < groups.derived().coeff(a - 1))
+      throw_invalid(where, "groups must be non-decreasing (each group one run of consecutive ",
+                    "anchors), but groups(", a,
+                    ") = ", static_cast<long long>(groups.derived().coeff(a)), " < groups(", a - 1,
+                    ") = ", static_cast<long long>(groups.derived().coeff(a - 1)));
+}
+
+/// Calls f(first, count) for every run of equal group id, in order.
+template <typename GrD, typename F>
+void for_each_group(const Eigen::DenseBase<GrD>& groups, F&& f) {
+  const Index n = groups.size();
+  Index first = 0;
+  for (Index a = 1; a <= n; ++a) {
+    if (a == n || groups.derived().coeff(a) != groups.derived().coeff(first)) {
+      f(first, a - first);
+      first = a;
+    }
+  }
+}
+
+/// Number of groups with at least one anchor for which has_positive(anchor) holds.
+template <typename GrD, typename HasPos>
+Index count_groups_with_positives(const Eigen::DenseBase<GrD>& groups, const HasPos& has_positive) {
+  Index count = 0;
+  for_each_group(groups, [&](Index first, Index len) {
+    for (Index a = first; a < first + len; ++a)
+      if (has_positive(a)) {
+        ++count;
+        return;
+      }
+  });
+  return count;
 }
 
 /// Validates a ranking-loss δ (finite, > 0).
