@@ -24,11 +24,11 @@
 ///   sigmoid: ∂L/∂x_{i,c_i−1} = (ŵ_i / A) (ℓ_i − ℓ̄) k ρ_i (1 − s_i)        (other columns 0)
 ///   softmax: ∂L/∂x_{i,c}     = (ŵ_i / A) (ℓ_i − ℓ̄) k ρ_i (1[c = c_i] − p_{i,c})
 ///
-/// Numerics: for b > 0, u ≥ b^k and Σu is summed directly; for b = 0, u is handled in the log
-/// domain (log u = k·log s, with log s from log-sigmoid or x − logsumexp) and
-/// ŵ = P·exp(log u_i − logsumexp_j log u_j), so saturated scores stay finite where the reference
-/// returns NaN once every s underflows to 0 (here ŵ is the limit). s and 1 − s come from one
-/// exp(−|x|) for sigmoid heads. Per-positive arithmetic and sums are in double.
+/// Numerics: for b > 0, u ≥ b^k and Σu is summed directly (unless b^k would underflow); for
+/// b = 0, u is handled in the log domain (log u = k·log s, with log s from log-sigmoid or x −
+/// logsumexp) and ŵ = P·exp(log u_i − logsumexp_j log u_j), so saturated scores stay finite where
+/// the reference returns NaN once every s underflows to 0 (here ŵ is the limit). s and 1 − s come
+/// from one exp(−|x|) for sigmoid heads. Per-positive arithmetic and sums are in double.
 ///
 /// Normalisation: A from the Normalizer (elements are rows): `num_positives` (default,
 /// max(1, P): mmdetection's PISA RetinaNet passes the number of positives), `mean` (max(1,
@@ -85,6 +85,9 @@ class CarlLoss {
     detail::require_param(config.bias >= Scalar(0) && config.bias < Scalar(1), kName, "bias",
                           "in [0, 1)", config.bias);
     config_.normalizer.validate(kName);
+    // Direct sums are safe when u ≥ b^k stays far from underflow.
+    const double b = static_cast<double>(config.bias), k = static_cast<double>(config.k);
+    direct_ = b > 0.0 && k * std::log(b) > -600.0;
   }
 
   const Config& config() const { return config_; }
@@ -198,7 +201,7 @@ class CarlLoss {
     double s = 0, one_minus_s = 0, lse = 0, key = 0;
   };
 
-  bool direct_mode() const { return config_.bias > Scalar(0); }
+  bool direct_mode() const { return direct_; }
 
   template <typename XD>
   Positive evaluate(const Eigen::DenseBase<XD>& x, Index i, Label l) const {
@@ -219,8 +222,10 @@ class CarlLoss {
     if (direct_mode()) {
       const double base = b + (1.0 - b) * r.s;
       r.key = k == 1.0 ? base : k == 2.0 ? base * base : std::pow(base, k);
+    } else if (b == 0.0) {
+      r.key = k * log_s;  // log u = k log s, finite however small s is
     } else {
-      r.key = k * log_s;  // b = 0: log u = k log s
+      r.key = k * std::log(b + (1.0 - b) * r.s);  // b^k would underflow: stay in logs
     }
     return r;
   }
@@ -363,6 +368,7 @@ class CarlLoss {
   }
 
   Config config_;
+  bool direct_ = true;  ///< sum u directly (b > 0) or in the log domain
 };
 
 }  // namespace fgbg
