@@ -7,6 +7,7 @@
 /// All checks run before any output or state is written (design.md §4).
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <sstream>
 #include <stdexcept>
@@ -37,6 +38,18 @@ template <typename... Parts>
 template <typename T>
 void require_param(bool ok, const char* where, const char* field, const char* range, T value) {
   if (!ok) throw_invalid(where, "config.", field, " must be ", range, ", got ", value);
+}
+
+/// Validates the (α, γ) pair shared by the focal-type losses: α ≤ 1 (α < 0 disables it) and
+/// γ ≥ 0 (γ > 0 when `gamma_positive`), both finite.
+template <typename Scalar>
+void require_focal_params(const char* where, Scalar alpha, Scalar gamma,
+                          bool gamma_positive = false) {
+  require_param(alpha <= Scalar(1) && std::isfinite(alpha), where, "alpha",
+                "<= 1 (or < 0 to disable)", alpha);
+  const bool ok = gamma_positive ? gamma > Scalar(0) : gamma >= Scalar(0);
+  require_param(ok && std::isfinite(gamma), where, "gamma",
+                gamma_positive ? "finite and > 0" : "finite and >= 0", gamma);
 }
 
 /// Throws `std::domain_error` for a non-finite input element.

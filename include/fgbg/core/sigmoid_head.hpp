@@ -18,6 +18,7 @@
 
 #include "checks.hpp"
 #include "dense.hpp"
+#include "loss_base.hpp"
 #include "reduction.hpp"
 #include "weights.hpp"
 
@@ -101,4 +102,21 @@ double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
 }
 
 }  // namespace detail
+
+/// Base of the sigmoid losses with a unit target at the label column (BCE, focal loss, FL*): it
+/// supplies DenseLoss's `run` (checks, then the shared driver), so a loss only writes its config
+/// and its `negatives` / `element` formulas.
+template <typename Derived, typename Scalar>
+class OneHotSigmoidLoss : public DenseLoss<Derived, Scalar> {
+ public:
+  /// See DenseLoss.
+  template <typename XD, typename LD, typename GradOut>
+  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Weights<Scalar> w,
+             const Normalizer& norm, GradOut& grad) const {
+    const LabelStats s = detail::check_sigmoid_call(Derived::kName, x, labels, w, norm, grad);
+    return detail::sigmoid_onehot(static_cast<const Derived&>(*this), x, labels, w,
+                                  norm.resolve(s, x.cols()), grad, detail::UnitTarget{});
+  }
+};
+
 }  // namespace fgbg

@@ -23,6 +23,7 @@
 
 #include "checks.hpp"
 #include "dense.hpp"
+#include "loss_base.hpp"
 #include "reduction.hpp"
 #include "weights.hpp"
 
@@ -101,4 +102,20 @@ double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
 }
 
 }  // namespace detail
+
+/// Base of the softmax-head losses: supplies DenseLoss's `run` (checks, then the row driver), so a
+/// loss only writes its config and its `row` formula.
+template <typename Derived, typename Scalar>
+class SoftmaxLoss : public DenseLoss<Derived, Scalar> {
+ public:
+  /// See DenseLoss.
+  template <typename XD, typename LD, typename GradOut>
+  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Weights<Scalar> w,
+             const Normalizer& norm, GradOut& grad) const {
+    const LabelStats s = detail::check_softmax_call(Derived::kName, x, labels, w, norm, grad);
+    return detail::softmax_rows(static_cast<const Derived&>(*this), x, labels, w,
+                                norm.resolve(s, 1), grad);
+  }
+};
+
 }  // namespace fgbg

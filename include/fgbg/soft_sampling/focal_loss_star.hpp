@@ -30,29 +30,17 @@ struct FocalLossStarConfig {
 
 /// FL*; see the file comment.
 template <typename Scalar>
-class FocalLossStar : public DenseLoss<FocalLossStar<Scalar>, Scalar> {
+class FocalLossStar : public OneHotSigmoidLoss<FocalLossStar<Scalar>, Scalar> {
  public:
   using Config = FocalLossStarConfig<Scalar>;
   static constexpr const char* kName = "fgbg::FocalLossStar";
 
   explicit FocalLossStar(const Config& config = {}) : config_(config) {
-    detail::require_param(config.alpha <= Scalar(1) && std::isfinite(config.alpha), kName,
-                          "alpha", "<= 1 (or < 0 to disable)", config.alpha);
-    detail::require_param(config.gamma > Scalar(0) && std::isfinite(config.gamma), kName,
-                          "gamma", "finite and > 0", config.gamma);
+    detail::require_focal_params(kName, config.alpha, config.gamma, true);
     config_.normalizer.validate(kName);
   }
 
   const Config& config() const { return config_; }
-
-  /// See DenseLoss.
-  template <typename XD, typename LD, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-             Weights<Scalar> w, const Normalizer& norm, GradOut& grad) const {
-    const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, norm, grad);
-    return detail::sigmoid_onehot(*this, x, labels, w, norm.resolve(s, x.cols()), grad,
-                                  detail::UnitTarget{});
-  }
 
   /// t = 0 over a tile: softplus(γx)/γ · (1−α), gradient σ(γx) · (1−α).
   void negatives(const detail::Tile& t, const Scalar* xp, Scalar* loss, Scalar* grad,

@@ -27,7 +27,7 @@ struct SigmoidCrossEntropyLossConfig {
 
 /// Sigmoid binary cross-entropy; see the file comment.
 template <typename Scalar>
-class SigmoidCrossEntropyLoss : public DenseLoss<SigmoidCrossEntropyLoss<Scalar>, Scalar> {
+class SigmoidCrossEntropyLoss : public OneHotSigmoidLoss<SigmoidCrossEntropyLoss<Scalar>, Scalar> {
  public:
   using Config = SigmoidCrossEntropyLossConfig;
   static constexpr const char* kName = "fgbg::SigmoidCrossEntropyLoss";
@@ -37,15 +37,6 @@ class SigmoidCrossEntropyLoss : public DenseLoss<SigmoidCrossEntropyLoss<Scalar>
   }
 
   const Config& config() const { return config_; }
-
-  /// See DenseLoss.
-  template <typename XD, typename LD, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Weights<Scalar> w,
-             const Normalizer& norm, GradOut& grad) const {
-    const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, norm, grad);
-    return detail::sigmoid_onehot(*this, x, labels, w, norm.resolve(s, x.cols()), grad,
-                                  detail::UnitTarget{});
-  }
 
   /// t = 0 over a tile: softplus(x) and σ(x).
   void negatives(const detail::Tile& t, const Scalar* xp, Scalar* loss, Scalar* grad,

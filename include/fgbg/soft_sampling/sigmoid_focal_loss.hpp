@@ -37,29 +37,17 @@ struct SigmoidFocalLossConfig {
 
 /// Sigmoid focal loss; see the file comment.
 template <typename Scalar>
-class SigmoidFocalLoss : public DenseLoss<SigmoidFocalLoss<Scalar>, Scalar> {
+class SigmoidFocalLoss : public OneHotSigmoidLoss<SigmoidFocalLoss<Scalar>, Scalar> {
  public:
   using Config = SigmoidFocalLossConfig<Scalar>;
   static constexpr const char* kName = "fgbg::SigmoidFocalLoss";
 
   explicit SigmoidFocalLoss(const Config& config = {}) : config_(config) {
-    detail::require_param(config.alpha <= Scalar(1) && std::isfinite(config.alpha), kName, "alpha",
-                          "<= 1 (or < 0 to disable)", config.alpha);
-    detail::require_param(config.gamma >= Scalar(0) && std::isfinite(config.gamma), kName, "gamma",
-                          "finite and >= 0", config.gamma);
+    detail::require_focal_params(kName, config.alpha, config.gamma);
     config_.normalizer.validate(kName);
   }
 
   const Config& config() const { return config_; }
-
-  /// See DenseLoss.
-  template <typename XD, typename LD, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Weights<Scalar> w,
-             const Normalizer& norm, GradOut& grad) const {
-    const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, norm, grad);
-    return detail::sigmoid_onehot(*this, x, labels, w, norm.resolve(s, x.cols()), grad,
-                                  detail::UnitTarget{});
-  }
 
   /// t = 0 over a tile: FL = (1−α) p^γ softplus(x), ∂FL/∂x = (1−α) p^γ (p + γ(1−p) softplus(x)).
   void negatives(const detail::Tile& t, const Scalar* xp, Scalar* loss, Scalar* grad,

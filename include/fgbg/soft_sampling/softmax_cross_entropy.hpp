@@ -26,7 +26,7 @@ struct SoftmaxCrossEntropyLossConfig {
 
 /// Softmax cross-entropy; see the file comment.
 template <typename Scalar>
-class SoftmaxCrossEntropyLoss : public DenseLoss<SoftmaxCrossEntropyLoss<Scalar>, Scalar> {
+class SoftmaxCrossEntropyLoss : public SoftmaxLoss<SoftmaxCrossEntropyLoss<Scalar>, Scalar> {
  public:
   using Config = SoftmaxCrossEntropyLossConfig;
   static constexpr const char* kName = "fgbg::SoftmaxCrossEntropyLoss";
@@ -37,17 +37,8 @@ class SoftmaxCrossEntropyLoss : public DenseLoss<SoftmaxCrossEntropyLoss<Scalar>
 
   const Config& config() const { return config_; }
 
-  /// See DenseLoss.
-  template <typename XD, typename LD, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-             Weights<Scalar> w, const Normalizer& norm, GradOut& grad) const {
-    const LabelStats s = detail::check_softmax_call(kName, x, labels, w, norm, grad);
-    return detail::softmax_rows(*this, x, labels, w, norm.resolve(s, 1), grad);
-  }
-
   /// One row: ℓ = −log p_y, ∂ℓ/∂x_c = p_c (c ≠ y), ∂ℓ/∂x_y = −q.
-  void row(Scalar log_py, Scalar, Scalar q, Label, Scalar& loss, Scalar& scale,
-           Scalar& g_y) const {
+  void row(Scalar log_py, Scalar, Scalar q, Label, Scalar& loss, Scalar& scale, Scalar& g_y) const {
     loss = -log_py;
     scale = Scalar(1);
     g_y = -q;

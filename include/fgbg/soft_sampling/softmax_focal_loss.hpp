@@ -39,35 +39,24 @@ struct SoftmaxFocalLossConfig {
 
 /// Softmax focal loss; see the file comment.
 template <typename Scalar>
-class SoftmaxFocalLoss : public DenseLoss<SoftmaxFocalLoss<Scalar>, Scalar> {
+class SoftmaxFocalLoss : public SoftmaxLoss<SoftmaxFocalLoss<Scalar>, Scalar> {
  public:
   using Config = SoftmaxFocalLossConfig<Scalar>;
   static constexpr const char* kName = "fgbg::SoftmaxFocalLoss";
 
   explicit SoftmaxFocalLoss(const Config& config = {}) : config_(config) {
-    detail::require_param(config.alpha <= Scalar(1) && std::isfinite(config.alpha), kName,
-                          "alpha", "<= 1 (or < 0 to disable)", config.alpha);
-    detail::require_param(config.gamma >= Scalar(0) && std::isfinite(config.gamma), kName,
-                          "gamma", "finite and >= 0", config.gamma);
+    detail::require_focal_params(kName, config.alpha, config.gamma);
     config_.normalizer.validate(kName);
   }
 
   const Config& config() const { return config_; }
 
-  /// See DenseLoss.
-  template <typename XD, typename LD, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-             Weights<Scalar> w, const Normalizer& norm, GradOut& grad) const {
-    const LabelStats s = detail::check_softmax_call(kName, x, labels, w, norm, grad);
-    return detail::softmax_rows(*this, x, labels, w, norm.resolve(s, 1), grad);
-  }
-
   /// One row; see the file comment.
   void row(Scalar log_py, Scalar p_y, Scalar q, Label y, Scalar& loss, Scalar& scale,
            Scalar& g_y) const {
     const Scalar a = config_.alpha < 0 ? Scalar(1)
-                     : y > 0          ? config_.alpha
-                                      : Scalar(1) - config_.alpha;
+                     : y > 0           ? config_.alpha
+                                       : Scalar(1) - config_.alpha;
     const Scalar g = config_.gamma;
     const Scalar qg = g == Scalar(0) ? Scalar(1) : g == Scalar(2) ? q * q : std::pow(q, g);
     const Scalar ratio = q > Scalar(0) ? log_py / q : Scalar(-1);  // log(1−q)/q
