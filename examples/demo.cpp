@@ -5,6 +5,10 @@
 
 #include "demo_common.hpp"
 #include "demo_dense.hpp"
+#if __has_include("demo_pisa.hpp")
+#include "demo_pisa.hpp"
+#define FGBG_DEMO_PISA 1
+#endif
 #if __has_include("demo_ranking.hpp")
 #include "demo_ranking.hpp"
 #define FGBG_DEMO_RANKING 1
@@ -42,6 +46,9 @@ int main() {
       demo::kHardProbability, Eigen::SimdInstructionSetsInUse());
   demo::Table table;
   demo::add_dense_rows(batch, table);
+#ifdef FGBG_DEMO_PISA
+  demo::add_pisa_rows(batch, table);
+#endif
 #ifdef FGBG_DEMO_RANKING
   demo::add_ranking_rows(batch, table);
 #endif
