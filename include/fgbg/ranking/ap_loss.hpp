@@ -2,10 +2,10 @@
 /// @brief AP loss: 1 − (interpolated) average precision over one ranking of all (anchor, class)
 ///        entries, with its error-driven update, in O(P log P + N log P) (spec §2, §5.3).
 ///
-/// Chen, Li, Ai, Zhang, Kuang, "Towards Accurate One-Stage Object Detection with AP-Loss",
-/// CVPR 2019; Chen, Li, Ai, Zhang, Kuang, "AP-Loss for Accurate One-Stage Object Detection",
-/// TPAMI 2020. Matches the released loss of cccorn/AP-loss (lib/model/aploss.py) and the copies
-/// in kemaloksuz/aLRPLoss and kemaloksuz/RankSortLoss, on double inputs to rounding.
+/// K. Chen et al., "Towards Accurate One-Stage Object Detection with AP-Loss", CVPR 2019;
+/// K. Chen et al., "AP-Loss for Accurate One-Stage Object Detection", TPAMI 2020. Matches the
+/// released loss of cccorn/AP-loss (lib/model/aploss.py) and the copies in kemaloksuz/aLRPLoss and
+/// kemaloksuz/RankSortLoss, on double inputs to rounding.
 ///
 /// Entries: logits N × C (sigmoid layout, no background column), labels N (−1 ignore,
 /// 0 background, k → column k−1). The N × C matrix is flattened anchor-major into ONE ranking

@@ -12,9 +12,10 @@
 ///
 ///   lo = first k with v_k > t − δ,   hi = first k with v_k ≥ t + δ,
 ///
-///   Up(t)   = Σ_k w_k H_δ(v_k − t) = (W[n] − W[hi]) + ((V[hi] − V[lo]) − (t − δ)(W[hi] −
-///   W[lo]))/(2δ) Down(u) = Σ_k c_k H_δ(u − v_k) = C[lo] + ((u + δ)(C[hi] − C[lo]) − (CV[hi] −
-///   CV[lo]))/(2δ)
+///   Up(t)   = Σ_k w_k H_δ(v_k − t)
+///           = (W[n] − W[hi]) + ((V[hi] − V[lo]) − (t − δ)(W[hi] − W[lo]))/(2δ)
+///   Down(u) = Σ_k c_k H_δ(u − v_k)
+///           = C[lo] + ((u + δ)(C[hi] − C[lo]) − (CV[hi] − CV[lo]))/(2δ)
 ///
 /// (Primitive A and Primitive B of the spec; the window for Down(u) is the same function of u).
 /// Elements exactly at t − δ get H = 0 and elements exactly at t + δ get H = 1: clamp semantics.
@@ -22,13 +23,15 @@
 /// How the pieces are laid out here (see docs/ranking.md):
 ///  - Only the positives are sorted, by (score, flattened index) ascending (std::sort on a total
 ///    order: deterministic, no allocation). P is small next to N.
-///  - Positive–positive sums use prefix arrays over the sorted positives (RankedSet).
+///  - Positive–positive sums use prefix arrays over the sorted positives (positive_prefix,
+///    up_sum, prefix_sums).
 ///  - Positive–negative sums Σ_j H_δ(s_j − s_i) ("how many negatives are above positive i") are
 ///    computed without sorting the negatives: every relevant negative j finds its window
-///    [a_j, b_j) in the sorted positives by binary search and scatters into difference arrays
-///    (NegativeScatter): it contributes 1 to positives [0, a_j) and (s_j − s_i + δ)/(2δ) to
-///    positives [a_j, b_j). One prefix pass then yields F_i for all i. The same window gives that
-///    negative's update Down_c(s_j) later. Cost O(P log P + N log P), memory O(P + N_rel).
+///    [a_j, b_j) in the sorted positives (BucketedSearch: O(1) expected, O(log P) worst case)
+///    and scatters into difference arrays (scatter_negatives): it contributes 1 to positives
+///    [0, a_j) and (s_j − s_i + δ)/(2δ) to positives [a_j, b_j). One prefix pass then yields F_i
+///    for all i. The same window gives that negative's update Down_c(s_j) later
+///    (distribute_to_negatives). Cost O(P log P + N log P), memory O(P + N_rel).
 ///  - Negatives with s_j ≤ min_P s − δ ("irrelevant") have H = 0 against every positive; they
 ///    are skipped after one comparison and get an update of exactly 0.
 ///  - Rank & Sort's IoU-conditioned sums use a Fenwick tree over the positives' score ranks
