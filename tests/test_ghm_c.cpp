@@ -207,3 +207,22 @@ TEST_CASE("GHM-C allocates nothing in steady state", "[ghmc][alloc]") {
   loss.value(x, y, state);
   CHECK(guard.count() == 0);
 }
+
+TEST_CASE("GHM-C: value() with a state reports the next value and leaves the state alone",
+          "[ghmc][state]") {
+  RowArray<double> x(6, 2), g(6, 2);
+  x << -2, 0.5, 3, 1, -1, 0, -4, -3, 2.5, 0.2, 0.1, -0.3;
+  fgbg::LabelVector y(6);
+  y << 1, 0, 2, 0, -1, 1;
+  const fgbg::GhmcLoss<double> loss({10, 0.75});
+  fgbg::GhmcState state(10);
+  loss.value_and_grad(x, y, g, state);  // one step so that S is not zero
+  const std::vector<double> moving = state.moving_counts();
+  const std::vector<Index> counts = state.bin_counts();
+  const double predicted = loss.value(x * 0.5, y, state);
+  CHECK(state.moving_counts() == moving);
+  CHECK(state.bin_counts() == counts);
+  const RowArray<double> half = x * 0.5;
+  CHECK(loss.value_and_grad(half, y, g, state) == predicted);
+  CHECK(state.moving_counts() != moving);
+}

@@ -14,26 +14,44 @@
 namespace fgbg {
 namespace detail {
 
-/// Uniform integer in [0, bound) from any URBG of 32 or 64 bits, by rejection of the low
-/// remainder range and a modulo, so the sequence is the same on every standard library
-/// (std::uniform_int_distribution is not specified bit-for-bit).
+/// The next `bits` uniform random bits from any URBG. Engines whose range is a power of two
+/// (std::mt19937, std::mt19937_64, ranlux24/48, …) give their values as they are; other ranges
+/// (std::minstd_rand) are cut to the largest power of two by rejection, so every bit is fair.
+template <typename URBG>
+std::uint64_t random_bits(URBG& rng) {
+  using R = typename URBG::result_type;
+  constexpr std::uint64_t span = std::uint64_t(URBG::max()) - std::uint64_t(URBG::min());
+  static_assert(span > 0, "fgbg: the random generator must produce more than one value");
+  // w = ⌊log2(span + 1)⌋ usable bits per draw.
+  constexpr int w = [] {
+    int b = 0;
+    while (b < 64 && (b == 63 ? span >= (std::uint64_t(1) << 63)
+                              : ((std::uint64_t(1) << (b + 1)) - 1) <= span))
+      ++b;
+    return b;
+  }();
+  constexpr std::uint64_t mask = w == 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << w) - 1;
+  std::uint64_t out = 0;
+  int have = 0;
+  while (have < 64) {
+    std::uint64_t v;
+    do {
+      v = std::uint64_t(R(rng())) - std::uint64_t(URBG::min());
+    } while (v > mask);
+    out = have == 0 ? v : (w >= 64 ? v : (out << w) | v);
+    have += w;
+  }
+  return out;
+}
+
+/// Uniform integer in [0, bound) from any URBG, by rejection of the low remainder range and a
+/// modulo, so the sequence is the same with every standard library
+/// (std::uniform_int_distribution is not specified bit for bit).
 template <typename URBG>
 std::uint64_t uniform_below(URBG& rng, std::uint64_t bound) {
-  static_assert(URBG::min() == 0, "fgbg: the random generator must produce values from 0");
-  constexpr std::uint64_t range = std::uint64_t(URBG::max() - URBG::min());
-  static_assert(range == ~std::uint64_t(0) || range == 0xffffffffULL,
-                "fgbg: URBGs of 32 or 64 bits are supported");
-  auto draw64 = [&rng]() -> std::uint64_t {
-    if constexpr (range == ~std::uint64_t(0)) {
-      return static_cast<std::uint64_t>(rng());
-    } else {
-      const std::uint64_t hi = static_cast<std::uint64_t>(rng());
-      return (hi << 32) | static_cast<std::uint64_t>(rng());
-    }
-  };
   const std::uint64_t threshold = (0 - bound) % bound;  // 2^64 mod bound
-  std::uint64_t r = draw64();
-  while (r < threshold) r = draw64();
+  std::uint64_t r = random_bits(rng);
+  while (r < threshold) r = random_bits(rng);
   return r % bound;
 }
 

@@ -38,10 +38,14 @@ struct Normalizer {
   static constexpr Normalizer avg_factor(double a) { return {Reduction::avg_factor, a}; }
   static constexpr Normalizer num_positives() { return {Reduction::num_positives, 1.0}; }
 
-  /// Throws unless the rule is usable (an avg_factor must be finite and > 0).
+  /// Throws unless the rule is usable: an avg_factor must be finite and > 0, and large enough
+  /// that 1/A is a finite float (A ≥ 1e-37), since gradients are scaled by 1/A in the scalar type.
   void validate(const char* where) const {
     if (reduction == Reduction::avg_factor && !(std::isfinite(factor) && factor > 0.0))
       detail::throw_invalid(where, "avg_factor must be finite and > 0, got ", factor);
+    if (reduction == Reduction::avg_factor && factor < 1e-37)
+      detail::throw_invalid(where, "avg_factor must be >= 1e-37 (1/A must be a finite float), got ",
+                            factor);
   }
 
   /// A for one call. `elements_per_row` is C for sigmoid heads, 1 for softmax heads.

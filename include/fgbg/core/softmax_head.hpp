@@ -49,6 +49,7 @@ LabelStats check_softmax_call(const char* where, const Eigen::DenseBase<XD>& x,
   if constexpr (!std::is_same<GradOut, NoGrad>::value) {
     check_output(where, "grad", grad, x.rows(), x.cols());
     check_no_alias(where, x, grad);
+    weights.check_no_alias(where, grad);
   }
   check_finite(where, "logits", x);
   return s;

@@ -165,21 +165,22 @@ class GhmcLoss {
   Scalar value(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
                Weights<Scalar> w = {}) const {
     detail::NoGrad none;
-    return static_cast<Scalar>(run(x, labels, w, nullptr, none));
+    return static_cast<Scalar>(run(x, labels, w, nullptr, nullptr, none));
   }
-  /// Loss value; updates `state` exactly as value_and_grad does.
+  /// The value value_and_grad would return with this state, without changing the state (the
+  /// moving averages are advanced in a local copy; nothing is recorded).
   template <typename XD, typename LD>
-  Scalar value(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, GhmcState& state,
-               Weights<Scalar> w = {}) const {
+  Scalar value(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+               const GhmcState& state, Weights<Scalar> w = {}) const {
     detail::NoGrad none;
-    return static_cast<Scalar>(run(x, labels, w, &state, none));
+    return static_cast<Scalar>(run(x, labels, w, &state, nullptr, none));
   }
   /// Loss value and gradient (μ = 0 only: with momentum pass a GhmcState).
   template <typename XD, typename LD, typename GD>
   Scalar value_and_grad(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
                         const Eigen::DenseBase<GD>& grad, Weights<Scalar> w = {}) const {
     auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
-    return static_cast<Scalar>(run(x, labels, w, nullptr, g));
+    return static_cast<Scalar>(run(x, labels, w, nullptr, nullptr, g));
   }
   /// Loss value and gradient; updates `state` (moving averages and last-call statistics).
   template <typename XD, typename LD, typename GD>
@@ -187,7 +188,7 @@ class GhmcLoss {
                         const Eigen::DenseBase<GD>& grad, GhmcState& state,
                         Weights<Scalar> w = {}) const {
     auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
-    return static_cast<Scalar>(run(x, labels, w, &state, g));
+    return static_cast<Scalar>(run(x, labels, w, &state, &state, g));
   }
 
  private:
@@ -228,7 +229,7 @@ class GhmcLoss {
 
   template <typename XD, typename LD, typename GradOut>
   double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Weights<Scalar> w,
-             GhmcState* state, GradOut& grad) const {
+             const GhmcState* state, GhmcState* update, GradOut& grad) const {
     constexpr bool kGrad = !std::is_same<GradOut, detail::NoGrad>::value;
     if constexpr (kGrad)
       static_assert(bool(GradOut::Flags & Eigen::LvalueBit), "fgbg: the gradient must be writable");
@@ -241,6 +242,7 @@ class GhmcLoss {
     if constexpr (kGrad) {
       detail::check_output(kName, "grad", grad, x.rows(), x.cols());
       detail::check_no_alias(kName, x, grad);
+      w.check_no_alias(kName, grad);
     }
     if (state && state->bins() != config_.bins)
       detail::throw_invalid(kName, "state has ", state->bins(), " bins, the loss ", config_.bins);
@@ -286,16 +288,15 @@ class GhmcLoss {
       if (h.count[k] == 0) continue;
       double density = static_cast<double>(h.count[k]);
       if (config_.momentum > 0.0) {
-        double& s = state->moving_[k];
-        s = config_.momentum * s + (1.0 - config_.momentum) * density;
-        density = s;
+        density = config_.momentum * state->moving_[k] + (1.0 - config_.momentum) * density;
+        if (update) update->moving_[k] = density;
       }
       factor[k] = 1.0 / (density * divide);  // (tot / density / divide) / tot
     }
-    if (state) {
-      for (int k = 0; k < m; ++k) state->counts_[k] = h.count[k];
-      state->nonempty_ = nonempty;
-      state->tot_ = tot;
+    if (update) {
+      for (int k = 0; k < m; ++k) update->counts_[k] = h.count[k];
+      update->nonempty_ = nonempty;
+      update->tot_ = tot;
     }
 
     // Pass 2: loss and gradient.
