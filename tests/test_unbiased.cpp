@@ -12,6 +12,7 @@
 #include <fgbg/unbiased/residual_objectness.hpp>
 #include <limits>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "support/reference.hpp"
@@ -349,6 +350,52 @@ TEMPLATE_TEST_CASE("guided loss: edge cases", "[sampling_free][guided][edge]", f
     CHECK((big.block(1, 1, 37, 5) == g).all());
     CHECK(big(0, 0) == S(42));
   }
+}
+
+// Regression: the factor s·L_reg/L_cls used to be cast to the scalar, so a float L_cls below
+// ~1e-38 (every valid logit ≲ −88) overflowed it to inf: inf gradients, and inf · 0 = NaN on
+// ignored rows; a double L_cls below ~1e-308 (logits ≲ −709) did the same in double.
+TEMPLATE_TEST_CASE("guided loss: deeply negative logits give finite values and gradients",
+                   "[sampling_free][guided][edge][regression]", float, double) {
+  using S = TestType;
+  const std::vector<double> levels = std::is_same<S, float>::value
+                                         ? std::vector<double>{-89, -95, -104, -1e4}
+                                         : std::vector<double>{-700, -740, -745, -1e4};
+  const double reg = 0.75;
+  for (const double level : levels)
+    for (const double scale : {1.0, 2.0})
+      for (const bool with_ignored : {false, true}) {
+        INFO("logits " << level << ", s = " << scale << ", ignored row " << with_ignored);
+        const Index n = 6, k = 3;
+        const RowArray<S> x = RowArray<S>::Constant(n, k, static_cast<S>(level));
+        fgbg::LabelVector y = fgbg::LabelVector::Zero(n);
+        if (with_ignored) y[2] = -1;
+        const GuidedBce<S> guided(Bce<S>(), {scale, false});
+        RowArray<S> g = RowArray<S>::Constant(n, k, S(7));
+        const fgbg::GuidedLossResult r = guided.value_and_grad(x, y, reg, g);
+        const fgbg::GuidedLossResult rv = guided.value(x, y, reg);
+        CHECK(std::isfinite(r.value));
+        CHECK(std::isfinite(r.cls_loss));
+        CHECK(rv.value == r.value);
+        CHECK(rv.cls_loss == r.cls_loss);
+        CHECK(g.isFinite().all());
+        CHECK((g >= S(0)).all());
+        // Every valid logit is finite, so L_cls > 0 mathematically and the value is s·L_reg;
+        // only an L_cls that the wrapped loss's own arithmetic rounds to exactly 0 (the limits
+        // of its exp) gives the documented value 0 with a zero gradient.
+        if (r.cls_loss > 0.0) {
+          CHECK(r.value == Approx(scale * reg).epsilon(1e-12));
+          CHECK(r.weight == Approx(reg / r.cls_loss).epsilon(1e-12));
+          // Each valid element carries about s·L_reg / #valid (σ(x) ≈ softplus(x) here); its
+          // float rounding is that of subnormal numbers, so only a loose bound is checked.
+          CHECK((g <= S(2 * scale * reg)).all());
+          CHECK(g.sum() > S(0));
+        } else {
+          CHECK(r.value == 0.0);
+          CHECK((g == S(0)).all());
+        }
+        if (with_ignored) CHECK((g.row(2) == S(0)).all());
+      }
 }
 
 TEST_CASE("guided loss: bad inputs throw and leave the gradient untouched",

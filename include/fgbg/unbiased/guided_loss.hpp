@@ -73,6 +73,26 @@ struct IgnoredAsBackground {
   L operator()(const L& l) const { return l == L(-1) ? L(0) : l; }
 };
 
+/// True if `Loss` has DenseLoss's `double run(x, labels, Weights, Normalizer, GradOut&)` and a
+/// config with a default normaliser.
+template <typename Loss, typename XD, typename LD, typename GradOut, typename = void>
+struct HasDenseRun : std::false_type {};
+
+template <typename Loss, typename XD, typename LD, typename GradOut>
+struct HasDenseRun<Loss, XD, LD, GradOut,
+                   std::void_t<decltype(std::declval<const Loss&>().config().normalizer),
+                               decltype(std::declval<const Loss&>().run(
+                                   std::declval<const Eigen::DenseBase<XD>&>(),
+                                   std::declval<const Eigen::DenseBase<LD>&>(),
+                                   std::declval<Weights<typename Loss::Scalar>>(),
+                                   std::declval<const Normalizer&>(), std::declval<GradOut&>()))>>
+    : std::is_same<decltype(std::declval<const Loss&>().run(
+                       std::declval<const Eigen::DenseBase<XD>&>(),
+                       std::declval<const Eigen::DenseBase<LD>&>(),
+                       std::declval<Weights<typename Loss::Scalar>>(),
+                       std::declval<const Normalizer&>(), std::declval<GradOut&>())),
+                   double> {};
+
 }  // namespace detail
 
 /// Guided scaling of a dense classification loss; see the file comment. `Loss` is any type with
@@ -101,12 +121,7 @@ class GuidedLoss {
                                   const Eigen::DenseBase<LD>& labels, double reg_loss,
                                   const Eigen::DenseBase<GD>& grad,
                                   Weights<Scalar> weights = {}) const {
-    check_reg_loss(reg_loss);
-    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
-    const double cls = with_labels(labels, [&](const auto& lab) {
-      return static_cast<double>(loss_.value_and_grad(logits, lab, g, weights));
-    });
-    return finish(cls, reg_loss, g);
+    return grad_call(logits, labels, reg_loss, grad, weights, nullptr);
   }
 
   /// As above with an explicit normaliser for the wrapped loss.
@@ -115,12 +130,7 @@ class GuidedLoss {
                                   const Eigen::DenseBase<LD>& labels, double reg_loss,
                                   const Eigen::DenseBase<GD>& grad, Weights<Scalar> weights,
                                   const Normalizer& normalizer) const {
-    check_reg_loss(reg_loss);
-    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
-    const double cls = with_labels(labels, [&](const auto& lab) {
-      return static_cast<double>(loss_.value_and_grad(logits, lab, g, weights, normalizer));
-    });
-    return finish(cls, reg_loss, g);
+    return grad_call(logits, labels, reg_loss, grad, weights, &normalizer);
   }
 
   /// Value, w and L_cls without a gradient.
@@ -128,10 +138,9 @@ class GuidedLoss {
   GuidedLossResult value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                          double reg_loss, Weights<Scalar> weights = {}) const {
     check_reg_loss(reg_loss);
-    const double cls = with_labels(labels, [&](const auto& lab) {
-      return static_cast<double>(loss_.value(logits, lab, weights));
-    });
     detail::NoGrad none;
+    const double cls = with_labels(
+        labels, [&](const auto& lab) { return wrapped(logits, lab, weights, nullptr, none); });
     return finish(cls, reg_loss, none);
   }
 
@@ -141,10 +150,9 @@ class GuidedLoss {
                          double reg_loss, Weights<Scalar> weights,
                          const Normalizer& normalizer) const {
     check_reg_loss(reg_loss);
-    const double cls = with_labels(labels, [&](const auto& lab) {
-      return static_cast<double>(loss_.value(logits, lab, weights, normalizer));
-    });
     detail::NoGrad none;
+    const double cls = with_labels(
+        labels, [&](const auto& lab) { return wrapped(logits, lab, weights, &normalizer, none); });
     return finish(cls, reg_loss, none);
   }
 
@@ -156,6 +164,40 @@ class GuidedLoss {
     if (reg_loss < 0.0) detail::throw_invalid(kName, "reg_loss must be >= 0, got ", reg_loss);
   }
 
+  template <typename XD, typename LD, typename GD>
+  GuidedLossResult grad_call(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
+                             double reg_loss, const Eigen::DenseBase<GD>& grad,
+                             Weights<Scalar> weights, const Normalizer* normalizer) const {
+    static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
+                  "fgbg: the gradient must have the loss's scalar type");
+    static_assert(bool(GD::Flags & Eigen::LvalueBit),
+                  "fgbg: the gradient must be writable (an Array, a Map over mutable memory or a "
+                  "block of one)");
+    check_reg_loss(reg_loss);
+    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    const double cls = with_labels(
+        labels, [&](const auto& lab) { return wrapped(logits, lab, weights, normalizer, g); });
+    return finish(cls, reg_loss, g);
+  }
+
+  /// L_cls in double. A DenseLoss exposes `run`, whose double result is used as is (casting it to
+  /// a float first would lose an L_cls below ~1e-38, where w = L_reg / L_cls matters most);
+  /// another loss type goes through its value / value_and_grad.
+  template <typename XD, typename LD, typename GradOut>
+  double wrapped(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& lab, Weights<Scalar> w,
+                 const Normalizer* norm, GradOut& g) const {
+    constexpr bool kGrad = !std::is_same<GradOut, detail::NoGrad>::value;
+    if constexpr (detail::HasDenseRun<Loss, XD, LD, GradOut>::value) {
+      return loss_.run(x, lab, w, norm ? *norm : loss_.config().normalizer, g);
+    } else if constexpr (kGrad) {
+      return norm ? static_cast<double>(loss_.value_and_grad(x, lab, g, w, *norm))
+                  : static_cast<double>(loss_.value_and_grad(x, lab, g, w));
+    } else {
+      return norm ? static_cast<double>(loss_.value(x, lab, w, *norm))
+                  : static_cast<double>(loss_.value(x, lab, w));
+    }
+  }
+
   /// Calls f with the labels as given, or with −1 mapped to 0 (a lazy expression, no copy).
   template <typename LD, typename F>
   double with_labels(const Eigen::DenseBase<LD>& labels, F&& f) const {
@@ -164,20 +206,37 @@ class GuidedLoss {
     return f(labels.derived());
   }
 
-  /// w from L_cls, then the in-place scale of the gradient (the only extra pass).
+  /// w from L_cls, then the in-place scale of the gradient (the only extra pass). The factor
+  /// f = s·L_reg/L_cls is formed in double; when it does not fit the scalar (a float L_cls below
+  /// ~1e-38 · L_reg, e.g. every valid logit below about −88), each element is scaled in double
+  /// as (g / L_cls) · s·L_reg, which stays finite because |g| ≲ L_cls for these losses, and
+  /// zeros (ignored rows) stay 0 instead of becoming 0 · inf = NaN.
   template <typename GradOut>
   GuidedLossResult finish(double cls, double reg_loss, GradOut& grad) const {
     GuidedLossResult r;
     r.cls_loss = cls;
-    if (cls > 0.0 && std::isfinite(cls)) {
-      r.weight = reg_loss / cls;
-      r.value = config_.classification_scale * r.weight * cls;
+    const double s = config_.classification_scale;
+    const bool trained = cls > 0.0 && std::isfinite(cls) && reg_loss > 0.0;
+    if (trained) {
+      r.weight = reg_loss / cls;  // +inf only if a double L_cls is below ~1e-308 · L_reg
+      r.value = s * reg_loss;     // = s · w · L_cls exactly, without forming w · L_cls
+    } else if (cls > 0.0 && std::isfinite(cls)) {
+      r.weight = 0.0;  // L_reg = 0
     }
     if constexpr (!std::is_same<GradOut, detail::NoGrad>::value) {
-      if (r.weight == 0.0) {
-        grad.derived().setZero();
+      auto& g = grad.derived();
+      if (!trained) {
+        g.setZero();
+        return r;
+      }
+      const double f = s * reg_loss / cls;
+      const Scalar fs = static_cast<Scalar>(f);
+      if (std::isfinite(f) && std::isfinite(fs) && fs > Scalar(0)) {
+        g *= fs;
       } else {
-        grad.derived() *= static_cast<Scalar>(config_.classification_scale * r.weight);
+        const double sr = s * reg_loss;
+        g = g.unaryExpr(
+            [cls, sr](Scalar v) { return static_cast<Scalar>(static_cast<double>(v) / cls * sr); });
       }
     }
     return r;
