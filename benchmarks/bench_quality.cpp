@@ -87,8 +87,8 @@ void BM_EqualizedFocal(benchmark::State& st) {
   Data d = data(st.range(0), 80);
   const fgbg::EqualizedFocalLoss<float> loss;
   fgbg::EqualizedFocalState state(80);
-  for (int i = 0; i < 3; ++i) loss.value_and_grad(d.x, d.y, state, d.g);
-  for (auto _ : st) benchmark::DoNotOptimize(loss.value_and_grad(d.x, d.y, state, d.g));
+  for (int i = 0; i < 3; ++i) loss.value_and_grad(d.x, d.y, d.g, state);
+  for (auto _ : st) benchmark::DoNotOptimize(loss.value_and_grad(d.x, d.y, d.g, state));
   counters(st, d);
 }
 
@@ -97,7 +97,7 @@ void BM_EqualizedFocalValueOnly(benchmark::State& st) {
   Data d = data(st.range(0), 80);
   const fgbg::EqualizedFocalLoss<float> loss;
   fgbg::EqualizedFocalState state(80);
-  for (int i = 0; i < 3; ++i) loss.value_and_grad(d.x, d.y, state, d.g);
+  for (int i = 0; i < 3; ++i) loss.value_and_grad(d.x, d.y, d.g, state);
   for (auto _ : st) benchmark::DoNotOptimize(loss.value(d.x, d.y, state));
   counters(st, d);
 }

@@ -34,14 +34,14 @@ inline void add_quality_rows(const Batch& b, Table& table) {
   const fgbg::EqualizedFocalState fresh = state;
   const double ms = time_ms([&] {
     state = fresh;
-    value = efl.value_and_grad(b.logits, b.labels, state, grad);
+    value = efl.value_and_grad(b.logits, b.labels, grad, state);
   });
   table.add({"EFL (fresh state)", value, "num_positives", gradient_shares(b, grad), ms,
              "g_j = 1: equals focal"});
   // Four more iterations on the same batch: rare classes get γ_j up to γ_b + s = 10.
-  for (int i = 0; i < 4; ++i) efl.value_and_grad(b.logits, b.labels, state, grad);
+  for (int i = 0; i < 4; ++i) efl.value_and_grad(b.logits, b.labels, grad, state);
   const fgbg::EqualizedFocalState warm = state;
-  value = efl.value_and_grad(b.logits, b.labels, state, grad);
+  value = efl.value_and_grad(b.logits, b.labels, grad, state);
   double gmin = 1e300, gmax = 0;
   for (Index j = 0; j < b.num_classes; ++j) {
     gmin = std::min(gmin, static_cast<double>(efl.gamma(warm, j)));
@@ -49,7 +49,7 @@ inline void add_quality_rows(const Batch& b, Table& table) {
   }
   const double ms_warm = time_ms([&] {
     state = warm;
-    efl.value_and_grad(b.logits, b.labels, state, grad);
+    efl.value_and_grad(b.logits, b.labels, grad, state);
   });
   char note[96];
   std::snprintf(note, sizeof note, "after 5 updates: gamma_j in [%.2f, %.2f]", gmin, gmax);

@@ -64,7 +64,7 @@ inline void add_unbiased_rows(const Batch& b, Table& table) {
   fgbg::ResidualObjectnessResult r;
   const double ms = time_ms([&] {
     fgbg::ResidualObjectnessState state;  // a fresh EMA each call: E = 100 -> three updates
-    r = resobj.value_and_grad(stages, b.logits, b.labels, state, grad_stages, grad_cls);
+    r = resobj.value_and_grad(stages, b.logits, b.labels, grad_stages, grad_cls, state);
   });
   char note[200];
   std::snprintf(note, sizeof note,

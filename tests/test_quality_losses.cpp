@@ -10,6 +10,8 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "support/reference.hpp"
@@ -219,13 +221,13 @@ TEST_CASE("QFL, VFL, EFL: gradient equals central differences", "[qfl][vfl][efl]
     fgbg::EqualizedFocalState state(k);
     const fgbg::EqualizedFocalLoss<double> efl;
     RowArray<double> g(n, k);
-    efl.value_and_grad(p.x, p.y, state, g, p.w);  // the first update makes γ_j differ
-    efl.value_and_grad(p.x, p.y, state, g, p.w);
+    efl.value_and_grad(p.x, p.y, g, state, p.w);  // the first update makes γ_j differ
+    efl.value_and_grad(p.x, p.y, g, state, p.w);
     const fgbg::EqualizedFocalState frozen = state;
     bool differ = false;
     for (Index j = 1; j < k; ++j) differ = differ || efl.gamma(frozen, j) != efl.gamma(frozen, 0);
     CHECK(differ);
-    efl.value_and_grad(p.x, p.y, state, g, p.w);
+    efl.value_and_grad(p.x, p.y, g, state, p.w);
     const auto num = numeric_grad(
         [&](const RowArray<double>& xx) { return double(efl.value(xx, p.y, frozen, p.w)); }, p.x);
     CHECK(rel_max_diff(g, num) < 1e-7);
@@ -238,7 +240,7 @@ TEST_CASE("QFL, VFL, EFL: gradient equals central differences", "[qfl][vfl][efl]
     RowArray<double> we = RowArray<double>::Constant(n, k, 0.7);
     we(2, 3) = 2.0;
     fgbg::EqualizedFocalState s2 = frozen;
-    efl2.value_and_grad(p.x, p.y, s2, g, we);
+    efl2.value_and_grad(p.x, p.y, g, s2, we);
     const auto num2 = numeric_grad(
         [&](const RowArray<double>& xx) { return double(efl2.value(xx, p.y, frozen, we)); }, p.x);
     CHECK(rel_max_diff(g, num2) < 1e-7);
@@ -255,7 +257,7 @@ TEST_CASE("EFL with a fresh state is the focal loss", "[efl][focal]") {
   const fgbg::SigmoidFocalLoss<double> focal;
   RowArray<double> g1(40, 6), g2(40, 6);
   CHECK(efl.value(p.x, p.y, state) == Approx(focal.value(p.x, p.y)).epsilon(1e-14));
-  const double v1 = efl.value_and_grad(p.x, p.y, state, g1);
+  const double v1 = efl.value_and_grad(p.x, p.y, g1, state);
   const double v2 = focal.value_and_grad(p.x, p.y, g2);
   CHECK(v1 == Approx(v2).epsilon(1e-14));
   CHECK(rel_max_diff(g1, g2) < 1e-14);
@@ -286,7 +288,7 @@ TEST_CASE("EFL statistics evolve as a plain re-computation says", "[efl][state]"
         const Problem p = batch(100 + call, 30 + 7 * call);
         RowArray<double> g(p.x.rows(), k), g_plain;
         for (Index j = 0; j < k; ++j) CHECK(efl.gamma(state, j) == Approx(plain.gamma(j)));
-        const double v = efl.value_and_grad(p.x, p.y, state, g);
+        const double v = efl.value_and_grad(p.x, p.y, g, state);
         const double v_plain = plain.call(p.x, p.y, g_plain);
         CHECK(v == Approx(v_plain).epsilon(1e-12));
         CHECK(rel_max_diff(g, g_plain) < 1e-12);
@@ -307,6 +309,49 @@ TEST_CASE("EFL statistics evolve as a plain re-computation says", "[efl][state]"
   }
 }
 
+// Stateful-API convention (as GHM-C): value_and_grad(inputs, grad, state, [weights,
+// [normalizer]]) and value(inputs, const state, ...). EFL used to take the state before the
+// gradient; these checks did not compile against that order.
+template <typename Loss, typename A, typename B, typename = void>
+struct CallsValueAndGrad : std::false_type {};
+template <typename Loss, typename A, typename B>
+struct CallsValueAndGrad<
+    Loss, A, B,
+    std::void_t<decltype(std::declval<const Loss&>().value_and_grad(
+        std::declval<const RowArray<double>&>(), std::declval<const fgbg::LabelVector&>(),
+        std::declval<A>(), std::declval<B>()))>> : std::true_type {};
+template <typename Loss, typename St, typename = void>
+struct CallsValue : std::false_type {};
+template <typename Loss, typename St>
+struct CallsValue<Loss, St,
+                  std::void_t<decltype(std::declval<const Loss&>().value(
+                      std::declval<const RowArray<double>&>(),
+                      std::declval<const fgbg::LabelVector&>(), std::declval<St>()))>>
+    : std::true_type {};
+
+TEST_CASE("EFL: argument order is inputs, gradient, state; value() takes a const state",
+          "[efl][state][api][regression]") {
+  using Efl = fgbg::EqualizedFocalLoss<double>;
+  using State = fgbg::EqualizedFocalState;
+  STATIC_REQUIRE(CallsValueAndGrad<Efl, RowArray<double>&, State&>::value);
+  STATIC_REQUIRE_FALSE(CallsValueAndGrad<Efl, State&, RowArray<double>&>::value);
+  STATIC_REQUIRE(CallsValue<Efl, const State&>::value);
+  // With weights and an explicit normaliser, the state stays right after the gradient.
+  const Problem p = make_problem(40, 5, 7);
+  const Efl efl;
+  State state(5), twin(5);
+  RowArray<double> g(40, 5), g2(40, 5);
+  const double v = efl.value_and_grad(p.x, p.y, g, state, p.w, fgbg::Normalizer::mean());
+  const double v2 = efl.value_and_grad(p.x, p.y, g2, twin, p.w, fgbg::Normalizer::mean());
+  CHECK(v == v2);
+  CHECK(state.updates() == 1);
+  // value() with the current state reports what value_and_grad would compute now.
+  const State& frozen = state;
+  const double predicted = efl.value(p.x, p.y, frozen, p.w, fgbg::Normalizer::mean());
+  CHECK(state.updates() == 1);
+  CHECK(efl.value_and_grad(p.x, p.y, g, state, p.w, fgbg::Normalizer::mean()) == predicted);
+}
+
 TEMPLATE_TEST_CASE("EFL: value() does not update, float follows double", "[efl][state]", float,
                    double) {
   using S = TestType;
@@ -315,7 +360,7 @@ TEMPLATE_TEST_CASE("EFL: value() does not update, float follows double", "[efl][
   const fgbg::EqualizedFocalLoss<S> efl;
   fgbg::EqualizedFocalState state(9);
   RowArray<S> g(300, 9);
-  for (int i = 0; i < 3; ++i) efl.value_and_grad(x, p.y, state, g);
+  for (int i = 0; i < 3; ++i) efl.value_and_grad(x, p.y, g, state);
   const fgbg::EqualizedFocalState before = state;
   efl.value(x, p.y, state);
   CHECK((state.ratio() == before.ratio()).all());
@@ -325,7 +370,7 @@ TEMPLATE_TEST_CASE("EFL: value() does not update, float follows double", "[efl][
   fgbg::EqualizedFocalState sd(9);
   RowArray<double> gd(300, 9);
   double vd = 0;
-  for (int i = 0; i < 3; ++i) vd = efld.value_and_grad(p.x, p.y, sd, gd);
+  for (int i = 0; i < 3; ++i) vd = efld.value_and_grad(p.x, p.y, gd, sd);
   CHECK(rel_max_diff(state.ratio(), sd.ratio()) < 1e-4);
   CHECK(static_cast<double>(efl.value(x, p.y, before)) ==
         Approx(efld.value(p.x, p.y, before)).epsilon(1e-5));
@@ -357,11 +402,11 @@ TEMPLATE_TEST_CASE("QFL, VFL, EFL: layouts and Maps give identical results", "[q
   // EFL with a non-uniform state, gradient into a block of a larger array.
   const fgbg::EqualizedFocalLoss<S> efl;
   fgbg::EqualizedFocalState s1(37);
-  efl.value_and_grad(x, p.y, s1, g);
+  efl.value_and_grad(x, p.y, g, s1);
   fgbg::EqualizedFocalState s2 = s1;
-  v = efl.value_and_grad(x, p.y, s1, g);
+  v = efl.value_and_grad(x, p.y, g, s1);
   RowArray<S> big = RowArray<S>::Constant(x.rows() + 2, x.cols() + 3, S(42));
-  CHECK(efl.value_and_grad(xc, p.y, s2, big.block(1, 2, x.rows(), x.cols())) == v);
+  CHECK(efl.value_and_grad(xc, p.y, big.block(1, 2, x.rows(), x.cols()), s2) == v);
   CHECK((big.block(1, 2, x.rows(), x.cols()) == g).all());
   CHECK(big(0, 0) == S(42));
   CHECK((s1.ratio() == s2.ratio()).all());
@@ -382,7 +427,7 @@ TEMPLATE_TEST_CASE("QFL, VFL, EFL: edge cases", "[qfl][vfl][efl][edge]", float, 
     fgbg::EqualizedFocalState st(80);
     CHECK(qfl.value_and_grad(x, y, q, g) == S(0));
     CHECK(vfl.value_and_grad(x, y, q, g) == S(0));
-    CHECK(efl.value_and_grad(x, y, st, g) == S(0));
+    CHECK(efl.value_and_grad(x, y, g, st) == S(0));
     CHECK(st.updates() == 1);
     CHECK((st.ratio() == 0.0).all());  // the reference's clamp(0 / 1e-10)
   }
@@ -401,7 +446,7 @@ TEMPLATE_TEST_CASE("QFL, VFL, EFL: edge cases", "[qfl][vfl][efl][edge]", float, 
     CHECK((g > S(0)).all());
     CHECK(double(vfl.value_and_grad(x, y, q, g)) == Approx(vsum).epsilon(1e-6));
     fgbg::EqualizedFocalState st(2);
-    efl.value_and_grad(x, y, st, g);
+    efl.value_and_grad(x, y, g, st);
     CHECK((st.pos_grad() == 0.0).all());
     CHECK((st.neg_grad() > 0.0).all());
   }
@@ -416,7 +461,7 @@ TEMPLATE_TEST_CASE("QFL, VFL, EFL: edge cases", "[qfl][vfl][efl][edge]", float, 
     CHECK((g == S(0)).all());
     g.setConstant(S(9));
     fgbg::EqualizedFocalState st(3);
-    CHECK(efl.value_and_grad(x, y, st, g) == S(0));
+    CHECK(efl.value_and_grad(x, y, g, st) == S(0));
     CHECK((g == S(0)).all());
     CHECK((st.pos_grad() == 0.0).all());
     CHECK((st.neg_grad() == 0.0).all());
@@ -440,7 +485,7 @@ TEMPLATE_TEST_CASE("QFL, VFL, EFL: edge cases", "[qfl][vfl][efl][edge]", float, 
     }
     fgbg::EqualizedFocalState st(2);
     for (int i = 0; i < 3; ++i) {
-      CHECK(std::isfinite(efl.value_and_grad(x, y, st, g)));
+      CHECK(std::isfinite(efl.value_and_grad(x, y, g, st)));
       CHECK(g.isFinite().all());
       CHECK(st.ratio().isFinite().all());
     }
@@ -505,7 +550,7 @@ TEST_CASE("QFL, VFL, EFL: bad inputs throw and leave gradient and state untouche
   fgbg::EqualizedFocalState state(2);
   {  // a state that has seen one batch
     RowArray<double> g0(3, 2);
-    efl.value_and_grad(x, y, state, g0);
+    efl.value_and_grad(x, y, g0, state);
   }
   const fgbg::EqualizedFocalState before = state;
   auto untouched = [&] {
@@ -549,37 +594,37 @@ TEST_CASE("QFL, VFL, EFL: bad inputs throw and leave gradient and state untouche
   SECTION("labels out of range or of the wrong length") {
     y[1] = 3;
     all_throw([](auto f) { CHECK_THROWS_WITH(f(), Catch::Contains("labels(1) = 3")); });
-    CHECK_THROWS_WITH(efl.value_and_grad(x, y, state, g), Catch::Contains("labels(1) = 3"));
+    CHECK_THROWS_WITH(efl.value_and_grad(x, y, g, state), Catch::Contains("labels(1) = 3"));
     y[1] = 0;
     fgbg::LabelVector y4 = fgbg::LabelVector::Zero(4);
     CHECK_THROWS_AS(qfl.value_and_grad(x, y4, q, g), std::invalid_argument);
-    CHECK_THROWS_AS(efl.value_and_grad(x, y4, state, g), std::invalid_argument);
+    CHECK_THROWS_AS(efl.value_and_grad(x, y4, g, state), std::invalid_argument);
   }
   SECTION("gradient view of the wrong shape") {
     RowArray<double> big = RowArray<double>::Constant(4, 4, 7.0);
     CHECK_THROWS_WITH(qfl.value_and_grad(x, y, q, big.block(0, 0, 2, 2)),
                       Catch::Contains("grad must be 3 x 2, got 2 x 2"));
-    CHECK_THROWS_AS(efl.value_and_grad(x, y, state, big.block(0, 0, 2, 2)), std::invalid_argument);
+    CHECK_THROWS_AS(efl.value_and_grad(x, y, big.block(0, 0, 2, 2), state), std::invalid_argument);
     CHECK((big == 7.0).all());
   }
   SECTION("non-finite logits") {
     x(1, 1) = std::numeric_limits<double>::quiet_NaN();
     all_throw([](auto f) { CHECK_THROWS_AS(f(), std::domain_error); });
-    CHECK_THROWS_WITH(efl.value_and_grad(x, y, state, g), Catch::Contains("logits(1, 1) is nan"));
+    CHECK_THROWS_WITH(efl.value_and_grad(x, y, g, state), Catch::Contains("logits(1, 1) is nan"));
   }
   SECTION("bad weights and normaliser") {
     Eigen::ArrayXd w(3);
     w << 1, -1, 1;
     CHECK_THROWS_AS(qfl.value_and_grad(x, y, q, g, w), std::invalid_argument);
-    CHECK_THROWS_AS(efl.value_and_grad(x, y, state, g, w), std::invalid_argument);
+    CHECK_THROWS_AS(efl.value_and_grad(x, y, g, state, w), std::invalid_argument);
     CHECK_THROWS_AS(vfl.value_and_grad(x, y, q, g, {}, fgbg::Normalizer::avg_factor(-1)),
                     std::invalid_argument);
-    CHECK_THROWS_AS(efl.value_and_grad(x, y, state, g, {}, fgbg::Normalizer::avg_factor(0)),
+    CHECK_THROWS_AS(efl.value_and_grad(x, y, g, state, {}, fgbg::Normalizer::avg_factor(0)),
                     std::invalid_argument);
   }
   SECTION("EFL state of the wrong number of classes") {
     fgbg::EqualizedFocalState s3(3);
-    CHECK_THROWS_WITH(efl.value_and_grad(x, y, s3, g),
+    CHECK_THROWS_WITH(efl.value_and_grad(x, y, g, s3),
                       Catch::Contains("state has 3 classes, the logits 2 columns"));
     CHECK_THROWS_AS(efl.value(x, y, s3), std::invalid_argument);
     CHECK(s3.updates() == 0);
@@ -608,15 +653,15 @@ TEMPLATE_TEST_CASE("QFL, VFL, EFL allocate nothing in steady state", "[qfl][vfl]
   const fgbg::VarifocalLoss<S> vfl;
   const fgbg::EqualizedFocalLoss<S> efl;
   fgbg::EqualizedFocalState state(k);
-  efl.value_and_grad(x, y, state, g);  // make γ_j non-uniform before measuring
+  efl.value_and_grad(x, y, g, state);  // make γ_j non-uniform before measuring
   NoAllocScope guard;
   qfl.value_and_grad(x, y, q, g);
   qfl.value_and_grad(x, y, q, g, w);
   qfl.value(x, y, q);
   vfl.value_and_grad(x, y, q, g);
   vfl.value(x, y, q, w);
-  efl.value_and_grad(x, y, state, g);
-  efl.value_and_grad(x, y, state, g, w);
+  efl.value_and_grad(x, y, g, state);
+  efl.value_and_grad(x, y, g, state, w);
   efl.value(x, y, state);
   CHECK(guard.count() == 0);
 }

@@ -472,6 +472,45 @@ TEST_CASE("class-adaptive thresholds: released and per-class", "[sampling_free][
   CHECK(tu[0] == Approx(fgbg::released_score_threshold(u)).epsilon(1e-14));
   CHECK(tu[1] == Approx(fgbg::released_score_threshold(u)).epsilon(1e-14));
 
+  SECTION("any vector-shaped output (regression: resize(c) did not compile for 2-D arrays)") {
+    Eigen::ArrayXf col;
+    fgbg::per_class_score_thresholds(st, col);
+    REQUIRE(col.size() == 3);
+    Eigen::ArrayXXf plain2d;  // dynamic 2-D, empty: becomes 3 × 1
+    fgbg::per_class_score_thresholds(st, plain2d);
+    CHECK(plain2d.rows() == 3);
+    CHECK(plain2d.cols() == 1);
+    CHECK((plain2d.col(0) == col).all());
+    RowArray<float> row(1, 7);  // a 1 × C row array (one row now): stays a row, resized to 1 × 3
+    fgbg::per_class_score_thresholds(st, row);
+    CHECK(row.rows() == 1);
+    CHECK(row.cols() == 3);
+    CHECK((row.row(0).transpose() == col).all());
+    Eigen::Array<float, 1, Eigen::Dynamic> fixed_row;
+    fgbg::per_class_score_thresholds(st, fixed_row);
+    CHECK((fixed_row.transpose() == col).all());
+    Eigen::Array3f fixed3;
+    fgbg::per_class_score_thresholds(st, fixed3);
+    CHECK((fixed3 == col).all());
+    std::vector<float> mem(5, 9.f);
+    Eigen::Map<Eigen::ArrayXf> m(mem.data() + 1, 3);
+    fgbg::per_class_score_thresholds(st, m);
+    CHECK((m == col).all());
+    CHECK(mem[0] == 9.f);
+    CHECK(mem[4] == 9.f);
+    Eigen::Map<RowArray<float>> mrow(mem.data(), 1, 3);
+    fgbg::per_class_score_thresholds(st, mrow);
+    CHECK((mrow.row(0).transpose() == col).all());
+    RowArray<double> block_host = RowArray<double>::Constant(4, 5, 9.0);
+    fgbg::per_class_score_thresholds(st, block_host.block(1, 1, 1, 3));
+    CHECK((block_host.block(1, 1, 1, 3).row(0).transpose() == tau).all());
+    CHECK(block_host(0, 0) == 9.0);
+    // A view that is not vector-shaped is rejected, untouched.
+    RowArray<float> mat = RowArray<float>::Constant(3, 3, 9.f);
+    CHECK_THROWS_AS(fgbg::per_class_score_thresholds(st, mat.block(0, 0, 2, 2)),
+                    std::invalid_argument);
+    CHECK((mat == 9.f).all());
+  }
   SECTION("errors") {
     Eigen::Map<Eigen::ArrayXd> wrong(tu.data(), 1);
     CHECK_THROWS_AS(fgbg::per_class_score_thresholds(u, wrong), std::invalid_argument);
@@ -551,7 +590,7 @@ TEST_CASE("residual objectness: hand-checked values", "[resobj][spec]") {
   y << 1, 0, -1;
   const fgbg::ResidualObjectnessLoss<double> loss;
   fgbg::ResidualObjectnessState state;
-  const auto r = loss.value_and_grad(s, z, y, state, gs, gz);
+  const auto r = loss.value_and_grad(s, z, y, gs, gz, state);
   // E₀ = 100, m = 1: E₁ = 90.1, E₂ = 81.19, E₃ = 73.171 (three updates per call, released).
   CHECK(r.obj_normalizer == Approx(20 * 90.1).epsilon(1e-14));
   CHECK(r.cls_normalizer == Approx(10 * 81.19).epsilon(1e-14));
@@ -572,10 +611,23 @@ TEST_CASE("residual objectness: hand-checked values", "[resobj][spec]") {
   CHECK(r.num_positives == 1);
   CHECK(r.num_valid == 2);
 
-  // The second call starts from E₃; one update per call uses E₁ everywhere.
-  const auto r2 = loss.value(s, z, y, state);
+  // The second call starts from E₃; value() reports it without recording it (regression: it
+  // used to advance the EMA like a training call).
+  const fgbg::ResidualObjectnessState& frozen = state;
+  const auto r2 = loss.value(s, z, y, frozen);
   CHECK(r2.obj_normalizer == Approx(20 * (0.9 * 73.171 + 0.1)).epsilon(1e-14));
+  CHECK(state.calls == 1);
+  CHECK(state.num_pos_ema == Approx(73.171).epsilon(1e-14));
+  const auto r2b = loss.value(s, z, y, frozen);  // same state, same answer
+  CHECK(r2b.obj_normalizer == r2.obj_normalizer);
+  CHECK(r2b.loss == r2.loss);
+  RowArray<double> gs2(1, 2), gz2(1, 3);
+  const auto r3 = loss.value_and_grad(s, z, y, gs2, gz2, state);  // what value() predicted
+  CHECK(r3.loss == r2.loss);
+  CHECK(r3.obj_normalizer == r2.obj_normalizer);
+  CHECK(r3.box_normalizer == r2.box_normalizer);
   CHECK(state.calls == 2);
+  // One update per call uses E₁ everywhere.
   fgbg::ResidualObjectnessConfig one;
   one.ema_updates = fgbg::EmaUpdates::one_per_call;
   fgbg::ResidualObjectnessState s1;
@@ -583,6 +635,8 @@ TEST_CASE("residual objectness: hand-checked values", "[resobj][spec]") {
   CHECK(r1.obj_normalizer == Approx(20 * 90.1).epsilon(1e-14));
   CHECK(r1.cls_normalizer == Approx(10 * 90.1).epsilon(1e-14));
   CHECK(r1.box_normalizer == Approx(90.1).epsilon(1e-14));
+  CHECK(!s1.started);
+  fgbg::ResidualObjectnessLoss<double>(one).value_and_grad(s, z, y, gs2, gz2, s1);
   CHECK(s1.num_pos_ema == Approx(90.1).epsilon(1e-14));
   state.reset();
   CHECK(!state.started);
@@ -603,7 +657,7 @@ TEMPLATE_TEST_CASE("residual objectness matches an independent scalar loop", "[r
     state.num_pos_ema = 42.5;
     const fgbg::ResidualObjectnessLoss<S> loss;
     RowArray<S> gs(n, k), gz(n, c);
-    const auto r = loss.value_and_grad(s, z, y, state, gs, gz);
+    const auto r = loss.value_and_grad(s, z, y, gs, gz, state);
     const ResObjRef ref = resobj_reference(s.template cast<double>(), z.template cast<double>(), y,
                                            r.obj_normalizer, r.cls_normalizer);
     INFO("K = " << k);
@@ -625,19 +679,11 @@ TEST_CASE("residual objectness: gradients equal central differences", "[resobj][
   const fgbg::ResidualObjectnessState start;  // each evaluation starts from the same state
   RowArray<double> gs(n, k), gz(n, c);
   fgbg::ResidualObjectnessState st = start;
-  loss.value_and_grad(s, z, y, st, gs, gz);
-  const auto num_s = numeric_grad(
-      [&](const RowArray<double>& ss) {
-        fgbg::ResidualObjectnessState t = start;
-        return loss.value(ss, z, y, t).loss;
-      },
-      s);
-  const auto num_z = numeric_grad(
-      [&](const RowArray<double>& zz) {
-        fgbg::ResidualObjectnessState t = start;
-        return loss.value(s, zz, y, t).loss;
-      },
-      z);
+  loss.value_and_grad(s, z, y, gs, gz, st);
+  const auto num_s =
+      numeric_grad([&](const RowArray<double>& ss) { return loss.value(ss, z, y, start).loss; }, s);
+  const auto num_z =
+      numeric_grad([&](const RowArray<double>& zz) { return loss.value(s, zz, y, start).loss; }, z);
   CHECK(rel_max_diff(gs, num_s) < 1e-9);
   CHECK(rel_max_diff(gz, num_z) < 1e-9);
 }
@@ -649,7 +695,7 @@ TEMPLATE_TEST_CASE("residual objectness: edge cases and inference scores", "[res
   SECTION("N = 0") {
     RowArray<S> s(0, 2), z(0, 80), gs(0, 2), gz(0, 80);
     fgbg::ResidualObjectnessState st;
-    const auto r = loss.value_and_grad(s, z, fgbg::LabelVector(0), st, gs, gz);
+    const auto r = loss.value_and_grad(s, z, fgbg::LabelVector(0), gs, gz, st);
     CHECK(r.loss == 0.0);
     CHECK(st.num_pos_ema == Approx(73.171));  // m = max(0, 1) = 1, three updates
   }
@@ -657,7 +703,7 @@ TEMPLATE_TEST_CASE("residual objectness: edge cases and inference scores", "[res
     RowArray<S> s = RowArray<S>::Constant(5, 2, S(1)), z = RowArray<S>::Constant(5, 3, S(1));
     RowArray<S> gs = RowArray<S>::Constant(5, 2, S(9)), gz = RowArray<S>::Constant(5, 3, S(9));
     fgbg::ResidualObjectnessState st;
-    const auto r = loss.value_and_grad(s, z, fgbg::LabelVector::Constant(5, -1), st, gs, gz);
+    const auto r = loss.value_and_grad(s, z, fgbg::LabelVector::Constant(5, -1), gs, gz, st);
     CHECK(r.loss == 0.0);
     CHECK((gs == S(0)).all());
     CHECK((gz == S(0)).all());
@@ -666,7 +712,7 @@ TEMPLATE_TEST_CASE("residual objectness: edge cases and inference scores", "[res
     RowArray<S> s = RowArray<S>::Constant(5, 2, S(-1)), z = RowArray<S>::Constant(5, 3, S(1));
     RowArray<S> gs(5, 2), gz(5, 3);
     fgbg::ResidualObjectnessState st;
-    const auto r = loss.value_and_grad(s, z, fgbg::LabelVector::Zero(5), st, gs, gz);
+    const auto r = loss.value_and_grad(s, z, fgbg::LabelVector::Zero(5), gs, gz, st);
     CHECK(r.obj_loss > 0.0);
     CHECK(r.cls_loss == 0.0);
     CHECK((gs > S(0)).all());
@@ -679,7 +725,7 @@ TEMPLATE_TEST_CASE("residual objectness: edge cases and inference scores", "[res
     fgbg::LabelVector y(4);
     y << 1, 2, 0, 1;
     fgbg::ResidualObjectnessState st;
-    const auto r = loss.value_and_grad(s, z, y, st, gs, gz);
+    const auto r = loss.value_and_grad(s, z, y, gs, gz, st);
     CHECK(std::isfinite(r.loss));
     CHECK(gs.isFinite().all());
     CHECK(gz.isFinite().all());
@@ -710,10 +756,10 @@ TEMPLATE_TEST_CASE("residual objectness: edge cases and inference scores", "[res
     const fgbg::LabelVector y = random_labels(rng, 1100, 5);
     RowArray<S> gs(1100, 2), gz(1100, 5);
     fgbg::ResidualObjectnessState a, b;
-    const auto r = loss.value_and_grad(s, z, y, a, gs, gz);
+    const auto r = loss.value_and_grad(s, z, y, gs, gz, a);
     Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> sc = s, zc = z, gsc(1100, 2);
     RowArray<S> big = RowArray<S>::Constant(1102, 7, S(3));
-    const auto rc = loss.value_and_grad(sc, zc, y, b, gsc, big.block(1, 1, 1100, 5));
+    const auto rc = loss.value_and_grad(sc, zc, y, gsc, big.block(1, 1, 1100, 5), b);
     CHECK(rc.loss == r.loss);
     CHECK((gsc == gs).all());
     CHECK((big.block(1, 1, 1100, 5) == gz).all());
@@ -735,7 +781,7 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
   st.calls = 5;
   SECTION("labels") {
     y[0] = 5;
-    CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, st, gs, gz),
+    CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, gs, gz, st),
                       Catch::Contains("labels(0) = 5 is outside -1..4"));
     fgbg::LabelVector y2(2);
     y2 << 0, 0;
@@ -743,33 +789,70 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
   }
   SECTION("shapes") {
     RowArray<double> z2 = RowArray<double>::Zero(2, 4), s0(3, 0);
-    CHECK_THROWS_WITH(loss.value_and_grad(s, z2, y, st, gs, gz),
+    CHECK_THROWS_WITH(loss.value_and_grad(s, z2, y, gs, gz, st),
                       Catch::Contains("class_logits must have 3 rows"));
     CHECK_THROWS_WITH(loss.value(s0, z, y, st), Catch::Contains("at least one column"));
     RowArray<double> big = RowArray<double>::Constant(5, 5, 7.0);
-    CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, st, big.block(0, 0, 3, 1), gz),
+    CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, big.block(0, 0, 3, 1), gz, st),
                       Catch::Contains("grad_stages must be 3 x 2"));
-    CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, st, gs, big.block(0, 0, 3, 3)),
+    CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, gs, big.block(0, 0, 3, 3), st),
                       Catch::Contains("grad_classes must be 3 x 4"));
     CHECK((big == 7.0).all());
   }
   SECTION("non-finite logits") {
     s(1, 1) = std::nan("");
-    CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, st, gs, gz),
+    CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, gs, gz, st),
                       Catch::Contains("stage_logits(1, 1) is nan"));
     s(1, 1) = 0;
     z(2, 3) = -std::numeric_limits<double>::infinity();
-    CHECK_THROWS_AS(loss.value_and_grad(s, z, y, st, gs, gz), std::domain_error);
+    CHECK_THROWS_AS(loss.value_and_grad(s, z, y, gs, gz, st), std::domain_error);
     RowArray<double> p = RowArray<double>::Constant(3, 4, 7.0);
     CHECK_THROWS_AS(fgbg::residual_objectness_scores(s, z, p), std::domain_error);
     CHECK((p == 7.0).all());
+  }
+  SECTION("gradients sharing memory with the logits or with each other (regression)") {
+    // grad_classes over class_logits used to be zeroed before the logits were read.
+    RowArray<double> buf = RowArray<double>::Constant(3, 6, 7.0);
+    RowArray<double> sb = RowArray<double>::Constant(3, 4, 0.5);
+    Eigen::Map<RowArray<double>> zm(buf.data(), 3, 4);
+    zm.setConstant(0.25);
+    const RowArray<double> buf_before = buf;
+    CHECK_THROWS_WITH(loss.value_and_grad(s, zm, y, gs, zm, st),
+                      Catch::Contains("must not share memory"));
+    CHECK_THROWS_WITH(loss.value_and_grad(s, zm, y, gs, buf.block(0, 1, 3, 4), st),
+                      Catch::Contains("must not share memory"));
+    // Stage gradient over the stage logits, or over the class logits (K = C here).
+    CHECK_THROWS_AS(loss.value_and_grad(sb, zm, y, sb, gz, st), std::invalid_argument);
+    CHECK_THROWS_AS(loss.value_and_grad(sb, zm, y, zm, gz, st), std::invalid_argument);
+    CHECK_THROWS_AS(loss.value_and_grad(sb, z, y, gz, sb, st), std::invalid_argument);
+    // The two gradients over one buffer.
+    CHECK_THROWS_AS(loss.value_and_grad(sb, z, y, gz, gz, st), std::invalid_argument);
+    CHECK((buf == buf_before).all());
+    CHECK((sb == 0.5).all());
+    // Scores over either logit array.
+    RowArray<double> zs = z;
+    CHECK_THROWS_AS(fgbg::residual_objectness_scores(s, zs, zs), std::invalid_argument);
+    CHECK((zs == z).all());
+    CHECK_THROWS_AS(fgbg::residual_objectness_scores(sb, zm, sb), std::invalid_argument);
+    CHECK((sb == 0.5).all());
+    // Disjoint blocks of one buffer are fine.
+    RowArray<double> wide = RowArray<double>::Zero(3, 8);
+    wide.block(0, 0, 3, 4).setConstant(0.3);
+    RowArray<double> gz_ref(3, 4), gs_ref(3, 2);
+    fgbg::ResidualObjectnessState a = st, b = st;
+    const auto r_ref = loss.value_and_grad(s, wide.block(0, 0, 3, 4).eval(), y, gs_ref, gz_ref, a);
+    const auto r_blk =
+        loss.value_and_grad(s, wide.block(0, 0, 3, 4), y, gs, wide.block(0, 4, 3, 4), b);
+    CHECK(r_blk.loss == r_ref.loss);
+    CHECK((wide.block(0, 4, 3, 4) == gz_ref).all());
+    gs.setConstant(7.0);  // restored for the checks common to every section
   }
   SECTION("summed objectness overflow (float)") {
     const fgbg::ResidualObjectnessLoss<float> lf;
     RowArray<float> sf = RowArray<float>::Constant(2, 2, 3e38f), zf = RowArray<float>::Zero(2, 1);
     RowArray<float> gsf = RowArray<float>::Constant(2, 2, 7.f), gzf(2, 1);
     fgbg::LabelVector yf = fgbg::LabelVector::Zero(2);
-    CHECK_THROWS_WITH(lf.value_and_grad(sf, zf, yf, st, gsf, gzf), Catch::Contains("overflows"));
+    CHECK_THROWS_WITH(lf.value_and_grad(sf, zf, yf, gsf, gzf, st), Catch::Contains("overflows"));
     CHECK((gsf == 7.f).all());
   }
   SECTION("config") {
@@ -817,7 +900,7 @@ TEMPLATE_TEST_CASE("unbiased methods allocate nothing in steady state", "[unbias
   sink += guided.value_and_grad(x, y, 0.5, g).value;
   sink += guided.value_and_grad(x, y, 0.5, g, w).value;
   sink += guided.value(x, y, 0.5).value;
-  sink += resobj.value_and_grad(s, x, y, st, gs, gz).loss;
+  sink += resobj.value_and_grad(s, x, y, gs, gz, st).loss;
   sink += resobj.value(s, x, y, st).loss;
   fgbg::residual_objectness_scores(s, x, p);
   stats.add(y);

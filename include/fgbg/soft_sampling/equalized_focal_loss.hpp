@@ -26,7 +26,8 @@
 /// Σ_i |Γ_ij| (1 − t_ij) to G⁺_j and G⁻_j, then recomputes g_j. The new γ_j apply from the next
 /// call. The reference accumulates from the start of training without decay (the default,
 /// decay = 1); config.decay < 1 gives the optional exponential forgetting
-/// G ← decay·G + batch (spec §10 row 29). value() uses the state without updating it. Call
+/// G ← decay·G + batch (spec §10 row 29). value(x, labels, const state) never updates it: it
+/// returns what value_and_grad(x, labels, grad, state) would return with the state as is. Call
 /// value_and_grad once per iteration over the anchors of every FPN level and image (the
 /// reference collects all levels before one update); the statistics are kept in double.
 ///
@@ -235,18 +236,19 @@ class EqualizedFocalLoss {
   }
 
   /// Normalised loss value; writes ∂value/∂logits (normalisation included) into `grad`, then
-  /// adds this gradient to the state's statistics (see the file comment).
+  /// adds this gradient to the state's statistics (see the file comment). Argument order, as for
+  /// every stateful loss of fgbg: inputs, gradient output, state, [weights, [normalizer]].
   template <typename XD, typename LD, typename GD>
   Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        State& state, const Eigen::DenseBase<GD>& grad,
+                        const Eigen::DenseBase<GD>& grad, State& state,
                         Weights<Scalar> weights = {}) const {
-    return value_and_grad(logits, labels, state, grad, weights, config_.normalizer);
+    return value_and_grad(logits, labels, grad, state, weights, config_.normalizer);
   }
 
   /// As above, with an explicit normalizer for this call.
   template <typename XD, typename LD, typename GD>
   Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        State& state, const Eigen::DenseBase<GD>& grad, Weights<Scalar> weights,
+                        const Eigen::DenseBase<GD>& grad, State& state, Weights<Scalar> weights,
                         const Normalizer& normalizer) const {
     static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
                   "fgbg: the gradient must have the loss's scalar type");

@@ -55,8 +55,10 @@ inline double released_score_threshold(const AnchorStatistics& stats) {
   return released_score_threshold(stats.num_fg(), stats.num_bg(), stats.num_classes());
 }
 
-/// Writes τ_k = max(floor, f_k · (C + 1)) for k = 1..C into `out` (a vector of C entries; a
-/// plain array is resized).
+/// Writes τ_k = max(floor, f_k · (C + 1)) for k = 1..C into `out`: any vector-shaped output of C
+/// entries (column or row; Array, Matrix, Map or block). A plain array is resized: to 1 × C if it
+/// is a row vector type or currently has one row (and not one column), else to C × 1; so a
+/// dynamic 2-D array (ArrayXXf, fgbg::RowArray) works too.
 /// @throws std::invalid_argument for no counted anchors, a bad floor or a wrong output size.
 template <typename Derived>
 void per_class_score_thresholds(const AnchorStatistics& stats,
@@ -69,13 +71,28 @@ void per_class_score_thresholds(const AnchorStatistics& stats,
   if (stats.num_fg() + stats.num_bg() == 0)
     detail::throw_invalid(kWhere, "no anchors counted (num_fg + num_bg must be > 0, got 0)");
   auto& out = const_cast<Eigen::DenseBase<Derived>&>(out_);
-  if constexpr (std::is_base_of<Eigen::PlainObjectBase<Derived>, Derived>::value) {
-    if (out.size() != c) out.derived().resize(c);
+  if constexpr (std::is_base_of<Eigen::PlainObjectBase<Derived>, Derived>::value &&
+                Derived::SizeAtCompileTime == Eigen::Dynamic) {
+    // Any plain array: a fixed row vector (or a dynamic one with one row now) becomes 1 × C,
+    // everything else C × 1. resize(c) alone only compiles for compile-time vectors.
+    const bool row = Derived::RowsAtCompileTime == 1 ||
+                     (Derived::ColsAtCompileTime != 1 && out.rows() == 1 && out.cols() != 1);
+    if (row)
+      detail::prepare_output(kWhere, "thresholds", out, 1, c);
+    else
+      detail::prepare_output(kWhere, "thresholds", out, c, 1);
   }
   detail::check_vector(kWhere, "thresholds", out, c);
-  for (Index k = 0; k < c; ++k)
-    out.derived().coeffRef(k) = static_cast<Scalar>(
+  // (row, column) access: a block of a 2-D array has no linear coeffRef(k).
+  const bool as_row = out.rows() == 1;
+  for (Index k = 0; k < c; ++k) {
+    const Scalar v = static_cast<Scalar>(
         std::max(floor, stats.class_frequency(k + 1) * static_cast<double>(c + 1)));
+    if (as_row)
+      out.derived().coeffRef(0, k) = v;
+    else
+      out.derived().coeffRef(k, 0) = v;
+  }
 }
 
 /// One kept candidate: anchor index, class label (1..C, column label−1) and score.

@@ -30,14 +30,18 @@
 /// updates once and uses E₁ for all three. The faithful mode is the default because it is what
 /// produced the published numbers and it only changes how fast the normaliser follows the
 /// positive count, not what is trained. The state lives in ResidualObjectnessState, which the
-/// caller owns and can reset; a failed call leaves it unchanged.
+/// caller owns and can reset; value_and_grad(stage_logits, class_logits, labels, grad_stages,
+/// grad_classes, state) updates it, value(stage_logits, class_logits, labels, const state)
+/// reports the same normalisers and losses without updating it, and a failed call leaves it
+/// unchanged.
 ///
 /// Inference: score_{n,c} = σ(o_n)·σ(z_{n,c}) (the release then thresholds at 0.05, keeps the
 /// top 1000 per level and runs NMS 0.5). Initialisation used by the release: every stage bias
 /// prior_bias(0.001) ≈ −6.907 (so o starts near −13.8), class bias −ln(C − 1) (prior 1/C).
 ///
 /// @throws std::invalid_argument for a bad config, a shape mismatch (K < 1, rows differ, grads of
-///         the wrong shape) or a label outside −1..C; std::domain_error for a non-finite logit or
+///         the wrong shape), a gradient sharing memory with a logit array or with the other
+///         gradient, or a label outside −1..C; std::domain_error for a non-finite logit or
 ///         a summed objectness that overflows the scalar. Nothing is written by a failed call.
 #pragma once
 
@@ -113,30 +117,42 @@ class ResidualObjectnessLoss {
   const Config& config() const { return config_; }
 
   /// Loss values and normalisers; writes ∂value/∂stage_logits (N × K) and ∂value/∂class_logits
-  /// (N × C); updates `state`. Plain gradient arrays are resized, views must have the shape.
+  /// (N × C); updates `state`. Plain gradient arrays are resized, views must have the shape and
+  /// must not share memory with the logits or with each other. Argument order, as for every
+  /// stateful loss of fgbg: inputs, gradient outputs, state.
   template <typename OD, typename CD, typename LD, typename GOD, typename GCD>
   ResidualObjectnessResult value_and_grad(const Eigen::DenseBase<OD>& stage_logits,
                                           const Eigen::DenseBase<CD>& class_logits,
                                           const Eigen::DenseBase<LD>& labels,
-                                          ResidualObjectnessState& state,
                                           const Eigen::DenseBase<GOD>& grad_stages,
-                                          const Eigen::DenseBase<GCD>& grad_classes) const {
+                                          const Eigen::DenseBase<GCD>& grad_classes,
+                                          ResidualObjectnessState& state) const {
     static_assert(std::is_same<typename GOD::Scalar, Scalar>::value &&
                       std::is_same<typename GCD::Scalar, Scalar>::value,
                   "fgbg::ResidualObjectnessLoss: the gradients must have the loss's scalar type");
+    static_assert(bool(GOD::Flags & Eigen::LvalueBit) && bool(GCD::Flags & Eigen::LvalueBit),
+                  "fgbg::ResidualObjectnessLoss: the gradients must be writable");
     auto& go = const_cast<Eigen::DenseBase<GOD>&>(grad_stages);
     auto& gc = const_cast<Eigen::DenseBase<GCD>&>(grad_classes);
-    return run<true>(stage_logits, class_logits, labels, state, go, gc);
+    double ema = 0.0;
+    const ResidualObjectnessResult r =
+        run<true>(stage_logits, class_logits, labels, state, ema, go, gc);
+    state.num_pos_ema = ema;
+    state.started = true;
+    ++state.calls;
+    return r;
   }
 
-  /// Loss values and normalisers without gradients; updates `state` like a training forward.
+  /// Loss values and normalisers without gradients: what value_and_grad would report with the
+  /// state as it is. The state is not updated (the EMA step is taken on a local copy).
   template <typename OD, typename CD, typename LD>
   ResidualObjectnessResult value(const Eigen::DenseBase<OD>& stage_logits,
                                  const Eigen::DenseBase<CD>& class_logits,
                                  const Eigen::DenseBase<LD>& labels,
-                                 ResidualObjectnessState& state) const {
+                                 const ResidualObjectnessState& state) const {
     detail::NoGrad none;
-    return run<false>(stage_logits, class_logits, labels, state, none, none);
+    double ema = 0.0;
+    return run<false>(stage_logits, class_logits, labels, state, ema, none, none);
   }
 
  private:
@@ -145,8 +161,9 @@ class ResidualObjectnessLoss {
 
   template <bool kGrad, typename OD, typename CD, typename LD, typename GO, typename GC>
   ResidualObjectnessResult run(const Eigen::DenseBase<OD>& s, const Eigen::DenseBase<CD>& z,
-                               const Eigen::DenseBase<LD>& labels, ResidualObjectnessState& state,
-                               GO& go, GC& gc) const {
+                               const Eigen::DenseBase<LD>& labels,
+                               const ResidualObjectnessState& state, double& ema_out, GO& go,
+                               GC& gc) const {
     static_assert(std::is_same<typename OD::Scalar, Scalar>::value &&
                       std::is_same<typename CD::Scalar, Scalar>::value,
                   "fgbg::ResidualObjectnessLoss: the logits must have the loss's scalar type");
@@ -162,6 +179,13 @@ class ResidualObjectnessLoss {
     if constexpr (kGrad) {
       detail::check_output(kName, "grad_stages", go, n, k);
       detail::check_output(kName, "grad_classes", gc, n, c);
+      // The class gradient is zeroed first and the stage gradient written tile by tile, so an
+      // output over the logits (or over the other output) would overwrite what is still read.
+      detail::check_no_alias(kName, s, go);
+      detail::check_no_alias(kName, s, gc);
+      detail::check_no_alias(kName, z, go);
+      detail::check_no_alias(kName, z, gc);
+      detail::check_no_alias(kName, go, gc);
     }
     detail::check_finite(kName, "stage_logits", s);
     detail::check_finite(kName, "class_logits", z);
@@ -194,10 +218,7 @@ class ResidualObjectnessLoss {
     r.cls_loss = class_part<kGrad>(z, labels, r.cls_normalizer, gc);
     r.loss = r.obj_loss + r.cls_loss;
 
-    // 4. Commit the state.
-    state.num_pos_ema = e;
-    state.started = true;
-    ++state.calls;
+    ema_out = e;  // value_and_grad commits it to the state; value() drops it
     return r;
   }
 
@@ -276,8 +297,10 @@ class ResidualObjectnessLoss {
 };
 
 /// Inference scores σ(o_n)·σ(z_{n,c}) with o_n the summed stage logits, written into `scores`
-/// (N × C; a plain array is resized, a view must have the shape).
-/// @throws std::invalid_argument for mismatched shapes (K < 1, rows differ, wrong output shape);
+/// (N × C; a plain array is resized, a view must have the shape and must not share memory with
+/// either logit array).
+/// @throws std::invalid_argument for mismatched shapes (K < 1, rows differ, wrong output shape)
+///         or scores sharing memory with the logits;
 ///         std::domain_error for a non-finite logit or an overflowing sum.
 template <typename OD, typename CD, typename SD>
 void residual_objectness_scores(const Eigen::DenseBase<OD>& stage_logits,
@@ -296,6 +319,8 @@ void residual_objectness_scores(const Eigen::DenseBase<OD>& stage_logits,
     detail::throw_invalid(kWhere, "class_logits must have ", n, " rows (one per anchor), got ",
                           class_logits.rows(), " x ", c);
   detail::check_output(kWhere, "scores", scores_, n, c);
+  detail::check_no_alias(kWhere, stage_logits, scores_);
+  detail::check_no_alias(kWhere, class_logits, scores_);
   detail::check_finite(kWhere, "stage_logits", stage_logits);
   detail::check_finite(kWhere, "class_logits", class_logits);
   auto sum_row = [&](Index i) {
