@@ -18,7 +18,9 @@
 /// InstanceBalancedSampler = these positives + random negatives (the batch rule of
 /// sampling_common.hpp). Libra R-CNN pairs them with IoU-balanced negatives: IouBalancedSampler.
 /// Inputs: labels (−1 / 0 / ≥ 1) and the assigned GT index per candidate (≥ 0 for positives),
-/// e.g. an Assignment. Caller-owned URBG; same seed ⇒ same sample; output ascending.
+/// e.g. an Assignment. GT ids may be any values ≥ 0 (e.g. batch-unique ids): positives are
+/// grouped by sorting them by (GT, index) in the Sample's scratch, O(P log P), with no memory
+/// proportional to the id values. Caller-owned URBG; same seed ⇒ same sample; output ascending.
 ///
 /// @throws std::invalid_argument for a bad config, a label < −1, a gt_index of the wrong length
 ///         or < 0 on a positive. The Sample is not touched then.
@@ -63,26 +65,25 @@ void instance_balanced_positives(const Eigen::DenseBase<LD>& labels,
     out = s.a;
     return;
   }
-  // Group positives by GT (stable counting sort; groups ascending by GT, members by index).
-  Index max_gt = 0;
-  for (const Index i : s.a) max_gt = std::max<Index>(max_gt, gt_index.derived().coeff(i));
-  s.d.assign(static_cast<std::size_t>(max_gt + 2), 0);
-  for (const Index i : s.a) ++s.d[gt_index.derived().coeff(i) + 1];
+  // Group positives by GT: sort them by (GT, index) in scratch, O(P log P). Groups come out
+  // ascending by GT, members ascending by index; no memory depends on the GT id values.
+  auto gt = [&](Index i) { return gt_index.derived().coeff(i); };
+  s.b.assign(s.a.begin(), s.a.end());
+  std::sort(s.b.begin(), s.b.end(),
+            [&](Index x, Index y) { return gt(x) < gt(y) || (gt(x) == gt(y) && x < y); });
+  const Index np = static_cast<Index>(s.b.size());
   Index groups = 0;
-  for (Index g = 1; g <= max_gt + 1; ++g) groups += (s.d[g] > 0);
-  for (Index g = 1; g <= max_gt + 1; ++g) s.d[g] += s.d[g - 1];  // s.d[g] = start of group g
-  s.b.resize(s.a.size());
-  s.c.assign(s.d.begin(), s.d.end());  // running write positions
-  for (const Index i : s.a) s.b[s.c[gt_index.derived().coeff(i)]++] = i;
+  for (Index k = 0; k < np; ++k) groups += (k == 0 || gt(s.b[k]) != gt(s.b[k - 1]));
   const Index q =
       static_cast<Index>(std::nearbyint(static_cast<double>(p_exp) / static_cast<double>(groups))) +
       1;
-  for (Index g = 0; g <= max_gt; ++g) {
-    const Index begin = s.d[g], end = s.d[g + 1];
-    if (end == begin) continue;
+  for (Index begin = 0; begin < np;) {
+    Index end = begin + 1;
+    while (end < np && gt(s.b[end]) == gt(s.b[begin])) ++end;
     s.c.assign(s.b.begin() + begin, s.b.begin() + end);
     choose_k(s.c, q, rng, false);
     out.insert(out.end(), s.c.begin(), s.c.end());
+    begin = end;
   }
   const Index taken = static_cast<Index>(out.size());
   if (taken < p_exp) {
