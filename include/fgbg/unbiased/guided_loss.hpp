@@ -19,6 +19,11 @@
 /// untouched. s = `classification_scale`: 1 for RetinaNet and the RPN (default), 2 for the
 /// Faster R-CNN RoI head (the released README's "classification_scale 2.0 for rcnn").
 ///
+/// L_cls is taken in double from the wrapped loss (DenseLoss::run, never rounded to the scalar)
+/// and s·w is formed in double; if it does not fit the scalar (float: every valid logit below
+/// about −88), the gradient is scaled element-wise in double as (g / L_cls)·s·L_reg, so finite
+/// logits of any magnitude give a finite value and gradient and ignored rows stay 0.
+///
 /// L_cls = 0 (no valid anchor, N = 0, or a loss that underflows to 0) ⇒ value 0, zero gradient,
 /// w = 0 (the released heads return (0, 0) when there is nothing to train). A negative L_cls (not
 /// produced by any loss of fgbg) is treated the same way.
