@@ -11,6 +11,7 @@
 #include <fgbg/hard_sampling/ohem_sampler.hpp>
 #include <fgbg/hard_sampling/random_sampler.hpp>
 #include <fgbg/hard_sampling/ssd_hard_negative_mining.hpp>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
@@ -191,6 +192,13 @@ TEST_CASE("Samplers: bad configs and inputs throw and change nothing", "[samplin
                     "fgbg::RandomSampler: config.num must be >= 0, got -1");
   CHECK_THROWS_WITH(fgbg::OhemSampler({256, 0.5, -2}),
                     Catch::Contains("config.neg_pos_ub must be -1 (no bound) or finite >= 0"));
+  CHECK_THROWS_WITH(fgbg::RandomSampler({256, 0.5, -0.5}),
+                    "fgbg::RandomSampler: config.neg_pos_ub must be -1 (no bound) or finite >= 0, "
+                    "got -0.5");
+  CHECK_THROWS_AS(fgbg::RandomSampler({256, 0.5, std::numeric_limits<double>::infinity()}),
+                  std::invalid_argument);
+  CHECK_NOTHROW(fgbg::RandomSampler({256, 0.5, -1}));
+  CHECK_NOTHROW(fgbg::RandomSampler({256, 0.5, 0}));
   CHECK_THROWS_AS(fgbg::OhemPaperSampler({-5}), std::invalid_argument);
   CHECK_THROWS_AS(fgbg::OhemPaperSampler({64, true, 1.5}), std::invalid_argument);
   CHECK_THROWS_AS(fgbg::SsdHardNegativeMining({-1.0}), std::invalid_argument);
@@ -666,6 +674,7 @@ TEST_CASE("sample_weights and sample_avg_factor", "[sampling][weights]") {
   CHECK((keep == 7.0).all());
   s.negatives = {0, 4};
   CHECK_THROWS_WITH(fgbg::sample_weights(s, 6, km), Catch::Contains("index 4 is sampled twice"));
+  CHECK((keep == 7.0).all());  // design §4: nothing written before a throw (was: zeroed)
   Eigen::Map<Eigen::ArrayXd> short_map(keep.data(), 5);
   s.negatives = {0, 3};
   keep.setConstant(7.0);
@@ -685,6 +694,128 @@ TEST_CASE("sample_weights and sample_avg_factor", "[sampling][weights]") {
   CHECK(fgbg::sample_avg_factor(K::sampled, Sample{}) == 1);
   CHECK(fgbg::sample_avg_factor(K::mmdet_rpn, Sample{}) == 2);
   CHECK_THROWS_AS(fgbg::sample_avg_factor(K::detectron2_rpn, Sample{}), std::invalid_argument);
+}
+
+TEST_CASE("sample_weights: every error is found before the first write", "[sampling][weights]") {
+  Eigen::ArrayXd keep = Eigen::ArrayXd::Constant(8, 7.0);
+  Eigen::Map<Eigen::ArrayXd> km(keep.data(), 8);
+  Sample s;
+  auto throws_untouched = [&](const char* what) {
+    CHECK_THROWS_WITH(fgbg::sample_weights(s, 8, km), Catch::Contains(what));
+    CHECK((keep == 7.0).all());
+  };
+  // ascending lists (merge check): across the two lists, and the last entries
+  s.positives = {1, 4};
+  s.negatives = {0, 2, 3, 4};
+  throws_untouched("index 4 is sampled twice");
+  s.negatives = {0, 1};
+  throws_untouched("index 1 is sampled twice");
+  // not strictly ascending (mark check): within one list, across lists, rank order
+  s.positives = {2, 2};
+  s.negatives = {};
+  throws_untouched("index 2 is sampled twice");
+  s.positives = {5, 1};
+  s.negatives = {7, 3, 1};
+  throws_untouched("index 1 is sampled twice");
+  s.positives = {1, 5};
+  s.negatives = {7, 3, 6, 3};
+  s.negative_weights = {0.5, 0.25, 2.0, 1.0};
+  throws_untouched("index 3 is sampled twice");
+  // range errors still win, and are also found before writing
+  s.negatives = {7, 3, 6, 8};
+  throws_untouched("negative index 8 is outside [0, 8)");
+  // unsorted but valid (ISR-N's rank order): correct Ω
+  s.negatives = {7, 3, 6, 0};
+  fgbg::sample_weights(s, 8, km);
+  CHECK((keep == (Eigen::ArrayXd(8) << 1.0, 1, 0, 0.25, 0, 1, 2.0, 0.5).finished()).all());
+  // the same with a plain array that has to be resized, after a failed call
+  Eigen::ArrayXf w;
+  s.negatives = {7, 7, 6, 0};
+  CHECK_THROWS_AS(fgbg::sample_weights(s, 8, w), std::invalid_argument);
+  CHECK(w.size() == 0);
+}
+
+TEST_CASE("InstanceBalancedSampler: huge GT ids cost no memory and sample as dense ids",
+          "[sampling][instance_balanced]") {
+  // Reviewer: gt_index = {0, 2e9} made the counting sort allocate ~16 GB.
+  const Index n = 120;
+  LabelVector l = LabelVector::Zero(n);
+  Eigen::Array<std::int64_t, Eigen::Dynamic, 1> dense =
+      Eigen::Array<std::int64_t, -1, 1>::Constant(n, -1);
+  for (Index i = 0; i < 60; ++i) {
+    l[i] = 1 + static_cast<int>(i % 3);
+    dense[i] = i < 50 ? 0 : (i < 55 ? 1 : 2);
+  }
+  Eigen::Array<std::int64_t, Eigen::Dynamic, 1> huge = dense;
+  const std::int64_t big[] = {0, 2000000000, 4000000000000000000};
+  for (Index i = 0; i < 60; ++i) huge[i] = big[dense[i]];
+  Eigen::Array<std::int32_t, Eigen::Dynamic, 1> ids32(n);
+  for (Index i = 0; i < n; ++i) ids32[i] = dense[i] < 0 ? -1 : (dense[i] == 0 ? 0 : 2000000000);
+  fgbg::InstanceBalancedSamplerConfig c;
+  c.batch = {64, 0.25};  // P_exp = 16 < 60 positives: the grouping runs
+  for (const auto mode : {fgbg::InstanceBalanceMode::clean, fgbg::InstanceBalanceMode::faithful}) {
+    c.mode = mode;
+    const fgbg::InstanceBalancedSampler inst(c);
+    for (std::uint64_t seed = 0; seed < 20; ++seed) {
+      Sample a, b;
+      std::mt19937_64 ra(seed), rb(seed);
+      inst.sample(l, dense, ra, a);
+      inst.sample(l, huge, rb, b);  // same groups in the same order ⇒ same draws
+      CHECK(a.positives == b.positives);
+      CHECK(a.negatives == b.negatives);
+    }
+  }
+  c.mode = fgbg::InstanceBalanceMode::clean;
+  Sample s;
+  std::mt19937_64 rng(4);
+  fgbg::InstanceBalancedSampler(c).sample(l, ids32, rng, s);  // the reviewer's {0, 2e9}
+  CHECK(s.num_positives() == 16);
+  Index from_second = 0;
+  for (Index i : s.positives) from_second += ids32[i] == 2000000000;
+  // q = round(16 / 2) + 1 = 9 per GT (18 taken), then 16 of those 18 kept at random
+  CHECK(from_second >= 7);
+  CHECK(from_second <= 9);
+
+  // Ever larger ids allocate nothing once the Sample is warm.
+  const fgbg::InstanceBalancedSampler inst(c);
+  inst.sample(l, huge, rng, s);
+  inst.sample(l, huge, rng, s);
+  NoAllocScope guard;
+  for (std::int64_t k = 1; k <= 50; ++k) {
+    for (Index i = 0; i < 60; ++i) huge[i] = dense[i] * 100003 * k + k;
+    inst.sample(l, huge, rng, s);
+  }
+  CHECK(guard.count() == 0);
+}
+
+TEST_CASE("Huge finite neg_pos_ub / neg_pos_ratio act as no bound (no integer overflow)",
+          "[sampling][random][ssd]") {
+  CHECK(fgbg::SamplerConfig{512, 0.25, 1e30}.expected_negatives(3) == 509);
+  CHECK(fgbg::SamplerConfig{512, 0.25, 1e30}.expected_negatives(0) == 512);
+  CHECK(fgbg::SamplerConfig{512, 0.25, 1.7976931348623157e308}.expected_negatives(7) == 505);
+  CHECK(fgbg::SamplerConfig{512, 0.25, 2.5}.expected_negatives(3) == 7);
+  std::mt19937_64 data_rng(77);
+  const fgbg::RandomSampler bounded_huge({4, .25, 1e30}), unbounded({4, .25, -1});
+  const fgbg::SsdHardNegativeMining ssd_huge({1e30}), ssd_all({1e9});
+  for (int trial = 0; trial < 50; ++trial) {
+    const Index n = 1 + static_cast<Index>(data_rng() % 200);
+    const LabelVector l = random_labels(data_rng, n);
+    Sample a, b;
+    std::mt19937_64 ra(trial), rb(trial);
+    bounded_huge.sample(l, ra, a);
+    unbounded.sample(l, rb, b);
+    CHECK(a.positives == b.positives);
+    CHECK(a.negatives == b.negatives);
+    CHECK(a.num_negatives() == std::min<Index>(4 - a.num_positives(), (l == 0).count()));
+    Eigen::ArrayXd loss(n);
+    for (Index i = 0; i < n; ++i) loss[i] = static_cast<double>(data_rng() % 10);
+    ssd_huge.sample(l, loss, a);
+    ssd_all.sample(l, loss, b);
+    CHECK(a.positives == b.positives);
+    CHECK(a.negatives == b.negatives);
+    // any positive ⇒ every negative (k clamped to |Neg|), none ⇒ none
+    CHECK(a.num_negatives() == ((l > 0).any() ? (l == 0).count() : 0));
+  }
 }
 
 TEST_CASE("Samplers allocate nothing once the Sample has capacity", "[sampling][alloc]") {
@@ -719,9 +850,13 @@ TEST_CASE("Samplers allocate nothing once the Sample has capacity", "[sampling][
   auto loss_fn = [&](const std::vector<Index>& idx, std::vector<double>& out) {
     for (std::size_t k = 0; k < idx.size(); ++k) out[k] = loss[idx[k]];
   };
+  Sample unsorted;  // rank-order negatives take the mark path of the duplicate check
+  unsorted.positives = {5, 2};
+  unsorted.negatives = {n - 1, 0, 7};
   auto all = [&] {
     rnd.sample(l, rng, s);
     fgbg::sample_weights(s, n, w);
+    fgbg::sample_weights(unsorted, n, w);
     ohem.sample(l, loss, s);
     ohem.sample_with(l, loss_fn, s);
     paper.sample(l, boxes, loss, s);

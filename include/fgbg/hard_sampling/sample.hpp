@@ -8,6 +8,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 #include <vector>
 
@@ -16,6 +17,13 @@
 namespace fgbg {
 
 namespace detail {
+
+/// min(n, ⌊x⌋) for a finite x ≥ 0 that may exceed the Index range (e.g. neg_pos_ub = 1e30):
+/// compared in double, so ⌊x⌋ is only converted when it is below n (no overflow, no UB).
+inline Index min_with_floor(Index n, double x) {
+  const double f = std::floor(x);
+  return f < static_cast<double>(n) ? static_cast<Index>(f) : n;
+}
 
 /// Scratch buffers the samplers reuse between calls (owned by the Sample, so one Sample per
 /// thread makes every sampler thread-safe; capacity is kept, so steady-state calls never
@@ -37,7 +45,10 @@ struct Sample {
   std::vector<Index> positives;
   std::vector<Index> negatives;
   std::vector<double> negative_weights;
-  detail::SampleScratch scratch;  ///< samplers' workspace; not part of the result
+  /// Samplers' workspace; not part of the result. Mutable because sample_weights() also uses it
+  /// (duplicate check of unsorted indices) on a const Sample: like the samplers, do not use one
+  /// Sample from two threads at once.
+  mutable detail::SampleScratch scratch;
 
   Index num_positives() const { return static_cast<Index>(positives.size()); }
   Index num_negatives() const { return static_cast<Index>(negatives.size()); }
@@ -49,12 +60,51 @@ struct Sample {
   }
 };
 
+namespace detail {
+
+/// True if v is strictly ascending.
+inline bool strictly_ascending(const std::vector<Index>& v) {
+  for (std::size_t k = 1; k < v.size(); ++k)
+    if (!(v[k - 1] < v[k])) return false;
+  return true;
+}
+
+/// Throws if an index of `s` (all already in [0, n)) is sampled twice; writes nothing but the
+/// Sample's scratch. Both lists strictly ascending (every sampler's default output): a merge,
+/// O(P + N), no memory. Otherwise (e.g. ISR-N's rank order, `sorted = false`): one mark per
+/// anchor in scratch.marks, O(n + P + N), no allocation once its capacity reaches n.
+inline void check_no_duplicate(const char* where, const Sample& s, Index n) {
+  auto fail = [&](Index i) { throw_invalid(where, "index ", i, " is sampled twice"); };
+  if (strictly_ascending(s.positives) && strictly_ascending(s.negatives)) {
+    auto p = s.positives.begin(), q = s.negatives.begin();
+    while (p != s.positives.end() && q != s.negatives.end()) {
+      if (*p == *q) fail(*p);
+      if (*p < *q)
+        ++p;
+      else
+        ++q;
+    }
+    return;
+  }
+  auto& marks = s.scratch.marks;
+  marks.assign(static_cast<std::size_t>(n), 0);
+  for (const auto* list : {&s.positives, &s.negatives})
+    for (const Index i : *list) {
+      if (marks[static_cast<std::size_t>(i)]) fail(i);
+      marks[static_cast<std::size_t>(i)] = 1;
+    }
+}
+
+}  // namespace detail
+
 /// Writes Ω for `n` anchors: 1 for sampled indices (or the sampler's negative weight), 0 for
 /// every other anchor. `weights` is any writable Eigen vector of n entries (a plain Array is
 /// resized; a Map or block must have n entries).
+/// Cost O(n + P + N); indices not strictly ascending use the Sample's scratch for the duplicate
+/// check (no allocation once warm).
 /// @throws std::invalid_argument if an index is outside [0, n), an index is sampled twice, or
-///         the weights have the wrong size. The weights are not touched, except for a duplicate
-///         (detected while writing), which leaves them all zero.
+///         the weights have the wrong size. Everything is checked before the first write: the
+///         weights are not touched then.
 template <typename Derived>
 void sample_weights(const Sample& sample, Index n, const Eigen::DenseBase<Derived>& weights_) {
   constexpr const char* kWhere = "fgbg::sample_weights";
@@ -69,24 +119,12 @@ void sample_weights(const Sample& sample, Index n, const Eigen::DenseBase<Derive
     detail::throw_invalid(kWhere, "negative_weights must be empty or match negatives");
   const bool is_vector = weights_.cols() == 1 || weights_.rows() == 1;
   if (!(is_vector && weights_.size() == n)) detail::check_output(kWhere, "weights", weights_, n, 1);
+  detail::check_no_duplicate(kWhere, sample, n);
+  // ---- every check passed: write ----
   auto& w = const_cast<Eigen::DenseBase<Derived>&>(weights_).derived();
   using Scalar = typename Derived::Scalar;
   if (!(is_vector && weights_.size() == n)) detail::prepare_output(kWhere, "weights", w, n, 1);
   w.setZero();
-  // Duplicates are detected while writing: the sentinel -1 marks a sampled entry. On a duplicate
-  // the weights are reset to zero before throwing (no partially written Ω survives).
-  auto fail_duplicate = [&](Index i) {
-    w.setZero();
-    detail::throw_invalid(kWhere, "index ", i, " is sampled twice");
-  };
-  for (const Index i : sample.positives) {
-    if (w.coeff(i) != Scalar(0)) fail_duplicate(i);
-    w.coeffRef(i) = Scalar(-1);
-  }
-  for (const Index i : sample.negatives) {
-    if (w.coeff(i) != Scalar(0)) fail_duplicate(i);
-    w.coeffRef(i) = Scalar(-1);
-  }
   for (const Index i : sample.positives) w.coeffRef(i) = Scalar(1);
   for (std::size_t k = 0; k < sample.negatives.size(); ++k)
     w.coeffRef(sample.negatives[k]) = sample.negative_weights.empty()

@@ -6,7 +6,9 @@
 /// `BalancedPositiveNegativeSampler`, detectron2 `subsample_labels`; spec §2.2):
 ///   P_exp = ⌊num · pos_fraction⌋, P = min(P_exp, |Pos|),
 ///   N_exp = num − P (too few positives ⇒ more negatives), capped by ⌊neg_pos_ub · max(1, P)⌋
-///   when neg_pos_ub ≥ 0. Ignored candidates (label −1) are never sampled.
+///   when neg_pos_ub ≥ 0 (neg_pos_ub = −1: no bound; a huge finite bound, e.g. 1e30, is clamped
+///   in double before any integer conversion, so it acts as no bound). Ignored candidates
+///   (label −1) are never sampled.
 #pragma once
 
 #include <algorithm>
@@ -50,8 +52,7 @@ struct SamplerConfig {
   Index expected_negatives(Index p) const {
     Index n = num - p;
     if (neg_pos_ub >= 0)
-      n = std::min(n, static_cast<Index>(
-                          std::floor(neg_pos_ub * static_cast<double>(std::max<Index>(1, p)))));
+      n = detail::min_with_floor(n, neg_pos_ub * static_cast<double>(std::max<Index>(1, p)));
     return std::max<Index>(n, 0);
   }
 };

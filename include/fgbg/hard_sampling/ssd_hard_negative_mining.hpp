@@ -4,7 +4,8 @@
 ///
 /// Matches mmdetection's `SSDHead.loss_by_feat_single` (per image; spec §3.3):
 ///
-///   Pos = {label ≥ 1}, Neg = {label = 0}, k = min(⌊neg_pos_ratio · |Pos|⌋, |Neg|),
+///   Pos = {label ≥ 1}, Neg = {label = 0}, k = min(⌊neg_pos_ratio · |Pos|⌋, |Neg|) (the min is
+///   taken in double, so any finite ratio is safe: 1e30 selects every negative),
 ///   sample = Pos ∪ (the k negatives of largest loss, ties by index ascending).
 ///
 /// `losses` is the per-anchor classification loss (mmdet: softmax CE with the anchor's label,
@@ -64,9 +65,9 @@ class SsdHardNegativeMining {
     for (Index i = 0; i < n; ++i)
       if (labels.derived().coeff(i) == 0)
         keyed.emplace_back(static_cast<double>(losses.derived().coeff(i)), i);
-    const Index k =
-        std::min(static_cast<Index>(std::floor(config_.neg_pos_ratio * static_cast<double>(p))),
-                 static_cast<Index>(keyed.size()));
+    // Clamped in double first: a huge ratio (e.g. 1e30) means "every negative", never overflow.
+    const Index k = detail::min_with_floor(static_cast<Index>(keyed.size()),
+                                           config_.neg_pos_ratio * static_cast<double>(p));
     detail::top_k(keyed, k);
     detail::keyed_to_indices(keyed, out.negatives, config_.sorted);
   }

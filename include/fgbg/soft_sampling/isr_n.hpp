@@ -13,7 +13,9 @@
 /// −1/0/1..C labels, only the sign matters):
 ///
 /// 1. Positives: P = min(|Pos|, ⌊num·pos_fraction⌋) chosen uniformly without replacement
-///    (returned ascending). N_exp = num − P, capped at ⌊neg_pos_ub·max(1, P)⌋ if neg_pos_ub ≥ 0.
+///    (returned ascending). N_exp = num − P, capped at ⌊neg_pos_ub·max(1, P)⌋ if neg_pos_ub ≥ 0
+///    (−1: no bound, the only negative accepted; the cap is taken in double, so a huge finite
+///    bound such as 1e30 acts as no bound instead of overflowing).
 /// 2. Each negative i is scored from its R-CNN logits row (N × (C+1), column 0 background; a
 ///    no-grad forward of the current head): s_i = max_{c ≥ 1} p_{i,c}, a_i = its class (lowest
 ///    on ties), ℓ_i = −log p_{i,0} (the background cross-entropy). Valid: s_i > score_thr.
@@ -200,7 +202,7 @@ void nms_match(const Eigen::DenseBase<BD>& boxes, const Eigen::DenseBase<SD>& sc
 struct ScoreHlrSamplerConfig {
   Index num = 512;             ///< RoIs per image, ≥ 0
   double pos_fraction = 0.25;  ///< upper bound on the positive fraction, in [0, 1]
-  double neg_pos_ub = -1;      ///< negatives ≤ ub·max(1, P) if ≥ 0; < 0: no bound
+  double neg_pos_ub = -1;      ///< −1: no bound; else finite ≥ 0, negatives ≤ ub·max(1, P)
   double k = 0.5;              ///< exponent of the weight map, finite and ≥ 0
   double bias = 0;             ///< bias of the weight map, in [0, 1]
   double score_thr = 0.05;     ///< valid negatives have max foreground score > this, in [0, 1)
@@ -241,8 +243,9 @@ class ScoreHlrSampler {
     detail::require_param(config.num >= 0, kName, "num", ">= 0", config.num);
     detail::require_param(config.pos_fraction >= 0 && config.pos_fraction <= 1, kName,
                           "pos_fraction", "in [0, 1]", config.pos_fraction);
-    detail::require_param(std::isfinite(config.neg_pos_ub), kName, "neg_pos_ub",
-                          "finite (< 0 for no bound)", config.neg_pos_ub);
+    detail::require_param(
+        config.neg_pos_ub == -1 || (config.neg_pos_ub >= 0 && std::isfinite(config.neg_pos_ub)),
+        kName, "neg_pos_ub", "-1 (no bound) or finite >= 0", config.neg_pos_ub);
     detail::require_param(std::isfinite(config.k) && config.k >= 0, kName, "k", "finite and >= 0",
                           config.k);
     detail::require_param(config.bias >= 0 && config.bias <= 1, kName, "bias", "in [0, 1]",
@@ -331,10 +334,9 @@ class ScoreHlrSampler {
         static_cast<Index>(std::floor(static_cast<double>(config_.num) * config_.pos_fraction));
     r.positives = std::min(n_pos, p_exp);
     Index n_exp = config_.num - r.positives;
-    if (config_.neg_pos_ub >= 0)
-      n_exp = std::min<Index>(
-          n_exp, static_cast<Index>(std::floor(
-                     config_.neg_pos_ub * static_cast<double>(std::max<Index>(1, r.positives)))));
+    if (config_.neg_pos_ub >= 0)  // clamped in double: a huge bound (1e30) cannot overflow
+      n_exp = detail::min_with_floor(
+          n_exp, config_.neg_pos_ub * static_cast<double>(std::max<Index>(1, r.positives)));
     r.expected_negatives = std::min(n_neg, n_exp);
     r.valid = static_cast<Index>(ws.nms.order.size());
     const Index n_prime = r.expected_negatives;
