@@ -3,6 +3,7 @@
 // allocation.
 #include "support/no_alloc.hpp"
 // (no_alloc.hpp must come first)
+#include <fgbg/hard_sampling/random_sampler.hpp>
 #include <fgbg/soft_sampling/carl.hpp>
 #include <fgbg/soft_sampling/isr_n.hpp>
 #include <fgbg/soft_sampling/isr_p.hpp>
@@ -573,6 +574,56 @@ TEST_CASE("CARL: bad inputs throw and leave the outputs untouched", "[carl][erro
   CHECK((gr == 7.0).all());
 }
 
+TEST_CASE("CARL: outputs sharing memory with the inputs throw, nothing written",
+          "[carl][errors][alias]") {
+  const fgbg::CarlLoss<double> carl;
+  const fgbg::CarlLoss<double> soft({1.0, 0.2, false});
+  RowArray<double> x(3, 2);
+  x << 0.5, -1.0, 2.0, 0.25, -0.5, 1.5;
+  const RowArray<double> x0 = x;
+  Eigen::ArrayXd r(3);
+  r << 0.5, 1.0, 2.0;
+  const Eigen::ArrayXd r0 = r;
+  RowArray<double> g = RowArray<double>::Constant(3, 2, 7.0);
+  Eigen::ArrayXd gr = Eigen::ArrayXd::Constant(3, 7.0);
+  fgbg::LabelVector y(3);
+  y << 1, 0, 1;  // valid for the sigmoid (C = 2) and the softmax (C = 1) head
+  auto untouched = [&] {
+    return (x == x0).all() && (r == r0).all() && (g == 7.0).all() && (gr == 7.0).all();
+  };
+  for (const auto* loss : {&carl, &soft}) {
+    // accumulate path (the reviewer's case) and the writing path
+    CHECK_THROWS_WITH(loss->value_and_accumulate_grad(x, y, r, x, gr),
+                      Catch::Contains("grad must not share memory with the logits"));
+    CHECK(untouched());
+    CHECK_THROWS_WITH(loss->value_and_accumulate_grad(x, y, r, g, r),
+                      Catch::Contains("grad_reg_loss must not share memory with reg_loss"));
+    CHECK(untouched());
+    CHECK_THROWS_WITH(loss->value_and_grad(x, y, r, x, gr),
+                      Catch::Contains("grad must not share memory with the logits"));
+    CHECK(untouched());
+    CHECK_THROWS_WITH(loss->value_and_grad(x, y, r, g, r),
+                      Catch::Contains("grad_reg_loss must not share memory with reg_loss"));
+    CHECK(untouched());
+    // a Map over the same memory aliases too
+    Eigen::Map<RowArray<double>> xm(x.data(), 3, 2);
+    Eigen::Map<Eigen::ArrayXd> rm(r.data(), 3);
+    CHECK_THROWS_AS(loss->value_and_accumulate_grad(x, y, r, xm, gr), std::invalid_argument);
+    CHECK_THROWS_AS(loss->value_and_accumulate_grad(x, y, r, g, rm), std::invalid_argument);
+    CHECK(untouched());
+  }
+  // Disjoint blocks of one buffer are fine: logits in column block 0, gradient in block 1.
+  RowArray<double> both = RowArray<double>::Zero(3, 4);
+  both.leftCols(2) = x;
+  Eigen::ArrayXd rr(6);
+  rr << r, Eigen::ArrayXd::Zero(3);
+  const double v = carl.value_and_grad(x, y, r, g, gr);
+  CHECK(carl.value_and_accumulate_grad(both.leftCols(2), y, rr.head(3), both.rightCols(2),
+                                       rr.tail(3)) == Approx(v).epsilon(1e-12));
+  CHECK(rel_max_diff(both.rightCols(2), g) < 1e-12);
+  CHECK(rel_max_diff(rr.tail(3), gr) < 1e-12);
+}
+
 TEST_CASE("CARL: invalid hyper-parameters", "[carl][errors]") {
   using C = fgbg::CarlLoss<double>;
   CHECK_THROWS_WITH(C({0.0, 0.2}), "fgbg::CarlLoss: config.k must be finite and > 0, got 0");
@@ -807,6 +858,20 @@ TEST_CASE("Score-HLR: random paths, bounds, determinism", "[isr_n]") {
     for (double w : s1.negative_weights) CHECK(w == 1.0);
     CHECK(std::is_sorted(s1.negatives.begin(), s1.negatives.end()));
   }
+  SECTION("a huge finite neg_pos_ub acts as no bound (no integer overflow)") {
+    for (std::uint64_t seed = 0; seed < 5; ++seed) {
+      std::mt19937_64 ra(seed), rb(seed);
+      const auto a =
+          fgbg::ScoreHlrSampler<double>({64, 0.25, 1e30}).sample(assigned, x, boxes, ra, s1, ws);
+      const auto b =
+          fgbg::ScoreHlrSampler<double>({64, 0.25, -1}).sample(assigned, x, boxes, rb, s2, ws);
+      CHECK(a.expected_negatives == 48);
+      CHECK(a.expected_negatives == b.expected_negatives);
+      CHECK(s1.positives == s2.positives);
+      CHECK(s1.negatives == s2.negatives);
+      CHECK(s1.negative_weights == s2.negative_weights);
+    }
+  }
   SECTION("neg_pos_ub and N' = 0") {
     std::mt19937_64 r(1);
     const auto a =
@@ -855,6 +920,16 @@ TEST_CASE("Score-HLR: random paths, bounds, determinism", "[isr_n]") {
     CHECK_THROWS_WITH(H({-1}), "fgbg::ScoreHlrSampler: config.num must be >= 0, got -1");
     CHECK_THROWS_WITH(H({512, 1.5}), Catch::Contains("config.pos_fraction must be in [0, 1]"));
     CHECK_THROWS_AS(H({512, 0.25, -1, 0.5, 0, 1.0}), std::invalid_argument);
+    // neg_pos_ub: exactly −1 means no bound (mmdetection), as in SamplerConfig
+    CHECK_THROWS_WITH(H({512, 0.25, -2}),
+                      "fgbg::ScoreHlrSampler: config.neg_pos_ub must be -1 "
+                      "(no bound) or finite >= 0, got -2");
+    CHECK_THROWS_AS(H({512, 0.25, -0.5}), std::invalid_argument);
+    CHECK_THROWS_AS(H({512, 0.25, std::numeric_limits<double>::infinity()}), std::invalid_argument);
+    CHECK_NOTHROW(H({512, 0.25, -1}));
+    CHECK_NOTHROW(H({512, 0.25, 0}));
+    CHECK_THROWS_WITH(fgbg::RandomSampler({512, 0.25, -2}),
+                      Catch::Contains("config.neg_pos_ub must be -1 (no bound) or finite >= 0"));
     CHECK_THROWS_AS(H({512, 0.25, -1, 0.5, 0, 0.05, 2.0}), std::invalid_argument);
   }
 }

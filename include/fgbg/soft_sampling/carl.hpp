@@ -46,8 +46,10 @@
 /// logits (the class entry for sigmoid heads, the whole row for softmax heads) and reg_loss
 /// (finite and ≥ 0). No allocation.
 ///
-/// @throws std::invalid_argument for a bad config, shape, label, reg_loss < 0, normaliser or
-///         output shape; std::domain_error for a non-finite value that is read. Nothing is
+/// @throws std::invalid_argument for a bad config, shape, label, reg_loss < 0, normaliser,
+///         output shape, or an output sharing memory with an input (`grad` with `logits`,
+///         `grad_reg_loss` with `reg_loss`; both the writing and the accumulating calls);
+///         std::domain_error for a non-finite value that is read. Nothing is
 ///         written then.
 #pragma once
 
@@ -323,6 +325,9 @@ class CarlLoss {
         detail::check_output(kName, "grad", grad_, n, x.cols());
         detail::pisa_check_output_vector(kName, "grad_reg_loss", grad_reg_, n);
       }
+      // Both paths read the inputs while writing the outputs: no output may share their memory.
+      detail::check_no_alias(kName, x, grad_);
+      detail::pisa_check_no_alias(kName, "reg_loss", "grad_reg_loss", reg_loss, grad_reg_);
     }
     auto reg_at = [&](Index i) { return static_cast<double>(reg_loss.derived().coeff(i)); };
     const LabelStats stats = check_rows(x, labels, c, reg_at, true);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
 #include <type_traits>
 
 #include "../core/checks.hpp"
@@ -45,6 +46,18 @@ Derived& pisa_prepare_vector(const Eigen::DenseBase<Derived>& out_, Index n) {
       out.resize(n, 1);
   }
   return out;
+}
+
+/// detail::check_no_alias (same overlap test) with the argument names in the message: throws if
+/// the output `out_arg` shares memory with the input `in_arg`.
+template <typename DIn, typename DOut>
+void pisa_check_no_alias(const char* where, const char* in_arg, const char* out_arg,
+                         const Eigen::DenseBase<DIn>& in, const Eigen::DenseBase<DOut>& out) {
+  try {
+    check_no_alias(where, in, out);
+  } catch (const std::invalid_argument&) {
+    throw_invalid(where, out_arg, " must not share memory with ", in_arg);
+  }
 }
 
 /// Validates one per-anchor input value: finite (else std::domain_error) and >= lo (and <= hi
