@@ -44,7 +44,10 @@ namespace detail {
 
 /// GHM-C's bin of g (−1 for g < 0, the mark of an invalid element): ⌊g·M⌋ corrected by one step
 /// against the edges k/M computed in float32, which reproduces the reference's float32 edge table
-/// exactly (its last edge, 1 + 1e-6, is above every g ≤ 1). Vectorised for float.
+/// exactly (its last edge, 1 + 1e-6, is above every g ≤ 1). The scalar form is exact. The packet
+/// form (float) skips the divisions: it returns ⌊g·M⌋ unless g·M lies within 1e-4 of an inner
+/// edge — where float rounding of g·M or of k/M could matter — and −2 there, for the caller to
+/// finish with the exact scalar form (see resolve_bin).
 template <typename Scalar>
 struct GhmBinOp {
   Scalar m;
@@ -64,14 +67,15 @@ struct GhmBinOp {
   EIGEN_STRONG_INLINE Packet packetOp(const Packet& g) const {
     namespace ei = Eigen::internal;
     const Packet zero = ei::pzero(g), one = ei::pset1<Packet>(Scalar(1));
-    const Packet mp = ei::pset1<Packet>(m);
-    const Packet k = ei::pmin(ei::pmax(ei::pfloor(ei::pmul(g, mp)), zero), ei::psub(mp, one));
-    const Packet k1 = ei::padd(k, one);
-    const Packet down = ei::pand(ei::pcmp_lt(g, ei::pdiv(k, mp)), one);
-    const Packet up =
-        ei::pand(ei::pand(ei::pcmp_le(ei::pdiv(k1, mp), g), ei::pcmp_lt(k1, mp)), one);
-    return ei::pselect(ei::pcmp_lt(g, zero), ei::pset1<Packet>(Scalar(-1)),
-                       ei::psub(ei::padd(k, up), down));
+    const Packet eps = ei::pset1<Packet>(Scalar(1e-4));
+    const Packet gm = ei::pmul(g, ei::pset1<Packet>(m));
+    const Packet fl = ei::pfloor(gm);
+    const Packet frac = ei::psub(gm, fl);
+    // Near an edge k/M with 0 < k (edge 0 is exact), or at or above M (g = 1).
+    const Packet near = ei::por(ei::pand(ei::pcmp_lt(frac, eps), ei::pcmp_lt(zero, fl)),
+                                ei::pcmp_lt(ei::psub(one, eps), frac));
+    const Packet k = ei::pselect(near, ei::pset1<Packet>(Scalar(-2)), fl);
+    return ei::pselect(ei::pcmp_lt(g, zero), ei::pset1<Packet>(Scalar(-1)), k);
   }
 };
 
@@ -82,7 +86,7 @@ namespace Eigen {
 namespace internal {
 template <typename Scalar>
 struct functor_traits<fgbg::detail::GhmBinOp<Scalar>> {
-  // The packet path computes the edges in Scalar, exact only when Scalar is float.
+  // The packet path is written for float's rounding; double uses the exact scalar form.
   enum { Cost = 10, PacketAccess = std::is_same<Scalar, float>::value };
 };
 }  // namespace internal
@@ -197,11 +201,19 @@ class GhmcLoss {
     Index valid;
   };
 
-  /// Bin index of every g of a tile, as a Scalar, in place (−1 where g < 0, i.e. invalid).
-  void bins_of(Scalar* g, Index n) const {
+  /// Bin of every g of a tile into `bins` (−1 where g < 0, i.e. invalid; −2 where the fast
+  /// float path leaves the element to resolve_bin).
+  void bins_of(const Scalar* g, Scalar* bins, Index n) const {
     using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
-    Eigen::Map<Vec> v(g, n);
-    v = v.unaryExpr(detail::GhmBinOp<Scalar>{static_cast<Scalar>(config_.bins)});
+    Eigen::Map<Vec>(bins, n) = Eigen::Map<const Vec>(g, n).unaryExpr(
+        detail::GhmBinOp<Scalar>{static_cast<Scalar>(config_.bins)});
+  }
+
+  /// The final bin index of element i: bins[i], or the exact scalar form where it is −2.
+  int resolve_bin(const Scalar* g, Scalar* bins, Index i) const {
+    if (bins[i] < Scalar(-1.5))
+      bins[i] = detail::GhmBinOp<Scalar>{static_cast<Scalar>(config_.bins)}(g[i]);
+    return static_cast<int>(bins[i]);
   }
 
   /// Turns p = σ(x) of a tile into g = |p − t| in place, and marks invalid elements (ignored
@@ -252,30 +264,31 @@ class GhmcLoss {
     detail::check_finite(kName, "logits", x);
     if constexpr (kGrad) detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
 
-    // Pass 1: the histogram of g over valid elements.
-    detail::NoGrad none;
+    // Pass 1: the bin of every element (−1 if invalid) and the histogram of the valid ones. With
+    // a gradient output the bins are kept in it, so pass 2 need not recompute them.
     Histogram init{};
-    const Histogram h = detail::tiled_reduce<Scalar>(
-        x, none, init,
-        [&](const detail::Tile& t, const Scalar* xt, Scalar*, Scalar* scratch, Histogram& acc) {
-          const Index n = t.size();
-          Eigen::Map<Vec> g(scratch, n);
-          g = array::sigmoid(Eigen::Map<const Vec>(xt, n));
-          to_g(t, labels, w, scratch);
-          bins_of(scratch, n);
-          // Four interleaved sub-histograms: consecutive elements mostly share bin 0, and one
-          // counter would serialise every increment on the previous one.
-          std::int32_t sub[4][kMaxBins + 1];
-          for (auto& h4 : sub) std::fill(h4, h4 + config_.bins + 1, 0);
-          for (Index i = 0; i < n; ++i) ++sub[i & 3][static_cast<int>(g[i]) + 1];
-          for (int b = 0; b < config_.bins; ++b)
-            acc.count[b] += sub[0][b + 1] + sub[1][b + 1] + sub[2][b + 1] + sub[3][b + 1];
-          acc.valid += n - (sub[0][0] + sub[1][0] + sub[2][0] + sub[3][0]);
-        },
-        [&](Histogram& total, const Histogram& part) {
-          for (int k = 0; k < config_.bins; ++k) total.count[k] += part.count[k];
-          total.valid += part.valid;
-        });
+    auto pass1 = [&](const detail::Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch,
+                     Histogram& acc) {
+      const Index n = t.size();
+      Scalar* g = scratch;
+      Scalar* bins = gt ? gt : scratch + detail::kTileElems;
+      Eigen::Map<Vec>(g, n) = array::sigmoid(Eigen::Map<const Vec>(xt, n));
+      to_g(t, labels, w, g);
+      bins_of(g, bins, n);
+      // Four interleaved sub-histograms: consecutive elements mostly share bin 0, and one
+      // counter would serialise every increment on the previous one.
+      std::int32_t sub[4][kMaxBins + 1];
+      for (auto& h4 : sub) std::fill(h4, h4 + config_.bins + 1, 0);
+      for (Index i = 0; i < n; ++i) ++sub[i & 3][resolve_bin(g, bins, i) + 1];
+      for (int b = 0; b < config_.bins; ++b)
+        acc.count[b] += sub[0][b + 1] + sub[1][b + 1] + sub[2][b + 1] + sub[3][b + 1];
+      acc.valid += n - (sub[0][0] + sub[1][0] + sub[2][0] + sub[3][0]);
+    };
+    auto merge = [&](Histogram& total, const Histogram& part) {
+      for (int k = 0; k < config_.bins; ++k) total.count[k] += part.count[k];
+      total.valid += part.valid;
+    };
+    const Histogram h = detail::tiled_reduce<Scalar>(x, grad, init, pass1, merge);
 
     // Per-bin factor β_k / tot, and the state update.
     const int m = config_.bins;
@@ -313,13 +326,26 @@ class GhmcLoss {
           Eigen::Map<const Vec> xv(xt, n);
           Eigen::Map<Vec> p(scratch, n), sp(scratch + detail::kTileElems, n),
               g(scratch + 2 * detail::kTileElems, n), f(scratch + 3 * detail::kTileElems, n);
+          if constexpr (kGrad) {
+            // The bins pass 1 left in the gradient output (gathered if it is not row-major).
+            const Scalar* bins = detail::load_tile(grad, t, g.data());
+            // Indices first (a vectorised conversion), then a plain table lookup the compiler
+            // can turn into gathers.
+            std::int32_t idx[detail::kTileElems];
+            Eigen::Map<Eigen::Array<std::int32_t, Eigen::Dynamic, 1>>(idx, n) =
+                Eigen::Map<const Vec>(bins, n).template cast<std::int32_t>() + 1;
+            const Scalar* table = factor_s.data();
+            for (Index i = 0; i < n; ++i) f[i] = table[idx[i]];
+          }
           p = array::exp_neg_abs(xv);
           sp = array::softplus_from(xv, p);
           p = array::sigmoid_from(xv, p);
-          g = p;
-          to_g(t, labels, w, g.data());
-          bins_of(g.data(), n);
-          for (Index i = 0; i < n; ++i) f[i] = factor_s[static_cast<int>(g[i]) + 1];
+          if constexpr (!kGrad) {
+            g = p;
+            to_g(t, labels, w, g.data());
+            bins_of(g.data(), f.data(), n);
+            for (Index i = 0; i < n; ++i) f[i] = factor_s[resolve_bin(g.data(), f.data(), i) + 1];
+          }
           if constexpr (kGrad) Eigen::Map<Vec>(gt, n) = f * p;
           double acc = 0.0;
           // Positive elements: subtract f·x from the loss and f from the gradient.
