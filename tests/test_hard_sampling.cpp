@@ -782,7 +782,9 @@ TEST_CASE("InstanceBalancedSampler: huge GT ids cost no memory and sample as den
   inst.sample(l, huge, rng, s);
   NoAllocScope guard;
   for (std::int64_t k = 1; k <= 50; ++k) {
-    for (Index i = 0; i < 60; ++i) huge[i] = dense[i] * 100003 * k + k;
+    for (Index i = 0; i < 60; ++i) huge[i] = dense[i] * 100003 * k + k;  // sorting path
+    inst.sample(l, huge, rng, s);
+    for (Index i = 0; i < 60; ++i) huge[i] = dense[i] * k + k;  // compact ids, growing max
     inst.sample(l, huge, rng, s);
   }
   CHECK(guard.count() == 0);

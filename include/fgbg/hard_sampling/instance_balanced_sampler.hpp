@@ -19,8 +19,10 @@
 /// sampling_common.hpp). Libra R-CNN pairs them with IoU-balanced negatives: IouBalancedSampler.
 /// Inputs: labels (−1 / 0 / ≥ 1) and the assigned GT index per candidate (≥ 0 for positives),
 /// e.g. an Assignment. GT ids may be any values ≥ 0 (e.g. batch-unique ids): positives are
-/// grouped by sorting them by (GT, index) in the Sample's scratch, O(P log P), with no memory
-/// proportional to the id values. Caller-owned URBG; same seed ⇒ same sample; output ascending.
+/// grouped by (GT, index) in the Sample's scratch — a counting sort, O(P), when the ids are
+/// compact (max < 2P + 64), else a comparison sort, O(P log P) — so no memory is proportional
+/// to the id values and changing ids do not allocate once warm. Caller-owned URBG; same seed ⇒
+/// same sample; output ascending.
 ///
 /// @throws std::invalid_argument for a bad config, a label < −1, a gt_index of the wrong length
 ///         or < 0 on a positive. The Sample is not touched then.
@@ -65,25 +67,54 @@ void instance_balanced_positives(const Eigen::DenseBase<LD>& labels,
     out = s.a;
     return;
   }
-  // Group positives by GT: sort them by (GT, index) in scratch, O(P log P). Groups come out
-  // ascending by GT, members ascending by index; no memory depends on the GT id values.
-  auto gt = [&](Index i) { return gt_index.derived().coeff(i); };
-  s.b.assign(s.a.begin(), s.a.end());
-  std::sort(s.b.begin(), s.b.end(),
-            [&](Index x, Index y) { return gt(x) < gt(y) || (gt(x) == gt(y) && x < y); });
-  const Index np = static_cast<Index>(s.b.size());
+  // Group positives by GT: s.b = the positives, groups ascending by GT id, members ascending
+  // by index; group k is s.b[s.d[k] .. s.d[k + 1]) (possibly empty). Ids of positives are ≥ 0
+  // (checked), so as unsigned 64-bit keys they keep their order. Memory never depends on the
+  // id values:
+  //  - compact ids (max id < 2P + 64, e.g. an Assignment's 0..G−1): a stable counting sort,
+  //    O(P), over a buffer bounded by a function of P (reserved up front, so it never grows
+  //    with the ids once warm);
+  //  - anything else (e.g. batch-unique ids like 2·10⁹): std::sort of (id, index) pairs,
+  //    O(P log P).
+  const Index n_pos = static_cast<Index>(s.a.size());
+  const std::uint64_t compact = static_cast<std::uint64_t>(2 * n_pos + 64);
+  auto id_of = [&](Index i) { return static_cast<std::uint64_t>(gt_index.derived().coeff(i)); };
+  std::uint64_t max_gt = 0;
+  for (const Index i : s.a) max_gt = std::max(max_gt, id_of(i));
+  // Capacity for both paths, so that a warm Sample never allocates whichever path a call takes.
+  s.d.reserve(static_cast<std::size_t>(compact + 1));
+  s.c.reserve(static_cast<std::size_t>(compact + 1));
+  s.grouped.reserve(s.a.size());
+  s.b.resize(s.a.size());
+  if (max_gt < compact) {
+    s.d.assign(static_cast<std::size_t>(max_gt + 2), 0);
+    for (const Index i : s.a) ++s.d[static_cast<std::size_t>(id_of(i)) + 1];
+    for (std::size_t k = 1; k < s.d.size(); ++k) s.d[k] += s.d[k - 1];  // start of each id
+    s.c.assign(s.d.begin(), s.d.end());                                 // running positions
+    for (const Index i : s.a) s.b[static_cast<std::size_t>(s.c[id_of(i)]++)] = i;
+  } else {
+    auto& g = s.grouped;
+    g.clear();
+    for (const Index i : s.a) g.emplace_back(id_of(i), i);
+    std::sort(g.begin(), g.end());
+    s.d.clear();
+    for (std::size_t k = 0; k < g.size(); ++k) {
+      if (k == 0 || g[k].first != g[k - 1].first) s.d.push_back(static_cast<Index>(k));
+      s.b[k] = g[k].second;
+    }
+    s.d.push_back(n_pos);
+  }
   Index groups = 0;
-  for (Index k = 0; k < np; ++k) groups += (k == 0 || gt(s.b[k]) != gt(s.b[k - 1]));
+  for (std::size_t k = 0; k + 1 < s.d.size(); ++k) groups += (s.d[k + 1] > s.d[k]);
   const Index q =
       static_cast<Index>(std::nearbyint(static_cast<double>(p_exp) / static_cast<double>(groups))) +
       1;
-  for (Index begin = 0; begin < np;) {
-    Index end = begin + 1;
-    while (end < np && gt(s.b[end]) == gt(s.b[begin])) ++end;
+  for (std::size_t k = 0; k + 1 < s.d.size(); ++k) {
+    const Index begin = s.d[k], end = s.d[k + 1];
+    if (end == begin) continue;
     s.c.assign(s.b.begin() + begin, s.b.begin() + end);
     choose_k(s.c, q, rng, false);
     out.insert(out.end(), s.c.begin(), s.c.end());
-    begin = end;
   }
   const Index taken = static_cast<Index>(out.size());
   if (taken < p_exp) {

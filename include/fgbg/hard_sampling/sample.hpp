@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -33,6 +34,7 @@ struct SampleScratch {
   std::vector<double> losses;
   std::vector<std::pair<double, Index>> keyed;  ///< (key, index) pairs for top-k selection
   std::vector<unsigned char> marks;
+  std::vector<std::pair<std::uint64_t, Index>> grouped;  ///< (GT id, index) of positives
 };
 
 }  // namespace detail
