@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "config.hpp"
+#include "dense.hpp"
 #include "errors.hpp"
 
 namespace fgbg {
@@ -65,13 +66,21 @@ LabelStats check_labels(const char* where, const Eigen::DenseBase<Derived>& labe
 }
 
 /// Throws `std::domain_error` naming the first (row-major order) non-finite element of `x`.
-/// One vectorised pass: x·0 is 0 for every finite x and NaN otherwise.
+/// One vectorised pass over the tiles of the dense engine (threaded like the losses, so it does
+/// not become the serial part of a threaded call): x·0 is 0 for every finite x and NaN otherwise.
 template <typename Derived>
 void check_finite(const char* where, const char* arg, const Eigen::DenseBase<Derived>& x) {
   using Scalar = typename Derived::Scalar;
   if (x.size() == 0) return;
-  const Scalar probe = (x.derived() * Scalar(0)).sum();
-  if (probe == Scalar(0)) return;
+  NoGrad none;
+  const bool finite = tiled_reduce<Scalar>(
+      x, none, true,
+      [](const Tile& t, const Scalar* xt, Scalar*, Scalar*, bool& ok) {
+        using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+        ok = ok && (Eigen::Map<const Vec>(xt, t.size()) * Scalar(0)).sum() == Scalar(0);
+      },
+      [](bool& all, bool part) { all = all && part; });
+  if (finite) return;
   for (Index r = 0; r < x.rows(); ++r)
     for (Index c = 0; c < x.cols(); ++c) {
       const Scalar v = x.derived().coeff(r, c);

@@ -275,14 +275,29 @@ class GhmcLoss {
       Eigen::Map<Vec>(g, n) = array::sigmoid(Eigen::Map<const Vec>(xt, n));
       to_g(t, labels, w, g);
       bins_of(g, bins, n);
-      // Four interleaved sub-histograms: consecutive elements mostly share bin 0, and one
+      for (Index i = 0; i < n; ++i)
+        if (bins[i] < Scalar(-1.5)) resolve_bin(g, bins, i);
+      // Counter index bin + 1 (0 counts invalid elements), converted in one vectorised pass.
+      std::int32_t idx[detail::kTileElems];
+      Eigen::Map<Eigen::Array<std::int32_t, Eigen::Dynamic, 1>>(idx, n) =
+          Eigen::Map<const Vec>(bins, n).template cast<std::int32_t>() + 1;
+      // Eight interleaved sub-histograms: consecutive elements mostly share a bin, and a single
       // counter would serialise every increment on the previous one.
-      std::int32_t sub[4][kMaxBins + 1];
-      for (auto& h4 : sub) std::fill(h4, h4 + config_.bins + 1, 0);
-      for (Index i = 0; i < n; ++i) ++sub[i & 3][resolve_bin(g, bins, i) + 1];
-      for (int b = 0; b < config_.bins; ++b)
-        acc.count[b] += sub[0][b + 1] + sub[1][b + 1] + sub[2][b + 1] + sub[3][b + 1];
-      acc.valid += n - (sub[0][0] + sub[1][0] + sub[2][0] + sub[3][0]);
+      constexpr int kSub = 8;
+      std::int32_t sub[kSub][kMaxBins + 1];
+      for (auto& h8 : sub) std::fill(h8, h8 + config_.bins + 1, 0);
+      Index i = 0;
+      for (; i + kSub <= n; i += kSub)
+        for (int j = 0; j < kSub; ++j) ++sub[j][idx[i + j]];
+      for (; i < n; ++i) ++sub[0][idx[i]];
+      for (int b = 0; b <= config_.bins; ++b) {
+        std::int32_t total = 0;
+        for (int j = 0; j < kSub; ++j) total += sub[j][b];
+        if (b == 0)
+          acc.valid += n - total;
+        else
+          acc.count[b - 1] += total;
+      }
     };
     auto merge = [&](Histogram& total, const Histogram& part) {
       for (int k = 0; k < config_.bins; ++k) total.count[k] += part.count[k];
