@@ -119,7 +119,8 @@ void check_output(const char* where, const char* arg, const Eigen::DenseBase<Der
 /// views of different layouts. Only objects with direct access can alias.
 template <typename DIn, typename DOut>
 void check_no_alias(const char* where, const Eigen::DenseBase<DIn>& in_,
-                    const Eigen::DenseBase<DOut>& out_) {
+                    const Eigen::DenseBase<DOut>& out_, const char* in_name = "logits",
+                    const char* out_name = "grad") {
   if constexpr (bool(DIn::Flags & Eigen::DirectAccessBit) &&
                 bool(DOut::Flags & Eigen::DirectAccessBit) &&
                 std::is_same<typename DIn::Scalar, typename DOut::Scalar>::value) {
@@ -153,7 +154,7 @@ void check_no_alias(const char* where, const Eigen::DenseBase<DIn>& in_,
       const bool wrapped = d_inner + b_inner > stride && rows_meet(d_outer + 1);
       overlap = direct || wrapped;
     }
-    if (overlap) throw_invalid(where, "grad must not share memory with the logits");
+    if (overlap) throw_invalid(where, out_name, " must not share memory with the ", in_name);
   }
 }
 

@@ -25,17 +25,19 @@
 namespace fgbg {
 namespace detail {
 
-/// Validates logits, labels, weights and the gradient's shape for an N × C sigmoid head, in
-/// that order, and returns the label counts. Nothing is written.
+/// The checks every dense head runs, in this order, before anything is written: labels in
+/// −1..num_classes, the normaliser, weights (N × weight_cols or N), the gradient's shape and its
+/// aliasing with the logits and the weights, and finite logits. Returns the label counts.
 template <typename Scalar, typename XD, typename LD, typename GradOut>
-LabelStats check_sigmoid_call(const char* where, const Eigen::DenseBase<XD>& x,
-                              const Eigen::DenseBase<LD>& labels, Weights<Scalar>& weights,
-                              const Normalizer& normalizer, const GradOut& grad) {
+LabelStats check_dense_call(const char* where, const Eigen::DenseBase<XD>& x,
+                            const Eigen::DenseBase<LD>& labels, Index num_classes,
+                            Weights<Scalar>& weights, Index weight_cols,
+                            const Normalizer& normalizer, const GradOut& grad) {
   static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
                 "fgbg: the logits must have the loss's scalar type");
-  const LabelStats s = check_labels(where, labels, x.rows(), x.cols());
+  const LabelStats s = check_labels(where, labels, x.rows(), num_classes);
   normalizer.validate(where);
-  weights.bind(where, x.rows(), x.cols());
+  weights.bind(where, x.rows(), weight_cols);
   if constexpr (!std::is_same<GradOut, NoGrad>::value) {
     check_output(where, "grad", grad, x.rows(), x.cols());
     check_no_alias(where, x, grad);
@@ -43,6 +45,14 @@ LabelStats check_sigmoid_call(const char* where, const Eigen::DenseBase<XD>& x,
   }
   check_finite(where, "logits", x);
   return s;
+}
+
+/// check_dense_call for an N × C sigmoid head (per-anchor or per-element weights).
+template <typename Scalar, typename XD, typename LD, typename GradOut>
+LabelStats check_sigmoid_call(const char* where, const Eigen::DenseBase<XD>& x,
+                              const Eigen::DenseBase<LD>& labels, Weights<Scalar>& weights,
+                              const Normalizer& normalizer, const GradOut& grad) {
+  return check_dense_call(where, x, labels, x.cols(), weights, x.cols(), normalizer, grad);
 }
 
 /// Target 1 at the label column: BCE and focal loss.

@@ -25,6 +25,7 @@
 #include "dense.hpp"
 #include "loss_base.hpp"
 #include "reduction.hpp"
+#include "sigmoid_head.hpp"
 #include "weights.hpp"
 
 namespace fgbg {
@@ -36,23 +37,12 @@ template <typename Scalar, typename XD, typename LD, typename GradOut>
 LabelStats check_softmax_call(const char* where, const Eigen::DenseBase<XD>& x,
                               const Eigen::DenseBase<LD>& labels, Weights<Scalar>& weights,
                               const Normalizer& normalizer, const GradOut& grad) {
-  static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
-                "fgbg: the logits must have the loss's scalar type");
   if (x.cols() < 2)
     throw_invalid(where, "logits must have C+1 >= 2 columns (column 0 is background), got ",
                   x.cols());
   if (x.cols() > kTileElems)
     throw_invalid(where, "softmax heads support at most ", kTileElems, " columns, got ", x.cols());
-  const LabelStats s = check_labels(where, labels, x.rows(), x.cols() - 1);
-  normalizer.validate(where);
-  weights.bind(where, x.rows(), 1);
-  if constexpr (!std::is_same<GradOut, NoGrad>::value) {
-    check_output(where, "grad", grad, x.rows(), x.cols());
-    check_no_alias(where, x, grad);
-    weights.check_no_alias(where, grad);
-  }
-  check_finite(where, "logits", x);
-  return s;
+  return check_dense_call(where, x, labels, x.cols() - 1, weights, 1, normalizer, grad);
 }
 
 /// Σ_i Ω_i ℓ_i / A over an N × (C+1) softmax head; see the file comment.
