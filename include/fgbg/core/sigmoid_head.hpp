@@ -19,6 +19,7 @@
 #include "checks.hpp"
 #include "dense.hpp"
 #include "loss_base.hpp"
+#include "numerics.hpp"
 #include "reduction.hpp"
 #include "weights.hpp"
 
@@ -53,6 +54,32 @@ LabelStats check_sigmoid_call(const char* where, const Eigen::DenseBase<XD>& x,
                               const Eigen::DenseBase<LD>& labels, Weights<Scalar>& weights,
                               const Normalizer& normalizer, const GradOut& grad) {
   return check_dense_call(where, x, labels, x.cols(), weights, x.cols(), normalizer, grad);
+}
+
+/// The t = 0 formula shared by focal loss, QFL and VFL: a·σ(x)^γ·softplus(x) per element, and
+/// its derivative a·σ^γ·(σ + γ(1 − σ)·softplus(x)) (the modulating factor differentiated).
+/// One exp(−|x|), one log1p and one division per element; σ^γ by squaring for γ = 2, else as
+/// exp(−γ·softplus(−x)). `grad` may be nullptr.
+template <typename Scalar>
+void modulated_negatives(const Scalar* xp, Scalar* loss, Scalar* grad, Scalar* scratch, Index n,
+                         Scalar a, Scalar gamma) {
+  using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+  Eigen::Map<const Vec> x(xp, n);
+  Eigen::Map<Vec> e(scratch, n), sp(scratch + kTileElems, n), l(loss, n);
+  e = array::exp_neg_abs(x);
+  sp = array::softplus_from(x, e);
+  e = array::sigmoid_from(x, e);  // e now holds σ
+  if (gamma == Scalar(2)) {
+    l = a * e.square();
+  } else if (gamma == Scalar(1)) {
+    l = a * e;
+  } else if (gamma == Scalar(0)) {
+    l.setConstant(a);
+  } else {
+    l = a * (-gamma * (sp - x)).exp();  // σ^γ = exp(−γ softplus(−x)), softplus(−x) = sp − x
+  }
+  if (grad) Eigen::Map<Vec>(grad, n) = l * (e + gamma * (Scalar(1) - e) * sp);
+  l *= sp;
 }
 
 /// Target 1 at the label column: BCE and focal loss.

@@ -78,23 +78,7 @@ class QualityFocalLoss : public QualityDenseLoss<QualityFocalLoss<Scalar>, Scala
   /// t = 0 over a tile: σ^β softplus(x) and σ^β (σ + β(1 − σ) softplus(x)).
   void negatives(const detail::Tile& t, const Scalar* xp, Scalar* loss, Scalar* grad,
                  Scalar* scratch) const {
-    using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
-    const Index n = t.size();
-    Eigen::Map<const Vec> x(xp, n);
-    Eigen::Map<Vec> e(scratch, n), sp(scratch + detail::kTileElems, n), l(loss, n);
-    const Scalar b = config_.beta;
-    e = array::exp_neg_abs(x);
-    sp = array::softplus_from(x, e);
-    e = array::sigmoid_from(x, e);  // e now holds σ
-    if (b == Scalar(2)) {
-      l = e.square();
-    } else if (b == Scalar(1)) {
-      l = e;
-    } else {
-      l = (-b * (sp - x)).exp();  // σ^β = exp(−β softplus(−x)), softplus(−x) = sp − x
-    }
-    if (grad) Eigen::Map<Vec>(grad, n) = l * (e + b * (Scalar(1) - e) * sp);
-    l *= sp;
+    detail::modulated_negatives(xp, loss, grad, scratch, t.size(), Scalar(1), config_.beta);
   }
 
   /// Any target t ∈ [0, 1], one element (the closed form of the file comment).

@@ -52,23 +52,7 @@ class SigmoidFocalLoss : public OneHotSigmoidLoss<SigmoidFocalLoss<Scalar>, Scal
   /// t = 0 over a tile: FL = (1−α) p^γ softplus(x), ∂FL/∂x = (1−α) p^γ (p + γ(1−p) softplus(x)).
   void negatives(const detail::Tile& t, const Scalar* xp, Scalar* loss, Scalar* grad,
                  Scalar* scratch) const {
-    using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
-    const Index n = t.size();
-    Eigen::Map<const Vec> x(xp, n);
-    Eigen::Map<Vec> e(scratch, n), sp(scratch + detail::kTileElems, n), l(loss, n);
-    const Scalar a = alpha_neg(), g = config_.gamma;
-    e = array::exp_neg_abs(x);
-    sp = array::softplus_from(x, e);
-    e = array::sigmoid_from(x, e);  // e now holds p
-    if (g == Scalar(2)) {
-      l = e.square();
-    } else if (g == Scalar(0)) {
-      l.setOnes();
-    } else {
-      l = (-g * (sp - x)).exp();  // p^γ = exp(−γ softplus(−x)), softplus(−x) = sp − x
-    }
-    if (grad) Eigen::Map<Vec>(grad, n) = a * l * (e + g * (Scalar(1) - e) * sp);
-    l = a * l * sp;
+    detail::modulated_negatives(xp, loss, grad, scratch, t.size(), alpha_neg(), config_.gamma);
   }
 
   /// Any binary t, one element (stable closed form of spec §5.1).

@@ -93,23 +93,7 @@ class VarifocalLoss : public QualityDenseLoss<VarifocalLoss<Scalar>, Scalar> {
   /// q = 0 over a tile: α σ^γ softplus(x) and α σ^γ (σ + γ(1 − σ) softplus(x)).
   void negatives(const detail::Tile& t, const Scalar* xp, Scalar* loss, Scalar* grad,
                  Scalar* scratch) const {
-    using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
-    const Index n = t.size();
-    Eigen::Map<const Vec> x(xp, n);
-    Eigen::Map<Vec> e(scratch, n), sp(scratch + detail::kTileElems, n), l(loss, n);
-    const Scalar a = config_.alpha, g = config_.gamma;
-    e = array::exp_neg_abs(x);
-    sp = array::softplus_from(x, e);
-    e = array::sigmoid_from(x, e);  // e now holds σ
-    if (g == Scalar(2)) {
-      l = a * e.square();
-    } else if (g == Scalar(0)) {
-      l.setConstant(a);
-    } else {
-      l = a * (-g * (sp - x)).exp();  // σ^γ = exp(−γ softplus(−x))
-    }
-    if (grad) Eigen::Map<Vec>(grad, n) = l * (e + g * (Scalar(1) - e) * sp);
-    l *= sp;
+    detail::modulated_negatives(xp, loss, grad, scratch, t.size(), config_.alpha, config_.gamma);
   }
 
   /// Any target q ∈ [0, 1], one element.
