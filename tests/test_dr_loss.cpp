@@ -263,7 +263,10 @@ TEMPLATE_TEST_CASE("DR loss: per-image groups equal separate calls summed", "[dr
   }
   const S v = dr.value_and_grad(x, y, g, groups);
   CHECK(v == Approx(sum).epsilon(std::is_same<S, double>::value ? 1e-14 : 1e-6));
-  CHECK((g == gs).all());
+  // Not bit for bit: a group starts at another offset inside a tile than a separate call, so an
+  // element can fall on the vectorised or the scalar-tail path of exp (1 ulp apart).
+  CHECK(rel_max_diff(g.template cast<double>(), gs.template cast<double>()) <
+        (std::is_same<S, double>::value ? 1e-14 : 1e-6));
   CHECK(dr.value(x, y, groups) == v);
   CHECK(g.middleRows(401, 150).isZero(0));
   // Pooled is a different loss.
