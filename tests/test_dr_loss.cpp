@@ -282,31 +282,40 @@ TEMPLATE_TEST_CASE("DR loss: layouts, Maps, blocks, expressions and aliasing agr
   const fgbg::DRLoss<S> dr;
   RowArray<S> g_ref(157, 37);
   const S v_ref = dr.value_and_grad(x, y, g_ref);
+  // Equal up to the last bit: with -march=native, Eigen peels unaligned heads of a tile through
+  // the scalar exp, so where a tile sits in memory can move a result by one ulp.
+  const double tol = std::is_same<S, double>::value ? 1e-14 : 1e-6;
+  auto same = [&](const auto& g) {
+    return rel_max_diff(g.template cast<double>(), g_ref.template cast<double>()) < tol;
+  };
+  auto same_v = [&](S v) {
+    return std::abs(double(v) - double(v_ref)) <= tol * std::max(1.0, std::abs(double(v_ref)));
+  };
 
   Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> xc = x, gc(157, 37);
-  CHECK(dr.value_and_grad(xc, y, gc) == v_ref);
-  CHECK((gc == g_ref).all());
+  CHECK(same_v(dr.value_and_grad(xc, y, gc)));
+  CHECK(same(gc));
 
   std::vector<S> buffer(x.data(), x.data() + x.size());
   Eigen::Map<const RowArray<S>> xm(buffer.data(), 157, 37);
   RowArray<S> big = RowArray<S>::Constant(160, 40, S(42));
-  CHECK(dr.value_and_grad(xm, y, big.block(1, 2, 157, 37)) == v_ref);
-  CHECK((big.block(1, 2, 157, 37) == g_ref).all());
+  CHECK(same_v(dr.value_and_grad(xm, y, big.block(1, 2, 157, 37))));
+  CHECK(same(big.block(1, 2, 157, 37)));
   CHECK(big(0, 0) == S(42));
   CHECK(big(159, 39) == S(42));
 
   RowArray<S> g2(157, 37);
-  CHECK(dr.value_and_grad(x * S(1), y, g2) == v_ref);
-  CHECK((g2 == g_ref).all());
+  CHECK(same_v(dr.value_and_grad(x * S(1), y, g2)));
+  CHECK(same(g2));
 
   // Gradient written over the logits (in place).
   RowArray<S> inplace = x;
-  CHECK(dr.value_and_grad(inplace, y, inplace) == v_ref);
-  CHECK((inplace == g_ref).all());
+  CHECK(same_v(dr.value_and_grad(inplace, y, inplace)));
+  CHECK(same(inplace));
 
   // Labels as a row vector of another integer type; an empty Weights is accepted.
   Eigen::Array<std::int64_t, 1, Eigen::Dynamic> y64 = y.transpose().template cast<std::int64_t>();
-  CHECK(dr.value_and_grad(x, y64, g2, fgbg::Weights<S>{}) == v_ref);
+  CHECK(same_v(dr.value_and_grad(x, y64, g2, fgbg::Weights<S>{})));
   CHECK(dr.value(x, y64, fgbg::Weights<S>{}) == v_ref);
 }
 
