@@ -705,6 +705,57 @@ TEST_CASE("ranking primitives: bucketed window search equals std::upper_bound / 
   CHECK(checked > 50000);
 }
 
+TEST_CASE("ranking primitives: a negative's slot gives its window by the definitions",
+          "[primitives]") {
+  // lo = #{k : u_k + δ ≤ s} (H = 1), hi = #{k : u_k − δ < s} (H > 0), each rounded as written
+  std::mt19937_64 rng(19);
+  std::uniform_real_distribution<double> uni(-3, 3);
+  fgbg::detail::NegativeGrid grid;
+  long mismatches = 0, checked = 0;
+  for (int it = 0; it < 300; ++it) {
+    const std::uint32_t p = 1 + static_cast<std::uint32_t>(rng() % 150);
+    const double delta = std::vector<double>{0.25, 0.5, 1.0, 2.0, 1e-3}[it % 5];
+    std::vector<double> u(p);
+    const int mode = (it / 5) % 3;  // 0: continuous, 1: 0.25 grid (ties), 2: clustered
+    for (double& e : u)
+      e = mode == 0 ? uni(rng) : (mode == 1 ? std::round(uni(rng) * 4) / 4 : 1e-9 * uni(rng));
+    std::sort(u.begin(), u.end());
+    grid.build(u.data(), p, delta);
+    const auto search = grid.search();
+    std::vector<double> queries = {-1e300, 1e300, 0.0};
+    for (double e : u)
+      for (double t : {e - delta, e + delta, e})
+        for (double q : {t, std::nextafter(t, 1e300), std::nextafter(t, -1e300)})
+          queries.push_back(q);
+    for (int q = 0; q < 50; ++q) queries.push_back(uni(rng));
+    for (double s : queries) {
+      long lo = 0, hi = 0;
+      for (double e : u) {
+        lo += (e + delta <= s) ? 1 : 0;
+        hi += (e - delta < s) ? 1 : 0;
+      }
+      const std::uint32_t slot = search.bound<false>(s);
+      const auto w = grid.windows()[slot];
+      const bool ok = static_cast<long>(w.lo) == lo && static_cast<long>(w.hi) == hi &&
+                      (slot == 0) == (hi == 0);
+      if (!ok) {
+        INFO("p = " << p << ", mode = " << mode << ", delta = " << delta << ", s = " << s);
+        CHECK(ok);
+        ++mismatches;
+      }
+      ++checked;
+    }
+    // each positive's key positions: the slot just past its key is where its count changes
+    for (std::uint32_t k = 0; k < p; ++k) {
+      CHECK(grid.keys()[grid.pos_hi(k)] == u[k] - delta);
+      CHECK(grid.windows()[grid.pos_lo(k) + 1].lo > k);
+      CHECK(grid.windows()[grid.pos_hi(k) + 1].hi > k);
+    }
+  }
+  CHECK(mismatches == 0);
+  CHECK(checked > 50000);
+}
+
 // ------------------------------------------------------------------------------------------
 // Per-group rankings
 // ------------------------------------------------------------------------------------------

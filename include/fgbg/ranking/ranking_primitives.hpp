@@ -26,11 +26,13 @@
 ///  - Positive–positive sums use prefix arrays over the sorted positives (positive_prefix,
 ///    up_sum, prefix_sums).
 ///  - Positive–negative sums Σ_j H_δ(s_j − s_i) ("how many negatives are above positive i") are
-///    computed without sorting the negatives: every relevant negative j finds its window
-///    [a_j, b_j) in the sorted positives (BucketedSearch: O(1) expected, O(log P) worst case)
-///    and scatters into difference arrays (scatter_negatives): it contributes 1 to positives
-///    [0, a_j) and (s_j − s_i + δ)/(2δ) to positives [a_j, b_j). One prefix pass then yields F_i
-///    for all i. The same window gives that negative's update Down_c(s_j) later
+///    computed without sorting the negatives. A negative's window [a_j, b_j) in the sorted
+///    positives (H = 1 against [0, a_j), H = (s_j − s_i + δ)/(2δ) against [a_j, b_j)) changes
+///    only at the 2P thresholds s_i ± δ, so every relevant negative finds its slot among those
+///    thresholds with one search (NegativeGrid over a BucketedSearch: O(1) expected, O(log P)
+///    worst case) and adds itself to a histogram of counts and score sums per slot
+///    (scatter_negatives). Prefix sums over the 2P + 1 slots then yield F_i for all i, and the
+///    slot gives that negative's window, hence its update Down_c(s_j), later
 ///    (distribute_to_negatives). Cost O(P log P + N log P), memory O(P + N_rel).
 ///  - Negatives with s_j ≤ min_P s − δ ("irrelevant") have H = 0 against every positive; they
 ///    are skipped after one comparison and get an update of exactly 0.
@@ -62,12 +64,10 @@ namespace fgbg {
 
 namespace detail {
 
-/// One slot of the negative scatter's difference arrays (see scatter_negatives).
+/// One slot t of the negative histogram (see NegativeGrid and scatter_negatives).
 struct ScatterCell {
-  std::int64_t full = 0;  ///< negatives whose full block [0, lo) ends here
-  std::int64_t cnt = 0;   ///< +1 where a window starts, −1 where it ends
-  double sum = 0;         ///< +s where a window starts, −s where it ends
-  double pad = 0;
+  std::int64_t count = 0;  ///< relevant negatives in slot t
+  double sum = 0;          ///< Σ of their (shifted) scores
 };
 
 /// One positive entry of the flattened N × C ranking.
@@ -157,35 +157,117 @@ class BucketedSearch {
     v_.reserve(n + kScan);
   }
 
+  /// The search as a small value (raw pointers and scalars). Hot loops copy it into a local so
+  /// that the compiler keeps it in registers instead of reloading members after every store.
+  struct View {
+    const double* v;
+    const std::uint32_t* start;
+    double v0, inv_w, max_b;
+    bool one_bucket;
+
+    /// lo = first v > x, hi = first v ≥ y.
+    Window window(double x, double y) const { return {bound<true>(x), bound<false>(y)}; }
+
+    std::uint32_t bucket(double y) const {
+      if (one_bucket) return 0;
+      double t = (y - v0) * inv_w;
+      t = t < 0 ? 0 : (t > max_b ? max_b : t);  // also maps ±inf into range
+      return static_cast<std::uint32_t>(t);
+    }
+
+    template <bool kStrict>
+    std::uint32_t bound(double x) const {
+      const std::uint32_t b = bucket(x);
+      const std::uint32_t begin = start[b], end = start[b + 1];
+      if (end - begin <= kScan) {
+        std::uint32_t c = 0;
+        for (std::uint32_t t = 0; t < kScan; ++t)
+          c += (kStrict ? v[begin + t] <= x : v[begin + t] < x) ? 1u : 0u;
+        return begin + c;
+      }
+      return bound_in<kStrict>(v, begin, end, x);
+    }
+  };
+
+  View view() const { return {v_.data(), start_.data(), v0_, inv_w_, max_b_, m_ == 1}; }
+
   /// lo = first v > x, hi = first v ≥ y.
-  Window window(double x, double y) const { return {bound<true>(x), bound<false>(y)}; }
+  Window window(double x, double y) const { return view().window(x, y); }
 
  private:
-  std::uint32_t bucket(double y) const {
-    if (m_ == 1) return 0;
-    double t = (y - v0_) * inv_w_;
-    t = t < 0 ? 0 : (t > max_b_ ? max_b_ : t);  // also maps ±inf into range
-    return static_cast<std::uint32_t>(t);
-  }
-
-  template <bool kStrict>
-  std::uint32_t bound(double x) const {
-    const std::uint32_t b = bucket(x);
-    const std::uint32_t begin = start_[b], end = start_[b + 1];
-    const double* v = v_.data();
-    if (end - begin <= kScan) {
-      std::uint32_t c = 0;
-      for (std::uint32_t t = 0; t < kScan; ++t)
-        c += (kStrict ? v[begin + t] <= x : v[begin + t] < x) ? 1u : 0u;
-      return begin + c;
-    }
-    return bound_in<kStrict>(v, begin, end, x);
-  }
+  std::uint32_t bucket(double y) const { return view().bucket(y); }
 
   std::vector<double> v_;
   std::uint32_t n_ = 0, m_ = 1;
   double v0_ = 0, inv_w_ = 0, max_b_ = 0;
   std::vector<std::uint32_t> start_;
+};
+
+/// The 2P thresholds at which a negative's window in the sorted positives changes. For a
+/// negative of (shifted) score s, its window [lo, hi) in the sorted positives u is
+///
+///   lo = #{k : u_k + δ ≤ s}   (H_δ(s − u_k) = 1 for k < lo),
+///   hi = #{k : u_k − δ < s}   (H_δ(s − u_k) > 0 for k < hi).
+///
+/// Both are counts of thresholds passed, so they are read off one merged, sorted array of keys
+/// with the single predicate key < s: key_k = u_k − δ for hi and, for lo, the double just below
+/// u_k + δ (key < s ⇔ u_k + δ ≤ s, exactly). One search per negative gives its slot
+/// t = #{keys < s} ∈ [0, 2P]; slot 0 is "H = 0 against every positive" (irrelevant), and
+/// window(t) is a table lookup. A tie group of keys is passed all at once, so the table is exact.
+class NegativeGrid {
+ public:
+  /// Builds the keys, the slot → window table and each positive's two key positions.
+  void build(const double* u, std::uint32_t p, double delta) {
+    keys_.resize(2 * static_cast<std::size_t>(p));
+    windows_.resize(2 * static_cast<std::size_t>(p) + 1);
+    pos_lo_.resize(p);
+    pos_hi_.resize(p);
+    const auto key_lo = [&](std::uint32_t k) {
+      const double up = u[k] + delta;
+      // max(): when δ is below half an ulp of u_k both keys coincide and lo never passes hi
+      return std::max(std::nextafter(up, -std::numeric_limits<double>::infinity()), u[k] - delta);
+    };
+    std::uint32_t a = 0, b = 0;
+    windows_[0] = Window{0, 0};
+    for (std::uint32_t t = 0; t < 2 * p; ++t) {
+      // merge: take the hi key (u_b − δ) while it is ≤ the next lo key
+      if (b < p && (a == p || u[b] - delta <= key_lo(a))) {
+        keys_[t] = u[b] - delta;
+        pos_hi_[b++] = t;
+      } else {
+        keys_[t] = key_lo(a);
+        pos_lo_[a++] = t;
+      }
+      windows_[t + 1] = Window{a, b};
+    }
+    search_.build(keys_.data(), 2 * p);
+  }
+
+  void reserve(std::size_t p) {
+    keys_.reserve(2 * p);
+    windows_.reserve(2 * p + 1);
+    pos_lo_.reserve(p);
+    pos_hi_.reserve(p);
+    search_.reserve(2 * p);
+  }
+
+  std::size_t capacity_bytes() const {
+    return keys_.capacity() * sizeof(double) + windows_.capacity() * sizeof(Window) +
+           (pos_lo_.capacity() + pos_hi_.capacity()) * sizeof(std::uint32_t);
+  }
+
+  BucketedSearch::View search() const { return search_.view(); }
+  const double* keys() const { return keys_.data(); }
+  const Window* windows() const { return windows_.data(); }
+  /// Position in the keys of positive k's lo key (u_k + δ) and hi key (u_k − δ).
+  std::uint32_t pos_lo(std::uint32_t k) const { return pos_lo_[k]; }
+  std::uint32_t pos_hi(std::uint32_t k) const { return pos_hi_[k]; }
+
+ private:
+  std::vector<double> keys_;
+  std::vector<Window> windows_;
+  std::vector<std::uint32_t> pos_lo_, pos_hi_;
+  BucketedSearch search_;
 };
 
 /// Window of t in a sorted set at ±δ: lo = first v > t − δ, hi = first v ≥ t + δ.
@@ -306,8 +388,9 @@ class RankFenwick {
 }  // namespace detail
 
 /// Reusable buffers of the ranking losses (AP, aLRP, Rank & Sort). Pass the same workspace to
-/// every call: it grows to the largest problem seen (O(P) for the positives plus 8 bytes per
-/// relevant negative entry) and after that a call allocates nothing. A workspace may be shared
+/// every call: it grows to the largest problem seen (O(P) for the positives plus 4 to 8 bytes
+/// per relevant negative entry: that buffer grows geometrically) and after that a call
+/// allocates nothing. A workspace may be shared
 /// by different losses and scalar types, but not by two calls running at the same time.
 ///
 /// Members are implementation details of fgbg's ranking losses.
@@ -327,15 +410,17 @@ class RankingWorkspace {
     cells.reserve(p + 1);
     order.reserve(p);
     fenwick.reserve(p);
-    search.reserve(p);
-    neg_windows.reserve(static_cast<std::size_t>(std::max<Index>(relevant_negatives, 0)));
+    grid.reserve(p);
+    cells.reserve(2 * p + 1);
+    neg_slots.reserve(static_cast<std::size_t>(std::max<Index>(relevant_negatives, 0)));
   }
 
   /// Bytes currently reserved (for diagnostics).
   std::size_t capacity_bytes() const {
-    std::size_t b =
-        pos.capacity() * sizeof(detail::RankedPositive) + win.capacity() * sizeof(detail::Window) +
-        neg_windows.capacity() * sizeof(detail::Window) + order.capacity() * sizeof(std::uint32_t);
+    std::size_t b = pos.capacity() * sizeof(detail::RankedPositive) +
+                    win.capacity() * sizeof(detail::Window) +
+                    neg_slots.capacity() * sizeof(std::uint32_t) +
+                    order.capacity() * sizeof(std::uint32_t) + grid.capacity_bytes();
     for (auto* v : {&u, &F, &a0, &a1, &a2, &a3, &a4, &a5, &g, &c, &W, &V, &X, &XV})
       b += v->capacity() * sizeof(double);
     b += count.capacity() * sizeof(std::int64_t) + cells.capacity() * sizeof(detail::ScatterCell);
@@ -351,11 +436,11 @@ class RankingWorkspace {
   std::vector<double> a0, a1, a2, a3, a4, a5;  ///< per-positive scratch of the losses
   std::vector<double> g, c;                    ///< per-positive update and distribution weight
   std::vector<double> W, V, X, XV;             ///< prefix sums over the sorted positives
-  std::vector<detail::ScatterCell> cells;      ///< difference arrays of the negative scatter
-  std::vector<detail::Window> neg_windows;     ///< window of each relevant negative
+  std::vector<detail::ScatterCell> cells;      ///< histogram of the negatives over the slots
+  std::vector<std::uint32_t> neg_slots;        ///< slot of each relevant negative
   std::vector<std::uint32_t> order;            ///< permutations of the positives
   detail::RankFenwick fenwick;                 ///< Rank & Sort's IoU-conditioned sums
-  detail::BucketedSearch search;               ///< window search over u
+  detail::NegativeGrid grid;                   ///< the negatives' window thresholds
   double shift = 0;                            ///< median positive score
   Index relevant_negatives = 0;                ///< N_rel of the last call
 };
@@ -398,7 +483,6 @@ void gather_positives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
   grow(ws.u, p);
   grow(ws.win, p);
   for (std::uint32_t k = 0; k < p; ++k) ws.u[k] = ws.pos[k].score - ws.shift;
-  ws.search.build(ws.u.data(), p);
   for (std::uint32_t k = 0; k < p; ++k) ws.win[k] = window_at(ws.u.data(), p, ws.u[k], delta);
 }
 
@@ -422,87 +506,82 @@ inline double positives_above(const RankingWorkspace& ws, std::uint32_t i, doubl
   return up_sum(ws.W.data(), ws.V.data(), p, ws.win[i], ws.u[i], delta);
 }
 
-/// Visits every negative entry (n, c) — label ≥ 0 and not the positive entry of its anchor —
-/// in anchor-major order as f(n, c, shifted score).
-template <typename XD, typename LD, typename IsPos, typename F>
-void for_each_negative(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-                       const IsPos& is_pos, double shift, F&& f) {
+/// Computes F_i = Σ_{j∈N} H_δ(s_j − s_i) and the integer count of negatives with H > 0 for every
+/// sorted positive i (ws.F, ws.count). Every relevant negative j finds its slot t_j in the
+/// NegativeGrid (one search) and is counted in a histogram of count and score sum per slot; with
+/// prefix sums N(t), S(t) over the slots and a = pos_lo(k), b = pos_hi(k), for positive k
+///
+///   count_k = N_rel − N(b)          (negatives with s_j > u_k − δ: H > 0)
+///   full_k  = N_rel − N(a)          (negatives with s_j ≥ u_k + δ: H = 1)
+///   F_k     = full_k + ((S(a) − S(b)) − (u_k − δ)·(count_k − full_k)) / (2δ).
+///
+/// With `keep_slots` the slots are stored (ws.neg_slots, in anchor-major order) for
+/// distribute_to_negatives. Negatives are the entries (n, c) with label ≥ 0 other than the
+/// positive entry of their anchor.
+template <typename XD, typename LD, typename IsPos>
+void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
+                       const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, double delta,
+                       bool keep_slots) {
+  const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
+  ws.relevant_negatives = 0;
+  if (p == 0) return;
+  const double* u = ws.u.data();
+  ws.grid.build(u, p, delta);
+  ws.cells.assign(2 * static_cast<std::size_t>(p) + 1, ScatterCell{});
+  // locals, so that the hot loop keeps them in registers
+  const double shift = ws.shift, first_key = ws.grid.keys()[0];
+  const BucketedSearch::View search = ws.grid.search();
+  ScatterCell* const cell = ws.cells.data();
   const Index n = x.rows(), C = x.cols();
+  const std::size_t total = static_cast<std::size_t>(n * C);
+  Index relevant = 0;
+  std::uint32_t* out = nullptr;
   for (Index a = 0; a < n; ++a) {
     const auto lab = labels.derived().coeff(a);
     if (lab < 0) continue;
     const Index pc = (lab > 0 && is_pos(a)) ? static_cast<Index>(lab) - 1 : -1;
+    if (keep_slots) {  // room for this row's slots (grows geometrically, then never)
+      const std::size_t need = static_cast<std::size_t>(relevant + C);
+      auto& ns = ws.neg_slots;
+      if (ns.size() < need) ns.resize(std::max(std::min(2 * need, total), ns.capacity()));
+      out = ns.data() + relevant;
+    }
+    Index row_relevant = 0;
     for (Index col = 0; col < C; ++col) {
       if (col == pc) continue;
-      f(a, col, static_cast<double>(x.derived().coeff(a, col)) - shift);
+      const double s = static_cast<double>(x.derived().coeff(a, col)) - shift;
+      if (!(first_key < s)) continue;  // H = 0 against every positive: irrelevant
+      const std::uint32_t t = search.template bound<false>(s);
+      ++cell[t].count;
+      cell[t].sum += s;
+      if (keep_slots) out[row_relevant] = t;
+      ++row_relevant;
     }
+    relevant += row_relevant;
   }
-}
-
-/// Computes F_i = Σ_{j∈N} H_δ(s_j − s_i) and the integer count of negatives with H > 0 for every
-/// sorted positive i (ws.F, ws.count), by scattering each relevant negative's window into
-/// difference arrays. With `keep_windows` the windows are stored (ws.neg_windows, in the
-/// anchor-major order of for_each_negative) for distribute_to_negatives.
-template <typename XD, typename LD, typename IsPos>
-void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
-                       const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, double delta,
-                       bool keep_windows) {
-  const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
-  ws.cells.assign(p + 1, ScatterCell{});
-  ws.neg_windows.clear();
-  ws.relevant_negatives = 0;
-  if (p == 0) return;
-  const double* u = ws.u.data();
-  const double umin = u[0], umax = u[p - 1];
-  ScatterCell* cell = ws.cells.data();
-  Index relevant = 0;
-  for_each_negative(x, labels, is_pos, ws.shift, [&](Index, Index, double s) {
-    const double hi_q = s + delta;
-    if (!(umin < hi_q)) return;  // H = 0 against every positive: irrelevant
-    ++relevant;
-    const double lo_q = s - delta;
-    Window w;
-    if (umax <= lo_q) {
-      w.lo = w.hi = p;  // H = 1 against every positive
-    } else {
-      w = ws.search.window(lo_q, hi_q);
-    }
-    ScatterCell& at_lo = cell[w.lo];
-    ++at_lo.full;
-    if (w.lo != w.hi) {
-      ScatterCell& at_hi = cell[w.hi];
-      ++at_lo.cnt;
-      at_lo.sum += s;
-      --at_hi.cnt;
-      at_hi.sum -= s;
-    }
-    if (keep_windows) ws.neg_windows.push_back(w);
-  });
   ws.relevant_negatives = relevant;
   grow(ws.F, p);
   grow(ws.count, p);
-  // full_i = #{j : a_j > i} (suffix sums of the histogram); window parts by prefix sums.
-  std::int64_t suffix = 0;
-  for (std::uint32_t k = p; k-- > 0;) {
-    suffix += cell[k + 1].full;
-    ws.count[k] = suffix;  // temporarily: full count
+  // prefix sums over the slots, in place: cell[t] := (N(t), S(t)) = sums over slots ≤ t
+  for (std::size_t t = 1; t <= 2 * static_cast<std::size_t>(p); ++t) {
+    cell[t].count += cell[t - 1].count;
+    cell[t].sum += cell[t - 1].sum;
   }
-  std::int64_t cw = 0;
-  double sw = 0;
   for (std::uint32_t k = 0; k < p; ++k) {
-    cw += cell[k].cnt;
-    sw += cell[k].sum;
-    const double full_k = static_cast<double>(ws.count[k]);
-    double f = full_k;
-    if (cw > 0) f += (sw - (u[k] - delta) * static_cast<double>(cw)) / (2 * delta);
-    ws.count[k] += cw;
-    ws.F[k] = ws.count[k] == 0 ? 0.0 : f;
+    const ScatterCell& ca = cell[ws.grid.pos_lo(k)];
+    const ScatterCell& cb = cell[ws.grid.pos_hi(k)];
+    const std::int64_t full = relevant - ca.count, count = relevant - cb.count;
+    const std::int64_t cw = count - full;
+    double f = static_cast<double>(full);
+    if (cw > 0) f += ((ca.sum - cb.sum) - (u[k] - delta) * static_cast<double>(cw)) / (2 * delta);
+    ws.count[k] = count;
+    ws.F[k] = count == 0 ? 0.0 : f;
   }
 }
 
 /// Writes the update of every entry: 0 for ignored entries, irrelevant negatives and (for now)
 /// positives; scale · Σ_i c_i H_δ(s_j − s_i) for a relevant negative j, with c from ws.c over
-/// the sorted positives. Requires scatter_negatives(…, keep_windows = true) on the same inputs.
+/// the sorted positives. Requires scatter_negatives(…, keep_slots = true) on the same inputs.
 template <typename XD, typename LD, typename GD, typename IsPos>
 void distribute_to_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
                              const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, double delta,
@@ -513,10 +592,15 @@ void distribute_to_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x
   grow(ws.XV, p + 1);
   prefix_sums(ws.c.data(), ws.u.data(), p, ws.X.data(), ws.XV.data());
   const Index n = x.rows(), C = x.cols();
-  const double umin = p ? ws.u[0] : 0.0;
+  if (p == 0) {
+    grad.derived().setZero();
+    return;
+  }
+  const double first_key = ws.grid.keys()[0], shift = ws.shift;
   const double* X = ws.X.data();
   const double* XV = ws.XV.data();
-  const Window* w = ws.neg_windows.data();
+  const Window* window = ws.grid.windows();
+  const std::uint32_t* slot = ws.neg_slots.data();
   for (Index a = 0; a < n; ++a) {
     const auto lab = labels.derived().coeff(a);
     if (lab < 0) {
@@ -526,10 +610,9 @@ void distribute_to_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x
     const Index pc = (lab > 0 && is_pos(a)) ? static_cast<Index>(lab) - 1 : -1;
     for (Index col = 0; col < C; ++col) {
       GS out = GS(0);
-      if (col != pc && p > 0) {
-        const double s = static_cast<double>(x.derived().coeff(a, col)) - ws.shift;
-        if (umin < s + delta) out = static_cast<GS>(scale * down_sum(X, XV, *w++, s, delta));
-      }
+      const double s = static_cast<double>(x.derived().coeff(a, col)) - shift;
+      if (col != pc && first_key < s)
+        out = static_cast<GS>(scale * down_sum(X, XV, window[*slot++], s, delta));
       grad.coeffRef(a, col) = out;
     }
   }
