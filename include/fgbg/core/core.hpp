@@ -13,4 +13,5 @@
 #include "reduction.hpp"
 #include "sigmoid_head.hpp"
 #include "softmax_head.hpp"
+#include "table_lookup.hpp"
 #include "weights.hpp"

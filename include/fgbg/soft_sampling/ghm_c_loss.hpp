@@ -36,6 +36,7 @@
 #include "../core/dense.hpp"
 #include "../core/numerics.hpp"
 #include "../core/sigmoid_head.hpp"
+#include "../core/table_lookup.hpp"
 #include "../core/weights.hpp"
 
 namespace fgbg {
@@ -275,29 +276,29 @@ class GhmcLoss {
       Eigen::Map<Vec>(g, n) = array::sigmoid(Eigen::Map<const Vec>(xt, n));
       to_g(t, labels, w, g);
       bins_of(g, bins, n);
-      for (Index i = 0; i < n; ++i)
-        if (bins[i] < Scalar(-1.5)) resolve_bin(g, bins, i);
-      // Counter index bin + 1 (0 counts invalid elements), converted in one vectorised pass.
+      // Counter index bin + 2: 0 counts the −2 marks the fast binning left to the exact form
+      // (rare: resolved below), 1 the invalid elements, k + 2 bin k. One vectorised conversion.
       std::int32_t idx[detail::kTileElems];
       Eigen::Map<Eigen::Array<std::int32_t, Eigen::Dynamic, 1>>(idx, n) =
-          Eigen::Map<const Vec>(bins, n).template cast<std::int32_t>() + 1;
+          Eigen::Map<const Vec>(bins, n).template cast<std::int32_t>() + 2;
       // Eight interleaved sub-histograms: consecutive elements mostly share a bin, and a single
       // counter would serialise every increment on the previous one.
       constexpr int kSub = 8;
-      std::int32_t sub[kSub][kMaxBins + 1];
-      for (auto& h8 : sub) std::fill(h8, h8 + config_.bins + 1, 0);
+      const int slots = config_.bins + 2;
+      std::int32_t sub[kSub][kMaxBins + 2];
+      for (auto& h8 : sub) std::fill(h8, h8 + slots, 0);
       Index i = 0;
       for (; i + kSub <= n; i += kSub)
         for (int j = 0; j < kSub; ++j) ++sub[j][idx[i + j]];
       for (; i < n; ++i) ++sub[0][idx[i]];
-      for (int b = 0; b <= config_.bins; ++b) {
-        std::int32_t total = 0;
-        for (int j = 0; j < kSub; ++j) total += sub[j][b];
-        if (b == 0)
-          acc.valid += n - total;
-        else
-          acc.count[b - 1] += total;
-      }
+      std::int32_t hist[kMaxBins + 2] = {};
+      for (int b = 0; b < slots; ++b)
+        for (int j = 0; j < kSub; ++j) hist[b] += sub[j][b];
+      if (hist[0] > 0)
+        for (Index q = 0; q < n; ++q)
+          if (idx[q] == 0) ++hist[resolve_bin(g, bins, q) + 2];
+      acc.valid += n - hist[1];
+      for (int k = 0; k < config_.bins; ++k) acc.count[k] += hist[k + 2];
     };
     auto merge = [&](Histogram& total, const Histogram& part) {
       for (int k = 0; k < config_.bins; ++k) total.count[k] += part.count[k];
@@ -344,13 +345,12 @@ class GhmcLoss {
           if constexpr (kGrad) {
             // The bins pass 1 left in the gradient output (gathered if it is not row-major).
             const Scalar* bins = detail::load_tile(grad, t, g.data());
-            // Indices first (a vectorised conversion), then a plain table lookup the compiler
-            // can turn into gathers.
+            // Indices first (a vectorised conversion), then the table lookup (register permutes
+            // for up to 31 bins).
             std::int32_t idx[detail::kTileElems];
             Eigen::Map<Eigen::Array<std::int32_t, Eigen::Dynamic, 1>>(idx, n) =
                 Eigen::Map<const Vec>(bins, n).template cast<std::int32_t>() + 1;
-            const Scalar* table = factor_s.data();
-            for (Index i = 0; i < n; ++i) f[i] = table[idx[i]];
+            detail::lookup_table(factor_s.data(), m + 1, idx, f.data(), n);
           }
           p = array::exp_neg_abs(xv);
           sp = array::softplus_from(xv, p);
