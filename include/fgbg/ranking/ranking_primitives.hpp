@@ -455,8 +455,9 @@ void grow(std::vector<T>& v, std::size_t n) {
 
 /// Checks that P fits the 32-bit windows (always true for any realistic batch).
 inline void check_positive_count(const char* where, std::size_t p) {
-  if (p >= static_cast<std::size_t>(std::numeric_limits<std::uint32_t>::max()))
-    throw_invalid(where, "too many positive entries (", p, "); at most 2^32 - 2 are supported");
+  // the negatives' grid holds 2P keys and 2P + 1 slots, indexed in 32 bits
+  if (p > static_cast<std::size_t>(std::numeric_limits<std::uint32_t>::max() / 2 - 1))
+    throw_invalid(where, "too many positive entries (", p, "); at most 2^31 - 2 are supported");
 }
 
 /// Collects the positive entries of an N × C sigmoid layout: entry (n, labels[n] − 1) for every
