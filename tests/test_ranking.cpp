@@ -658,6 +658,33 @@ TEMPLATE_TEST_CASE("ranking losses allocate nothing in steady state", "[ap][alrp
     count = guard.count();
   }
   CHECK(count == 0);
+  // ... also when it is given the exact counts (P and N_rel of this problem)
+  rs.value_and_grad(x, y, aux, g, ws);
+  Index p = 0;
+  for (Index a = 0; a < n; ++a) p += (y[a] > 0 && aux[a] > S(0)) ? 1 : 0;
+  fgbg::RankingWorkspace exact;
+  exact.reserve(p, ws.relevant_negatives);
+  {
+    NoAllocScope guard;
+    rs.value_and_grad(x, y, aux, g, exact);
+    count = guard.count();
+  }
+  CHECK(count == 0);
+  // ... and when the relevant negatives are far fewer than the entries of one anchor
+  RowArray<S> x1 = RowArray<S>::Constant(1, 80, S(-100)), g1(1, 80);
+  x1(0, 0) = S(0);
+  for (Index k = 1; k <= 10; ++k) x1(0, k) = S(0.1);
+  fgbg::LabelVector y1 = fgbg::LabelVector::Constant(1, 1);
+  Vec<S> iou1 = Vec<S>::Constant(1, S(1));
+  fgbg::RankingWorkspace small;
+  small.reserve(1, 10);
+  {
+    NoAllocScope guard;
+    rs.value_and_grad(x1, y1, iou1, g1, small);
+    count = guard.count();
+  }
+  CHECK(count == 0);
+  CHECK(small.relevant_negatives == 10);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -754,6 +781,17 @@ TEST_CASE("ranking primitives: a negative's slot gives its window by the definit
   }
   CHECK(mismatches == 0);
   CHECK(checked > 50000);
+  // δ below half an ulp of the scores: u ± δ round to u, a tie gets H = 0 (documented), and a
+  // window never inverts
+  const std::vector<double> big = {0.0, 1e9, 1e9, 3e9};
+  grid.build(big.data(), 4, 1e-8);
+  for (std::uint32_t t = 0; t <= 8; ++t) CHECK(grid.windows()[t].lo <= grid.windows()[t].hi);
+  const auto tie = grid.windows()[grid.search().bound<false>(1e9)];
+  CHECK(tie.lo == 1);
+  CHECK(tie.hi == 1);
+  const auto above = grid.windows()[grid.search().bound<false>(std::nextafter(1e9, 1e300))];
+  CHECK(above.lo == 3);
+  CHECK(above.hi == 3);
 }
 
 // ------------------------------------------------------------------------------------------

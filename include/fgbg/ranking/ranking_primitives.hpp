@@ -17,8 +17,11 @@
 ///   Down(u) = Σ_k c_k H_δ(u − v_k)
 ///           = C[lo] + ((u + δ)(C[hi] − C[lo]) − (CV[hi] − CV[lo]))/(2δ)
 ///
-/// (Primitive A and Primitive B of the spec; the window for Down(u) is the same function of u).
-/// Elements exactly at t − δ get H = 0 and elements exactly at t + δ get H = 1: clamp semantics.
+/// (Primitive A and Primitive B of the spec; the window for Down(u) is the same function of u,
+/// evaluated for the negatives through NegativeGrid as lo = #{v_k + δ ≤ u}, hi = #{v_k − δ < u},
+/// which rounds differently from v_k ≤ u − δ only within an ulp of a breakpoint, where H is 0 or
+/// 1 either way). Elements exactly at t − δ get H = 0 and elements exactly at t + δ get H = 1:
+/// clamp semantics.
 ///
 /// How the pieces are laid out here (see docs/ranking.md):
 ///  - Only the positives are sorted, by (score, flattened index) ascending (std::sort on a total
@@ -42,7 +45,8 @@
 /// Numerics: every sum is in double whatever the logits' scalar. Scores are shifted by the
 /// median positive score before the prefix sums (H depends only on differences), which keeps
 /// |V| small; the cancellation in a window sum is then about 1e-16 · Σ|s − median| over the
-/// window's set. ε gates use exact integer counts: a sum whose integer count of contributing
+/// prefix the sums run over (the positives, or the relevant negatives below the window's upper
+/// threshold). ε gates use exact integer counts: a sum whose integer count of contributing
 /// elements is 0 is exactly 0 (spec §5.7).
 ///
 /// The RankingWorkspace holds every buffer; it grows to the largest problem seen and then a call
@@ -214,6 +218,9 @@ class BucketedSearch {
 /// u_k + δ (key < s ⇔ u_k + δ ≤ s, exactly). One search per negative gives its slot
 /// t = #{keys < s} ∈ [0, 2P]; slot 0 is "H = 0 against every positive" (irrelevant), and
 /// window(t) is a table lookup. A tie group of keys is passed all at once, so the table is exact.
+/// One exception, for δ below half an ulp of |u_k| (e.g. δ = 1e-8 with scores near 1e9): u_k ± δ
+/// round to u_k, both keys become u_k, and a negative tied exactly with u_k gets H = 0 instead
+/// of ½ (the step is resolved at double precision; lo never exceeds hi).
 class NegativeGrid {
  public:
   /// Builds the keys, the slot → window table and each positive's two key positions.
@@ -407,7 +414,6 @@ class RankingWorkspace {
     win.reserve(p);
     for (auto* v : {&F, &a0, &a1, &a2, &a3, &a4, &a5, &g, &c, &W, &V, &X, &XV}) v->reserve(p + 1);
     count.reserve(p + 1);
-    cells.reserve(p + 1);
     order.reserve(p);
     fenwick.reserve(p);
     grid.reserve(p);
@@ -534,31 +540,43 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
   const BucketedSearch::View search = ws.grid.search();
   ScatterCell* const cell = ws.cells.data();
   const Index n = x.rows(), C = x.cols();
+  // The slot of negative j is added to the histogram and returned (false: irrelevant).
+  const auto visit = [&](Index a, Index col, std::uint32_t& t) {
+    const double s = static_cast<double>(x.derived().coeff(a, col)) - shift;
+    if (!(first_key < s)) return false;  // H = 0 against every positive: irrelevant
+    t = search.template bound<false>(s);
+    ++cell[t].count;
+    cell[t].sum += s;
+    return true;
+  };
+  // The slots buffer: its size is the room available (all of its capacity; reserve() sizes it);
+  // it grows only when a slot would not fit, so a call after reserve(P, N_rel) never allocates.
+  auto& slots = ws.neg_slots;
+  if (keep_slots && slots.size() < slots.capacity()) slots.resize(slots.capacity());
   const std::size_t total = static_cast<std::size_t>(n * C);
   Index relevant = 0;
-  std::uint32_t* out = nullptr;
   for (Index a = 0; a < n; ++a) {
     const auto lab = labels.derived().coeff(a);
     if (lab < 0) continue;
     const Index pc = (lab > 0 && is_pos(a)) ? static_cast<Index>(lab) - 1 : -1;
-    if (keep_slots) {  // room for this row's slots (grows geometrically, then never)
-      const std::size_t need = static_cast<std::size_t>(relevant + C);
-      auto& ns = ws.neg_slots;
-      if (ns.size() < need) ns.resize(std::max(std::min(2 * need, total), ns.capacity()));
-      out = ns.data() + relevant;
+    Index row = 0;  // relevant negatives of this anchor
+    std::uint32_t t = 0;
+    if (!keep_slots) {
+      for (Index col = 0; col < C; ++col) row += (col != pc && visit(a, col, t)) ? 1 : 0;
+    } else if (slots.size() >= static_cast<std::size_t>(relevant + C)) {  // room for the row
+      std::uint32_t* out = slots.data() + relevant;
+      for (Index col = 0; col < C; ++col)
+        if (col != pc && visit(a, col, t)) out[row++] = t;
+    } else {  // near the end of the buffer: check every slot, grow geometrically if needed
+      for (Index col = 0; col < C; ++col) {
+        if (col == pc || !visit(a, col, t)) continue;
+        const std::size_t used = static_cast<std::size_t>(relevant + row);
+        if (used == slots.size()) slots.resize(std::min(std::max(2 * used, used + 1), total));
+        slots[used] = t;
+        ++row;
+      }
     }
-    Index row_relevant = 0;
-    for (Index col = 0; col < C; ++col) {
-      if (col == pc) continue;
-      const double s = static_cast<double>(x.derived().coeff(a, col)) - shift;
-      if (!(first_key < s)) continue;  // H = 0 against every positive: irrelevant
-      const std::uint32_t t = search.template bound<false>(s);
-      ++cell[t].count;
-      cell[t].sum += s;
-      if (keep_slots) out[row_relevant] = t;
-      ++row_relevant;
-    }
-    relevant += row_relevant;
+    relevant += row;
   }
   ws.relevant_negatives = relevant;
   grow(ws.F, p);
