@@ -1,0 +1,43 @@
+// Runs fgbg::detail::lookup_table as compiled for one instruction set (the build compiles this
+// file once with -mavx2 -mfma -mno-avx512f and once with -mavx512f -mfma; Eigen wants FMA with
+// them) and compares it with the plain loop, so both register-permute paths are tested wherever the
+// CPU has them, whatever -march the rest of the tests use. Exits 0 without testing when the CPU
+// lacks the instruction set.
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include <fgbg/core/table_lookup.hpp>
+
+int main() {
+#if defined(__AVX512F__)
+  const char* path = "AVX-512";
+  const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#elif defined(__AVX2__)
+  const char* path = "AVX2";
+  const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  const char* path = "plain loop";
+  const bool supported = true;
+#endif
+  if (!supported) {
+    std::printf("%s: not supported by this CPU, skipped\n", path);
+    return 0;
+  }
+  std::mt19937 rng(7);
+  std::vector<float> table(40);
+  for (float& t : table) t = std::uniform_real_distribution<float>(-1, 1)(rng);
+  long checked = 0, wrong = 0;
+  for (int entries = 1; entries <= 40; ++entries) {
+    for (fgbg::Index n : {0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 100, 2048}) {
+      std::vector<std::int32_t> idx(static_cast<std::size_t>(n));
+      for (auto& v : idx) v = static_cast<std::int32_t>(rng() % static_cast<unsigned>(entries));
+      std::vector<float> out(static_cast<std::size_t>(n) + 1, 42.f);
+      fgbg::detail::lookup_table(table.data(), entries, idx.data(), out.data(), n);
+      for (fgbg::Index i = 0; i < n; ++i, ++checked) wrong += out[i] != table[idx[i]] ? 1 : 0;
+      wrong += out[n] != 42.f ? 1 : 0;  // nothing written past the end
+    }
+  }
+  std::printf("%s: %ld lookups, %ld wrong\n", path, checked, wrong);
+  return wrong == 0 ? 0 : 1;
+}
