@@ -82,29 +82,3 @@ TEST_CASE("aliasing: weights sharing memory with the gradient are refused", "[co
   RowArray<float> g(3, 2);
   CHECK_NOTHROW(fgbg::SigmoidCrossEntropyLoss<float>().value_and_grad(x, y, g, w));
 }
-
-TEST_CASE("table lookup: every path equals the plain loop", "[core][lookup]") {
-  // The register-permute paths (AVX-512 / AVX2, chosen by the target flags) and the plain loop
-  // must copy exactly table[idx[i]]: tables of 1..40 entries (both sides of the 32-entry limit),
-  // lengths around the vector widths.
-  std::mt19937 rng(3);
-  std::vector<float> table(40);
-  for (float& t : table) t = std::uniform_real_distribution<float>(-1, 1)(rng);
-  long mismatches = 0;
-  for (int entries = 1; entries <= 40; ++entries) {
-    for (Index n : {0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 100, 2048}) {
-      std::vector<std::int32_t> idx(static_cast<std::size_t>(n));
-      for (auto& v : idx) v = static_cast<std::int32_t>(rng() % static_cast<unsigned>(entries));
-      std::vector<float> out(static_cast<std::size_t>(n) + 1, 42.f);
-      fgbg::detail::lookup_table(table.data(), entries, idx.data(), out.data(), n);
-      for (Index i = 0; i < n; ++i) mismatches += out[i] != table[idx[i]];
-      CHECK(out[n] == 42.f);  // nothing written past the end
-    }
-  }
-  CHECK(mismatches == 0);
-  std::vector<double> dt = {0.5, -2.0, 3.0};
-  std::vector<std::int32_t> di = {2, 0, 1, 2};
-  std::vector<double> dout(4);
-  fgbg::detail::lookup_table(dt.data(), 3, di.data(), dout.data(), 4);
-  CHECK(dout == std::vector<double>{3.0, 0.5, -2.0, 3.0});
-}

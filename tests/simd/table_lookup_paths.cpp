@@ -1,8 +1,8 @@
-// Runs fgbg::detail::lookup_table as compiled for one instruction set (the build compiles this
-// file once with -mavx2 -mfma -mno-avx512f and once with -mavx512f -mfma; Eigen wants FMA with
-// them) and compares it with the plain loop, so both register-permute paths are tested wherever the
-// CPU has them, whatever -march the rest of the tests use. Exits 0 without testing when the CPU
-// lacks the instruction set.
+// Runs fgbg::detail::lookup_table as compiled for one path and compares it with table[idx[i]].
+// The build compiles this file once per path (tests/CMakeLists.txt): the plain loop (-mno-avx2 on
+// x86), AVX2 (-mavx2 -mfma -mno-avx512f) and AVX-512 (-mavx512f -mfma; Eigen wants FMA with
+// them), so every path is tested whatever -march the rest of the tests use. A program exits 0
+// without testing when the CPU lacks its instruction set.
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -38,6 +38,12 @@ int main() {
       wrong += out[n] != 42.f ? 1 : 0;  // nothing written past the end
     }
   }
+  // the double overload (a plain loop in every build)
+  const double dt[3] = {0.5, -2.0, 3.0};
+  const std::int32_t di[4] = {2, 0, 1, 2};
+  double dout[4] = {};
+  fgbg::detail::lookup_table(dt, 3, di, dout, 4);
+  wrong += (dout[0] != 3.0) + (dout[1] != 0.5) + (dout[2] != -2.0) + (dout[3] != 3.0);
   std::printf("%s: %ld lookups, %ld wrong\n", path, checked, wrong);
   return wrong == 0 ? 0 : 1;
 }
