@@ -324,14 +324,7 @@ class ALRPLoss {
       for (std::uint32_t k = 0; k < p; ++k)
         rank.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(ws.a3[k]);
     }
-    if constexpr (kGrad) {
-      detail::distribute_to_negatives(ws, x, labels, all, delta, scale / np, grad);
-      const Index C = x.cols();
-      for (std::uint32_t k = 0; k < p; ++k) {
-        const Index flat = ws.pos[k].flat;
-        grad.coeffRef(flat / C, flat % C) = static_cast<Scalar>(ws.g[k]);
-      }
-    }
+    if constexpr (kGrad) detail::write_updates(ws, x, labels, all, delta, scale / np, grad);
     return out;
   }
 

@@ -162,14 +162,7 @@ class APLoss {
       ws.g[k] = -(1 - hat) * scale / np;
       ws.c[k] = w / AB;
     }
-    if constexpr (kGrad) {
-      detail::distribute_to_negatives(ws, x, labels, all, delta, scale / np, grad);
-      const Index C = x.cols();
-      for (std::uint32_t k = 0; k < p; ++k) {
-        const Index flat = ws.pos[k].flat;
-        grad.coeffRef(flat / C, flat % C) = static_cast<Scalar>(ws.g[k]);
-      }
-    }
+    if constexpr (kGrad) detail::write_updates(ws, x, labels, all, delta, scale / np, grad);
     return 1.0 - sum_hat / np;
   }
 

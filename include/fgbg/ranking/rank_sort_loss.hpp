@@ -254,12 +254,8 @@ class RankSortLoss {
         }
         t = e;
       }
-      detail::distribute_to_negatives(ws, x, labels, is_pos, delta, scale / np, grad);
-      const Index C = x.cols();
-      for (std::uint32_t k = 0; k < p; ++k) {
-        const Index flat = ws.pos[k].flat;
-        grad.coeffRef(flat / C, flat % C) = static_cast<Scalar>(ws.g[k] * scale / np);
-      }
+      for (std::uint32_t k = 0; k < p; ++k) ws.g[k] = ws.g[k] * scale / np;
+      detail::write_updates(ws, x, labels, is_pos, delta, scale / np, grad);
     }
     return out;
   }

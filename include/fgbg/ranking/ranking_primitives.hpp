@@ -36,7 +36,7 @@
 ///    worst case) and adds itself to a histogram of counts and score sums per slot
 ///    (scatter_negatives). Prefix sums over the 2P + 1 slots then yield F_i for all i, and the
 ///    slot gives that negative's window, hence its update Down_c(s_j), later
-///    (distribute_to_negatives). Cost O(P log P + N log P), memory O(P + N_rel).
+///    (write_updates). Cost O(P log P + N log P), memory O(P + N_rel).
 ///  - Negatives with s_j ≤ min_P s − δ ("irrelevant") have H = 0 against every positive; they
 ///    are skipped after one comparison and get an update of exactly 0.
 ///  - Rank & Sort's IoU-conditioned sums use a Fenwick tree over the positives' score ranks
@@ -523,7 +523,7 @@ inline double positives_above(const RankingWorkspace& ws, std::uint32_t i, doubl
 ///   F_k     = full_k + ((S(a) − S(b)) − (u_k − δ)·(count_k − full_k)) / (2δ).
 ///
 /// With `keep_slots` the slots are stored (ws.neg_slots, in anchor-major order) for
-/// distribute_to_negatives. Negatives are the entries (n, c) with label ≥ 0 other than the
+/// write_updates. Negatives are the entries (n, c) with label ≥ 0 other than the
 /// positive entry of their anchor.
 template <typename XD, typename LD, typename IsPos>
 void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
@@ -598,13 +598,14 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
   }
 }
 
-/// Writes the update of every entry: 0 for ignored entries, irrelevant negatives and (for now)
-/// positives; scale · Σ_i c_i H_δ(s_j − s_i) for a relevant negative j, with c from ws.c over
-/// the sorted positives. Requires scatter_negatives(…, keep_slots = true) on the same inputs.
+/// Writes the update of every entry: 0 for ignored entries and irrelevant negatives;
+/// scale · Σ_i c_i H_δ(s_j − s_i) for a relevant negative j, with c from ws.c over the sorted
+/// positives; ws.g[k] (final, normalisation included) for the sorted positive k. Requires
+/// scatter_negatives(…, keep_slots = true) on the same inputs.
 template <typename XD, typename LD, typename GD, typename IsPos>
-void distribute_to_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
-                             const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, double delta,
-                             double scale, GD& grad) {
+void write_updates(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
+                   const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, double delta,
+                   double scale, GD& grad) {
   using GS = typename GD::Scalar;
   const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
   grow(ws.X, p + 1);
@@ -634,6 +635,10 @@ void distribute_to_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x
         out = static_cast<GS>(scale * down_sum(X, XV, window[*slot++], s, delta));
       grad.coeffRef(a, col) = out;
     }
+  }
+  for (std::uint32_t k = 0; k < p; ++k) {
+    const Index flat = ws.pos[k].flat;
+    grad.coeffRef(flat / C, flat % C) = static_cast<GS>(ws.g[k]);
   }
 }
 

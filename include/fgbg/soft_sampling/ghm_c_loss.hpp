@@ -342,25 +342,26 @@ class GhmcLoss {
           Eigen::Map<const Vec> xv(xt, n);
           Eigen::Map<Vec> p(scratch, n), sp(scratch + detail::kTileElems, n),
               g(scratch + 2 * detail::kTileElems, n), f(scratch + 3 * detail::kTileElems, n);
-          if constexpr (kGrad) {
-            // The bins pass 1 left in the gradient output (gathered if it is not row-major).
-            const Scalar* bins = detail::load_tile(grad, t, g.data());
-            // Indices first (a vectorised conversion), then the table lookup (register permutes
-            // for up to 31 bins).
-            std::int32_t idx[detail::kTileElems];
-            Eigen::Map<Eigen::Array<std::int32_t, Eigen::Dynamic, 1>>(idx, n) =
-                Eigen::Map<const Vec>(bins, n).template cast<std::int32_t>() + 1;
-            detail::lookup_table(factor_s.data(), m + 1, idx, f.data(), n);
-          }
           p = array::exp_neg_abs(xv);
           sp = array::softplus_from(xv, p);
           p = array::sigmoid_from(xv, p);
-          if constexpr (!kGrad) {
+          const Scalar* bins;
+          if constexpr (kGrad) {
+            // The bins pass 1 left in the gradient output (gathered if it is not row-major).
+            bins = detail::load_tile(grad, t, g.data());
+          } else {
             g = p;
             to_g(t, labels, w, g.data());
             bins_of(g.data(), f.data(), n);
-            for (Index i = 0; i < n; ++i) f[i] = factor_s[resolve_bin(g.data(), f.data(), i) + 1];
+            for (Index i = 0; i < n; ++i) resolve_bin(g.data(), f.data(), i);
+            bins = f.data();
           }
+          // Indices first (a vectorised conversion), then the table lookup (register permutes
+          // for up to 31 bins).
+          std::int32_t idx[detail::kTileElems];
+          Eigen::Map<Eigen::Array<std::int32_t, Eigen::Dynamic, 1>>(idx, n) =
+              Eigen::Map<const Vec>(bins, n).template cast<std::int32_t>() + 1;
+          detail::lookup_table(factor_s.data(), m + 1, idx, f.data(), n);
           if constexpr (kGrad) Eigen::Map<Vec>(gt, n) = f * p;
           double acc = 0.0;
           // Positive elements: subtract f·x from the loss and f from the gradient.
