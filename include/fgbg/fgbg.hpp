@@ -2,6 +2,8 @@
 /// @brief Umbrella header: every method of fgbg, grouped as the survey's taxonomy.
 #pragma once
 
+#include "core/requires_cxx17.hpp"
+
 #include "core/core.hpp"
 
 // Boxes and assignment.

@@ -24,6 +24,8 @@
 ///         std::domain_error if a coordinate is NaN or infinite. Nothing is written then.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <type_traits>

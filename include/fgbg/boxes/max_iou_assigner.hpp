@@ -37,6 +37,8 @@
 ///         Assignment is not touched then.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <limits>
 #include <vector>

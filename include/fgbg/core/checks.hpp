@@ -6,6 +6,8 @@
 /// labels; the finiteness check is one vectorised O(N·C) read of the logits.
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include <cmath>
 #include <utility>
 

@@ -2,6 +2,8 @@
 /// @brief Version, index type and build switches of fgbg.
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include <Eigen/Core>
 #include <cstdint>
 

@@ -3,6 +3,8 @@
 ///        engine and the shared drivers.
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include "checks.hpp"
 #include "config.hpp"
 #include "dense.hpp"

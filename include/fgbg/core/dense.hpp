@@ -11,6 +11,8 @@
 /// whole chunks, so the result does not depend on how many there are.
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cstddef>
 #include <type_traits>

@@ -7,6 +7,8 @@
 /// All checks run before any output or state is written (design.md §4).
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include <cmath>
 #include <cstddef>
 #include <sstream>

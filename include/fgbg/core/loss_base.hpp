@@ -17,6 +17,8 @@
 /// check has passed. The normalizer defaults to the one in the loss's config.
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include "dense.hpp"
 #include "reduction.hpp"
 #include "weights.hpp"

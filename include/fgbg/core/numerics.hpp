@@ -10,6 +10,8 @@
 /// Finite for every finite x, float and double (spec sampling-and-soft-losses §0, §5.1).
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 

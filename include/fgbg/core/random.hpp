@@ -3,6 +3,8 @@
 ///        uniform random bit generator (design.md §1: same seed, same result).
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <random>

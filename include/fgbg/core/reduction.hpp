@@ -18,6 +18,8 @@
 /// `avg_factor(A + FLT_EPSILON)` to reproduce that to the last bit.
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 

@@ -16,6 +16,8 @@
 /// @endcode
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include "checks.hpp"
 #include "dense.hpp"
 #include "loss_base.hpp"

@@ -19,6 +19,8 @@
 /// columns (2048: LVIS's 1204 fit).
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include <cmath>
 
 #include "checks.hpp"

@@ -10,6 +10,8 @@
 /// table entries), and the plain loop serves larger tables and other targets.
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include <cstdint>
 
 #include "config.hpp"

@@ -8,6 +8,8 @@
 /// element's loss and gradient; ignored anchors (label -1) stay at zero whatever their weight.
 #pragma once
 
+#include "requires_cxx17.hpp"
+
 #include <cmath>
 #include <type_traits>
 

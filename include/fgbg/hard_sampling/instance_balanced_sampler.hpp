@@ -28,6 +28,8 @@
 ///         or < 0 on a positive. The Sample is not touched then.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include "../boxes/max_iou_assigner.hpp"
 #include "sampling_common.hpp"
 

@@ -42,6 +42,8 @@
 ///         Neither the Sample nor the state is touched then.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include "../boxes/max_iou_assigner.hpp"
 #include "instance_balanced_sampler.hpp"
 #include "sampling_common.hpp"

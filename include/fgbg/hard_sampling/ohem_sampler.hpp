@@ -28,6 +28,8 @@
 ///         The Sample's result vectors are not touched then.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include "../boxes/iou.hpp"
 #include "../boxes/max_iou_assigner.hpp"
 #include "sampling_common.hpp"

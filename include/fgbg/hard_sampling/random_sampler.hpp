@@ -24,6 +24,8 @@
 ///         not touched then.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include "../boxes/max_iou_assigner.hpp"
 #include "sampling_common.hpp"
 

@@ -7,6 +7,8 @@
 /// is then Σ Ω_i ℓ_i / A with A from sample_avg_factor() (pass `Normalizer::avg_factor(A)`).
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -11,6 +11,8 @@
 ///   (label −1) are never sampled.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <random>

@@ -25,6 +25,8 @@
 ///         length; std::domain_error for a non-finite loss. The Sample is not touched then.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include "../boxes/max_iou_assigner.hpp"
 #include "sampling_common.hpp"
 

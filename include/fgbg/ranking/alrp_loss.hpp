@@ -42,6 +42,8 @@
 ///         logit or a non-finite ℓ at a positive anchor. Nothing is written when a call throws.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <limits>
 
 #include "ranking_primitives.hpp"

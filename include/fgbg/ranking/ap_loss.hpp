@@ -39,6 +39,8 @@
 ///         Nothing is written when a call throws.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include "ranking_primitives.hpp"
 
 namespace fgbg {

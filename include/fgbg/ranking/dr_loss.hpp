@@ -53,6 +53,8 @@
 ///         std::domain_error for a non-finite logit. Nothing is written when a call throws.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>

@@ -40,6 +40,8 @@
 ///         non-finite logit or IoU (at a foreground anchor). Nothing is written when a call throws.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include "ranking_primitives.hpp"
 
 namespace fgbg {

@@ -53,6 +53,8 @@
 /// allocates nothing.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -53,6 +53,8 @@
 ///         written then.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>

@@ -41,6 +41,8 @@
 ///         A call that throws writes no output and leaves the state unchanged.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 

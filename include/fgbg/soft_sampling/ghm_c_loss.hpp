@@ -26,6 +26,8 @@
 ///         A failed call leaves the state as it was.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cmath>

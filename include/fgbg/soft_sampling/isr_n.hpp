@@ -55,6 +55,8 @@
 ///         written (and the RNG is not advanced) then.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -47,6 +47,8 @@
 ///         that is read. Nothing is written then.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <type_traits>

@@ -3,6 +3,8 @@
 ///        vector checks and output preparation. Nothing here is public API.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -7,6 +7,8 @@
 /// all use π = 0.01). See unbiased/ for the sampling-free optimal bias computed from data.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <cmath>
 
 #include "../core/errors.hpp"

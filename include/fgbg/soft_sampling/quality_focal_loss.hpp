@@ -32,6 +32,8 @@
 ///         Nothing is written when a call throws.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <cmath>
 
 #include "../core/numerics.hpp"

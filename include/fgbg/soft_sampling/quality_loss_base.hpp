@@ -22,6 +22,8 @@
 /// Weights, Normalizer, GradOut& grad) const` (validate everything, then compute).
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <cmath>
 #include <type_traits>
 

@@ -21,6 +21,8 @@
 ///         std::domain_error for a non-finite logit or weight.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include "../core/loss_base.hpp"
 #include "../core/numerics.hpp"
 #include "../core/sigmoid_head.hpp"

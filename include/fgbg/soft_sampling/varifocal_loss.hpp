@@ -32,6 +32,8 @@
 ///         quality or weight. Nothing is written when a call throws.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 

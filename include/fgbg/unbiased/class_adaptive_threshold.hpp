@@ -34,6 +34,8 @@
 ///         call leaves the output vector untouched.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>

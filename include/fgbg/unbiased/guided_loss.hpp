@@ -46,6 +46,8 @@
 ///         nothing.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <cmath>
 #include <type_traits>
 #include <utility>

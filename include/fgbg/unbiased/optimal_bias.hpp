@@ -32,6 +32,8 @@
 ///         softmax with N_bg = 0). Nothing is modified by a failed call.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

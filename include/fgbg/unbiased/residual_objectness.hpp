@@ -45,6 +45,8 @@
 ///         a summed objectness that overflows the scalar. Nothing is written by a failed call.
 #pragma once
 
+#include "../core/requires_cxx17.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
