@@ -254,11 +254,23 @@ class DRLoss {
     const Index n = x.rows(), c = x.cols();
     detail::check_labels(kName, labels, n, c);
     if constexpr (kGrouped) check_groups(groups, n);
-    if constexpr (kGrad) detail::check_output(kName, "grad", grad, n, c);
+    if constexpr (kGrad) {
+      detail::check_output(kName, "grad", grad, n, c);
+      // A gradient over the logits' memory would overwrite logits before pass 2 reads them.
+      detail::check_no_alias(kName, x, grad);
+    }
 
     if constexpr (!kGrouped) {
       // The finiteness check is fused into pass 1, which writes nothing (see two_passes).
       if constexpr (kGrad) {
+        if (grad.rows() != n || grad.cols() != c) {
+          // A plain gradient of another shape is resized by prepare_output, which frees the
+          // buffer a block taken before it would point into: check everything, resize, and
+          // only then take the gradient block (this path is rare; it costs one extra read).
+          detail::check_finite(kName, "logits", x);
+          detail::prepare_output(kName, "grad", grad, n, c);
+          return evaluate(x, labels, 0, n, grad, nullptr);
+        }
         return evaluate(x, labels, 0, n, grad, [&](bool non_finite) {
           if (non_finite) detail::check_finite(kName, "logits", x);
           detail::prepare_output(kName, "grad", grad, n, c);
