@@ -141,14 +141,14 @@ class APLoss {
     detail::gather_positives(
         ws, x, labels, all, [](Index) { return 0.0; }, delta);
     detail::positive_prefix(ws);
-    detail::scatter_negatives(ws, x, labels, all, delta, kGrad);
+    detail::scatter_negatives(ws, x, labels, all, kGrad);
     const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
     const double np = static_cast<double>(p);
     detail::grow(ws.g, p);
     detail::grow(ws.c, p);
     double run_max = 0, sum_hat = 0;
     for (std::uint32_t k = 0; k < p; ++k) {
-      const double A = 0.5 + detail::positives_above(ws, k, delta);
+      const double A = 0.5 + detail::positives_above(ws, k);
       const double AB = A + ws.F[k];
       const double prec = A / AB;
       double hat = prec, w = 1;
@@ -164,7 +164,7 @@ class APLoss {
       ws.g[k] = -(1 - hat) * scale / np;
       ws.c[k] = w / AB;
     }
-    if constexpr (kGrad) detail::write_updates(ws, x, labels, all, delta, scale / np, grad);
+    if constexpr (kGrad) detail::write_updates(ws, x, labels, all, scale / np, grad);
     return 1.0 - sum_hat / np;
   }
 
