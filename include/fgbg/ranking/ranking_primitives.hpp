@@ -343,6 +343,11 @@ class NegativeGrid {
       windows_[t + 1] = Window{a, b};
     }
     search_.build(keys_.data(), 2 * p);
+    // the smallest double of each slot (its negatives s satisfy keys[t − 1] < s ≤ keys[t])
+    slot_ref_.resize(2 * static_cast<std::size_t>(p) + 1);
+    slot_ref_[0] = -kInf;
+    for (std::size_t t = 1; t <= 2 * static_cast<std::size_t>(p); ++t)
+      slot_ref_[t] = std::nextafter(keys_[t - 1], kInf);
   }
 
   /// The doubles in order as integers (−0 and +0 both map to 0).
@@ -360,6 +365,7 @@ class NegativeGrid {
 
   void reserve(std::size_t p) {
     keys_.reserve(2 * p);
+    slot_ref_.reserve(2 * p + 1);
     windows_.reserve(2 * p + 1);
     pos_lo_.reserve(p);
     pos_hi_.reserve(p);
@@ -374,12 +380,15 @@ class NegativeGrid {
   BucketedSearch::View search() const { return search_.view(); }
   const double* keys() const { return keys_.data(); }
   const Window* windows() const { return windows_.data(); }
+  /// The smallest double of slot t ≥ 1 (the reference of its negatives' offsets: s − ref ≥ 0,
+  /// and every H of the slot's window is in [0, 1] there).
+  const double* slot_refs() const { return slot_ref_.data(); }
   /// Position in the keys of positive k's lo key (u_k + δ) and hi key (u_k − δ).
   std::uint32_t pos_lo(std::uint32_t k) const { return pos_lo_[k]; }
   std::uint32_t pos_hi(std::uint32_t k) const { return pos_hi_[k]; }
 
  private:
-  std::vector<double> keys_;
+  std::vector<double> keys_, slot_ref_;
   std::vector<Window> windows_;
   std::vector<std::uint32_t> pos_lo_, pos_hi_;
   BucketedSearch search_;
@@ -706,9 +715,9 @@ inline double weighted_above(const RankingWorkspace& ws, std::uint32_t i) {
 /// Computes F_i = Σ_{j∈N} H_δ(s_j − s_i) and the integer count of negatives with H > 0 for every
 /// sorted positive i (ws.F, ws.count). Every relevant negative j finds its slot t_j in the
 /// NegativeGrid (one search) and is counted in a histogram of count and offset sum per slot
-/// (offsets s_j − key[t_j − 1], in double-double: the same multiset of negatives gives the same
-/// sums in any order, to about 2^-100). With prefix sums N(t) and chain-relative offset sums
-/// S(t) over the slots and a = pos_lo(k), b = pos_hi(k), for positive k
+/// (offsets s_j − r_t from the slot's smallest double r_t, in double-double: the same multiset of
+/// negatives gives the same sums in any order, to about 2^-100). With prefix sums N(t) and
+/// chain-relative offset sums S(t) over the slots and a = pos_lo(k), b = pos_hi(k), for positive k
 ///
 ///   count_k = N_rel − N(b)          (negatives with s_j − u_k > −δ: H > 0)
 ///   full_k  = N_rel − N(a)          (negatives with s_j − u_k ≥ δ: H = 1)
@@ -729,7 +738,7 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
   ws.cells.assign(2 * static_cast<std::size_t>(p) + 1, ScatterCell{});
   // locals, so that the hot loop keeps them in registers
   const double scale = ws.scale, first_key = ws.grid.keys()[0];
-  const double* const keys = ws.grid.keys();
+  const double* const slot_ref = ws.grid.slot_refs();
   const BucketedSearch::View search = ws.grid.search();
   ScatterCell* const cell = ws.cells.data();
   const Index n = x.rows(), C = x.cols();
@@ -739,7 +748,7 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
     if (!(first_key < s)) return false;  // H = 0 against every positive: irrelevant
     t = search.template bound<false>(s);
     ++cell[t].count;
-    cell[t].sum = dd_add(cell[t].sum, s - keys[t - 1]);  // t ≥ 1: keys[t − 1] < s
+    cell[t].sum = dd_add(cell[t].sum, s - slot_ref[t]);  // t ≥ 1: s ≥ slot_ref[t]
     return true;
   };
   // The slots buffer: its size is the room available (all of its capacity; reserve() sizes it);
@@ -786,7 +795,7 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
     const Window w = window[t];
     if (w.lo < w.hi && cell[t].count > 0) {
       const DD shift =
-          dd_mul(two_sum(keys[t - 1], -ws.ref[w.lo]), static_cast<double>(cell[t].count));
+          dd_mul(two_sum(slot_ref[t], -ws.ref[w.lo]), static_cast<double>(cell[t].count));
       contrib = dd_add(cell[t].sum, shift);
     }
     S[t] = dd_add(S[t - 1], contrib);
@@ -811,8 +820,9 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
 /// scale · Σ_i c_i H_δ(s_j − s_i) for a relevant negative j, with c from ws.c over the sorted
 /// positives; ws.g[k] (final, normalisation included) for the sorted positive k. Requires
 /// scatter_negatives(…, keep_slots = true) on the same inputs. Each slot's update is
-/// precomputed (in double-double) as Down(key) plus a slope: a negative's update is then one
-/// multiply-add from its slot, with both terms ≥ 0 (no cancellation).
+/// precomputed (in double-double) as Down(r_t) at the slot's smallest double r_t plus a slope: a
+/// negative's update is then one multiply-add from its slot, with both terms ≥ 0 (no
+/// cancellation, whatever the slot's width in units of δ).
 template <typename XD, typename LD, typename GD, typename IsPos>
 void write_updates(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
                    const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, double scale,
@@ -832,13 +842,13 @@ void write_updates(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
   grow(ws.slot_updates, slots_n);
   SlotUpdate* const su = ws.slot_updates.data();
   const Window* const window = ws.grid.windows();
-  const double* const keys = ws.grid.keys();
+  const double* const slot_ref = ws.grid.slot_refs();
   su[0] = SlotUpdate{};
   for (std::size_t t = 1; t < slots_n; ++t) {
     const Window w = window[t];
     SlotUpdate& out = su[t];
-    out.ref = keys[t - 1];
-    out.base = scale * down_sum(ws.X.data(), ws.XV.data(), ws.ref.data(), w, keys[t - 1], delta);
+    out.ref = slot_ref[t];
+    out.base = scale * down_sum(ws.X.data(), ws.XV.data(), ws.ref.data(), w, out.ref, delta);
     out.slope = w.lo < w.hi ? scale * 0.5 * dd_value(dd_sub(ws.X[w.hi], ws.X[w.lo])) : 0.0;
   }
   const double first_key = ws.grid.keys()[0];
