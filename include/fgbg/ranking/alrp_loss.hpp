@@ -36,7 +36,8 @@
 ///
 /// All arithmetic is in double. Workspace: pass a RankingWorkspace for allocation-free calls.
 ///
-/// @throws std::invalid_argument for δ not finite and > 0 or ε not finite and ≥ 0, labels of
+/// @throws std::invalid_argument for δ not finite and ≥ 1e-250 (the computable range) or ε not
+/// finite and ≥ 0, labels of
 ///         the wrong length or outside −1..C, `loc_error` not of length N or negative at a
 ///         positive anchor, an output view of the wrong shape; std::domain_error for a non-finite
 ///         logit or a non-finite ℓ at a positive anchor. Nothing is written when a call throws.
@@ -52,7 +53,7 @@ namespace fgbg {
 
 /// Configuration of ALRPLoss; defaults are the official ones.
 struct ALRPLossConfig {
-  double delta = 1.0;  ///< half-width δ of the smoothed step, > 0
+  double delta = 1.0;  ///< half-width δ of the smoothed step, finite and ≥ 1e-250
   double eps = 1e-5;   ///< gate: positive i is updated only if F_i > ε, ≥ 0
 };
 

@@ -34,7 +34,8 @@
 /// Workspace: pass a RankingWorkspace to make steady-state calls allocation-free; the overloads
 /// without one use a temporary workspace (and allocate).
 ///
-/// @throws std::invalid_argument for δ not finite and > 0, labels of the wrong length or outside
+/// @throws std::invalid_argument for δ not finite and ≥ 1e-250 (the computable range), labels of
+/// the wrong length or outside
 ///         −1..C, a `grad` view of the wrong shape; std::domain_error for a non-finite logit.
 ///         Nothing is written when a call throws.
 #pragma once
@@ -47,7 +48,7 @@ namespace fgbg {
 
 /// Configuration of APLoss; defaults are the official ones.
 struct APLossConfig {
-  double delta = 1.0;       ///< half-width δ of the smoothed step H_δ, > 0
+  double delta = 1.0;       ///< half-width δ of the smoothed step H_δ, finite and ≥ 1e-250
   bool interpolate = true;  ///< interpolated AP (TPAMI / released code); false: CVPR'19 variant
 };
 

@@ -34,7 +34,8 @@
 ///
 /// All arithmetic is in double. Workspace: pass a RankingWorkspace for allocation-free calls.
 ///
-/// @throws std::invalid_argument for δ not finite and > 0 or ε not finite and ≥ 0, labels of
+/// @throws std::invalid_argument for δ not finite and ≥ 1e-250 (the computable range) or ε not
+/// finite and ≥ 0, labels of
 ///         the wrong length or outside −1..C, `iou` not of length N or outside [0, 1] at a
 ///         foreground anchor, a `grad` view of the wrong shape; std::domain_error for a
 ///         non-finite logit or IoU (at a foreground anchor). Nothing is written when a call throws.
@@ -48,7 +49,7 @@ namespace fgbg {
 
 /// Configuration of RankSortLoss; defaults are the official ones.
 struct RankSortLossConfig {
-  double delta = 0.5;  ///< half-width δ of the smoothed step, > 0
+  double delta = 0.5;  ///< half-width δ of the smoothed step, finite and ≥ 1e-250
   double eps = 1e-10;  ///< gates of the ranking (F_i) and sorting (D_i) updates, ≥ 0
 };
 

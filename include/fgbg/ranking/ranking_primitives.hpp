@@ -42,12 +42,16 @@
 ///  - Rank & Sort's IoU-conditioned sums use a Fenwick tree over the positives' score ranks
 ///    (RankFenwick) with the same window formula.
 ///
-/// Numerics: every sum is in double whatever the logits' scalar. Scores are shifted by the
-/// median positive score before the prefix sums (H depends only on differences), which keeps
-/// |V| small; the cancellation in a window sum is then about 1e-16 · Σ|s − median| over the
-/// prefix the sums run over (the positives, or the relevant negatives below the window's upper
-/// threshold). ε gates use exact integer counts: a sum whose integer count of contributing
-/// elements is 0 is exactly 0 (spec §5.7).
+/// Numerics (issue 9; docs/ranking.md §4): H's argument is always the computed difference
+/// s_j − s_i (windows and keys are exact thresholds of those predicates, so δ below an ulp of
+/// the scores still gives ties ½). Every window lies in one chain of the sorted positives
+/// (consecutive scores within 2δ) and its sums are taken relative to the chain's first score,
+/// in double-double (prefix sums, Fenwick nodes, per-slot sums of the negatives' offsets from
+/// the slot's smallest double): no cancellation against outliers, and the same result for any
+/// order of the anchors (to ~2^-100 before the final rounding). Scores and δ are scaled by a
+/// power of 2 when they exceed 2^900 so that nothing overflows; δ ≥ 1e-250 keeps 1/δ normal.
+/// ε gates use exact integer counts: a sum whose integer count of contributing elements is 0
+/// is exactly 0 (spec §5.7).
 ///
 /// The RankingWorkspace holds every buffer; it grows to the largest problem seen and then a call
 /// allocates nothing.
@@ -277,11 +281,11 @@ class BucketedSearch {
 /// with the differences as computed in double (monotone in s, so each predicate holds for s
 /// above a threshold). Both are counts of thresholds passed, so they are read off one merged,
 /// sorted array of keys with the single predicate key < s: key_k is the largest double for which
-/// the predicate fails (found from u_k ± δ with a few nextafter steps), so key < s ⇔ predicate,
-/// exactly, for every δ (also below half an ulp of u_k, where u_k ± δ round to u_k: a negative
-/// tied with u_k then gets ½). One search per negative gives its slot t = #{keys < s} ∈ [0, 2P];
-/// slot 0 is "H = 0 against every positive" (irrelevant), and window(t) is a table lookup. A tie
-/// group of keys is passed all at once, so the table is exact.
+/// the predicate fails (found from u_k ± δ by nextafter steps or a bisection), so key < s ⇔
+/// predicate, exactly, for every δ (also below half an ulp of u_k, where u_k ± δ round to u_k: a
+/// negative tied with u_k then gets ½). One search per negative gives its slot t = #{keys < s} ∈
+/// [0, 2P]; slot 0 is "H = 0 against every positive" (irrelevant), and window(t) is a table lookup.
+/// A tie group of keys is passed all at once, so the table is exact.
 class NegativeGrid {
  public:
   /// Builds the keys, the slot → window table and each positive's two key positions.
