@@ -445,3 +445,36 @@ TEST_CASE("ranking losses: positives over ±1e4 equal the long-double oracle",
     check_rs(pr.x, pr.y, pr.aux, d);
   }
 }
+
+TEMPLATE_TEST_CASE("ranking losses: random extreme problems equal the long-double oracle",
+                   "[ap][alrp][rs][hardening][edge]", float, double) {
+  using S = TestType;
+  std::mt19937_64 rng(909);
+  const double big = static_cast<double>(std::numeric_limits<S>::max());
+  const std::vector<double> magnitudes = {0, 1e-300, 1e-20, 1e-3, 1, 3, 1e4, 1e20, 1e35, big};
+  const std::vector<double> deltas = {
+      fgbg::detail::kMinDelta, 1e-15, 1e-3, 0.5, 1, 1e4, 1e300, std::numeric_limits<double>::max()};
+  std::uniform_real_distribution<double> uni(-1, 1), unit(0.05, 1);
+  for (int it = 0; it < 240; ++it) {
+    const Index n = 1 + static_cast<Index>(rng() % 10), C = 1 + static_cast<Index>(rng() % 3);
+    RowArray<S> x(n, C);
+    LabelVector y(n);
+    Eigen::Array<S, -1, 1> aux(n);
+    for (Index a = 0; a < n; ++a) {
+      for (Index c = 0; c < C; ++c) {
+        const double m = magnitudes[rng() % magnitudes.size()];
+        x(a, c) = static_cast<S>(std::max(-big, std::min(big, m * uni(rng) * 1.0)));
+        if (rng() % 4 == 0 && a > 0) x(a, c) = x(a - 1, 0);  // ties
+      }
+      y[a] = static_cast<fgbg::Label>(static_cast<int>(rng() % (C + 2)) - 1);
+      aux[a] = static_cast<S>(unit(rng));
+    }
+    const double d = deltas[rng() % deltas.size()];
+    INFO("problem " << it << ", delta " << d);
+    check_ap(x, y, d);
+    check_rs(x, y, aux, d);
+    // aLRP with distinct positive scores (its loc order breaks score ties by index: fine too,
+    // the oracle does the same)
+    check_alrp(x, y, aux, d);
+  }
+}
