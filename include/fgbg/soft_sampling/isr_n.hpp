@@ -332,8 +332,10 @@ class ScoreHlrSampler {
 
     ScoreHlrResult r;
     const Index n_pos = static_cast<Index>(ws.pos.size());
-    const Index p_exp =
-        static_cast<Index>(std::floor(static_cast<double>(config_.num) * config_.pos_fraction));
+    // ⌊num · pos_fraction⌋ clamped to num in double (num = INT64_MAX rounds up to 2^63, which no
+    // Index holds), so 0 ≤ P ≤ num and num − P cannot overflow.
+    const Index p_exp = detail::min_with_floor(
+        config_.num, static_cast<double>(config_.num) * config_.pos_fraction);
     r.positives = std::min(n_pos, p_exp);
     Index n_exp = config_.num - r.positives;
     if (config_.neg_pos_ub >= 0)  // clamped in double: a huge bound (1e30) cannot overflow

@@ -49,7 +49,9 @@ namespace fgbg {
 /// @throws std::invalid_argument as optimal_sigmoid_prior.
 inline double released_score_threshold(std::int64_t num_fg, std::int64_t num_bg,
                                        Index num_classes) {
-  return optimal_sigmoid_prior(num_fg, num_bg, num_classes) * static_cast<double>(num_classes + 1);
+  // C + 1 in double: num_classes may be INT64_MAX.
+  return optimal_sigmoid_prior(num_fg, num_bg, num_classes) *
+         (static_cast<double>(num_classes) + 1.0);
 }
 
 /// The released global threshold π · (C + 1) from accumulated statistics.
@@ -70,7 +72,7 @@ void per_class_score_thresholds(const AnchorStatistics& stats,
   const Index c = stats.num_classes();
   if (!(std::isfinite(floor) && floor >= 0.0))
     detail::throw_invalid(kWhere, "floor must be finite and >= 0, got ", floor);
-  if (stats.num_fg() + stats.num_bg() == 0)
+  if (stats.num_fg() == 0 && stats.num_bg() == 0)  // both >= 0; their sum may overflow
     detail::throw_invalid(kWhere, "no anchors counted (num_fg + num_bg must be > 0, got 0)");
   auto& out = const_cast<Eigen::DenseBase<Derived>&>(out_);
   if constexpr (std::is_base_of<Eigen::PlainObjectBase<Derived>, Derived>::value &&
@@ -89,7 +91,7 @@ void per_class_score_thresholds(const AnchorStatistics& stats,
   const bool as_row = out.rows() == 1;
   for (Index k = 0; k < c; ++k) {
     const Scalar v = static_cast<Scalar>(
-        std::max(floor, stats.class_frequency(k + 1) * static_cast<double>(c + 1)));
+        std::max(floor, stats.class_frequency(k + 1) * (static_cast<double>(c) + 1.0)));
     if (as_row)
       out.derived().coeffRef(0, k) = v;
     else
