@@ -5,7 +5,9 @@
 
 #include <fgbg/boxes/iou.hpp>
 #include <fgbg/boxes/max_iou_assigner.hpp>
+#include <fgbg/hard_sampling/ohem_sampler.hpp>
 #include <fgbg/soft_sampling/carl.hpp>
+#include <fgbg/soft_sampling/isr_n.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -58,12 +60,12 @@ TEMPLATE_TEST_CASE("IoU of huge finite boxes: exact, and the assigner accepts it
   const S big = std::is_same<S, float>::value ? S(1e20) : S(1e200);
   const S mx = std::numeric_limits<S>::max();
   Boxes<S> b(6, 4);
-  b << 0, 0, big, big,                       // huge square
-      0, 0, big / 2, big,                    // its left half: IoU 0.5
-      0, 0, S(1), S(1),                      // unit box inside: IoU 1 / big^2
-      -mx, -mx, mx, mx,                      // the whole range (widths overflow too)
-      -mx / 2, -mx / 2, mx / 2, mx / 2,      // a quarter of it
-      S(3), S(4), S(10), S(9);               // ordinary
+  b << 0, 0, big, big,                   // huge square
+      0, 0, big / 2, big,                // its left half: IoU 0.5
+      0, 0, S(1), S(1),                  // unit box inside: IoU 1 / big^2
+      -mx, -mx, mx, mx,                  // the whole range (widths overflow too)
+      -mx / 2, -mx / 2, mx / 2, mx / 2,  // a quarter of it
+      S(3), S(4), S(10), S(9);           // ordinary
   const Index n = b.rows();
   Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> m(n, n);
   fgbg::iou_matrix(b, b, m);
@@ -256,4 +258,34 @@ TEMPLATE_TEST_CASE("CARL: results are bit-identical for every layout and alignme
       same(xm, "unaligned map");
     }
   }
+}
+
+// ------------------------------------------------------------------ NMS over huge boxes
+
+TEMPLATE_TEST_CASE("NMS paths (nms_match, OHEM paper mode) group huge duplicate boxes",
+                   "[hardening][boxes][nms]", float, double) {
+  using S = TestType;
+  // The IoU of two copies of (0, 0, 1e20, 1e20) was NaN in float: never ≥ the threshold, so the
+  // duplicates were never suppressed.
+  const S big = std::is_same<S, float>::value ? S(1e20) : S(1e200);
+  Boxes<S> b(4, 4);
+  b << 0, 0, big, big, 0, 0, big, big, S(1), S(1), S(2), S(2), 0, 0, big, big;
+  Eigen::Array<S, Eigen::Dynamic, 1> sc(4);
+  sc << S(0.9), S(0.8), S(0.7), S(0.6);
+  fgbg::NmsMatchGroups groups;
+  fgbg::NmsMatchWorkspace<S> ws;
+  fgbg::nms_match(b, sc, 0.5, groups, ws);
+  REQUIRE(groups.groups() == 2);
+  CHECK(groups.members[static_cast<std::size_t>(groups.begin[0])] == 0);
+  CHECK(groups.begin[1] - groups.begin[0] == 3);  // 0 keeps 1 and 3
+
+  fgbg::LabelVector y(4);
+  y << 1, 1, 1, 1;
+  Eigen::ArrayXd loss(4);
+  loss << 4, 3, 2, 1;
+  fgbg::OhemPaperSamplerConfig c;
+  c.num = 10;
+  fgbg::Sample out;
+  fgbg::OhemPaperSampler(c).sample(y, b, loss, out);
+  CHECK(out.positives == std::vector<Index>{0, 2});
 }

@@ -16,6 +16,7 @@
 #include <fgbg/soft_sampling/carl.hpp>
 #include <fgbg/soft_sampling/isr_n.hpp>
 #include <fgbg/soft_sampling/isr_p.hpp>
+#include <fgbg/soft_sampling/prior_bias.hpp>
 #include <fgbg/soft_sampling/sigmoid_cross_entropy.hpp>
 #include <fgbg/unbiased/class_adaptive_threshold.hpp>
 #include <fgbg/unbiased/guided_loss.hpp>
@@ -862,5 +863,88 @@ TEST_CASE("AnchorStatistics: counts never overflow, num_classes bounded", "[hard
     INFO("num_classes = " << c);
     if (c > std::numeric_limits<std::int32_t>::max() || c < 1)
       CHECK_THROWS_WITH(fgbg::AnchorStatistics(c), Catch::Contains("num_classes must be in [1, "));
+  }
+}
+
+// ------------------------------------------------------------------ function parameters
+TEMPLATE_TEST_CASE("Thresholds, priors, NMS and normalisers: every parameter value",
+                   "[hardening][unbiased]", float, double) {
+  using S = TestType;
+  Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> sc(3, 2);
+  sc << S(0.1), S(0.9), S(-std::numeric_limits<S>::max()), S(0), S(std::numeric_limits<S>::max()),
+      S(0.5);
+  fgbg::AnchorStatistics st(2);
+  fgbg::LabelVector y(4);
+  y << 1, 0, 0, 2;
+  st.add(y);
+  for (const double t : real_values<double>()) {
+    INFO("value " << t);
+    std::vector<fgbg::ScoredCandidate<S>> out;
+    try {
+      const Index k = fgbg::select_above_threshold(sc, t, out);
+      CHECK(std::isfinite(t));
+      Index want = 0;  // score > t compared with t rounded to S (±inf beyond S's range)
+      const long double tl = t > static_cast<double>(std::numeric_limits<S>::max()) ? INFINITY
+                             : t < -static_cast<double>(std::numeric_limits<S>::max())
+                                 ? -INFINITY
+                                 : static_cast<S>(t);
+      for (Index i = 0; i < sc.size(); ++i) want += sc.data()[i] > tl;
+      CHECK(k == want);
+    } catch (const std::domain_error&) {
+      CHECK_FALSE(std::isfinite(t));
+    }
+    Eigen::Array<S, Eigen::Dynamic, 1> th;
+    try {
+      fgbg::per_class_score_thresholds(st, th, t);
+      CHECK((std::isfinite(t) && t >= 0));
+      for (Index k = 0; k < 2; ++k) {
+        const double want = std::max(t, 0.25 * 3);
+        CHECK(static_cast<double>(th[k]) ==
+              (want > static_cast<double>(std::numeric_limits<S>::max())
+                   ? std::numeric_limits<double>::infinity()
+                   : static_cast<double>(static_cast<S>(want))));
+      }
+    } catch (const std::invalid_argument&) {
+      CHECK_FALSE((std::isfinite(t) && t >= 0));
+    }
+    try {
+      const double b = fgbg::prior_bias(t);
+      CHECK((t > 0 && t < 1));
+      CHECK(std::isfinite(b));
+      CHECK(b == Approx(static_cast<double>(std::log(static_cast<long double>(t) /
+                                                     (1 - static_cast<long double>(t)))))
+                     .epsilon(1e-14));
+    } catch (const std::invalid_argument&) {
+      CHECK_FALSE((t > 0 && t < 1));
+    }
+    Eigen::Array<S, Eigen::Dynamic, 4, Eigen::RowMajor> b(3, 4);
+    b << 0, 0, 10, 10, 1, 1, 10, 10, 20, 20, 30, 30;
+    Eigen::Array<S, Eigen::Dynamic, 1> s3(3);
+    s3 << S(0.9), S(0.8), S(0.7);
+    fgbg::NmsMatchGroups groups;
+    fgbg::NmsMatchWorkspace<S> ws;
+    try {
+      fgbg::nms_match(b, s3, t, groups, ws);
+      CHECK((t >= 0 && t <= 1));
+      CHECK(groups.members.size() == 3);
+      // IoU ≥ thr suppresses (thr rounded to S: 0 suppresses even disjoint boxes).
+      const S thr = static_cast<S>(t);
+      const S iou01 = fgbg::detail::box_iou<S>(0, 0, 10, 10, 1, 1, 10, 10);
+      CHECK(groups.groups() == (thr <= S(0) ? 1 : thr <= iou01 ? 2 : 3));
+    } catch (const std::invalid_argument&) {
+      CHECK_FALSE((t >= 0 && t <= 1));
+    }
+  }
+  fgbg::Sample smp;
+  smp.positives = {1};
+  for (const std::int64_t n : int_values()) {
+    INFO("nominal_num " << n);
+    try {
+      const double a = fgbg::sample_avg_factor(fgbg::SampleNormalization::detectron2_rpn, smp, n);
+      CHECK(n > 0);
+      CHECK(a == static_cast<double>(n));
+    } catch (const std::invalid_argument&) {
+      CHECK(n <= 0);
+    }
   }
 }

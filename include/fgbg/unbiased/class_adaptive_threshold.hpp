@@ -38,12 +38,28 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "../core/checks.hpp"
 #include "optimal_bias.hpp"
 
 namespace fgbg {
+
+namespace detail {
+
+/// A finite double threshold in the scores' type: rounded to nearest, and ±inf beyond the type's
+/// range (no score exceeds a threshold above FLT_MAX, every finite score exceeds one below
+/// −FLT_MAX), where a plain conversion would be out of range.
+template <typename Scalar>
+Scalar threshold_as(double t) {
+  const double mx = static_cast<double>(std::numeric_limits<Scalar>::max());
+  if (t > mx) return std::numeric_limits<Scalar>::infinity();
+  if (t < -mx) return -std::numeric_limits<Scalar>::infinity();
+  return static_cast<Scalar>(t);
+}
+
+}  // namespace detail
 
 /// The released global threshold π · (C + 1) from counts.
 /// @throws std::invalid_argument as optimal_sigmoid_prior.
@@ -90,7 +106,7 @@ void per_class_score_thresholds(const AnchorStatistics& stats,
   // (row, column) access: a block of a 2-D array has no linear coeffRef(k).
   const bool as_row = out.rows() == 1;
   for (Index k = 0; k < c; ++k) {
-    const Scalar v = static_cast<Scalar>(
+    const Scalar v = detail::threshold_as<Scalar>(
         std::max(floor, stats.class_frequency(k + 1) * (static_cast<double>(c) + 1.0)));
     if (as_row)
       out.derived().coeffRef(0, k) = v;
@@ -151,8 +167,11 @@ Index select_above_thresholds(const Eigen::DenseBase<SD>& scores,
   detail::check_finite(kWhere, "thresholds", thresholds);
   detail::check_finite(kWhere, "scores", scores);
   return detail::select_candidates<Scalar>(
-      scores, [&](Index k) { return static_cast<Scalar>(thresholds.derived().coeff(k)); }, out,
-      order);
+      scores,
+      [&](Index k) {
+        return detail::threshold_as<Scalar>(static_cast<double>(thresholds.derived().coeff(k)));
+      },
+      out, order);
 }
 
 /// Keeps every (anchor, class) whose score is > threshold (one global threshold, as released).
@@ -167,7 +186,7 @@ Index select_above_threshold(const Eigen::DenseBase<SD>& scores, double threshol
     throw std::domain_error(
         detail::concat(kWhere, ": threshold is ", threshold, "; it must be finite"));
   detail::check_finite(kWhere, "scores", scores);
-  const Scalar t = static_cast<Scalar>(threshold);
+  const Scalar t = detail::threshold_as<Scalar>(threshold);
   return detail::select_candidates<Scalar>(
       scores, [t](Index) { return t; }, out, order);
 }
