@@ -948,3 +948,32 @@ TEMPLATE_TEST_CASE("Thresholds, priors, NMS and normalisers: every parameter val
     }
   }
 }
+
+TEST_CASE(
+    "ScoreHlrSampler: double logits whose loss exceeds DBL_MAX keep the loss-preserving ratio",
+    "[hardening][isr_n]") {
+  // ℓ = lse − x0 = 2e308 was inf, the ratio NaN, and the weights were left unnormalised.
+  const Index n = 5;
+  Eigen::Array<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> x(n, 2);
+  x << -1e308, 1e308, -9e307, 9e307, 0, 1, 0, 2, 1, 0;
+  Eigen::Array<double, Eigen::Dynamic, 4, Eigen::RowMajor> b(n, 4);
+  for (Index i = 0; i < n; ++i) b.row(i) << 10.0 * i, 0, 10.0 * i + 5, 5;  // disjoint
+  Eigen::ArrayXi assigned = Eigen::ArrayXi::Zero(n);
+  const fgbg::ScoreHlrSampler<double> s;
+  fgbg::Sample out;
+  fgbg::ScoreHlrWorkspace<double> ws;
+  std::mt19937_64 rng(1);
+  const fgbg::ScoreHlrResult r = s.sample(assigned, x, b, rng, out, ws);
+  REQUIRE(out.num_negatives() == n);
+  CHECK(std::isfinite(r.ratio));
+  long double sl = 0, slw = 0;
+  for (std::size_t q = 0; q < out.negatives.size(); ++q) {
+    const Index i = out.negatives[q];
+    const long double x0 = x(i, 0), x1 = x(i, 1), m = std::max(x0, x1);
+    const long double l = m + std::log(std::exp(x0 - m) + std::exp(x1 - m)) - x0;
+    REQUIRE(std::isfinite(out.negative_weights[q]));
+    sl += l;
+    slw += l * out.negative_weights[q];
+  }
+  CHECK(std::abs(static_cast<double>((slw - sl) / sl)) <= 1e-12);
+}

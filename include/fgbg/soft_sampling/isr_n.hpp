@@ -415,6 +415,25 @@ class ScoreHlrSampler {
         den += ws.loss[neg_pos] * w;
       }
     }
+    if (!(std::isfinite(num) && std::isfinite(den))) {
+      // A double logit row with max − x0 beyond DBL_MAX has ℓ = inf, or the sums overflow. The
+      // ratio is scale-free: recompute it with ℓ · 2^-65 = (lse / 2 − x0 / 2) · 2^-64 (finite
+      // for every finite row; the rows it is taken for are the sampled negatives).
+      num = den = 0.0;
+      for (std::size_t q = 0; q < out.negatives.size(); ++q) {
+        const auto row = logits.derived().row(out.negatives[q]);
+        double m = -std::numeric_limits<double>::infinity();
+        for (Index col = 0; col <= c; ++col) m = std::max(m, static_cast<double>(row.coeff(col)));
+        double sum = 0.0;
+        for (Index col = 0; col <= c; ++col)
+          sum += std::exp(static_cast<double>(row.coeff(col)) - m);
+        const double half =
+            (0.5 * m + 0.5 * std::log(sum)) - 0.5 * static_cast<double>(row.coeff(0));
+        const double l = std::ldexp(half, -64);
+        num += l;
+        den += l * out.negative_weights[q];
+      }
+    }
     const double ratio = num / den;
     r.ratio = (den > 0.0 && std::isfinite(ratio)) ? ratio : 1.0;
     for (double& w : out.negative_weights) w *= r.ratio;
