@@ -84,6 +84,11 @@ TEMPLATE_TEST_CASE("IoU of huge finite boxes: exact, and the assigner accepts it
   Eigen::Array<S, Eigen::Dynamic, 1> al;
   fgbg::aligned_iou(b, b, al);
   for (Index i = 0; i < n; ++i) CHECK(al[i] == S(1));
+  // Matrix (not Array) inputs and a column-major copy take the same path.
+  const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> bm = b.matrix();
+  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> mm(n, n);
+  fgbg::iou_matrix(bm, bm, mm);
+  CHECK((mm.array() == m).all());
 
   // The assigner: every box is a positive of its own GT; from the matrix, the same assignment.
   fgbg::LabelVector gl = fgbg::LabelVector::Ones(n);

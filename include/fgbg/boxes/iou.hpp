@@ -118,14 +118,14 @@ Scalar box_iou(Scalar ax1, Scalar ay1, Scalar ax2, Scalar ay2, Scalar bx1, Scala
   return inter / std::max(uni, static_cast<Scalar>(kIouEps));
 }
 
-/// A tile of candidate boxes in structure-of-arrays form.
 /// max |coordinate| over a box array (0 for no boxes), in the boxes' scalar type.
 template <typename Derived>
 typename Derived::Scalar max_abs_coordinate(const Eigen::DenseBase<Derived>& b) {
   using S = typename Derived::Scalar;
-  return b.size() == 0 ? S(0) : static_cast<S>(b.derived().abs().maxCoeff());
+  return b.size() == 0 ? S(0) : static_cast<S>(b.derived().array().abs().maxCoeff());
 }
 
+/// A tile of candidate boxes in structure-of-arrays form.
 template <typename Scalar>
 struct BoxTile {
   static constexpr Index kSize = 64;
