@@ -977,3 +977,27 @@ TEST_CASE(
   }
   CHECK(std::abs(static_cast<double>((slw - sl) / sl)) <= 1e-12);
 }
+
+TEST_CASE("ISR-P: a weight beyond the output type throws before anything is written",
+          "[hardening][isr_p]") {
+  // Exact weight of anchor 0: 9e76 · (3e38 · 1e-30 + 3e38) / (9e76 · 1e-30 + 2.25e76) ≈ 1.2e39,
+  // beyond FLT_MAX (it was silently cast to inf).
+  const fgbg::IsrP<float> isr({2.0f, 0.0f});
+  fgbg::LabelVector y(3);
+  y << 1, 1, 0;
+  Eigen::ArrayXi gt(3);
+  gt << 0, 1, -1;
+  Eigen::ArrayXd iou(3), loss(3), lw(3);
+  iou << 0.9, 0.5, 0;
+  loss << 1e-30, 1, 0;
+  lw << 3e38, 3e38, 1;
+  Eigen::ArrayXf out = Eigen::ArrayXf::Constant(3, 5.0f);
+  CHECK_THROWS_AS(isr.weights(y, gt, iou, loss, lw, 1, out), std::domain_error);
+  CHECK((out == 5.0f).all());
+  // The same in double is representable.
+  const fgbg::IsrP<double> isr_d({2.0, 0.0});
+  Eigen::ArrayXd outd(3);
+  isr_d.weights(y, gt, iou, loss, lw, 1, outd);
+  const long double w0 = 9e76L * (3e38L * 1e-30L + 3e38L) / (9e76L * 1e-30L + 2.25e76L);
+  CHECK(outd[0] == Approx(static_cast<double>(w0)).epsilon(1e-13));
+}
