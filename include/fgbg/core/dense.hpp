@@ -250,11 +250,11 @@ struct ElementScale {
 /// values), and a run whose sum overflows is summed again element by element in double (float)
 /// or in double scaled by 2^-64 (double), a branch taken once per run and only when the scalar
 /// sum is not finite. Every run is multiplied by w / A through scale_ratio before it is added,
-/// so the partial sums never exceed the result: the total is finite whenever Σ v_i w / A is,
+/// (through `scale`, an ElementScale for A), so the partial sums never exceed the result: the total is finite whenever Σ v_i w / A is,
 /// for any w ≥ 0 and A > 0 (a plain `cast<double>().sum()` is not vectorised by Eigen and cost
 /// 1.3 ns per element here).
 template <typename Scalar>
-double weighted_sum(const Scalar* v, Index n, double w, double norm) {
+double weighted_sum(const Scalar* v, Index n, double w, const ElementScale& scale) {
   using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
   constexpr Index kRun = 256;
   double total = 0.0;
@@ -262,16 +262,16 @@ double weighted_sum(const Scalar* v, Index n, double w, double norm) {
     const Index len = std::min(kRun, n - i);
     const Scalar s = Eigen::Map<const Vec>(v + i, len).sum();
     if (std::isfinite(s)) {
-      total += scale_ratio(static_cast<double>(s), w, norm);
+      total += scale(static_cast<double>(s), w);
     } else if constexpr (std::is_same<Scalar, float>::value) {
       double d = 0.0;
       for (Index j = 0; j < len; ++j) d += static_cast<double>(v[i + j]);
-      total += scale_ratio(d, w, norm);
+      total += scale(d, w);
     } else {
       constexpr double kDown = 0x1p-64, kUp = 0x1p64;
       double d = 0.0;
       for (Index j = 0; j < len; ++j) d += v[i + j] * kDown;
-      total += scale_ratio(d, w, norm / kUp);
+      total += scale(d, w) * kUp;
     }
   }
   return total;
@@ -279,15 +279,15 @@ double weighted_sum(const Scalar* v, Index n, double w, double norm) {
 
 /// Σ_i v_i / A (weighted_sum with w = 1).
 template <typename Scalar>
-double sum_normalised(const Scalar* v, Index n, double norm) {
-  return weighted_sum(v, n, 1.0, norm);
+double sum_normalised(const Scalar* v, Index n, const ElementScale& scale) {
+  return weighted_sum(v, n, 1.0, scale);
 }
 
 /// Σ_i v_i accumulated in double (weighted_sum with w = A = 1; kept for callers outside the
 /// dense drivers). Finite unless the exact sum overflows double.
 template <typename Scalar>
 double sum_as_double(const Scalar* v, Index n) {
-  return weighted_sum(v, n, 1.0, 1.0);
+  return weighted_sum(v, n, 1.0, ElementScale(1.0));
 }
 
 }  // namespace detail

@@ -134,7 +134,7 @@ double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
       }
       if (w.kind() == Kind::per_anchor) {
         const double wr = static_cast<double>(w.anchor(row));
-        sum += weighted_sum(lp, t.cols, wr, norm);
+        sum += weighted_sum(lp, t.cols, wr, per_element);
         if constexpr (kGrad) scale_gradient(gt + r * t.cols, t.cols, GradFactor<Scalar>(wr, norm));
       } else if (w.kind() == Kind::per_element) {
         for (Index j = 0; j < t.cols; ++j) {
@@ -149,7 +149,7 @@ double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
     }
     if (w.kind() != Kind::none) return sum;
     if constexpr (kGrad) scale_gradient(gt, n, unit);
-    return sum_normalised(loss, n, norm);
+    return sum_normalised(loss, n, per_element);
   };
   return tiled_sum<Scalar>(x, grad, kernel);
 }

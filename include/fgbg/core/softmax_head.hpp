@@ -26,6 +26,7 @@
 #include "checks.hpp"
 #include "dense.hpp"
 #include "loss_base.hpp"
+#include "numerics.hpp"
 #include "reduction.hpp"
 #include "sigmoid_head.hpp"
 #include "weights.hpp"
@@ -76,7 +77,7 @@ double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
       Eigen::Map<Vec> e(scratch, k);
       Index a = 0;
       const Scalar m = xr.maxCoeff(&a);
-      e = (xr - m).exp();
+      e = array::exp_nonpositive(xr - m);  // exact down to the subnormals (see numerics.hpp)
       e[a] = Scalar(0);
       const Scalar rest = e.sum();
       e[a] = Scalar(1);

@@ -381,7 +381,7 @@ class GhmcLoss {
           // Every f·BCE ≥ 0 is at most the result, so only a run's rounding can overflow: the
           // reduction then sums that run again in double.
           sp *= f;
-          return detail::sum_normalised(sp.data(), n, 1.0);
+          return detail::sum_normalised(sp.data(), n, detail::ElementScale(1.0));
         });
     return sum;
   }

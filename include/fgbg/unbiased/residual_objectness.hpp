@@ -253,7 +253,7 @@ class ResidualObjectnessLoss {
       // BCE(o, t) = softplus((1 − 2t)·o): softplus(−o) for positives directly (softplus(o) − o
       // cancels to 0 in float for o > 16).
       loss = ((o * tg).max(Scalar(0)) + e.log1p()) * v;  // softplus(z), z = (1 − 2t)·o
-      total += detail::sum_normalised(lb, t, norm);
+      total += detail::sum_normalised(lb, t, detail::ElementScale(norm));
       if constexpr (kGrad) {
         // ∂softplus(z)/∂o = (1 − 2t)·σ(z): −σ(−o) for positives, without σ(o) − 1 cancelling.
         g = array::sigmoid_from(o * tg, e) * tg * v;
@@ -287,7 +287,7 @@ class ResidualObjectnessLoss {
         loss = array::softplus_from(x, e);
         const bool has_target = col >= c0 && col < c0 + t;
         if (has_target) lb[col - c0] = softplus(-xb[col - c0]);  // direct form, no cancellation
-        total += detail::sum_normalised(lb, t, norm);
+        total += detail::sum_normalised(lb, t, detail::ElementScale(norm));
         if constexpr (kGrad) {
           g = array::sigmoid_from(x, e);
           if (has_target) gb[col - c0] = -sigmoid(-xb[col - c0]);  // σ(z) − 1 = −σ(−z)
