@@ -4,9 +4,11 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <iomanip>
 #include <fgbg/fgbg.hpp>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -20,6 +22,7 @@ namespace {
 
 template <typename S>
 constexpr S kMax = std::numeric_limits<S>::max();
+std::string g_case_inputs;  // the current random case, for failure messages
 
 // ---------------------------------------------------------------------------------------------
 // Long-double oracle (x86: 64-bit mantissa, 15-bit exponent: nothing below overflows).
@@ -86,14 +89,18 @@ Oracle sigmoid_oracle(const RowArray<S>& x, const LabelVector& y, const std::vec
 }
 
 template <typename S>
-void check_against(const Oracle& o, S value, const RowArray<S>& g, const std::string& what) {
+void check_against(const Oracle& o, S value, const RowArray<S>& g, const std::string& what,
+                   const RowArray<S>* x = nullptr) {
+  auto x_of = [&](Index k) { return x ? double(x->data()[k]) : 0.0; };
+  INFO(g_case_inputs);
   INFO(what);
   INFO("value " << value << " exact " << double(o.value));
   CHECK(close(value, o.value, o.value_floor));
   for (Index k = 0; k < g.size(); ++k) {
     const LD ex = o.grad[static_cast<size_t>(k)];
     if (!close(g.data()[k], ex, o.floor_[static_cast<size_t>(k)])) {
-      INFO("grad[" << k << "] = " << g.data()[k] << " exact " << double(ex));
+      INFO("grad[" << k << "] = " << std::setprecision(17) << g.data()[k] << " exact "
+                    << double(ex) << " logit " << x_of(k));
       CHECK(false);
     }
   }
@@ -126,7 +133,14 @@ auto fl_star_elem(LD alpha, LD gamma) {
 }
 auto qfl_elem(LD beta) {
   return [=](LD x, LD t, Index, LD& l, LD& g) {
-    const LD p = sig_l(x), d = p - t, ad = std::fabs(d);
+    // σ(x) − t = σ(x)(1 − t)(−expm1(logit t − x)): the plain difference cancels for σ(x) ≈ t.
+    const LD p = sig_l(x);
+    const LD u = t > 0 && t < 1 ? std::log(t) - std::log1p(-t) : 0;
+    const LD d = t == 0                   ? p
+                 : t == 1                 ? -sig_l(-x)
+                 : std::fabs(u - x) >= 1 ? p - t
+                                          : -p * (1 - t) * std::expm1(u - x);
+    const LD ad = std::fabs(d);
     const LD bce = (1 - t) * sp_l(x) + t * sp_l(-x);
     const LD slope = p * sig_l(-x);
     const LD mod = std::pow(ad, beta);
@@ -148,14 +162,21 @@ Oracle softmax_oracle(const RowArray<S>& x, const LabelVector& y, const std::vec
     if (y[i] < 0) continue;
     const LD wi = w.empty() ? 1 : w[static_cast<size_t>(i)];
     LD m = -INFINITY;
-    for (Index c = 0; c < k; ++c) m = std::max(m, LD(x(i, c)));
+    Index am = 0;
+    for (Index c = 0; c < k; ++c)
+      if (LD(x(i, c)) > m) m = LD(x(i, c)), am = c;
     std::vector<LD> e(static_cast<size_t>(k));
-    LD s = 0;
-    for (Index c = 0; c < k; ++c) s += e[static_cast<size_t>(c)] = std::exp(LD(x(i, c)) - m);
-    const LD logpy = (LD(x(i, y[i])) - m) - std::log(s);
+    LD rest = 0;  // Σ over c ≠ arg-max, so log S = log1p(rest) keeps its relative precision
+    for (Index c = 0; c < k; ++c) {
+      e[static_cast<size_t>(c)] = std::exp(LD(x(i, c)) - m);
+      if (c != am) rest += e[static_cast<size_t>(c)];
+    }
+    const LD s = 1 + rest;
+    const LD logpy = (LD(x(i, y[i])) - m) - std::log1p(rest);
     LD q = 0;
     for (Index c = 0; c < k; ++c)
-      if (c != y[i]) q += e[static_cast<size_t>(c)] / s;
+      if (c != y[i]) q += e[static_cast<size_t>(c)];
+    q /= s;
     const LD py = e[static_cast<size_t>(y[i])] / s;
     LD l, scale, gy;
     if (!focal) {
@@ -822,6 +843,13 @@ int random_cases(int count, Index cols, bool softmax, Run&& run) {
     if (weighted)
       for (Index i = 0; i < n; ++i) wl.push_back(LD(w[i]));
     const Normalizer nz = extreme_normalizer<S>(rng);
+    {
+      std::ostringstream os;
+      os << std::setprecision(17) << "x = [" << x << "]\ny = [" << y.transpose() << "] weights "
+         << (weighted ? "[" : "(unused) [") << w.transpose() << "] reduction "
+         << fgbg::to_string(nz.reduction) << " factor " << nz.factor;
+      g_case_inputs = os.str();
+    }
     checked += run(x, y, w, wl, weighted, nz, resolve(nz, y, softmax ? 1 : cols), it);
   }
   return checked;
@@ -842,7 +870,7 @@ TEMPLATE_TEST_CASE("hardening: dense losses against a long-double oracle on extr
       if (!oracle_representable_all(o, lmax)) return 0;
       RowArray<S> g(x.rows(), x.cols());
       const S v = weighted ? loss.value_and_grad(x, y, g, w, nz) : loss.value_and_grad(x, y, g, {}, nz);
-      check_against(o, v, g, std::string(name) + " case " + std::to_string(it));
+      check_against(o, v, g, std::string(name) + " case " + std::to_string(it), &x);
       return 1;
     };
   };
@@ -876,7 +904,7 @@ TEMPLATE_TEST_CASE("hardening: dense losses against a long-double oracle on extr
           RowArray<S> g(x.rows(), x.cols());
           const S v = weighted ? qfl.value_and_grad(x, y, q, g, w, nz)
                                : qfl.value_and_grad(x, y, q, g, {}, nz);
-          check_against(o, v, g, "QFL case " + std::to_string(it));
+          check_against(o, v, g, "QFL case " + std::to_string(it), &x);
           return 1;
         });
   }
@@ -889,7 +917,7 @@ TEMPLATE_TEST_CASE("hardening: dense losses against a long-double oracle on extr
       if (!oracle_representable_all(o, lmax)) return 0;
       RowArray<S> g(x.rows(), x.cols());
       const S v = weighted ? loss.value_and_grad(x, y, g, w, nz) : loss.value_and_grad(x, y, g, {}, nz);
-      check_against(o, v, g, std::string(name) + " case " + std::to_string(it));
+      check_against(o, v, g, std::string(name) + " case " + std::to_string(it), &x);
       return 1;
     };
   };

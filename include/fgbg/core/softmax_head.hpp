@@ -82,8 +82,14 @@ double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
       const Scalar rest = e.sum();
       e[a] = Scalar(1);
       const Scalar s_total = Scalar(1) + rest;
-      const double log_py = (static_cast<double>(xr[y]) - static_cast<double>(m)) -
-                            static_cast<double>(std::log1p(rest));
+      // x_y − m overflows double when the row spans more than DBL_MAX (double logits): then the
+      // row's loss, linear in log p_y there (p_y = 0), is formed from halves and doubled after
+      // the normalisation (rare branch).
+      const double lse = static_cast<double>(std::log1p(rest));
+      const double diff = static_cast<double>(xr[y]) - static_cast<double>(m);
+      const bool halves = !std::isfinite(diff);
+      const double log_py = halves ? (0.5 * static_cast<double>(xr[y]) - 0.5 * static_cast<double>(m)) - 0.5 * lse
+                                   : diff - lse;
       const Scalar q = y == a ? rest / s_total : (s_total - e[y]) / s_total;
       const Scalar p_y = e[y] / s_total;
       double loss = 0;
@@ -91,7 +97,7 @@ double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
       elem.row(log_py, p_y, q, y, loss, scale, g_y);
       const double wr =
           w.kind() == Weights<Scalar>::Kind::none ? 1.0 : static_cast<double>(w.anchor(row));
-      sum += row_scale(loss, wr);
+      sum += halves ? row_scale(loss, wr) * 2.0 : row_scale(loss, wr);
       if constexpr (kGrad) {
         Scalar* gr = gt + r * k;
         scale_into(gr, e.data(), k,
