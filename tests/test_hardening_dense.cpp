@@ -4,8 +4,8 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
-#include <iomanip>
 #include <fgbg/fgbg.hpp>
+#include <iomanip>
 #include <limits>
 #include <random>
 #include <sstream>
@@ -26,7 +26,9 @@ std::string g_case_inputs;  // the current random case, for failure messages
 
 // ---------------------------------------------------------------------------------------------
 // Long-double oracle (x86: 64-bit mantissa, 15-bit exponent: nothing below overflows).
-LD sp_l(LD x) { return std::max(x, LD(0)) + std::log1p(std::exp(-std::fabs(x))); }
+LD sp_l(LD x) {
+  return std::max(x, LD(0)) + std::log1p(std::exp(-std::fabs(x)));
+}
 LD sig_l(LD x) {
   const LD e = std::exp(-std::fabs(x));
   return x >= 0 ? 1 / (1 + e) : e / (1 + e);
@@ -34,7 +36,7 @@ LD sig_l(LD x) {
 
 struct Oracle {
   LD value = 0;
-  std::vector<LD> grad;  // row-major
+  std::vector<LD> grad;    // row-major
   std::vector<LD> floor_;  // per-element absolute slack of the gradient (see tolerance below)
   LD value_floor = 0;
 };
@@ -99,8 +101,8 @@ void check_against(const Oracle& o, S value, const RowArray<S>& g, const std::st
   for (Index k = 0; k < g.size(); ++k) {
     const LD ex = o.grad[static_cast<size_t>(k)];
     if (!close(g.data()[k], ex, o.floor_[static_cast<size_t>(k)])) {
-      INFO("grad[" << k << "] = " << std::setprecision(17) << g.data()[k] << " exact "
-                    << double(ex) << " logit " << x_of(k));
+      INFO("grad[" << k << "] = " << std::setprecision(17) << g.data()[k] << " exact " << double(ex)
+                   << " logit " << x_of(k));
       CHECK(false);
     }
   }
@@ -136,10 +138,10 @@ auto qfl_elem(LD beta) {
     // σ(x) − t = σ(x)(1 − t)(−expm1(logit t − x)): the plain difference cancels for σ(x) ≈ t.
     const LD p = sig_l(x);
     const LD u = t > 0 && t < 1 ? std::log(t) - std::log1p(-t) : 0;
-    const LD d = t == 0                   ? p
-                 : t == 1                 ? -sig_l(-x)
+    const LD d = t == 0                  ? p
+                 : t == 1                ? -sig_l(-x)
                  : std::fabs(u - x) >= 1 ? p - t
-                                          : -p * (1 - t) * std::expm1(u - x);
+                                         : -p * (1 - t) * std::expm1(u - x);
     const LD ad = std::fabs(d);
     const LD bce = (1 - t) * sp_l(x) + t * sp_l(-x);
     const LD slope = p * sig_l(-x);
@@ -152,8 +154,8 @@ auto qfl_elem(LD beta) {
 
 // Softmax oracle (cross-entropy when focal == false).
 template <typename S>
-Oracle softmax_oracle(const RowArray<S>& x, const LabelVector& y, const std::vector<LD>& w,
-                      LD norm, bool focal, LD alpha, LD gamma) {
+Oracle softmax_oracle(const RowArray<S>& x, const LabelVector& y, const std::vector<LD>& w, LD norm,
+                      bool focal, LD alpha, LD gamma) {
   Oracle o;
   const Index n = x.rows(), k = x.cols();
   o.grad.assign(static_cast<size_t>(n * k), 0);
@@ -248,7 +250,8 @@ void check_layouts(const RowArray<S>& x0, Call&& call) {
     compare(call(xc, gc), gc, "column-major array", 0);
   }
   {
-    std::vector<S> xb(static_cast<size_t>(n * (c + 3) + 8)), gb(static_cast<size_t>(n * (c + 5) + 8));
+    std::vector<S> xb(static_cast<size_t>(n * (c + 3) + 8)),
+        gb(static_cast<size_t>(n * (c + 5) + 8));
     using Strided = Eigen::Map<RowArray<S>, 0, Eigen::OuterStride<>>;
     Strided x(xb.data() + 1, n, c, Eigen::OuterStride<>(c + 3));
     x = x0;
@@ -375,7 +378,8 @@ TEST_CASE("hardening: residual objectness sums do not overflow", "[hardening]") 
   sd.setConstant(9e307);
   zd.setZero();
   fgbg::ResidualObjectnessState std_;
-  const auto rd = fgbg::ResidualObjectnessLoss<double>(cfg).value_and_grad(sd, zd, y, gsd, gzd, std_);
+  const auto rd =
+      fgbg::ResidualObjectnessLoss<double>(cfg).value_and_grad(sd, zd, y, gsd, gzd, std_);
   CHECK(std::isfinite(rd.obj_loss));
   CHECK(rd.obj_loss == Approx(9e307 / rd.obj_normalizer * 4).epsilon(1e-14));
 }
@@ -424,8 +428,8 @@ TEST_CASE("hardening: BCE with weight FLT_MAX over A = 0.5", "[hardening]") {
       CHECK(std::fabs(v) <= 1e-40f);
       CHECK((g.abs() <= 1e-44f).all());
     }
-    const float v2 = fgbg::SigmoidFocalLoss<float>().value_and_grad(x, y, g, w,
-                                                                     Normalizer::avg_factor(0.5));
+    const float v2 =
+        fgbg::SigmoidFocalLoss<float>().value_and_grad(x, y, g, w, Normalizer::avg_factor(0.5));
     CHECK(std::fabs(v2) <= 1e-40f);
     CHECK((g.abs() <= 1e-44f).all());
   }
@@ -467,8 +471,8 @@ TEST_CASE("hardening: BCE with weight FLT_MAX over A = 0.5", "[hardening]") {
 // §3: cancellations.
 
 TEST_CASE("hardening: GHM-C positives with huge logits have a loss of about 0", "[hardening]") {
-  for (const std::vector<float>& xs :
-       {std::vector<float>{3e38f, 1e38f, 2e37f}, std::vector<float>{1e30f, 3e30f, 7e30f, 1.1e31f}}) {
+  for (const std::vector<float>& xs : {std::vector<float>{3e38f, 1e38f, 2e37f},
+                                       std::vector<float>{1e30f, 3e30f, 7e30f, 1.1e31f}}) {
     const Index n = static_cast<Index>(xs.size());
     RowArray<float> x(n, 1), g(n, 1);
     for (Index i = 0; i < n; ++i) x(i, 0) = xs[static_cast<size_t>(i)];
@@ -567,8 +571,8 @@ TEST_CASE("hardening: FL* rejects a subnormal gamma and survives gamma * x overf
   CHECK_NOTHROW(fgbg::FocalLossStar<float>({-1.0f, std::numeric_limits<float>::min()}));
   // The smallest accepted γ gives finite results.
   {
-    const fgbg::FocalLossStar<float> fls({-1.0f, std::numeric_limits<float>::min(),
-                                          Normalizer::sum()});
+    const fgbg::FocalLossStar<float> fls(
+        {-1.0f, std::numeric_limits<float>::min(), Normalizer::sum()});
     RowArray<float> x(1, 2), g(1, 2);
     x << 1.0f, -1e30f;
     LabelVector y(1);
@@ -796,7 +800,8 @@ Normalizer extreme_normalizer(std::mt19937_64& rng) {
     case 3:
       return Normalizer::avg_factor(1e-37 * (1 + u(rng)));
     default:
-      return Normalizer::avg_factor(std::pow(10.0, -37 + u(rng) * (37 + std::log10(double(kMax<S>)))));
+      return Normalizer::avg_factor(
+          std::pow(10.0, -37 + u(rng) * (37 + std::log10(double(kMax<S>)))));
   }
 }
 
@@ -869,7 +874,8 @@ TEMPLATE_TEST_CASE("hardening: dense losses against a long-double oracle on extr
       const Oracle o = sigmoid_oracle<S>(x, y, wl, A, ones, elem);
       if (!oracle_representable_all(o, lmax)) return 0;
       RowArray<S> g(x.rows(), x.cols());
-      const S v = weighted ? loss.value_and_grad(x, y, g, w, nz) : loss.value_and_grad(x, y, g, {}, nz);
+      const S v =
+          weighted ? loss.value_and_grad(x, y, g, w, nz) : loss.value_and_grad(x, y, g, {}, nz);
       check_against(o, v, g, std::string(name) + " case " + std::to_string(it), &x);
       return 1;
     };
@@ -878,10 +884,9 @@ TEMPLATE_TEST_CASE("hardening: dense losses against a long-double oracle on extr
   checked += random_cases<S>(400, 5, false,
                              sigmoid_run(fgbg::SigmoidCrossEntropyLoss<S>(), bce_elem(), "BCE"));
   for (S gamma : {S(2), S(0), S(1), S(2.5)})
-    checked += random_cases<S>(
-        300, 4, false,
-        sigmoid_run(fgbg::SigmoidFocalLoss<S>({S(0.25), gamma}), focal_elem(0.25L, LD(gamma)),
-                    "focal"));
+    checked += random_cases<S>(300, 4, false,
+                               sigmoid_run(fgbg::SigmoidFocalLoss<S>({S(0.25), gamma}),
+                                           focal_elem(0.25L, LD(gamma)), "focal"));
   for (S gamma : {S(1), S(0.5), S(5)})
     checked += random_cases<S>(
         300, 4, false,
@@ -916,7 +921,8 @@ TEMPLATE_TEST_CASE("hardening: dense losses against a long-double oracle on extr
       const Oracle o = softmax_oracle<S>(x, y, wl, A, focal, alpha, gamma);
       if (!oracle_representable_all(o, lmax)) return 0;
       RowArray<S> g(x.rows(), x.cols());
-      const S v = weighted ? loss.value_and_grad(x, y, g, w, nz) : loss.value_and_grad(x, y, g, {}, nz);
+      const S v =
+          weighted ? loss.value_and_grad(x, y, g, w, nz) : loss.value_and_grad(x, y, g, {}, nz);
       check_against(o, v, g, std::string(name) + " case " + std::to_string(it), &x);
       return 1;
     };
@@ -924,10 +930,9 @@ TEMPLATE_TEST_CASE("hardening: dense losses against a long-double oracle on extr
   checked += random_cases<S>(400, 4, true,
                              softmax_run(fgbg::SoftmaxCrossEntropyLoss<S>(), false, 0, 0, "CE"));
   for (S gamma : {S(2), S(0.5)})
-    checked += random_cases<S>(
-        300, 4, true,
-        softmax_run(fgbg::SoftmaxFocalLoss<S>({S(0.25), gamma}), true, 0.25L, LD(gamma),
-                    "softmax focal"));
+    checked += random_cases<S>(300, 4, true,
+                               softmax_run(fgbg::SoftmaxFocalLoss<S>({S(0.25), gamma}), true, 0.25L,
+                                           LD(gamma), "softmax focal"));
   INFO("checked " << checked);
   CHECK(checked > 1000);
 }

@@ -237,8 +237,8 @@ struct ElementScale {
       return static_cast<double>(v) * w * inv;
     } else {
       const double f = w * inv;
-      if (w == 0.0 || (f >= std::numeric_limits<double>::min() &&
-                       f <= std::numeric_limits<double>::max()))
+      if (w == 0.0 ||
+          (f >= std::numeric_limits<double>::min() && f <= std::numeric_limits<double>::max()))
         return v * f;
       return scale_ratio(v, w, norm);
     }
@@ -250,9 +250,9 @@ struct ElementScale {
 /// values), and a run whose sum overflows is summed again element by element in double (float)
 /// or in double scaled by 2^-64 (double), a branch taken once per run and only when the scalar
 /// sum is not finite. Every run is multiplied by w / A through scale_ratio before it is added,
-/// (through `scale`, an ElementScale for A), so the partial sums never exceed the result: the total is finite whenever Σ v_i w / A is,
-/// for any w ≥ 0 and A > 0 (a plain `cast<double>().sum()` is not vectorised by Eigen and cost
-/// 1.3 ns per element here).
+/// (through `scale`, an ElementScale for A), so the partial sums never exceed the result: the total
+/// is finite whenever Σ v_i w / A is, for any w ≥ 0 and A > 0 (a plain `cast<double>().sum()` is
+/// not vectorised by Eigen and cost 1.3 ns per element here).
 template <typename Scalar>
 double weighted_sum(const Scalar* v, Index n, double w, const ElementScale& scale) {
   using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;

@@ -88,8 +88,9 @@ double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
       const double lse = static_cast<double>(std::log1p(rest));
       const double diff = static_cast<double>(xr[y]) - static_cast<double>(m);
       const bool halves = !std::isfinite(diff);
-      const double log_py = halves ? (0.5 * static_cast<double>(xr[y]) - 0.5 * static_cast<double>(m)) - 0.5 * lse
-                                   : diff - lse;
+      const double log_py =
+          halves ? (0.5 * static_cast<double>(xr[y]) - 0.5 * static_cast<double>(m)) - 0.5 * lse
+                 : diff - lse;
       const Scalar q = y == a ? rest / s_total : (s_total - e[y]) / s_total;
       const Scalar p_y = e[y] / s_total;
       double loss = 0;
@@ -100,10 +101,10 @@ double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
       sum += halves ? row_scale(loss, wr) * 2.0 : row_scale(loss, wr);
       if constexpr (kGrad) {
         Scalar* gr = gt + r * k;
-        scale_into(gr, e.data(), k,
-                   GradFactor<Scalar>(scale_ratio(wr, static_cast<double>(scale),
-                                                  static_cast<double>(s_total)),
-                                      norm));
+        scale_into(
+            gr, e.data(), k,
+            GradFactor<Scalar>(
+                scale_ratio(wr, static_cast<double>(scale), static_cast<double>(s_total)), norm));
         gr[y] = GradFactor<Scalar>(wr, norm)(g_y);
       }
     }
