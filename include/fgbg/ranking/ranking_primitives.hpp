@@ -17,11 +17,11 @@
 ///   Down(u) = Σ_k c_k H_δ(u − v_k)
 ///           = C[lo] + ((u + δ)(C[hi] − C[lo]) − (CV[hi] − CV[lo]))/(2δ)
 ///
-/// (Primitive A and Primitive B of the spec; the window for Down(u) is the same function of u,
-/// evaluated for the negatives through NegativeGrid as lo = #{v_k + δ ≤ u}, hi = #{v_k − δ < u},
-/// which rounds differently from v_k ≤ u − δ only within an ulp of a breakpoint, where H is 0 or
-/// 1 either way). Elements exactly at t − δ get H = 0 and elements exactly at t + δ get H = 1:
-/// clamp semantics.
+/// (Primitive A and Primitive B of the spec, written here in the form actually evaluated: the
+/// window is lo = first k with v_k − t > −δ, hi = first k with v_k − t ≥ δ, differences as
+/// computed in double, and a window element counts ½ (1 ± (v_k − t)/δ), its offset sum taken
+/// relative to a chain reference; see Numerics below). Elements exactly at t − δ get H = 0 and
+/// elements exactly at t + δ get H = 1: clamp semantics.
 ///
 /// How the pieces are laid out here (see docs/ranking.md):
 ///  - Only the positives are sorted, by (score, flattened index) ascending (std::sort on a total
@@ -33,7 +33,7 @@
 ///    positives (H = 1 against [0, a_j), H = (s_j − s_i + δ)/(2δ) against [a_j, b_j)) changes
 ///    only at the 2P thresholds s_i ± δ, so every relevant negative finds its slot among those
 ///    thresholds with one search (NegativeGrid over a BucketedSearch: O(1) expected, O(log P)
-///    worst case) and adds itself to a histogram of counts and score sums per slot
+///    worst case) and adds itself to a histogram of counts and offset sums per slot
 ///    (scatter_negatives). Prefix sums over the 2P + 1 slots then yield F_i for all i, and the
 ///    slot gives that negative's window, hence its update Down_c(s_j), later
 ///    (write_updates). Cost O(P log P + N log P), memory O(P + N_rel).
