@@ -48,10 +48,11 @@ case "$cmd" in
   sanitize)
     ensure_packages "${base_packages[@]}" catch2 nlohmann-json3-dev clang-14 libclang-rt-14-dev libomp-dev
     # Clang 14 with libstdc++ 12: the CI's Clang build. -march=native here also covers the AVX-512
-    # paths, which the Release run (no -march) skips. The fuzz corpus replays run here too.
+    # paths, which the Release run (no -march) skips. The corpus replays are left out: the fuzz
+    # stage replays the corpus under the same sanitizers first.
     flags="-O1 -g -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
     cmake -S . -B build/sanitize-clang -DCMAKE_BUILD_TYPE=Debug -DFGBG_BUILD_TESTS=ON \
-      -DCMAKE_CXX_COMPILER=clang++-14 \
+      -DCMAKE_CXX_COMPILER=clang++-14 -DFGBG_BUILD_FUZZ_REPLAYS=OFF \
       -DFGBG_BUILD_BENCHMARKS=OFF -DFGBG_BUILD_EXAMPLES=OFF \
       -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
     cmake --build build/sanitize-clang -j "$jobs"
