@@ -46,11 +46,14 @@ void run(In& in) {
   cf.neg_iou_thr = in.flag() ? in.any<double>() : in.u8() / 255.0;
   cf.neg_iou_lo = in.flag() ? in.any<double>() : 0.0;
   cf.min_pos_iou = in.flag() ? in.any<double>() : in.u8() / 255.0;
-  cf.match_low_quality = in.flag(), cf.gt_max_assign_all = in.flag(), cf.low_quality_zero_iou = in.flag();
+  cf.match_low_quality = in.flag(), cf.gt_max_assign_all = in.flag(),
+  cf.low_quality_zero_iou = in.flag();
   const int lx = in.u8();
   context().clear();
-  note("double", sizeof(S) == 8), note_array("boxes", boxes), note_array("gts", gts), note_array("gt_labels", gl);
-  note("pos_iou_thr", cf.pos_iou_thr), note("neg_iou_thr", cf.neg_iou_thr), note("neg_iou_lo", cf.neg_iou_lo);
+  note("double", sizeof(S) == 8), note_array("boxes", boxes), note_array("gts", gts),
+      note_array("gt_labels", gl);
+  note("pos_iou_thr", cf.pos_iou_thr), note("neg_iou_thr", cf.neg_iou_thr),
+      note("neg_iou_lo", cf.neg_iou_lo);
   note("min_pos_iou", cf.min_pos_iou), note("low_quality", cf.match_low_quality);
   note("assign_all", cf.gt_max_assign_all), note("zero_iou_quirk", cf.low_quality_zero_iou);
 

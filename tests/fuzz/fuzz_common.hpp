@@ -51,7 +51,8 @@ void note_array(const char* name, const A& a) {
   for (Index i = 0; i < a.rows(); ++i) {
     for (Index j = 0; j < a.cols(); ++j) {
       char buf[40];
-      std::snprintf(buf, sizeof buf, "%s%.9Lg", j ? " " : "", static_cast<long double>(a.coeff(i, j)));
+      std::snprintf(buf, sizeof buf, "%s%.9Lg", j ? " " : "",
+                    static_cast<long double>(a.coeff(i, j)));
       context() += buf;
     }
     context() += i + 1 < a.rows() ? "; " : "";
@@ -65,8 +66,8 @@ void note_array(const char* name, const A& a) {
   std::fflush(stderr);
   std::abort();
 }
-#define FZ_CHECK(cond, family, what)                                      \
-  do {                                                                    \
+#define FZ_CHECK(cond, family, what)                                     \
+  do {                                                                   \
     if (!(cond)) ::fz::fail(family, std::string(what) + " (" #cond ")"); \
   } while (0)
 
@@ -117,14 +118,45 @@ class In {
   template <typename S>
   S edge(std::uint8_t sel) {
     using L = std::numeric_limits<S>;
-    const S table[] = {S(0),           S(-0.0),        S(1),         S(-1),        S(0.5),
-                       S(2),           L::denorm_min(), L::min(),    -L::min(),    L::max(),
-                       -L::max(),      L::infinity(),   -L::infinity(), L::quiet_NaN(),
-                       L::epsilon(),   L::max() / 4,    -L::max() / 4, S(17),       S(-17),
-                       S(100),         S(-100),        S(1e-15),     S(1e4),       S(-1e4),
-                       S(30),          S(-30),         S(0.25),      S(0.75),      S(1e30),
-                       S(-1e30),       S(5),           S(1e-37),     S(0.999),     S(88.7),
-                       S(-88.7),       S(710),         S(-710),      S(1.0000001), S(3)};
+    const S table[] = {S(0),
+                       S(-0.0),
+                       S(1),
+                       S(-1),
+                       S(0.5),
+                       S(2),
+                       L::denorm_min(),
+                       L::min(),
+                       -L::min(),
+                       L::max(),
+                       -L::max(),
+                       L::infinity(),
+                       -L::infinity(),
+                       L::quiet_NaN(),
+                       L::epsilon(),
+                       L::max() / 4,
+                       -L::max() / 4,
+                       S(17),
+                       S(-17),
+                       S(100),
+                       S(-100),
+                       S(1e-15),
+                       S(1e4),
+                       S(-1e4),
+                       S(30),
+                       S(-30),
+                       S(0.25),
+                       S(0.75),
+                       S(1e30),
+                       S(-1e30),
+                       S(5),
+                       S(1e-37),
+                       S(0.999),
+                       S(88.7),
+                       S(-88.7),
+                       S(710),
+                       S(-710),
+                       S(1.0000001),
+                       S(3)};
     (void)sel;
     return table[u8() % (sizeof(table) / sizeof(table[0]))];
   }
@@ -376,9 +408,15 @@ void visit_layout(int kind, const RowA<S>& x, F&& f) {
 }
 
 /// A result as a vector of doubles, for bit comparison (overloads for each value type).
-inline std::vector<double> as_vec(float v) { return {static_cast<double>(v)}; }
-inline std::vector<double> as_vec(double v) { return {v}; }
-inline std::vector<double> as_vec(std::vector<double> v) { return v; }
+inline std::vector<double> as_vec(float v) {
+  return {static_cast<double>(v)};
+}
+inline std::vector<double> as_vec(double v) {
+  return {v};
+}
+inline std::vector<double> as_vec(std::vector<double> v) {
+  return v;
+}
 
 struct NoState {
   bool operator==(const NoState&) const { return true; }
@@ -394,8 +432,8 @@ struct NoState {
 /// same bits (value, gradient, state); and a gradient Map overlapping the logits must throw
 /// without writing or give the reference's bits.
 template <typename S, typename State, typename VG, typename V, typename Check>
-void dense_protocol(const char* fam, In& in, const RowA<S>& x, const State& state0, VG&& vg,
-                    V&& v, Check&& check) {
+void dense_protocol(const char* fam, In& in, const RowA<S>& x, const State& state0, VG&& vg, V&& v,
+                    Check&& check) {
   const int variant = in.u8(), alias = in.u8();
   const Index r = x.rows(), c = x.cols();
   State st = state0;
@@ -418,7 +456,8 @@ void dense_protocol(const char* fam, In& in, const RowA<S>& x, const State& stat
     std::vector<double> res2;
     VariantOut<S> o;
     const bool ok2 = completes(fam, [&] {
-      visit_variant<S>(variant, x, o, [&](const auto& xv, auto& g) { res2 = as_vec(vg(xv, g, st2)); });
+      visit_variant<S>(variant, x, o,
+                       [&](const auto& xv, auto& g) { res2 = as_vec(vg(xv, g, st2)); });
     });
     FZ_CHECK(ok2 == ok, fam, "throws in one layout and not in another");
     if (ok) {
@@ -441,10 +480,11 @@ void dense_protocol(const char* fam, In& in, const RowA<S>& x, const State& stat
     std::vector<double> res3;
     const bool ok3 = completes(fam, [&] { res3 = as_vec(vg(xm, gm, st3)); });
     // shift == size: no overlap, only another (mis)alignment of the gradient buffer.
-    const std::string what = shift == x.size() ? "gradient buffer shifted by " + std::to_string(shift) +
-                                                     " elements (no overlap) gives a different "
-                                               : "gradient Map overlapping the logits (shift " +
-                                                     std::to_string(shift) + ") accepted with a different ";
+    const std::string what = shift == x.size()
+                                 ? "gradient buffer shifted by " + std::to_string(shift) +
+                                       " elements (no overlap) gives a different "
+                                 : "gradient Map overlapping the logits (shift " +
+                                       std::to_string(shift) + ") accepted with a different ";
     if (ok3) {
       FZ_CHECK(ok, fam, what + "outcome: it succeeded where the plain call threw");
       FZ_CHECK(vec_same(res3, res), fam, what + "value");

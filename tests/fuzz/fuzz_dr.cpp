@@ -63,9 +63,11 @@ void run(In& in) {
   const int gk = in.u8() % 3;  // 0 pooled, 1 groups, 2 weights (must throw)
   Labels groups(n);
   std::int32_t gid = 0;
-  for (Index i = 0; i < n; ++i) groups[i] = gid += static_cast<std::int32_t>(in.u8() % 3) - (in.u8() == 0);
+  for (Index i = 0; i < n; ++i)
+    groups[i] = gid += static_cast<std::int32_t>(in.u8() % 3) - (in.u8() == 0);
   context().clear();
-  note("double", sizeof(S) == 8), note("pos_lambda", cf.pos_lambda), note("neg_lambda", cf.neg_lambda);
+  note("double", sizeof(S) == 8), note("pos_lambda", cf.pos_lambda),
+      note("neg_lambda", cf.neg_lambda);
   note("L", cf.L), note("tau", cf.tau), note("margin", cf.margin), note("groups_kind", gk);
   note_array("x", x), note_array("labels", l), note_array("groups", groups);
   std::optional<fgbg::DRLoss<S>> loss;
@@ -86,7 +88,8 @@ void run(In& in) {
       [&](const std::vector<double>& r, const RowA<S>& g) {
         FZ_CHECK(gk != 2 || n == 0, kFam, "weights accepted");
         FZ_CHECK(all_finite(x), kFam, "non-finite logit accepted");
-        for (Index i = 0; i < n; ++i) FZ_CHECK(l[i] >= -1 && l[i] <= c, kFam, "label out of range accepted");
+        for (Index i = 0; i < n; ++i)
+          FZ_CHECK(l[i] >= -1 && l[i] <= c, kFam, "label out of range accepted");
         RowA<LD> ge = RowA<LD>::Zero(n, c);
         LD total = 0;
         if (gk == 1) {

@@ -11,16 +11,24 @@
 namespace fz {
 
 using LD = long double;
-inline LD sp(LD x) { return std::max(x, LD(0)) + std::log1p(std::exp(-std::fabs(x))); }
-inline LD sig(LD x) { return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) / (1 + std::exp(x)); }
+inline LD sp(LD x) {
+  return std::max(x, LD(0)) + std::log1p(std::exp(-std::fabs(x)));
+}
+inline LD sig(LD x) {
+  return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) / (1 + std::exp(x));
+}
 
 /// Normaliser A in long double; kind 0 sum, 1 mean, 2 avg_factor, 3 num_positives.
 inline LD norm_a(int kind, double factor, Index valid_elems, Index positives) {
   switch (kind) {
-    case 0: return 1;
-    case 1: return std::max<LD>(1, valid_elems);
-    case 2: return factor;
-    default: return std::max<LD>(1, positives);
+    case 0:
+      return 1;
+    case 1:
+      return std::max<LD>(1, valid_elems);
+    case 2:
+      return factor;
+    default:
+      return std::max<LD>(1, positives);
   }
 }
 
@@ -37,8 +45,8 @@ void check_finite_where_exact(const char* fam, LD exact_value, S value, const Ro
     for (Index j = 0; j < grad.cols(); ++j)
       if (std::fabs(exact_grad(i, j)) < representable<S>())
         FZ_CHECK(std::isfinite(grad(i, j)), fam,
-                 "non-finite gradient (" + std::to_string(i) + ", " + std::to_string(j) + ") = " +
-                     std::to_string(double(grad(i, j))) + " where the exact one is " +
+                 "non-finite gradient (" + std::to_string(i) + ", " + std::to_string(j) +
+                     ") = " + std::to_string(double(grad(i, j))) + " where the exact one is " +
                      std::to_string(double(exact_grad(i, j))));
 }
 

@@ -43,7 +43,8 @@ void isr_p(In& in, Index n, Index c, const Labels& l) {
   const Vec<S> out0 = out;
   fgbg::IsrPResult r;
   const bool ok = completes(kFam, [&] {
-    r = with_lw ? isr->weights(l, gt, iou, cls, lw, classes, out) : isr->weights(l, gt, iou, cls, classes, out);
+    r = with_lw ? isr->weights(l, gt, iou, cls, lw, classes, out)
+                : isr->weights(l, gt, iou, cls, classes, out);
   });
   if (!ok) {
     FZ_CHECK(same_array(out, out0), kFam, "ISR-P wrote before throwing");
@@ -58,7 +59,8 @@ void isr_p(In& in, Index n, Index c, const Labels& l) {
   }
   // Weights are computed in double and rounded to S: check where the positive loss is a normal
   // number with room to spare, so underflow of a weight to 0 in S is not counted.
-  if (before > LD(std::numeric_limits<S>::min()) * 1e6L && before < representable<S>() && !r.guarded)
+  if (before > LD(std::numeric_limits<S>::min()) * 1e6L && before < representable<S>() &&
+      !r.guarded)
     FZ_CHECK(std::fabs(kept - before) <= 1e-5L * before, kFam,
              "ISR-P changed the positive loss: " + std::to_string(double(kept)) + " vs " +
                  std::to_string(double(before)));
@@ -80,7 +82,8 @@ void isr_n(In& in, Index n, Index c, const Labels& l) {
   }
   const std::uint64_t seed = in.bits(8);
   note("num", cf.num), note("pos_fraction", cf.pos_fraction), note("neg_pos_ub", cf.neg_pos_ub);
-  note("k", cf.k), note("bias", cf.bias), note("score_thr", cf.score_thr), note("iou_thr", cf.iou_thr);
+  note("k", cf.k), note("bias", cf.bias), note("score_thr", cf.score_thr),
+      note("iou_thr", cf.iou_thr);
   note_array("x", x), note_array("boxes", boxes);
   std::optional<fgbg::ScoreHlrSampler<S>> smp;
   if (!completes(kFam, [&] { smp.emplace(cf); })) return;
@@ -101,7 +104,8 @@ void isr_n(In& in, Index n, Index c, const Labels& l) {
   for (Index i : s.negatives)
     FZ_CHECK(i >= 0 && i < n && l[i] == 0 && seen.insert(i).second, kFam, "bad Score-HLR negative");
   FZ_CHECK(s.size() <= cf.num, kFam, "more than num sampled");
-  for (double w : s.negative_weights) FZ_CHECK(std::isfinite(w) && w >= 0, kFam, "bad Score-HLR weight");
+  for (double w : s.negative_weights)
+    FZ_CHECK(std::isfinite(w) && w >= 0, kFam, "bad Score-HLR weight");
   fgbg::Sample t;
   std::mt19937_64 rng2(seed);
   smp->sample(l, x, boxes, rng2, t, ws);
@@ -113,14 +117,16 @@ void isr_n(In& in, Index n, Index c, const Labels& l) {
 template <typename S>
 void carl(In& in, Index n, Index c, const Labels& l) {
   fgbg::CarlLossConfig<S> cf;
-  cf.k = in.any<S>(), cf.bias = in.flag() ? S(in.u8()) / S(256) : in.any<S>(), cf.sigmoid = in.flag();
+  cf.k = in.any<S>(), cf.bias = in.flag() ? S(in.u8()) / S(256) : in.any<S>(),
+  cf.sigmoid = in.flag();
   const int nk = in.u8() % 4;
   const double factor = in.any<double>();
   const fgbg::Normalizer norm{static_cast<fgbg::Reduction>(nk), factor};
   const Index cols = cf.sigmoid ? c : c + 1;
   const RowA<S> x = decode_matrix<S>(in, n, cols);
   Vec<S> reg(n);
-  for (Index i = 0; i < n; ++i) reg[i] = in.flag() ? std::fabs(in.mostly_moderate<S>()) : in.any<S>();
+  for (Index i = 0; i < n; ++i)
+    reg[i] = in.flag() ? std::fabs(in.mostly_moderate<S>()) : in.any<S>();
   note("k", cf.k), note("bias", cf.bias), note("sigmoid", cf.sigmoid), note("normalizer", nk);
   note("factor", factor), note_array("x", x), note_array("reg", reg);
   std::optional<fgbg::CarlLoss<S>> loss;
@@ -149,7 +155,8 @@ void carl(In& in, Index n, Index c, const Labels& l) {
       },
       [&](const std::vector<double>& r, const RowA<S>& g) {
         for (Index i = 0; i < n; ++i)  // CARL reads the logits of positive rows only (carl.hpp)
-          if (l[i] > 0) FZ_CHECK(all_finite(x.row(i)), kFam, "CARL accepted a non-finite logit it reads");
+          if (l[i] > 0)
+            FZ_CHECK(all_finite(x.row(i)), kFam, "CARL accepted a non-finite logit it reads");
         LD sum = 0;
         Index pos = 0;
         for (Index i = 0; i < n; ++i)
@@ -158,7 +165,8 @@ void carl(In& in, Index n, Index c, const Labels& l) {
         const LD bound = sum * std::max<Index>(pos, 1) * std::max<LD>(1, std::fabs(LD(cf.k))) /
                          norm_a(nk, factor, n, pos);
         if (bound < representable<S>() * 1e-2L) {
-          for (double v : r) FZ_CHECK(std::isfinite(v), kFam, "CARL non-finite value or reg gradient");
+          for (double v : r)
+            FZ_CHECK(std::isfinite(v), kFam, "CARL non-finite value or reg gradient");
           FZ_CHECK(all_finite(g), kFam, "CARL non-finite gradient");
         }
       });
@@ -170,7 +178,8 @@ void run(In& in) {
   const Index n = in.small(6), c = in.small(3);
   const Labels l = decode_labels(in, n, c);
   context().clear();
-  note("method", method), note("double", sizeof(S) == 8), note("n", n), note("c", c), note_array("labels", l);
+  note("method", method), note("double", sizeof(S) == 8), note("n", n), note("c", c),
+      note_array("labels", l);
   if (method == 0) isr_p<S>(in, n, c, l);
   if (method == 1) isr_n<S>(in, n, c, l);
   if (method == 2) carl<S>(in, n, c, l);

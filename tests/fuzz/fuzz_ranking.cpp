@@ -31,14 +31,15 @@ void run(In& in) {
   const Labels l = decode_labels(in, n, c);
   Eigen::Array<S, Eigen::Dynamic, 1> aux(n);  // IoU (RS) or localisation error (aLRP)
   for (Index i = 0; i < n; ++i)
-    aux[i] = in.flag() ? S(in.u8()) / S(255) : (method == 1 ? std::fabs(in.mostly_moderate<S>()) : in.any<S>());
+    aux[i] = in.flag() ? S(in.u8()) / S(255)
+                       : (method == 1 ? std::fabs(in.mostly_moderate<S>()) : in.any<S>());
   context().clear();
   note("method", method), note("double", sizeof(S) == 8), note("delta", delta), note("eps", eps);
   note("interpolate", interp), note_array("x", x), note_array("labels", l), note_array("aux", aux);
 
   // f(xv, lv, av, g) → vector of results (values, then aLRP's loc gradient), may throw.
-  auto call = [&](const auto& loss, const auto& xv, const auto& lv, const auto& av, auto& g)
-      -> std::vector<double> {
+  auto call = [&](const auto& loss, const auto& xv, const auto& lv, const auto& av,
+                  auto& g) -> std::vector<double> {
     using L = std::decay_t<decltype(loss)>;
     if constexpr (std::is_same<L, fgbg::APLoss<S>>::value) {
       (void)av;
@@ -47,7 +48,8 @@ void run(In& in) {
       const auto v = loss.value_and_grad(xv, lv, av, g);
       return {double(v.rank), double(v.sort)};
     } else {
-      Eigen::Array<S, Eigen::Dynamic, 1> gl = Eigen::Array<S, Eigen::Dynamic, 1>::Constant(lv.size(), S(-3.5));
+      Eigen::Array<S, Eigen::Dynamic, 1> gl =
+          Eigen::Array<S, Eigen::Dynamic, 1>::Constant(lv.size(), S(-3.5));
       const auto before = gl;
       try {
         const auto v = loss.value_and_grad(xv, lv, av, g, gl);
@@ -88,7 +90,8 @@ void run(In& in) {
         },
         [&](const std::vector<double>& r, const RowA<S>& g) {
           FZ_CHECK(all_finite(x), kFam, "non-finite logit accepted");
-          for (double v : r) FZ_CHECK(std::isfinite(v), kFam, "non-finite value " + std::to_string(v));
+          for (double v : r)
+            FZ_CHECK(std::isfinite(v), kFam, "non-finite value " + std::to_string(v));
           FZ_CHECK(all_finite(g), kFam, "non-finite update");
           const int nv = method == 0 ? 1 : 2;
           for (int k = 0; k < nv; ++k) {
@@ -113,7 +116,8 @@ void run(In& in) {
           RowA<S> xp(n, c), gp;
           Labels lp(n);
           Eigen::Array<S, Eigen::Dynamic, 1> ap(n);
-          for (Index i = 0; i < n; ++i) xp.row(i) = x.row(perm[i]), lp[i] = l[perm[i]], ap[i] = aux[perm[i]];
+          for (Index i = 0; i < n; ++i)
+            xp.row(i) = x.row(perm[i]), lp[i] = l[perm[i]], ap[i] = aux[perm[i]];
           const std::vector<double> rp = call(loss, xp, lp, ap, gp);
           const double gmax = g.size() ? double(g.abs().maxCoeff()) : 0.0;
           for (int k = 0; k < nv; ++k)

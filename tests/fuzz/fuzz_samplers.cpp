@@ -37,10 +37,13 @@ void check_sample(const fgbg::Sample& s, const Labels& l, std::int64_t num, doub
   }
   FZ_CHECK(s.negative_weights.empty() || s.negative_weights.size() == s.negatives.size(), kFam,
            "negative_weights of the wrong size");
-  for (double w : s.negative_weights) FZ_CHECK(std::isfinite(w) && w >= 0, kFam, "bad negative weight");
+  for (double w : s.negative_weights)
+    FZ_CHECK(std::isfinite(w) && w >= 0, kFam, "bad negative weight");
   if (sorted) {
-    FZ_CHECK(std::is_sorted(s.positives.begin(), s.positives.end()), kFam, "positives not ascending");
-    FZ_CHECK(std::is_sorted(s.negatives.begin(), s.negatives.end()), kFam, "negatives not ascending");
+    FZ_CHECK(std::is_sorted(s.positives.begin(), s.positives.end()), kFam,
+             "positives not ascending");
+    FZ_CHECK(std::is_sorted(s.negatives.begin(), s.negatives.end()), kFam,
+             "negatives not ascending");
   }
   if (bounded) {
     FZ_CHECK(s.size() <= num, kFam, "more than num sampled");
@@ -89,20 +92,23 @@ void run(In& in) {
     case 0: {
       std::optional<fgbg::RandomSampler> smp;
       if (completes(kFam, [&] { smp.emplace(sc); }))
-        protocol(in, [&](auto& rng, fgbg::Sample& s) { smp->sample(l, rng, s); }, l, sc.num,
-                 sc.pos_fraction, sc.sorted, true);
+        protocol(
+            in, [&](auto& rng, fgbg::Sample& s) { smp->sample(l, rng, s); }, l, sc.num,
+            sc.pos_fraction, sc.sorted, true);
       break;
     }
     case 1: {
       std::optional<fgbg::OhemSampler> smp;
       if (completes(kFam, [&] { smp.emplace(sc); }))
-        protocol(in, [&](auto&, fgbg::Sample& s) { smp->sample(l, loss, s); }, l, sc.num,
-                 sc.pos_fraction, sc.sorted, true);
+        protocol(
+            in, [&](auto&, fgbg::Sample& s) { smp->sample(l, loss, s); }, l, sc.num,
+            sc.pos_fraction, sc.sorted, true);
       break;
     }
     case 2: {
       fgbg::OhemPaperSamplerConfig pc;
-      pc.num = sc.num, pc.use_nms = in.flag(), pc.nms_thresh = in.flag() ? in.u8() / 255.0 : in.any<double>();
+      pc.num = sc.num, pc.use_nms = in.flag(),
+      pc.nms_thresh = in.flag() ? in.u8() / 255.0 : in.any<double>();
       pc.sorted = sc.sorted;
       note("nms_thresh", pc.nms_thresh), note("use_nms", pc.use_nms);
       RowA<double> boxes(n, 4);
@@ -112,8 +118,9 @@ void run(In& in) {
       }
       std::optional<fgbg::OhemPaperSampler> smp;
       if (completes(kFam, [&] { smp.emplace(pc); }))
-        protocol(in, [&](auto&, fgbg::Sample& s) { smp->sample(l, boxes, loss, s); }, l, pc.num,
-                 1.0, pc.sorted, true);
+        protocol(
+            in, [&](auto&, fgbg::Sample& s) { smp->sample(l, boxes, loss, s); }, l, pc.num, 1.0,
+            pc.sorted, true);
       break;
     }
     case 3: {
@@ -122,7 +129,9 @@ void run(In& in) {
       note("neg_pos_ratio", mc.neg_pos_ratio);
       std::optional<fgbg::SsdHardNegativeMining> smp;
       if (completes(kFam, [&] { smp.emplace(mc); }))
-        protocol(in, [&](auto&, fgbg::Sample& s) { smp->sample(l, loss, s); }, l, 0, 0, mc.sorted, false);
+        protocol(
+            in, [&](auto&, fgbg::Sample& s) { smp->sample(l, loss, s); }, l, 0, 0, mc.sorted,
+            false);
       break;
     }
     case 4: {
@@ -135,12 +144,15 @@ void run(In& in) {
       ic.range_upper = static_cast<fgbg::IouRangeUpper>(in.u8() % 3);
       ic.fixed_upper = in.flag() ? in.u8() / 255.0 : in.any<double>();
       ic.instance_balanced_positives = in.flag();
-      ic.positive_mode = in.flag() ? fgbg::InstanceBalanceMode::faithful : fgbg::InstanceBalanceMode::clean;
+      ic.positive_mode =
+          in.flag() ? fgbg::InstanceBalanceMode::faithful : fgbg::InstanceBalanceMode::clean;
       const bool with_state = in.flag();
       fgbg::IouBalancedState st;
       st.floor_thr = in.flag() ? -1.0 : in.any<double>();
-      note("floor_thr", ic.floor_thr), note("floor_fraction", ic.floor_fraction), note("num_bins", ic.num_bins);
-      note("faithful", ic.mode == fgbg::IouBalanceMode::faithful), note("range_upper", int(ic.range_upper));
+      note("floor_thr", ic.floor_thr), note("floor_fraction", ic.floor_fraction),
+          note("num_bins", ic.num_bins);
+      note("faithful", ic.mode == fgbg::IouBalanceMode::faithful),
+          note("range_upper", int(ic.range_upper));
       note("fixed_upper", ic.fixed_upper), note("state_floor_thr", st.floor_thr);
       std::optional<fgbg::IouBalancedSampler> smp;
       if (completes(kFam, [&] { smp.emplace(ic); })) {
@@ -154,7 +166,8 @@ void run(In& in) {
               try {
                 smp->sample(l, gt, iou, rng, s, sp);
               } catch (...) {
-                FZ_CHECK(same_bits(st.floor_thr, st0.floor_thr), kFam, "IoU-balanced state changed by a throw");
+                FZ_CHECK(same_bits(st.floor_thr, st0.floor_thr), kFam,
+                         "IoU-balanced state changed by a throw");
                 threw = true;
                 throw;
               }
@@ -170,8 +183,9 @@ void run(In& in) {
       bc.mode = in.flag() ? fgbg::InstanceBalanceMode::faithful : fgbg::InstanceBalanceMode::clean;
       std::optional<fgbg::InstanceBalancedSampler> smp;
       if (completes(kFam, [&] { smp.emplace(bc); }))
-        protocol(in, [&](auto& rng, fgbg::Sample& s) { smp->sample(l, gt, rng, s); }, l, sc.num,
-                 sc.pos_fraction, sc.sorted, true);
+        protocol(
+            in, [&](auto& rng, fgbg::Sample& s) { smp->sample(l, gt, rng, s); }, l, sc.num,
+            sc.pos_fraction, sc.sorted, true);
     }
   }
 }

@@ -82,7 +82,8 @@ void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
           const LD ad = std::fabs(dd);
           ell = std::pow(ad, b) * bce;
           const LD sg = dd > 0 ? 1 : (dd < 0 ? -1 : 0);
-          d = (sg == 0 ? 0 : b * std::pow(ad, b - 1) * sg * s * (1 - s) * bce) + std::pow(ad, b) * dd;
+          d = (sg == 0 ? 0 : b * std::pow(ad, b - 1) * sg * s * (1 - s) * bce) +
+              std::pow(ad, b) * dd;
           break;
         }
         default: {  // VFL
@@ -128,59 +129,76 @@ void run(In& in) {
   for (Index i = 0; i < k.w.size(); ++i)
     k.w.data()[i] = in.flag() ? std::fabs(in.mostly_moderate<S>()) : in.any<S>();
   context().clear();
-  note("method", k.method), note("double", sizeof(S) == 8), note("alpha", k.alpha), note("gamma", k.gamma);
+  note("method", k.method), note("double", sizeof(S) == 8), note("alpha", k.alpha),
+      note("gamma", k.gamma);
   note("beta", k.beta), note("min_quality", k.min_q), note("iou_weighted", k.iou_weighted);
-  note("normalizer", k.nk), note("factor", k.factor), note_array("x", k.x), note_array("labels", k.l);
+  note("normalizer", k.nk), note("factor", k.factor), note_array("x", k.x),
+      note_array("labels", k.l);
   note_array("quality", k.q), note("weights_kind", k.wk), note_array("w", k.w);
-  const fgbg::Normalizer norm{static_cast<fgbg::Reduction>(
-                                  k.nk == 0 ? 0 : k.nk == 1 ? 1 : k.nk == 2 ? 2 : 3),
+  const fgbg::Normalizer norm{static_cast<fgbg::Reduction>(k.nk == 0   ? 0
+                                                           : k.nk == 1 ? 1
+                                                           : k.nk == 2 ? 2
+                                                                       : 3),
                               k.factor};
-  const fgbg::Weights<S> w = k.wk == 0 ? fgbg::Weights<S>{}
+  const fgbg::Weights<S> w = k.wk == 0   ? fgbg::Weights<S>{}
                              : k.wk == 1 ? fgbg::Weights<S>(k.w.col(0))
                                          : fgbg::Weights<S>(k.w);
   auto go = [&](const auto& loss, auto&& vg, auto&& v) {
-    dense_protocol<S>(kFam, in, k.x, NoState{}, vg, v, [&](const std::vector<double>& r, const RowA<S>& g) {
-      oracle<S>(k, static_cast<S>(r[0]), g);
-    });
+    dense_protocol<S>(kFam, in, k.x, NoState{}, vg, v,
+                      [&](const std::vector<double>& r, const RowA<S>& g) {
+                        oracle<S>(k, static_cast<S>(r[0]), g);
+                      });
     (void)loss;
   };
   auto plain = [&](const auto& loss) {
-    go(loss, [&](const auto& x, auto& g, NoState&) { return loss.value_and_grad(x, k.l, g, w, norm); },
-       [&](const auto& x, const NoState&) { return loss.value(x, k.l, w, norm); });
+    go(
+        loss,
+        [&](const auto& x, auto& g, NoState&) { return loss.value_and_grad(x, k.l, g, w, norm); },
+        [&](const auto& x, const NoState&) { return loss.value(x, k.l, w, norm); });
   };
   auto qual = [&](const auto& loss) {
-    go(loss,
-       [&](const auto& x, auto& g, NoState&) { return loss.value_and_grad(x, k.l, k.q, g, w, norm); },
-       [&](const auto& x, const NoState&) { return loss.value(x, k.l, k.q, w, norm); });
+    go(
+        loss,
+        [&](const auto& x, auto& g, NoState&) {
+          return loss.value_and_grad(x, k.l, k.q, g, w, norm);
+        },
+        [&](const auto& x, const NoState&) { return loss.value(x, k.l, k.q, w, norm); });
   };
   const fgbg::Normalizer cfg_norm = fgbg::Normalizer::sum();
   switch (k.method) {
     case 0: {
       std::optional<fgbg::SigmoidCrossEntropyLoss<S>> loss;
-      if (completes(kFam, [&] { loss.emplace(fgbg::SigmoidCrossEntropyLossConfig{cfg_norm}); })) plain(*loss);
+      if (completes(kFam, [&] { loss.emplace(fgbg::SigmoidCrossEntropyLossConfig{cfg_norm}); }))
+        plain(*loss);
       break;
     }
     case 1: {
       std::optional<fgbg::SigmoidFocalLoss<S>> loss;
-      if (completes(kFam, [&] { loss.emplace(fgbg::SigmoidFocalLossConfig<S>{k.alpha, k.gamma, cfg_norm}); }))
+      if (completes(kFam, [&] {
+            loss.emplace(fgbg::SigmoidFocalLossConfig<S>{k.alpha, k.gamma, cfg_norm});
+          }))
         plain(*loss);
       break;
     }
     case 2: {
       std::optional<fgbg::FocalLossStar<S>> loss;
-      if (completes(kFam, [&] { loss.emplace(fgbg::FocalLossStarConfig<S>{k.alpha, k.gamma, cfg_norm}); }))
+      if (completes(kFam, [&] {
+            loss.emplace(fgbg::FocalLossStarConfig<S>{k.alpha, k.gamma, cfg_norm});
+          }))
         plain(*loss);
       break;
     }
     case 3: {
       std::optional<fgbg::QualityFocalLoss<S>> loss;
-      if (completes(kFam, [&] { loss.emplace(fgbg::QualityFocalLossConfig<S>{k.beta, cfg_norm}); })) qual(*loss);
+      if (completes(kFam, [&] { loss.emplace(fgbg::QualityFocalLossConfig<S>{k.beta, cfg_norm}); }))
+        qual(*loss);
       break;
     }
     default: {
       std::optional<fgbg::VarifocalLoss<S>> loss;
       if (completes(kFam, [&] {
-            loss.emplace(fgbg::VarifocalLossConfig<S>{k.alpha, k.gamma, k.iou_weighted, k.min_q, cfg_norm});
+            loss.emplace(
+                fgbg::VarifocalLossConfig<S>{k.alpha, k.gamma, k.iou_weighted, k.min_q, cfg_norm});
           }))
         qual(*loss);
     }

@@ -78,10 +78,13 @@ void run(In& in) {
   k.l = decode_labels(in, n, cols - 1);
   k.wk = in.u8() % 2;
   k.w.resize(n);
-  for (Index i = 0; i < n; ++i) k.w[i] = in.flag() ? std::fabs(in.mostly_moderate<S>()) : in.any<S>();
+  for (Index i = 0; i < n; ++i)
+    k.w[i] = in.flag() ? std::fabs(in.mostly_moderate<S>()) : in.any<S>();
   context().clear();
-  note("method", k.method), note("double", sizeof(S) == 8), note("alpha", k.alpha), note("gamma", k.gamma);
-  note("normalizer", k.nk), note("factor", k.factor), note_array("x", k.x), note_array("labels", k.l);
+  note("method", k.method), note("double", sizeof(S) == 8), note("alpha", k.alpha),
+      note("gamma", k.gamma);
+  note("normalizer", k.nk), note("factor", k.factor), note_array("x", k.x),
+      note_array("labels", k.l);
   note("weights_kind", k.wk), note_array("w", k.w);
   const fgbg::Normalizer norm{static_cast<fgbg::Reduction>(k.nk), k.factor};
   const fgbg::Weights<S> w = k.wk ? fgbg::Weights<S>(k.w) : fgbg::Weights<S>{};
@@ -90,13 +93,16 @@ void run(In& in) {
         kFam, in, k.x, NoState{},
         [&](const auto& x, auto& g, NoState&) { return loss.value_and_grad(x, k.l, g, w, norm); },
         [&](const auto& x, const NoState&) { return loss.value(x, k.l, w, norm); },
-        [&](const std::vector<double>& r, const RowA<S>& g) { oracle<S>(k, static_cast<S>(r[0]), g); });
+        [&](const std::vector<double>& r, const RowA<S>& g) {
+          oracle<S>(k, static_cast<S>(r[0]), g);
+        });
   };
   if (k.method == 0) {
     go(fgbg::SoftmaxCrossEntropyLoss<S>());
   } else {
     std::optional<fgbg::SoftmaxFocalLoss<S>> loss;
-    if (completes(kFam, [&] { loss.emplace(fgbg::SoftmaxFocalLossConfig<S>{k.alpha, k.gamma}); })) go(*loss);
+    if (completes(kFam, [&] { loss.emplace(fgbg::SoftmaxFocalLossConfig<S>{k.alpha, k.gamma}); }))
+      go(*loss);
   }
 }
 }  // namespace

@@ -97,7 +97,8 @@ void run(In& in) {
   const int nk = in.u8() % 4, wk = in.u8() % 3;
   const double factor = in.any<double>();
   context().clear();
-  note("efl", efl), note("double", sizeof(S) == 8), note("n", n), note("c", c), note("steps", steps);
+  note("efl", efl), note("double", sizeof(S) == 8), note("n", n), note("c", c),
+      note("steps", steps);
   note("normalizer", nk), note("factor", factor), note("weights_kind", wk);
   const fgbg::Normalizer norm{static_cast<fgbg::Reduction>(nk), factor};
   if (efl) {
@@ -115,7 +116,7 @@ void run(In& in) {
       const Labels l = decode_labels(in, n, c);
       RowA<S> w(n, wk == 2 ? c : 1);
       for (Index i = 0; i < w.size(); ++i) w.data()[i] = std::fabs(in.mostly_moderate<S>());
-      const fgbg::Weights<S> wv = wk == 0 ? fgbg::Weights<S>{}
+      const fgbg::Weights<S> wv = wk == 0   ? fgbg::Weights<S>{}
                                   : wk == 1 ? fgbg::Weights<S>(w.col(0))
                                             : fgbg::Weights<S>(w);
       note_array("x", x), note_array("labels", l), note_array("w", w);
@@ -124,7 +125,9 @@ void run(In& in) {
       bool advanced = false;
       dense_protocol<S>(
           kFam, in, x, st,
-          [&](const auto& xv, auto& g, Efl& e) { return loss->value_and_grad(xv, l, g, e.s, wv, norm); },
+          [&](const auto& xv, auto& g, Efl& e) {
+            return loss->value_and_grad(xv, l, g, e.s, wv, norm);
+          },
           [&](const auto& xv, const Efl& e) { return loss->value(xv, l, e.s, wv, norm); },
           [&](const std::vector<double>& r, const RowA<S>& g) {
             check_efl<S>(cf, ratio, x, l, nk, factor, wk, w, static_cast<S>(r[0]), g);
@@ -155,7 +158,7 @@ void run(In& in) {
       const Labels l = decode_labels(in, n, c);
       RowA<S> w(n, wk == 2 ? c : 1);
       for (Index i = 0; i < w.size(); ++i) w.data()[i] = in.mostly_moderate<S>();
-      const fgbg::Weights<S> wv = wk == 0 ? fgbg::Weights<S>{}
+      const fgbg::Weights<S> wv = wk == 0   ? fgbg::Weights<S>{}
                                   : wk == 1 ? fgbg::Weights<S>(w.col(0))
                                             : fgbg::Weights<S>(w);
       note_array("x", x), note_array("labels", l), note_array("w", w);

@@ -24,7 +24,8 @@ void bias(In& in) {
   if (completes(kFam, [&] { v = fgbg::optimal_sigmoid_prior(fg, bg, c); })) {
     FZ_CHECK(valid, kFam, "optimal_sigmoid_prior accepted invalid counts");
     FZ_CHECK(std::fabs(LD(v) - prior) <= 1e-12L * prior + 1e-300L, kFam,
-             "optimal_sigmoid_prior " + std::to_string(v) + " vs exact " + std::to_string(double(prior)));
+             "optimal_sigmoid_prior " + std::to_string(v) + " vs exact " +
+                 std::to_string(double(prior)));
   }
   if (completes(kFam, [&] { v = fgbg::optimal_sigmoid_bias(fg, bg, c); })) {
     const LD exact = std::log(prior / (1 - prior));
@@ -32,7 +33,8 @@ void bias(In& in) {
     if (std::isfinite(exact)) FZ_CHECK(std::isfinite(v), kFam, "optimal_sigmoid_bias not finite");
   }
   if (completes(kFam, [&] { v = fgbg::optimal_softmax_background_bias(fg, bg, c); })) {
-    FZ_CHECK(valid && fg > 0 && bg > 0, kFam, "optimal_softmax_background_bias accepted invalid counts");
+    FZ_CHECK(valid && fg > 0 && bg > 0, kFam,
+             "optimal_softmax_background_bias accepted invalid counts");
     const LD exact = std::log(LD(c) * LD(bg) / LD(fg));
     FZ_CHECK(std::isfinite(v) && std::fabs(LD(v) - exact) <= 1e-9L * (1 + std::fabs(exact)), kFam,
              "optimal_softmax_background_bias " + std::to_string(v) + " vs exact " +
@@ -42,7 +44,8 @@ void bias(In& in) {
     FZ_CHECK(valid, kFam, "released_score_threshold accepted invalid counts");
     const LD exact = prior * (LD(c) + 1);
     FZ_CHECK(std::fabs(LD(v) - exact) <= 1e-12L * exact + 1e-300L, kFam,
-             "released_score_threshold " + std::to_string(v) + " vs exact " + std::to_string(double(exact)));
+             "released_score_threshold " + std::to_string(v) + " vs exact " +
+                 std::to_string(double(exact)));
   }
 }
 
@@ -68,7 +71,8 @@ void guided(In& in, Index n, Index c, const Labels& l) {
         return std::vector<double>{r.value, r.weight, r.cls_loss};
       },
       [&](const std::vector<double>& r, const RowA<S>& g) {
-        FZ_CHECK(std::isfinite(reg) && all_finite(x), kFam, "guided loss accepted a non-finite input");
+        FZ_CHECK(std::isfinite(reg) && all_finite(x), kFam,
+                 "guided loss accepted a non-finite input");
         if (std::fabs(LD(gc.classification_scale) * LD(reg)) < representable<double>())
           FZ_CHECK(std::isfinite(r[0]), kFam, "guided value not finite where s·reg is");
         for (Index i = 0; i < g.size(); ++i)
@@ -102,7 +106,8 @@ void thresholds(In& in, Index n, Index c, const Labels& l) {
 struct RoState {
   fgbg::ResidualObjectnessState s;
   bool operator==(const RoState& o) const {
-    return same_bits(s.num_pos_ema, o.s.num_pos_ema) && s.started == o.s.started && s.calls == o.s.calls;
+    return same_bits(s.num_pos_ema, o.s.num_pos_ema) && s.started == o.s.started &&
+           s.calls == o.s.calls;
   }
 };
 
@@ -142,7 +147,8 @@ void residual(In& in, Index n, Index c, const Labels& l) {
         kFam, in, z, st, vg,
         [&](const auto& zv, const RoState& s) -> std::vector<double> {
           const auto r = loss->value(so, zv, l, s.s);
-          std::vector<double> out{r.loss, r.obj_loss, r.cls_loss, r.obj_normalizer, r.cls_normalizer};
+          std::vector<double> out{r.loss, r.obj_loss, r.cls_loss, r.obj_normalizer,
+                                  r.cls_normalizer};
           RowA<S> g;
           RoState s2 = s;
           const auto full = vg(zv, g, s2);
@@ -150,13 +156,15 @@ void residual(In& in, Index n, Index c, const Labels& l) {
           return out;
         },
         [&](const std::vector<double>& r, const RowA<S>& g) {
-          FZ_CHECK(all_finite(so) && all_finite(z), kFam, "residual objectness accepted non-finite logits");
+          FZ_CHECK(all_finite(so) && all_finite(z), kFam,
+                   "residual objectness accepted non-finite logits");
           LD bo = 0, bc = 0;
           for (Index i = 0; i < so.size(); ++i) bo += std::fabs(LD(so.data()[i])) + 1;
           for (Index i = 0; i < z.size(); ++i) bc += std::fabs(LD(z.data()[i])) + 1;
           const LD bound = (bo + 1) * (k + 1) / LD(r[3]) + bc / LD(r[4]);
           if (bound < representable<double>() * 1e-3L)
-            for (int j = 0; j < 3; ++j) FZ_CHECK(std::isfinite(r[j]), kFam, "residual objectness value not finite");
+            for (int j = 0; j < 3; ++j)
+              FZ_CHECK(std::isfinite(r[j]), kFam, "residual objectness value not finite");
           if ((1 / LD(r[3]) + 1 / LD(r[4])) * (k + 2) < representable<S>() * 1e-3L) {
             FZ_CHECK(all_finite(g), kFam, "residual objectness class gradient not finite");
             for (std::size_t j = 5; j < r.size(); ++j)

@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
   }
   for (const auto& f : files) {
     std::ifstream s(f, std::ios::binary);
-    const std::vector<char> bytes((std::istreambuf_iterator<char>(s)), std::istreambuf_iterator<char>());
+    const std::vector<char> bytes((std::istreambuf_iterator<char>(s)),
+                                  std::istreambuf_iterator<char>());
     std::fprintf(stderr, "replay %s (%zu bytes)\n", f.string().c_str(), bytes.size());
     LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
   }
