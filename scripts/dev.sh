@@ -3,7 +3,11 @@
 # configures a Release build and runs what was asked:
 #   scripts/dev.sh demo        build and run the demo (examples/demo.cpp)
 #   scripts/dev.sh test        build and run every test with ctest (unit tests + consumer projects)
-#   scripts/dev.sh sanitize    the unit tests again, built with -fsanitize=address,undefined
+#   scripts/dev.sh sanitize    the unit tests again, built with clang++-14 and
+#                              -fsanitize=address,undefined (so CI also builds with Clang)
+#   scripts/dev.sh fuzz [SECONDS]  build the libFuzzer targets of tests/fuzz with clang++-14 and
+#                              run each for SECONDS (default 20) over a temporary copy of its
+#                              committed corpus; fails on any crash or broken promise
 #   scripts/dev.sh bench [ARGS...]  build the Google Benchmark suites with OpenMP and run them
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,15 +46,63 @@ case "$cmd" in
     ctest --test-dir build/test --output-on-failure -j "$jobs"
     ;;
   sanitize)
-    ensure_packages "${base_packages[@]}" catch2 nlohmann-json3-dev
-    # -march=native here also covers the AVX-512 paths, which the Release run (no -march) skips.
-    # GCC 12 warns about uninitialised variables inside its own AVX-512 intrinsic headers at -O1.
-    flags="-O1 -g -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -Wno-uninitialized -Wno-maybe-uninitialized"
-    cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DFGBG_BUILD_TESTS=ON \
+    ensure_packages "${base_packages[@]}" catch2 nlohmann-json3-dev clang-14 libclang-rt-14-dev libomp-dev
+    # Clang 14 with libstdc++ 12: the CI's Clang build. -march=native here also covers the AVX-512
+    # paths, which the Release run (no -march) skips. The corpus replays are left out: the fuzz
+    # stage replays the corpus under the same sanitizers first.
+    flags="-O1 -g -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
+    cmake -S . -B build/sanitize-clang -DCMAKE_BUILD_TYPE=Debug -DFGBG_BUILD_TESTS=ON \
+      -DCMAKE_CXX_COMPILER=clang++-14 -DFGBG_BUILD_FUZZ_REPLAYS=OFF \
       -DFGBG_BUILD_BENCHMARKS=OFF -DFGBG_BUILD_EXAMPLES=OFF \
       -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
-    cmake --build build/sanitize -j "$jobs"
-    ctest --test-dir build/sanitize --output-on-failure -j "$jobs" -E '^consumer_'
+    cmake --build build/sanitize-clang -j "$jobs"
+    ctest --test-dir build/sanitize-clang --output-on-failure -j "$jobs" -E '^consumer_'
+    ;;
+  fuzz)
+    seconds=${1:-20}
+    case "$seconds" in '' | *[!0-9]*) echo "fgbg: fuzz SECONDS must be a whole number, got '$seconds'" >&2; exit 2 ;; esac
+    ensure_packages "${base_packages[@]}" clang-14 libclang-rt-14-dev
+    cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=clang++-14 \
+      -DFGBG_BUILD_FUZZERS=ON -DFGBG_BUILD_TESTS=OFF -DFGBG_BUILD_EXAMPLES=OFF \
+      -DFGBG_BUILD_BENCHMARKS=OFF >/dev/null
+    cmake --build build/fuzz -j "$jobs"
+    # Each target fuzzes a temporary copy of its committed corpus: CI never writes into the repo.
+    # Crashing inputs are kept in build/fuzz/artifacts/ (add them to tests/fuzz/corpus/<family>/
+    # as regress-* once minimized: libFuzzer -minimize_crash=1).
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    mkdir -p build/fuzz/artifacts
+    failed=()
+    for bin in build/fuzz/tests/fuzz/fuzz_*; do
+      family=${bin##*/fuzz_}
+      mkdir -p "$work/$family/corpus" "$work/$family/artifacts"
+      cp tests/fuzz/corpus/"$family"/* "$work/$family/corpus/"
+      seeds=$(ls "$work/$family/corpus" | wc -l)
+      rc=0
+      "$bin" -max_total_time="$seconds" -max_len=1024 -timeout=20 -rss_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="$work/$family/artifacts/" \
+        "$work/$family/corpus" >"$work/$family/log" 2>&1 || rc=$?
+      runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$family/log" | tail -1)
+      cov=$(grep -o 'cov: [0-9]*' "$work/$family/log" | tail -1 | cut -d' ' -f2)
+      after=$(ls "$work/$family/corpus" | wc -l)
+      if [ "$rc" -eq 0 ]; then
+        echo "fuzz_$family: ok, ${runs:-?} runs in ${seconds} s, coverage ${cov:-?}, corpus $seeds -> $after"
+      else
+        failed+=("$family")
+        cp "$work/$family/artifacts/"* build/fuzz/artifacts/ 2>/dev/null || true
+        what=$(grep -m1 -E 'fgbg fuzz violation|runtime error|ERROR: (AddressSanitizer|libFuzzer|LeakSanitizer)' "$work/$family/log" || true)
+        echo "fuzz_$family: FAILED (exit $rc) after ${runs:-?} runs: ${what:-see log}"
+        grep -m1 -A1 'fgbg fuzz violation' "$work/$family/log" | tail -1 || true
+        for a in "$work/$family/artifacts/"*; do
+          [ -e "$a" ] && echo "    input: build/fuzz/artifacts/${a##*/} (reproduce: $bin build/fuzz/artifacts/${a##*/})"
+        done
+        tail -n 40 "$work/$family/log" | sed 's/^/    | /'
+      fi
+    done
+    if [ ${#failed[@]} -ne 0 ]; then
+      echo "fgbg: fuzzing failed for: ${failed[*]}" >&2
+      exit 1
+    fi
     ;;
   bench)
     ensure_packages "${base_packages[@]}" libbenchmark-dev libomp-dev
@@ -63,7 +115,7 @@ case "$cmd" in
     done
     ;;
   *)
-    echo "usage: scripts/dev.sh demo | test | sanitize | bench [benchmark args]" >&2
+    echo "usage: scripts/dev.sh demo | test | sanitize | fuzz [seconds] | bench [benchmark args]" >&2
     exit 2
     ;;
 esac

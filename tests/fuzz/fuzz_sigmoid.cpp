@@ -1,0 +1,216 @@
+// Fuzz target: dense sigmoid losses (BCE, sigmoid focal, FL*, QFL, VFL), float and double,
+// checked against the long-double oracle of fuzz_oracle.hpp.
+#include <fgbg/soft_sampling/focal_loss_star.hpp>
+#include <fgbg/soft_sampling/quality_focal_loss.hpp>
+#include <fgbg/soft_sampling/sigmoid_cross_entropy.hpp>
+#include <fgbg/soft_sampling/sigmoid_focal_loss.hpp>
+#include <fgbg/soft_sampling/varifocal_loss.hpp>
+#include <optional>
+
+#include "fuzz_oracle.hpp"
+
+namespace {
+using namespace fz;
+constexpr const char* kFam = "sigmoid";
+
+template <typename S>
+struct Case {
+  int method;
+  S alpha, gamma, beta, min_q;
+  bool iou_weighted;
+  int nk;
+  double factor;
+  RowA<S> x;
+  Labels l;
+  Eigen::Array<S, Eigen::Dynamic, 1> q;
+  int wk;
+  RowA<S> w;  // N × 1 (per anchor) or N × C
+};
+
+template <typename S>
+void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
+  const Index n = k.x.rows(), c = k.x.cols();
+  Index valid = 0, pos = 0;
+  for (Index i = 0; i < n; ++i) {
+    FZ_CHECK(k.l[i] >= -1 && k.l[i] <= c, kFam, "label out of range accepted");
+    valid += k.l[i] != -1;
+    pos += k.l[i] > 0;
+  }
+  FZ_CHECK(all_finite(k.x), kFam, "non-finite logit accepted");
+  if (k.wk) {
+    FZ_CHECK(all_finite(k.w), kFam, "non-finite weight accepted");
+    FZ_CHECK((k.w >= S(0)).all(), kFam, "negative weight accepted");
+  }
+  const LD a = norm_a(k.nk, k.factor, valid * c, pos);
+  LD total = 0;
+  RowA<LD> g = RowA<LD>::Zero(n, c);
+  const bool quality = k.method >= 3;
+  for (Index i = 0; i < n; ++i) {
+    if (k.l[i] == -1) continue;
+    if (quality && k.l[i] > 0) {
+      FZ_CHECK(std::isfinite(k.q[i]) && k.q[i] >= S(0) && k.q[i] <= S(1), kFam,
+               "quality outside [0, 1] accepted");
+    }
+    for (Index j = 0; j < c; ++j) {
+      const bool hot = k.l[i] == j + 1;
+      const LD x = k.x(i, j);
+      LD ell = 0, d = 0;
+      const LD t = hot ? 1 : 0;
+      const LD at = k.alpha < 0 ? 1 : (hot ? LD(k.alpha) : 1 - LD(k.alpha));
+      const LD gm = k.gamma;
+      switch (k.method) {
+        case 0:  // BCE
+          ell = sp(x) - t * x;
+          d = sig(x) - t;
+          break;
+        case 1: {  // focal
+          const LD z = (2 * t - 1) * x, pt = sig(z);
+          const LD mod = std::exp(-gm * sp(z));
+          ell = at * mod * sp(-z);
+          d = (2 * t - 1) * at * mod * (gm * pt * -sp(-z) + pt - 1);
+          break;
+        }
+        case 2: {  // FL*
+          const LD z = (2 * t - 1) * x;
+          ell = at * sp(-gm * z) / gm;
+          d = -(2 * t - 1) * at * sig(-gm * z);
+          break;
+        }
+        case 3: {  // QFL
+          const LD tq = hot ? LD(k.q[i]) : 0, s = sig(x), dd = s - tq, b = k.beta;
+          const LD bce = (1 - tq) * sp(x) + tq * sp(-x);
+          const LD ad = std::fabs(dd);
+          ell = std::pow(ad, b) * bce;
+          const LD sg = dd > 0 ? 1 : (dd < 0 ? -1 : 0);
+          d = (sg == 0 ? 0 : b * std::pow(ad, b - 1) * sg * s * (1 - s) * bce) +
+              std::pow(ad, b) * dd;
+          break;
+        }
+        default: {  // VFL
+          const LD s = sig(x);
+          if (hot) {
+            const LD qq = std::max<LD>(k.q[i], k.min_q);
+            const LD bce = (1 - qq) * sp(x) + qq * sp(-x);
+            ell = k.iou_weighted ? qq * bce : bce;
+            d = k.iou_weighted ? qq * (s - qq) : s - qq;
+          } else {
+            const LD sg = std::exp(-gm * sp(-x));
+            ell = LD(k.alpha) * sg * sp(x);
+            d = LD(k.alpha) * sg * (s + gm * (1 - s) * sp(x));
+          }
+        }
+      }
+      const LD wv = k.wk == 0 ? 1 : (k.wk == 1 ? LD(k.w(i, 0)) : LD(k.w(i, j)));
+      total += wv * ell;
+      g(i, j) = wv * d / a;
+    }
+  }
+  check_finite_where_exact<S>(kFam, total / a, value, g, grad);
+}
+
+template <typename S>
+void run(In& in) {
+  Case<S> k;
+  k.method = in.u8() % 5;
+  const Index n = in.small(5), c = in.small(4);
+  k.alpha = in.any<S>();
+  k.gamma = in.any<S>();
+  k.beta = in.any<S>();
+  k.min_q = in.any<S>();
+  k.iou_weighted = in.flag();
+  k.nk = in.u8() % 4;
+  k.factor = in.any<double>();
+  k.x = decode_matrix<S>(in, n, c);
+  k.l = decode_labels(in, n, c);
+  k.q.resize(n);
+  for (Index i = 0; i < n; ++i) k.q[i] = in.flag() ? S(in.u8()) / S(255) : in.any<S>();
+  k.wk = in.u8() % 3;
+  k.w.resize(n, k.wk == 2 ? c : 1);
+  for (Index i = 0; i < k.w.size(); ++i)
+    k.w.data()[i] = in.flag() ? std::fabs(in.mostly_moderate<S>()) : in.any<S>();
+  context().clear();
+  note("method", k.method), note("double", sizeof(S) == 8), note("alpha", k.alpha),
+      note("gamma", k.gamma);
+  note("beta", k.beta), note("min_quality", k.min_q), note("iou_weighted", k.iou_weighted);
+  note("normalizer", k.nk), note("factor", k.factor), note_array("x", k.x),
+      note_array("labels", k.l);
+  note_array("quality", k.q), note("weights_kind", k.wk), note_array("w", k.w);
+  const fgbg::Normalizer norm{static_cast<fgbg::Reduction>(k.nk == 0   ? 0
+                                                           : k.nk == 1 ? 1
+                                                           : k.nk == 2 ? 2
+                                                                       : 3),
+                              k.factor};
+  const fgbg::Weights<S> w = k.wk == 0   ? fgbg::Weights<S>{}
+                             : k.wk == 1 ? fgbg::Weights<S>(k.w.col(0))
+                                         : fgbg::Weights<S>(k.w);
+  auto go = [&](const auto& loss, auto&& vg, auto&& v) {
+    dense_protocol<S>(kFam, in, k.x, NoState{}, vg, v,
+                      [&](const std::vector<double>& r, const RowA<S>& g) {
+                        oracle<S>(k, static_cast<S>(r[0]), g);
+                      });
+    (void)loss;
+  };
+  auto plain = [&](const auto& loss) {
+    go(
+        loss,
+        [&](const auto& x, auto& g, NoState&) { return loss.value_and_grad(x, k.l, g, w, norm); },
+        [&](const auto& x, const NoState&) { return loss.value(x, k.l, w, norm); });
+  };
+  auto qual = [&](const auto& loss) {
+    go(
+        loss,
+        [&](const auto& x, auto& g, NoState&) {
+          return loss.value_and_grad(x, k.l, k.q, g, w, norm);
+        },
+        [&](const auto& x, const NoState&) { return loss.value(x, k.l, k.q, w, norm); });
+  };
+  const fgbg::Normalizer cfg_norm = fgbg::Normalizer::sum();
+  switch (k.method) {
+    case 0: {
+      std::optional<fgbg::SigmoidCrossEntropyLoss<S>> loss;
+      if (completes(kFam, [&] { loss.emplace(fgbg::SigmoidCrossEntropyLossConfig{cfg_norm}); }))
+        plain(*loss);
+      break;
+    }
+    case 1: {
+      std::optional<fgbg::SigmoidFocalLoss<S>> loss;
+      if (completes(kFam, [&] {
+            loss.emplace(fgbg::SigmoidFocalLossConfig<S>{k.alpha, k.gamma, cfg_norm});
+          }))
+        plain(*loss);
+      break;
+    }
+    case 2: {
+      std::optional<fgbg::FocalLossStar<S>> loss;
+      if (completes(kFam, [&] {
+            loss.emplace(fgbg::FocalLossStarConfig<S>{k.alpha, k.gamma, cfg_norm});
+          }))
+        plain(*loss);
+      break;
+    }
+    case 3: {
+      std::optional<fgbg::QualityFocalLoss<S>> loss;
+      if (completes(kFam, [&] { loss.emplace(fgbg::QualityFocalLossConfig<S>{k.beta, cfg_norm}); }))
+        qual(*loss);
+      break;
+    }
+    default: {
+      std::optional<fgbg::VarifocalLoss<S>> loss;
+      if (completes(kFam, [&] {
+            loss.emplace(
+                fgbg::VarifocalLossConfig<S>{k.alpha, k.gamma, k.iou_weighted, k.min_q, cfg_norm});
+          }))
+        qual(*loss);
+    }
+  }
+}
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  In in(data, size);
+  if (in.flag())
+    run<double>(in);
+  else
+    run<float>(in);
+  return 0;
+}
