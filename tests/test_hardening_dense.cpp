@@ -936,3 +936,26 @@ TEMPLATE_TEST_CASE("hardening: dense losses against a long-double oracle on extr
   INFO("checked " << checked);
   CHECK(checked > 1000);
 }
+
+// Regression (fuzz_state): GhmcState sized its vectors before checking `bins`, so a negative
+// count threw std::length_error from std::vector instead of fgbg's invalid_argument; an EFL state
+// of more classes than int32 labels can address asked for the memory before failing.
+TEST_CASE("state constructors validate their sizes before allocating", "[hardening][state]") {
+  for (const int bins :
+       {-1, 0, 257, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()}) {
+    INFO("bins " << bins);
+    CHECK_THROWS_AS(fgbg::GhmcState(bins), std::invalid_argument);
+    CHECK_THROWS_WITH(fgbg::GhmcState(bins),
+                      Catch::Contains("fgbg::GhmcState: config.bins must be in 1..256"));
+  }
+  CHECK(fgbg::GhmcState(1).bins() == 1);
+  CHECK(fgbg::GhmcState(256).bins() == 256);
+  for (const fgbg::Index c :
+       {fgbg::Index(-1), fgbg::Index(std::numeric_limits<std::int32_t>::max()) + 1,
+        std::numeric_limits<fgbg::Index>::max()}) {
+    INFO("num_classes " << c);
+    CHECK_THROWS_AS(fgbg::EqualizedFocalState(c), std::invalid_argument);
+    CHECK_THROWS_WITH(fgbg::EqualizedFocalState(c),
+                      Catch::Contains("fgbg::EqualizedFocalState: num_classes must be in"));
+  }
+}

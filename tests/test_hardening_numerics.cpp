@@ -294,3 +294,48 @@ TEMPLATE_TEST_CASE("NMS paths (nms_match, OHEM paper mode) group huge duplicate 
   fgbg::OhemPaperSampler(c).sample(y, b, loss, out);
   CHECK(out.positives == std::vector<Index>{0, 2});
 }
+
+// Regression (fuzz_pisa): in log mode (b = 0 or b^k underflowing) CARL kept k·log(base) as its
+// key, which is −inf for a huge k, and exp(−inf − (−inf)) made the weights NaN. The key is now
+// log(base) and k multiplies only key differences. As k → ∞ the weights concentrate on the
+// positive with the largest score: ŵ = P there and 0 elsewhere, so the value is its ℓ.
+TEMPLATE_TEST_CASE("CARL: a huge k with a subnormal or zero bias gives the k → ∞ limit",
+                   "[pisa][carl][hardening]", float, double) {
+  using S = TestType;
+  const S tiny = std::numeric_limits<S>::denorm_min() * S(1000);
+  for (const S bias : {S(0), tiny}) {
+    for (const bool sigmoid : {true, false}) {
+      INFO("bias " << bias << ", sigmoid " << sigmoid);
+      const Index n = 4, cols = sigmoid ? 2 : 3;
+      fgbg::RowArray<S> x = fgbg::RowArray<S>::Zero(n, cols);
+      fgbg::LabelVector y(n);
+      y << 1, 2, 1, 0;
+      // The positive of row 1 has the largest score of its class column.
+      x(0, sigmoid ? 0 : 1) = S(-1);
+      x(1, sigmoid ? 1 : 2) = S(2);
+      x(2, sigmoid ? 0 : 1) = S(0.5);
+      Eigen::Array<S, Eigen::Dynamic, 1> reg(n);
+      reg << S(0.25), S(0.75), S(0.5), S(0);
+      const fgbg::CarlLoss<S> carl({std::numeric_limits<S>::max(), bias, sigmoid});
+      fgbg::RowArray<S> g(n, cols);
+      Eigen::Array<S, Eigen::Dynamic, 1> gr(n);
+      const S v = carl.value_and_grad(x, y, reg, g, gr);
+      CHECK(v == Approx(0.75));
+      CHECK(carl.value(x, y, reg) == v);
+      CHECK(gr(1) == Approx(1.0));  // ŵ_1 / A = P / P
+      CHECK(gr(0) == S(0));
+      CHECK(gr(2) == S(0));
+      CHECK(g.isFinite().all());
+      // The fuzzer's case: every positive tied, every ℓ = 0: value 0, zero gradient.
+      const fgbg::RowArray<S> z = fgbg::RowArray<S>::Zero(2, cols);
+      fgbg::LabelVector yz(2);
+      yz << 0, sigmoid ? 2 : 2;
+      const Eigen::Array<S, Eigen::Dynamic, 1> rz = Eigen::Array<S, Eigen::Dynamic, 1>::Zero(2);
+      fgbg::RowArray<S> gz(2, cols);
+      Eigen::Array<S, Eigen::Dynamic, 1> grz(2);
+      CHECK(carl.value_and_grad(z, yz, rz, gz, grz) == S(0));
+      CHECK((gz == S(0)).all());
+      CHECK(grz.isFinite().all());
+    }
+  }
+}

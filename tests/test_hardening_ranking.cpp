@@ -478,3 +478,65 @@ TEMPLATE_TEST_CASE("ranking losses: random extreme problems equal the long-doubl
     check_alrp(x, y, aux, d);
   }
 }
+
+// Regression (fuzz_ranking): AP, aLRP and RS accepted a gradient Map over the logits' memory;
+// the update was written while the logits were still being read (a wrong update, and a heap
+// overflow under ASan for a shifted view). Every overlap is now refused before anything is written.
+TEMPLATE_TEST_CASE("ranking losses: a gradient sharing memory with the logits is rejected",
+                   "[ranking][hardening][alias]", float, double) {
+  using S = TestType;
+  using Map = Eigen::Map<RowArray<S>>;
+  const Index n = 6, c = 2;
+  std::vector<S> buf(n * c + 8);
+  for (std::size_t i = 0; i < buf.size(); ++i) buf[i] = S(0.5) * S(static_cast<int>(i % 5) - 2);
+  const std::vector<S> before = buf;
+  const LabelVector y = labels_of({2, 0, 1, -1, 0, 2});
+  const Eigen::Array<S, Eigen::Dynamic, 1> aux =
+      Eigen::Array<S, Eigen::Dynamic, 1>::Constant(n, S(0.5));
+  Eigen::Array<S, Eigen::Dynamic, 1> gaux(n);
+  const fgbg::APLoss<S> ap;
+  const fgbg::ALRPLoss<S> alrp;
+  const fgbg::RankSortLoss<S> rs;
+  Map x(buf.data() + 4, n, c);
+  const RowArray<S> xc = x;
+  for (const std::ptrdiff_t off :
+       {std::ptrdiff_t(0), std::ptrdiff_t(1), std::ptrdiff_t(-3), std::ptrdiff_t(4)}) {
+    INFO("gradient offset " << off);
+    Map g(buf.data() + 4 + off, n, c);
+    const char* msg = "grad must not share memory with the logits";
+    CHECK_THROWS_WITH(ap.value_and_grad(x, y, g), Catch::Contains(msg));
+    CHECK_THROWS_WITH(rs.value_and_grad(x, y, aux, g), Catch::Contains(msg));
+    CHECK_THROWS_WITH(alrp.value_and_grad(x, y, aux, g, gaux), Catch::Contains(msg));
+    CHECK(buf == before);
+  }
+  // A disjoint gradient right after the logits gives the result of a separate buffer.
+  std::vector<S> big(n * c * 2);
+  std::copy(xc.data(), xc.data() + n * c, big.begin());
+  Map xb(big.data(), n, c), gb(big.data() + n * c, n, c);
+  RowArray<S> want(n, c);
+  const S v_want = ap.value_and_grad(xc, y, want);
+  CHECK(ap.value_and_grad(xb, y, gb) == v_want);
+  CHECK((RowArray<S>(gb) == want).all());
+}
+
+// Regression (fuzz_dr): τ/L·softplus(L·h) overflowed to inf when L·h did (L near the type's
+// maximum), although the value tends to τ·max(h, 0). N = 0 gives h = margin − 1 exactly.
+TEMPLATE_TEST_CASE("DR loss: a huge L gives the finite limit of the smoothed hinge",
+                   "[dr][hardening][overflow]", float, double) {
+  using S = TestType;
+  fgbg::DRLossConfig<S> cfg;
+  cfg.L = std::numeric_limits<S>::max();
+  cfg.tau = S(2);
+  cfg.margin = S(9.87451171875);
+  const fgbg::DRLoss<S> dr(cfg);
+  const RowArray<S> x(0, 3);
+  const LabelVector y(0);
+  RowArray<S> g;
+  const long double h = 9.87451171875L - 1.0L;  // d_neg = 0, d_pos = 1 with no entries
+  CHECK(static_cast<long double>(dr.value(x, y)) == Approx(static_cast<double>(2.0L * h)));
+  CHECK(static_cast<long double>(dr.value_and_grad(x, y, g)) ==
+        Approx(static_cast<double>(2.0L * h)));
+  // h < 0: the value is τ·softplus(L·h)/L, which underflows to 0.
+  cfg.margin = S(0.25);
+  CHECK(fgbg::DRLoss<S>(cfg).value(x, y) == S(0));
+}

@@ -391,10 +391,13 @@ class DRLoss {
 
     // The scalar finish, in double.
     const double d_neg = total.neg.mean(0.0), d_pos = total.pos.mean(1.0);
-    const double lu =
-        static_cast<double>(config_.L) * (d_neg - d_pos + static_cast<double>(config_.margin));
+    const double L = static_cast<double>(config_.L);
+    const double hinge = d_neg - d_pos + static_cast<double>(config_.margin);
+    const double lu = L * hinge;  // may overflow to ±inf for a huge L: only σ(lu) uses it then
     const double tau = static_cast<double>(config_.tau);
-    const double value = tau / static_cast<double>(config_.L) * softplus(lu);
+    // τ/L · softplus(L·h), written so that L·h overflowing (L near the type's maximum) still gives
+    // the finite limit: for h > 0 it is τ·(h + softplus(−L·h)/L), for h ≤ 0 τ·softplus(L·h)/L.
+    const double value = hinge > 0.0 ? tau * (hinge + softplus(-lu) / L) : tau * (softplus(lu) / L);
     if constexpr (kGrad) {
       const double a = tau * sigmoid(lu);
       Coefficients co;

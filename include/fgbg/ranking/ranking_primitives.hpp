@@ -892,8 +892,8 @@ template <typename T>
 inline constexpr bool kWanted = !std::is_same<T, NoOutput>::value;
 
 /// The checks every ranking call starts with, in order: label range and length, the update's
-/// shape (if wanted), finite logits, and a positive count that fits the 32-bit windows. Nothing
-/// is written. Returns the label counts.
+/// shape and that it shares no memory with the logits (if wanted), finite logits, and a positive
+/// count that fits the 32-bit windows. Nothing is written. Returns the label counts.
 template <typename Scalar, typename XD, typename LD, typename GD>
 LabelStats check_ranking_call(const char* where, const Eigen::DenseBase<XD>& x,
                               const Eigen::DenseBase<LD>& labels, const GD& grad) {
@@ -904,6 +904,9 @@ LabelStats check_ranking_call(const char* where, const Eigen::DenseBase<XD>& x,
     static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
                   "fgbg: the gradient must have the loss's scalar type");
     check_output(where, "grad", grad, x.rows(), x.cols());
+    // The update is written while the logits are still read (sorted positives, negatives'
+    // slots): a gradient over the logits' memory would read its own writes.
+    check_no_alias(where, x.derived(), grad.derived());
   }
   check_finite(where, "logits", x);
   check_positive_count(where, static_cast<std::size_t>(s.positives));

@@ -176,9 +176,12 @@ class CarlLoss {
 
   /// Σu and Σuℓ. Direct mode (b > 0: u ≥ b^k cannot underflow) sums u itself; log mode
   /// (b = 0) streams a log-sum-exp of log u, so ŵ stays finite when every score underflows.
+  /// In log mode the key is log(b + (1 − b)s) and k multiplies only differences of keys
+  /// (k·(key − m) ≤ 0), so a huge k (k·log base = −inf) still gives finite weights.
   struct Sums {
     bool direct = true;
-    double p = 0;                                         ///< number of positives
+    double k = 1;  ///< the exponent, applied to key differences in log mode
+    double p = 0;  ///< number of positives
     double m = -std::numeric_limits<double>::infinity();  ///< log mode: running max of log u
     double su = 0;                                        ///< Σ u (log mode: Σ exp(log u − m))
     double sul = 0;                                       ///< Σ u ℓ (log mode: scaled alike)
@@ -192,24 +195,24 @@ class CarlLoss {
         su += key;
         sul += key * l;
       } else if (key > m) {
-        const double f = std::exp(m - key);  // 0 on the first call
+        const double f = std::exp(k * (m - key));  // 0 on the first call
         su = su * f + 1.0;
         sul = sul * f + l;
         m = key;
       } else {
-        const double e = std::exp(key - m);
+        const double e = std::exp(k * (key - m));
         su += e;
         sul += e * l;
       }
     }
     double weight(double key) const {  ///< ŵ from u (direct) or log u
-      return direct ? p * key / su : p * std::exp(key - m) / su;
+      return direct ? p * key / su : p * std::exp(k * (key - m)) / su;
     }
     double mean_loss() const { return sul / su / scale; }  ///< ℓ̄ (≤ max ℓ: finite)
   };
 
   /// What CARL needs of one positive row: s, 1 − s (sigmoid heads), the row's log-sum-exp
-  /// (softmax heads) and the key (u in direct mode, log u in log mode).
+  /// (softmax heads) and the key (u in direct mode, log u / k in log mode).
   struct Positive {
     double s = 0, one_minus_s = 0, lse = 0, key = 0;
   };
@@ -236,9 +239,9 @@ class CarlLoss {
       const double base = b + (1.0 - b) * r.s;
       r.key = k == 1.0 ? base : k == 2.0 ? base * base : std::pow(base, k);
     } else if (b == 0.0) {
-      r.key = k * log_s;  // log u = k log s, finite however small s is
+      r.key = log_s;  // log u / k = log s, finite however small s is
     } else {
-      r.key = k * std::log(b + (1.0 - b) * r.s);  // b^k would underflow: stay in logs
+      r.key = std::log(b + (1.0 - b) * r.s);  // b^k would underflow: stay in logs
     }
     return r;
   }
@@ -314,6 +317,7 @@ class CarlLoss {
             const RegAt& reg_at) const {
     Sums s;
     s.direct = direct_mode();
+    s.k = static_cast<double>(config_.k);
     double lmax = 0.0;
     detail::pisa_scan_labels(labels, [&](Index i, auto) { lmax = std::max(lmax, reg_at(i)); });
     if (lmax > 0x1p896) s.scale = 0x1p-128;

@@ -62,9 +62,10 @@ class EqualizedFocalState {
  public:
   /// Fresh statistics for `num_classes` foreground classes: G⁺ = G⁻ = 0, g = 1.
   explicit EqualizedFocalState(Index num_classes = 0) {
-    if (num_classes < 0)
-      detail::throw_invalid("fgbg::EqualizedFocalState", "num_classes must be >= 0, got ",
-                            num_classes);
+    // Labels are int32, so no class beyond INT32_MAX can be addressed.
+    if (num_classes < 0 || num_classes > std::numeric_limits<Label>::max())
+      detail::throw_invalid("fgbg::EqualizedFocalState", "num_classes must be in [0, ",
+                            std::numeric_limits<Label>::max(), "], got ", num_classes);
     pos_.resize(num_classes);
     neg_.resize(num_classes);
     ratio_.resize(num_classes);

@@ -119,9 +119,7 @@ struct GhmcLossConfig {
 class GhmcState {
  public:
   explicit GhmcState(int bins = 10)
-      : moving_(static_cast<std::size_t>(bins), 0.0), counts_(static_cast<std::size_t>(bins), 0) {
-    detail::require_param(bins >= 1 && bins <= 256, "fgbg::GhmcState", "bins", "in 1..256", bins);
-  }
+      : moving_(checked_bins(bins), 0.0), counts_(checked_bins(bins), 0) {}
 
   /// Zeroes the moving averages and the last-call statistics.
   void reset() {
@@ -142,6 +140,11 @@ class GhmcState {
   double tot() const { return tot_; }
 
  private:
+  // Validated before the members are sized (a negative count used to reach std::vector first).
+  static std::size_t checked_bins(int bins) {
+    detail::require_param(bins >= 1 && bins <= 256, "fgbg::GhmcState", "bins", "in 1..256", bins);
+    return static_cast<std::size_t>(bins);
+  }
   template <typename>
   friend class GhmcLoss;
   std::vector<double> moving_;
