@@ -734,7 +734,8 @@ TEST_CASE("ranking primitives: bucketed window search equals std::upper_bound / 
 
 TEST_CASE("ranking primitives: a negative's slot gives its window by the definitions",
           "[primitives]") {
-  // lo = #{k : u_k + δ ≤ s} (H = 1), hi = #{k : u_k − δ < s} (H > 0), each rounded as written
+  // lo = #{k : s − u_k ≥ δ} (H = 1), hi = #{k : s − u_k > −δ} (H > 0), differences rounded as
+  // written (the definition of H's argument everywhere in the ranking losses)
   std::mt19937_64 rng(19);
   std::uniform_real_distribution<double> uni(-3, 3);
   fgbg::detail::NegativeGrid grid;
@@ -758,8 +759,8 @@ TEST_CASE("ranking primitives: a negative's slot gives its window by the definit
     for (double s : queries) {
       long lo = 0, hi = 0;
       for (double e : u) {
-        lo += (e + delta <= s) ? 1 : 0;
-        hi += (e - delta < s) ? 1 : 0;
+        lo += (s - e >= delta) ? 1 : 0;
+        hi += (s - e > -delta) ? 1 : 0;
       }
       const std::uint32_t slot = search.bound<false>(s);
       const auto w = grid.windows()[slot];
@@ -774,21 +775,23 @@ TEST_CASE("ranking primitives: a negative's slot gives its window by the definit
     }
     // each positive's key positions: the slot just past its key is where its count changes
     for (std::uint32_t k = 0; k < p; ++k) {
-      CHECK(grid.keys()[grid.pos_hi(k)] == u[k] - delta);
+      const double key = grid.keys()[grid.pos_hi(k)];  // the last s with s − u_k ≤ −δ
+      CHECK(!(key - u[k] > -delta));
+      CHECK(std::nextafter(key, 1e300) - u[k] > -delta);
       CHECK(grid.windows()[grid.pos_lo(k) + 1].lo > k);
       CHECK(grid.windows()[grid.pos_hi(k) + 1].hi > k);
     }
   }
   CHECK(mismatches == 0);
   CHECK(checked > 50000);
-  // δ below half an ulp of the scores: u ± δ round to u, a tie gets H = 0 (documented), and a
-  // window never inverts
+  // δ below half an ulp of the scores: u ± δ round to u, but the differences do not: a tie gets
+  // H = ½ (issue 9; it used to get 0), the next double above gets 1, and a window never inverts
   const std::vector<double> big = {0.0, 1e9, 1e9, 3e9};
   grid.build(big.data(), 4, 1e-8);
   for (std::uint32_t t = 0; t <= 8; ++t) CHECK(grid.windows()[t].lo <= grid.windows()[t].hi);
   const auto tie = grid.windows()[grid.search().bound<false>(1e9)];
   CHECK(tie.lo == 1);
-  CHECK(tie.hi == 1);
+  CHECK(tie.hi == 3);
   const auto above = grid.windows()[grid.search().bound<false>(std::nextafter(1e9, 1e300))];
   CHECK(above.lo == 3);
   CHECK(above.hi == 3);

@@ -389,7 +389,22 @@ TEMPLATE_TEST_CASE("guided loss: deeply negative logits give finite values and g
           // Each valid element carries about s·L_reg / #valid (σ(x) ≈ softplus(x) here); its
           // float rounding is that of subnormal numbers, so only a loose bound is checked.
           CHECK((g <= S(2 * scale * reg)).all());
-          CHECK(g.sum() > S(0));
+          // The gradient is s·w times the wrapped loss's gradient as the scalar type holds it:
+          // σ(x)/A is correctly rounded (to 0 below the smallest subnormal, e.g. double x = −745),
+          // so the guided gradient is f·(that), element by element, and 0 where it underflowed.
+          RowArray<S> gw(n, k);
+          Bce<S>().value_and_grad(x, y, gw);
+          // (g_w / L_cls) · s·L_reg: f itself overflows double when L_cls is subnormal.
+          for (Index i = 0; i < n; ++i)
+            for (Index j = 0; j < k; ++j) {
+              if (gw(i, j) == S(0)) {
+                CHECK(g(i, j) == S(0));
+              } else {
+                CHECK(static_cast<double>(g(i, j)) ==
+                      Approx(static_cast<double>(gw(i, j)) / r.cls_loss * (scale * reg))
+                          .epsilon(1e-5));
+              }
+            }
         } else {
           CHECK(r.value == 0.0);
           CHECK((g == S(0)).all());

@@ -16,6 +16,13 @@
 /// clamp never binds. Touching boxes (shared edge) have IoU 0. Arithmetic is done in the box
 /// scalar type (float boxes: float arithmetic, like mmdet on float32 tensors).
 ///
+/// Range: every finite box is accepted and gets the IoU of exact arithmetic (to a few ulps, or
+/// 0 below the scalar's range). A tile of 64 boxes whose coordinates all have |v| ≤ 2^62 (float)
+/// or 2^510 (double) is computed by the vectorised direct formula (areas cannot overflow there);
+/// a pair with a larger coordinate is scaled by a power of two first (detail::box_iou_scaled), so
+/// a float box (0, 0, 1e20, 1e20) has self-IoU 1, not inf / inf = NaN, and the assigner accepts
+/// the matrix it computes. The check costs one comparison per tile and GT.
+///
 /// Cost: the matrix is computed over tiles of 64 candidates held in local structure-of-arrays
 /// buffers, one vectorised pass per GT over each tile; no allocation.
 ///
@@ -28,6 +35,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 #include "../core/checks.hpp"
@@ -57,15 +65,64 @@ void check_boxes(const char* where, const char* arg, const Eigen::DenseBase<Deri
   }
 }
 
-/// IoU of two boxes given by their coordinates (same formula as the matrix).
+/// Largest |coordinate| for which the direct IoU formula cannot overflow in Scalar: with every
+/// |coordinate| ≤ B = 2^((max_exponent − 4) / 2) (float 2^62 ≈ 4.6e18, double 2^510), widths are
+/// ≤ 2B, areas ≤ 4B² and the sum of two areas ≤ 8B² < the largest finite value.
+template <typename Scalar>
+Scalar iou_direct_limit() {
+  static const Scalar b =
+      std::ldexp(Scalar(1), (std::numeric_limits<Scalar>::max_exponent - 4) / 2);
+  return b;
+}
+
+/// IoU of one pair of boxes with some |coordinate| beyond iou_direct_limit(): the coordinates
+/// are scaled by 2^-s (exact: a power of two, and every coordinate that matters is far from
+/// underflow, since any non-zero width at coordinates near M is at least ulp(M)) so that areas
+/// cannot overflow, and the eps of the union is scaled by 2^-2s in double. IoU is a ratio of
+/// areas, so the result is the direct formula's in exact arithmetic: (0, 0, 1e20, 1e20) in float
+/// has self-IoU 1 instead of inf / inf = NaN. Slow (ldexp per coordinate); only huge boxes take it.
+template <typename Scalar>
+Scalar box_iou_scaled(Scalar ax1, Scalar ay1, Scalar ax2, Scalar ay2, Scalar bx1, Scalar by1,
+                      Scalar bx2, Scalar by2) {
+  using std::abs;
+  const Scalar m =
+      std::max({abs(ax1), abs(ay1), abs(ax2), abs(ay2), abs(bx1), abs(by1), abs(bx2), abs(by2)});
+  if (m == Scalar(0)) return Scalar(0);
+  const int target = (std::numeric_limits<Scalar>::max_exponent - 4) / 2 - 1;
+  const int sh = std::max(0, static_cast<int>(std::ilogb(m)) - target + 1);
+  auto sc = [sh](Scalar v) { return std::ldexp(v, -sh); };
+  ax1 = sc(ax1), ay1 = sc(ay1), ax2 = sc(ax2), ay2 = sc(ay2);
+  bx1 = sc(bx1), by1 = sc(by1), bx2 = sc(bx2), by2 = sc(by2);
+  const Scalar iw = std::max(std::min(ax2, bx2) - std::max(ax1, bx1), Scalar(0));
+  const Scalar ih = std::max(std::min(ay2, by2) - std::max(ay1, by1), Scalar(0));
+  const Scalar inter = iw * ih;
+  const Scalar uni = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter;
+  const double den = std::max(static_cast<double>(uni), std::ldexp(kIouEps, -2 * sh));
+  return den > 0.0 ? static_cast<Scalar>(static_cast<double>(inter) / den) : Scalar(0);
+}
+
+/// IoU of two boxes given by their coordinates (same formula as the matrix, and the same
+/// direct-or-scaled choice).
 template <typename Scalar>
 Scalar box_iou(Scalar ax1, Scalar ay1, Scalar ax2, Scalar ay2, Scalar bx1, Scalar by1, Scalar bx2,
                Scalar by2) {
+  using std::abs;
+  const Scalar lim = iou_direct_limit<Scalar>();
+  if (!(std::max({abs(ax1), abs(ay1), abs(ax2), abs(ay2), abs(bx1), abs(by1), abs(bx2),
+                  abs(by2)}) <= lim))
+    return box_iou_scaled(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2);
   const Scalar iw = std::max(std::min(ax2, bx2) - std::max(ax1, bx1), Scalar(0));
   const Scalar ih = std::max(std::min(ay2, by2) - std::max(ay1, by1), Scalar(0));
   const Scalar inter = iw * ih;
   const Scalar uni = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter;
   return inter / std::max(uni, static_cast<Scalar>(kIouEps));
+}
+
+/// max |coordinate| over a box array (0 for no boxes), in the boxes' scalar type.
+template <typename Derived>
+typename Derived::Scalar max_abs_coordinate(const Eigen::DenseBase<Derived>& b) {
+  using S = typename Derived::Scalar;
+  return b.size() == 0 ? S(0) : static_cast<S>(b.derived().array().abs().maxCoeff());
 }
 
 /// A tile of candidate boxes in structure-of-arrays form.
@@ -75,6 +132,7 @@ struct BoxTile {
   using Vec = Eigen::Array<Scalar, kSize, 1>;
   Vec x1, y1, x2, y2, area;
   Index n = 0;
+  Scalar amax = 0;  ///< max |coordinate| of the tile (decides the direct or the scaled IoU)
 
   template <typename Derived>
   void load(const Eigen::DenseBase<Derived>& b, Index begin, Index count) {
@@ -87,10 +145,40 @@ struct BoxTile {
     }
     for (Index t = count; t < kSize; ++t) x1[t] = y1[t] = x2[t] = y2[t] = Scalar(0);
     area = (x2 - x1) * (y2 - y1);
+    amax = x1.abs().max(y1.abs()).max(x2.abs().max(y2.abs())).maxCoeff();
   }
 
-  /// IoU of every box of the tile with one box g, into `out` (kSize entries, first n valid).
+  /// The slow path of iou_with, kept out of line so that the hot loop stays small.
+#if defined(__GNUC__) || defined(__clang__)
+  __attribute__((noinline))
+#endif
+  void
+  iou_scaled_with(Scalar gx1, Scalar gy1, Scalar gx2, Scalar gy2, Vec& out) const {
+    for (Index t = 0; t < kSize; ++t)
+      out[t] = box_iou_scaled(x1[t], y1[t], x2[t], y2[t], gx1, gy1, gx2, gy2);
+  }
+
+  /// True if the direct formula is safe for every pair of this tile with a box whose largest
+  /// |coordinate| is gmax (one comparison per tile and GT on the hot path).
+  bool direct_with(Scalar gmax) const {
+    const Scalar lim = iou_direct_limit<Scalar>();
+    return amax <= lim && gmax <= lim;
+  }
+
+  /// IoU of every box of the tile with one box g, into `out` (kSize entries, first n valid;
+  /// the padding gives 0).
   void iou_with(Scalar gx1, Scalar gy1, Scalar gx2, Scalar gy2, Vec& out) const {
+    using std::abs;
+    if (!direct_with(std::max({abs(gx1), abs(gy1), abs(gx2), abs(gy2)}))) {
+      iou_scaled_with(gx1, gy1, gx2, gy2, out);
+      return;
+    }
+    iou_direct_with(gx1, gy1, gx2, gy2, out);
+  }
+
+  /// iou_with by the direct formula; only when direct_with(max |g coordinate|) holds (callers
+  /// check once per tile against the largest coordinate of all GTs, off the per-GT loop).
+  void iou_direct_with(Scalar gx1, Scalar gy1, Scalar gx2, Scalar gy2, Vec& out) const {
     const Scalar garea = (gx2 - gx1) * (gy2 - gy1);
     const Vec iw = (x2.min(gx2) - x1.max(gx1)).max(Scalar(0));
     const Vec ih = (y2.min(gy2) - y1.max(gy1)).max(Scalar(0));
@@ -108,14 +196,20 @@ void iou_matrix_unchecked(const Eigen::DenseBase<BD>& boxes, const Eigen::DenseB
   const Index n = boxes.rows(), g_count = gts.rows();
   BoxTile<Scalar> tile;
   typename BoxTile<Scalar>::Vec col;
+  const Scalar gmax = max_abs_coordinate(gts);
   for (Index begin = 0; begin < n; begin += BoxTile<Scalar>::kSize) {
     const Index count = std::min(BoxTile<Scalar>::kSize, n - begin);
     tile.load(boxes, begin, count);
+    const bool direct = tile.direct_with(gmax);  // once per tile, off the per-GT loop
     for (Index g = 0; g < g_count; ++g) {
-      tile.iou_with(static_cast<Scalar>(gts.derived().coeff(g, 0)),
-                    static_cast<Scalar>(gts.derived().coeff(g, 1)),
-                    static_cast<Scalar>(gts.derived().coeff(g, 2)),
-                    static_cast<Scalar>(gts.derived().coeff(g, 3)), col);
+      const Scalar gx1 = static_cast<Scalar>(gts.derived().coeff(g, 0));
+      const Scalar gy1 = static_cast<Scalar>(gts.derived().coeff(g, 1));
+      const Scalar gx2 = static_cast<Scalar>(gts.derived().coeff(g, 2));
+      const Scalar gy2 = static_cast<Scalar>(gts.derived().coeff(g, 3));
+      if (direct)
+        tile.iou_direct_with(gx1, gy1, gx2, gy2, col);
+      else
+        tile.iou_with(gx1, gy1, gx2, gy2, col);
       out.derived().block(begin, g, count, 1) = col.head(count).template cast<OutScalar>();
     }
   }
@@ -175,6 +269,10 @@ void aligned_iou(const Eigen::DenseBase<AD>& a, const Eigen::DenseBase<BD>& b,
     const auto ih = (ta.y2.min(tb.y2) - ta.y1.max(tb.y1)).max(Scalar(0));
     const typename detail::BoxTile<Scalar>::Vec inter = iw * ih;
     r = inter / (ta.area + tb.area - inter).max(static_cast<Scalar>(kIouEps));
+    if (!ta.direct_with(tb.amax))  // huge boxes somewhere in the tile: see box_iou_scaled
+      for (Index t = 0; t < count; ++t)
+        r[t] = detail::box_iou(ta.x1[t], ta.y1[t], ta.x2[t], ta.y2[t], tb.x1[t], tb.y1[t], tb.x2[t],
+                               tb.y2[t]);
     for (Index t = 0; t < count; ++t) out.coeffRef(begin + t) = static_cast<OutScalar>(r[t]);
   }
 }

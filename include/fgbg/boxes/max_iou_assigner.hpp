@@ -125,14 +125,19 @@ class MaxIouAssigner {
     check_gt_labels(gt_labels, gts.rows());
     using Scalar = typename BD::Scalar;
     const Index n = boxes.rows(), g_count = gts.rows();
+    const Scalar gmax = detail::max_abs_coordinate(gts);  // direct or scaled IoU (iou.hpp)
     run<Scalar>(
         n, g_count, gt_labels, out,
         [&](const detail::BoxTile<Scalar>& tile, Index, Index,
             typename detail::BoxTile<Scalar>::Vec& col, Index g) {
-          tile.iou_with(static_cast<Scalar>(gts.derived().coeff(g, 0)),
-                        static_cast<Scalar>(gts.derived().coeff(g, 1)),
-                        static_cast<Scalar>(gts.derived().coeff(g, 2)),
-                        static_cast<Scalar>(gts.derived().coeff(g, 3)), col);
+          const Scalar gx1 = static_cast<Scalar>(gts.derived().coeff(g, 0));
+          const Scalar gy1 = static_cast<Scalar>(gts.derived().coeff(g, 1));
+          const Scalar gx2 = static_cast<Scalar>(gts.derived().coeff(g, 2));
+          const Scalar gy2 = static_cast<Scalar>(gts.derived().coeff(g, 3));
+          if (tile.direct_with(gmax))
+            tile.iou_direct_with(gx1, gy1, gx2, gy2, col);
+          else
+            tile.iou_with(gx1, gy1, gx2, gy2, col);
         },
         [&](detail::BoxTile<Scalar>& tile, Index begin, Index count) {
           tile.load(boxes, begin, count);

@@ -11,6 +11,8 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -52,6 +54,15 @@ void require_focal_params(const char* where, Scalar alpha, Scalar gamma,
   const bool ok = gamma_positive ? gamma > Scalar(0) : gamma >= Scalar(0);
   require_param(ok && std::isfinite(gamma), where, "gamma",
                 gamma_positive ? "finite and > 0" : "finite and >= 0", gamma);
+}
+
+/// a + b for two counts a, b >= 0, or throws `std::invalid_argument("<where>: <what> overflows
+/// int64 (a + b)")` when the exact sum exceeds INT64_MAX (no signed overflow is ever evaluated).
+inline std::int64_t checked_count_sum(const char* where, const char* what, std::int64_t a,
+                                      std::int64_t b) {
+  if (b > std::numeric_limits<std::int64_t>::max() - a)
+    throw_invalid(where, what, " overflows int64 (", a, " + ", b, ")");
+  return a + b;
 }
 
 /// Throws `std::domain_error` for a non-finite input element.

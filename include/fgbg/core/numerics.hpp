@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "config.hpp"
 
@@ -40,6 +41,25 @@ Scalar sigmoid(Scalar x) {
 }
 
 namespace detail {
+
+/// The type a scalar per-positive formula with a cancellation (σ(x) − t for a soft target t) is
+/// evaluated in: double for float, long double for double (as wide as double where the platform
+/// has no wider type). Used once per positive anchor, never per element.
+template <typename Scalar>
+using Wide = std::conditional_t<std::is_same<Scalar, float>::value, double, long double>;
+
+/// σ(x) − t for a target t ∈ [0, 1] without the cancellation of the plain difference when
+/// σ(x) ≈ t: with u = logit(t), σ(x) − σ(u) = σ(x)·(1 − t)·(−expm1(u − x)), whose relative error
+/// is that of u − x (t = 0 and t = 1 are exact: σ(x) and −σ(−x)). Scalar, once per positive.
+template <typename W>
+W sigmoid_minus(W x, W t) {
+  if (t == W(0)) return sigmoid(x);
+  if (t == W(1)) return -sigmoid(-x);
+  const W u = std::log(t) - std::log1p(-t);
+  // Far from t (|u − x| ≥ 1) the plain difference does not cancel (and expm1 may overflow).
+  if (!(std::abs(u - x) < W(1))) return sigmoid(x) - t;
+  return -sigmoid(x) * (W(1) - t) * std::expm1(u - x);
+}
 
 /// σ(x) from x and e = exp(−|x|): 1/(1+e) for x ≥ 0, e/(1+e) otherwise. A functor with a packet
 /// path, because Eigen 3.4's `select` is evaluated one coefficient at a time (it made every
@@ -76,10 +96,24 @@ namespace fgbg {
 /// Vectorised forms over any Eigen array expression (evaluated lazily; materialise shared parts).
 namespace array {
 
-/// exp(-|x|), the one transcendental every other form starts from.
+/// exp(-|x|), the one transcendental every other form starts from, as exp(−|x|/2)²: Eigen's
+/// vectorised exp clamps its argument at −88.72 (float) / −709.44 (double) and returns about
+/// FLT_MIN/4 (DBL_MIN/2) below it instead of the correctly rounded subnormal or 0, an absolute
+/// error that a large Ω/A turned into a wrong gradient (σ(−200) ≈ 3e-39 in float). Squaring the
+/// half-argument exp is exact to ~2.5 ulp in the normal range, correctly rounded down to the
+/// smallest subnormal, and 0 beyond (the clamp then yields ≈ 3e-39² = 0); it costs two
+/// multiplications per element.
 template <typename Derived>
 auto exp_neg_abs(const Eigen::ArrayBase<Derived>& x) {
-  return (-x.abs()).exp();
+  using Scalar = typename Derived::Scalar;
+  return (x.abs() * Scalar(-0.5)).exp().square();
+}
+
+/// exp(y) for y ≤ 0 element-wise, with the same half-argument squaring as exp_neg_abs.
+template <typename Derived>
+auto exp_nonpositive(const Eigen::ArrayBase<Derived>& y) {
+  using Scalar = typename Derived::Scalar;
+  return (y * Scalar(0.5)).exp().square();
 }
 
 /// softplus(x) given x and e = exp(-|x|).

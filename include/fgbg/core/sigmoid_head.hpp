@@ -92,6 +92,13 @@ struct UnitTarget {
 /// Σ_i Ω_i ℓ_i / A over an N × C sigmoid head (see the file comment). `target(row)` gives the
 /// target at the label column of a foreground row. Gradients are scaled by Ω/A; `grad` is
 /// resized if it is a plain array. Call after check_sigmoid_call.
+///
+/// Ω and 1/A are never multiplied in the scalar type: the loss of a row (per-anchor weights) or
+/// of a run (no weights) is summed first and then scaled by Ω/A in double (weighted_sum), and a
+/// gradient row is multiplied by Ω/A rounded once to the scalar when that is a normal number,
+/// element by element through double otherwise (GradFactor, decided once per row). Per-element
+/// weights go through double element by element. So the value and the gradient are finite
+/// whenever each element's loss and gradient and the exact results are.
 template <typename Scalar, typename Elem, typename XD, typename LD, typename GradOut,
           typename TargetFn>
 double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
@@ -99,17 +106,21 @@ double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
                       GradOut& grad, const TargetFn& target) {
   constexpr bool kGrad = !std::is_same<GradOut, NoGrad>::value;
   if constexpr (kGrad) prepare_output("", "grad", grad, x.rows(), x.cols());
-  const Scalar inv_norm = static_cast<Scalar>(1.0 / norm);
+  const GradFactor<Scalar> unit(1.0, norm);
+  const ElementScale per_element(norm);
+  using Kind = typename Weights<Scalar>::Kind;
   using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
   auto kernel = [&](const Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch) {
     Scalar* loss = scratch;
     const Index n = t.size();
     elem.negatives(t, xt, loss, gt, scratch + kTileElems);
     Scalar dummy = 0;
+    double sum = 0.0;
     for (Index r = 0; r < t.rows; ++r) {
       const Index row = t.row0 + r;
       const auto lab = labels.derived().coeff(row);
-      Eigen::Map<Vec> lr(loss + r * t.cols, t.cols);
+      Scalar* lp = loss + r * t.cols;
+      Eigen::Map<Vec> lr(lp, t.cols);
       if (lab == kIgnore) {
         lr.setZero();
         if constexpr (kGrad) Eigen::Map<Vec>(gt + r * t.cols, t.cols).setZero();
@@ -121,24 +132,26 @@ double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
         elem.element(xt[r * t.cols + col], static_cast<Scalar>(target(row)), row, lab - 1, lr[col],
                      *gslot);
       }
-      if (w.kind() == Weights<Scalar>::Kind::per_anchor) {
-        const Scalar wr = w.anchor(row);
-        lr *= wr;
-        if constexpr (kGrad) Eigen::Map<Vec>(gt + r * t.cols, t.cols) *= wr * inv_norm;
-      } else if (w.kind() == Weights<Scalar>::Kind::per_element) {
+      if (w.kind() == Kind::per_anchor) {
+        const double wr = static_cast<double>(w.anchor(row));
+        sum += weighted_sum(lp, t.cols, wr, per_element);
+        if constexpr (kGrad) scale_gradient(gt + r * t.cols, t.cols, GradFactor<Scalar>(wr, norm));
+      } else if (w.kind() == Kind::per_element) {
         for (Index j = 0; j < t.cols; ++j) {
-          const Scalar wj = w.at(row, t.col0 + j);
-          lr[j] *= wj;
-          if constexpr (kGrad) gt[r * t.cols + j] *= wj * inv_norm;
+          const double wj = static_cast<double>(w.at(row, t.col0 + j));
+          sum += per_element(lp[j], wj);
+          if constexpr (kGrad) {
+            Scalar& gj = gt[r * t.cols + j];
+            gj = static_cast<Scalar>(per_element(gj, wj));
+          }
         }
       }
     }
-    if constexpr (kGrad)
-      if (w.kind() == Weights<Scalar>::Kind::none && inv_norm != Scalar(1))
-        Eigen::Map<Vec>(gt, n) *= inv_norm;
-    return sum_as_double(loss, n);
+    if (w.kind() != Kind::none) return sum;
+    if constexpr (kGrad) scale_gradient(gt, n, unit);
+    return sum_normalised(loss, n, per_element);
   };
-  return tiled_sum<Scalar>(x, grad, kernel) / norm;
+  return tiled_sum<Scalar>(x, grad, kernel);
 }
 
 }  // namespace detail

@@ -11,8 +11,8 @@
 /// ∂ℓ/∂x_c = s · p_c for c ≠ y and ∂ℓ/∂x_y = g_y. A method supplies
 ///
 /// @code
-///   void row(Scalar log_py, Scalar p_y, Scalar q, Label y, Scalar& loss, Scalar& s,
-///            Scalar& g_y) const;
+///   void row(double log_py, Scalar p_y, Scalar q, Label y, double& loss, Scalar& s,
+///            Scalar& g_y) const;   // log p_y and ℓ in double: x_y − m may overflow the scalar
 /// @endcode
 ///
 /// Rows are never split across tiles, so a softmax head may have at most detail::kTileElems
@@ -26,6 +26,7 @@
 #include "checks.hpp"
 #include "dense.hpp"
 #include "loss_base.hpp"
+#include "numerics.hpp"
 #include "reduction.hpp"
 #include "sigmoid_head.hpp"
 #include "weights.hpp"
@@ -48,13 +49,19 @@ LabelStats check_softmax_call(const char* where, const Eigen::DenseBase<XD>& x,
 }
 
 /// Σ_i Ω_i ℓ_i / A over an N × (C+1) softmax head; see the file comment.
+///
+/// Every row is evaluated in an aligned scratch buffer (never in the caller's gradient memory),
+/// so the bits do not depend on where the gradient or the logits live nor on their layout; the
+/// gradient row is then written as one scaled copy. log p_y and the row loss are formed in
+/// double (x_y − m may overflow the scalar for finite logits), and Ω/A and the row's gradient
+/// scale are combined in double (GradFactor), so nothing overflows before the final rounding.
 template <typename Scalar, typename Elem, typename XD, typename LD, typename GradOut>
 double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
                     const Eigen::DenseBase<LD>& labels, const Weights<Scalar>& w, double norm,
                     GradOut& grad) {
   constexpr bool kGrad = !std::is_same<GradOut, NoGrad>::value;
   if constexpr (kGrad) prepare_output("", "grad", grad, x.rows(), x.cols());
-  const Scalar inv_norm = static_cast<Scalar>(1.0 / norm);
+  const ElementScale row_scale(norm);
   using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
   auto kernel = [&](const Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch) {
     const Index k = t.cols;
@@ -62,36 +69,48 @@ double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
     for (Index r = 0; r < t.rows; ++r) {
       const Index row = t.row0 + r;
       const Label y = static_cast<Label>(labels.derived().coeff(row));
-      Scalar* er = kGrad ? gt + r * k : scratch;
       if (y == kIgnore) {
-        if constexpr (kGrad) Eigen::Map<Vec>(er, k).setZero();
+        if constexpr (kGrad) Eigen::Map<Vec>(gt + r * k, k).setZero();
         continue;
       }
       Eigen::Map<const Vec> xr(xt + r * k, k);
-      Eigen::Map<Vec> e(er, k);
+      Eigen::Map<Vec> e(scratch, k);
       Index a = 0;
       const Scalar m = xr.maxCoeff(&a);
-      e = (xr - m).exp();
+      e = array::exp_nonpositive(xr - m);  // exact down to the subnormals (see numerics.hpp)
       e[a] = Scalar(0);
       const Scalar rest = e.sum();
       e[a] = Scalar(1);
       const Scalar s_total = Scalar(1) + rest;
-      const Scalar log_py = (xr[y] - m) - std::log1p(rest);
+      // x_y − m overflows double when the row spans more than DBL_MAX (double logits): then the
+      // row's loss, linear in log p_y there (p_y = 0), is formed from halves and doubled after
+      // the normalisation (rare branch).
+      const double lse = static_cast<double>(std::log1p(rest));
+      const double diff = static_cast<double>(xr[y]) - static_cast<double>(m);
+      const bool halves = !std::isfinite(diff);
+      const double log_py =
+          halves ? (0.5 * static_cast<double>(xr[y]) - 0.5 * static_cast<double>(m)) - 0.5 * lse
+                 : diff - lse;
       const Scalar q = y == a ? rest / s_total : (s_total - e[y]) / s_total;
       const Scalar p_y = e[y] / s_total;
-      Scalar loss = 0, scale = 0, g_y = 0;
+      double loss = 0;
+      Scalar scale = 0, g_y = 0;
       elem.row(log_py, p_y, q, y, loss, scale, g_y);
-      const Scalar wr = w.kind() == Weights<Scalar>::Kind::none ? Scalar(1) : w.anchor(row);
-      sum += static_cast<double>(wr * loss);
+      const double wr =
+          w.kind() == Weights<Scalar>::Kind::none ? 1.0 : static_cast<double>(w.anchor(row));
+      sum += halves ? row_scale(loss, wr) * 2.0 : row_scale(loss, wr);
       if constexpr (kGrad) {
-        const Scalar f = wr * inv_norm;
-        e *= f * scale / s_total;
-        e[y] = f * g_y;
+        Scalar* gr = gt + r * k;
+        scale_into(
+            gr, e.data(), k,
+            GradFactor<Scalar>(
+                scale_ratio(wr, static_cast<double>(scale), static_cast<double>(s_total)), norm));
+        gr[y] = GradFactor<Scalar>(wr, norm)(g_y);
       }
     }
     return sum;
   };
-  return tiled_sum<Scalar>(x, grad, kernel) / norm;
+  return tiled_sum<Scalar>(x, grad, kernel);
 }
 
 }  // namespace detail

@@ -163,9 +163,10 @@ class InstanceBalancedSampler {
               Sample& out) const {
     detail::check_sampler_labels(kName, labels);
     detail::check_gt_index(kName, labels, gt_index);
+    const Index p_exp = config_.batch.expected_positives();  // in [0, num]
     out.clear();
-    detail::instance_balanced_positives(labels, gt_index, config_.batch.expected_positives(),
-                                        config_.mode, rng, out.scratch, out.positives);
+    detail::instance_balanced_positives(labels, gt_index, p_exp, config_.mode, rng, out.scratch,
+                                        out.positives);
     const Index n_exp = config_.batch.expected_negatives(out.num_positives());
     detail::collect(
         labels, [](auto l) { return l == 0; }, out.negatives);

@@ -66,7 +66,7 @@ struct IouBalancedSamplerConfig {
   SamplerConfig batch = SamplerConfig::rcnn();
   double floor_thr = -1;      ///< −1, or ≥ 0
   double floor_fraction = 0;  ///< share of N_exp reserved for the floor set, in [0, 1]
-  Index num_bins = 3;         ///< K ≥ 1
+  Index num_bins = 3;         ///< K in [1, 1024] (IouBalancedSampler::kMaxBins)
   IouBalanceMode mode = IouBalanceMode::clean;
   IouRangeUpper range_upper = IouRangeUpper::global_max;
   double fixed_upper = 0.5;                 ///< m when range_upper == fixed, in (0, 1]
@@ -79,6 +79,11 @@ class IouBalancedSampler {
  public:
   using Config = IouBalancedSamplerConfig;
   static constexpr const char* kName = "fgbg::IouBalancedSampler";
+  /// Largest accepted num_bins. Each bin scans the binned set once (O(K · |S|) per call), and
+  /// more bins than about the batch size only leave bins with a quota of 0 (q = ⌊N_s / K⌋); Libra
+  /// R-CNN uses K = 3. The bound keeps a call's cost proportional to its data (K = 2^40 would
+  /// loop for hours on an empty bin set).
+  static constexpr Index kMaxBins = 1024;
 
   explicit IouBalancedSampler(const Config& config = {}) : config_(config) {
     const Config& c = config_;
@@ -87,7 +92,8 @@ class IouBalancedSampler {
                           "floor_thr", "-1 or in [0, 1]", c.floor_thr);
     detail::require_param(c.floor_fraction >= 0 && c.floor_fraction <= 1, kName, "floor_fraction",
                           "in [0, 1]", c.floor_fraction);
-    detail::require_param(c.num_bins >= 1, kName, "num_bins", ">= 1", c.num_bins);
+    detail::require_param(c.num_bins >= 1 && c.num_bins <= kMaxBins, kName, "num_bins",
+                          "in [1, 1024]", c.num_bins);
     detail::require_param(c.fixed_upper > 0 && c.fixed_upper <= 1, kName, "fixed_upper",
                           "in (0, 1]", c.fixed_upper);
   }
@@ -105,8 +111,8 @@ class IouBalancedSampler {
               IouBalancedState* state = nullptr) const {
     check(labels, max_iou, state);
     if (config_.instance_balanced_positives) detail::check_gt_index(kName, labels, gt_index);
+    const Index p_exp = config_.batch.expected_positives();  // in [0, num]
     out.clear();
-    const Index p_exp = config_.batch.expected_positives();
     if (config_.instance_balanced_positives) {
       detail::instance_balanced_positives(labels, gt_index, p_exp, config_.positive_mode, rng,
                                           out.scratch, out.positives);
@@ -196,8 +202,9 @@ class IouBalancedSampler {
     if (tau > 0) tau_eff = tau;
     if (tau < 0 && faithful) state->floor_thr = 0;  // mmdet's permanent reset
 
+    // ⌊N_exp · (1 − floor_fraction)⌋ ≤ N_exp, clamped in double (N_exp may be INT64_MAX).
     const Index n_s =
-        static_cast<Index>(std::floor(static_cast<double>(n_exp) * (1.0 - config_.floor_fraction)));
+        detail::min_with_floor(n_exp, static_cast<double>(n_exp) * (1.0 - config_.floor_fraction));
     const Index neg_count = static_cast<Index>(s.a.size());
     s.marks.assign(static_cast<std::size_t>(labels.size()), 0);
     if (static_cast<Index>(s.c.size()) > n_s) {

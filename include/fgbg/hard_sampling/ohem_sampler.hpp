@@ -30,6 +30,8 @@
 
 #include "../core/requires_cxx17.hpp"
 
+#include <limits>
+
 #include "../boxes/iou.hpp"
 #include "../boxes/max_iou_assigner.hpp"
 #include "sampling_common.hpp"
@@ -190,7 +192,16 @@ class OhemPaperSampler {
     const Index m = static_cast<Index>(s.keyed.size());
     const Index want = config_.num;
     s.c.clear();  // kept, in (loss desc, index asc) order
-    Index done = 0, chunk = std::min(m, 4 * want + 64);
+    // First chunk: kChunkFactor · num + kChunkSlack candidates (NMS at 0.7 rarely removes more
+    // than three of four, so one nth_element + sort usually suffices; the slack covers a tiny
+    // num), doubled while more survivors are needed. Compared by division first: with a huge
+    // num (≥ 2^61) the product would overflow; every chunk is then the whole pool.
+    constexpr Index kChunkFactor = 4, kChunkSlack = 64;
+    constexpr Index kMax = std::numeric_limits<Index>::max();
+    Index done = 0;
+    Index chunk = want <= (kMax - kChunkSlack) / kChunkFactor
+                      ? std::min(m, kChunkFactor * want + kChunkSlack)
+                      : m;
     while (done < m && static_cast<Index>(s.c.size()) < want) {
       const auto first = s.keyed.begin() + done;
       const auto mid = first + std::min(chunk, m - done);
@@ -216,7 +227,7 @@ class OhemPaperSampler {
         if (keep) s.c.push_back(i);
       }
       done = mid - s.keyed.begin();
-      chunk *= 2;
+      chunk = std::min(m, 2 * chunk);  // chunk ≤ m ≤ the pool's size: no overflow
     }
     out.clear();
     for (const Index i : s.c)

@@ -48,10 +48,11 @@ class RandomSampler {
   template <typename LD, typename URBG>
   void sample(const Eigen::DenseBase<LD>& labels, URBG& rng, Sample& out) const {
     detail::check_sampler_labels(kName, labels);
+    const Index p_exp = config_.expected_positives();  // in [0, num]: nothing below can throw
     out.clear();
     detail::collect(
         labels, [](auto l) { return l > 0; }, out.positives);
-    detail::choose_k(out.positives, config_.expected_positives(), rng, config_.sorted);
+    detail::choose_k(out.positives, p_exp, rng, config_.sorted);
     const Index n_exp = config_.expected_negatives(out.num_positives());
     detail::collect(
         labels, [](auto l) { return l == 0; }, out.negatives);

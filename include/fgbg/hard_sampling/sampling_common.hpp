@@ -9,6 +9,11 @@
 ///   when neg_pos_ub ≥ 0 (neg_pos_ub = −1: no bound; a huge finite bound, e.g. 1e30, is clamped
 ///   in double before any integer conversion, so it acts as no bound). Ignored candidates
 ///   (label −1) are never sampled.
+///
+/// Every value of the config fields is either rejected by validate() (std::invalid_argument:
+/// num < 0, pos_fraction outside [0, 1] or NaN, neg_pos_ub neither −1 nor finite ≥ 0) or gives a
+/// well-defined batch: num may be anything up to INT64_MAX (products are clamped in double before
+/// any conversion to an integer).
 #pragma once
 
 #include "../core/requires_cxx17.hpp"
@@ -45,12 +50,14 @@ struct SamplerConfig {
                           "neg_pos_ub", "-1 (no bound) or finite >= 0", neg_pos_ub);
   }
 
-  /// ⌊num · pos_fraction⌋ (Python's int() of the same double product).
+  /// min(num, ⌊num · pos_fraction⌋) (Python's int() of the same double product). The product is
+  /// clamped to `num` in double before the conversion: with num = INT64_MAX the double product
+  /// rounds up to 2^63, which is outside the Index range (converting it would be undefined).
   Index expected_positives() const {
-    return static_cast<Index>(std::floor(static_cast<double>(num) * pos_fraction));
+    return detail::min_with_floor(num, static_cast<double>(num) * pos_fraction);
   }
 
-  /// Negatives wanted once `p` positives are taken.
+  /// Negatives wanted once `p` positives are taken (0 ≤ p ≤ num, so num − p cannot overflow).
   Index expected_negatives(Index p) const {
     Index n = num - p;
     if (neg_pos_ub >= 0)

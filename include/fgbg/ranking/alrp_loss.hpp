@@ -36,7 +36,8 @@
 ///
 /// All arithmetic is in double. Workspace: pass a RankingWorkspace for allocation-free calls.
 ///
-/// @throws std::invalid_argument for δ not finite and > 0 or ε not finite and ≥ 0, labels of
+/// @throws std::invalid_argument for δ not finite and ≥ 1e-250 (the computable range) or ε not
+/// finite and ≥ 0, labels of
 ///         the wrong length or outside −1..C, `loc_error` not of length N or negative at a
 ///         positive anchor, an output view of the wrong shape; std::domain_error for a non-finite
 ///         logit or a non-finite ℓ at a positive anchor. Nothing is written when a call throws.
@@ -52,7 +53,7 @@ namespace fgbg {
 
 /// Configuration of ALRPLoss; defaults are the official ones.
 struct ALRPLossConfig {
-  double delta = 1.0;  ///< half-width δ of the smoothed step, > 0
+  double delta = 1.0;  ///< half-width δ of the smoothed step, finite and ≥ 1e-250
   double eps = 1e-5;   ///< gate: positive i is updated only if F_i > ε, ≥ 0
 };
 
@@ -265,7 +266,7 @@ class ALRPLoss {
         ws, x, labels, all,
         [&](Index a) { return static_cast<double>(loc_error.derived().coeff(a)); }, delta);
     detail::positive_prefix(ws);
-    detail::scatter_negatives(ws, x, labels, all, delta, kGrad);
+    detail::scatter_negatives(ws, x, labels, all, kGrad);
     const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
     const double np = static_cast<double>(p);
     // ℓ-weighted prefix sums over the sorted positives: a1 (Σℓ), a2 (Σℓ·u)
@@ -276,17 +277,16 @@ class ALRPLoss {
     detail::grow(ws.g, p);
     detail::grow(ws.c, p);
     for (std::uint32_t k = 0; k < p; ++k) ws.a0[k] = ws.pos[k].aux;
-    detail::prefix_sums(ws.a0.data(), ws.u.data(), p, ws.a1.data(), ws.a2.data());
+    detail::prefix_sums(ws.a0.data(), ws.u.data(), ws.ref.data(), p, ws.a1.data(), ws.a2.data());
     double sum_ratio = 0;
     for (std::uint32_t k = 0; k < p; ++k) {
-      const double rp = 0.5 + detail::positives_above(ws, k, delta);
+      const double rp = 0.5 + detail::positives_above(ws, k);
       const double F = ws.F[k];
       const double R = rp + F;
       ws.a3[k] = R;
       sum_ratio += rp / R;
       if (F > eps) {
-        const double S = detail::up_sum(ws.a1.data(), ws.a2.data(), p, ws.win[k], ws.u[k], delta) -
-                         0.5 * ws.a0[k];
+        const double S = detail::weighted_above(ws, k) - 0.5 * ws.a0[k];
         ws.g[k] = -(S + F) * scale / (R * np);
         ws.c[k] = (S + F) / (R * F);
       } else {
@@ -326,7 +326,7 @@ class ALRPLoss {
       for (std::uint32_t k = 0; k < p; ++k)
         rank.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(ws.a3[k]);
     }
-    if constexpr (kGrad) detail::write_updates(ws, x, labels, all, delta, scale / np, grad);
+    if constexpr (kGrad) detail::write_updates(ws, x, labels, all, scale / np, grad);
     return out;
   }
 

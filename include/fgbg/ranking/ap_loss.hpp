@@ -34,7 +34,8 @@
 /// Workspace: pass a RankingWorkspace to make steady-state calls allocation-free; the overloads
 /// without one use a temporary workspace (and allocate).
 ///
-/// @throws std::invalid_argument for δ not finite and > 0, labels of the wrong length or outside
+/// @throws std::invalid_argument for δ not finite and ≥ 1e-250 (the computable range), labels of
+/// the wrong length or outside
 ///         −1..C, a `grad` view of the wrong shape; std::domain_error for a non-finite logit.
 ///         Nothing is written when a call throws.
 #pragma once
@@ -47,7 +48,7 @@ namespace fgbg {
 
 /// Configuration of APLoss; defaults are the official ones.
 struct APLossConfig {
-  double delta = 1.0;       ///< half-width δ of the smoothed step H_δ, > 0
+  double delta = 1.0;       ///< half-width δ of the smoothed step H_δ, finite and ≥ 1e-250
   bool interpolate = true;  ///< interpolated AP (TPAMI / released code); false: CVPR'19 variant
 };
 
@@ -141,14 +142,14 @@ class APLoss {
     detail::gather_positives(
         ws, x, labels, all, [](Index) { return 0.0; }, delta);
     detail::positive_prefix(ws);
-    detail::scatter_negatives(ws, x, labels, all, delta, kGrad);
+    detail::scatter_negatives(ws, x, labels, all, kGrad);
     const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
     const double np = static_cast<double>(p);
     detail::grow(ws.g, p);
     detail::grow(ws.c, p);
     double run_max = 0, sum_hat = 0;
     for (std::uint32_t k = 0; k < p; ++k) {
-      const double A = 0.5 + detail::positives_above(ws, k, delta);
+      const double A = 0.5 + detail::positives_above(ws, k);
       const double AB = A + ws.F[k];
       const double prec = A / AB;
       double hat = prec, w = 1;
@@ -164,7 +165,7 @@ class APLoss {
       ws.g[k] = -(1 - hat) * scale / np;
       ws.c[k] = w / AB;
     }
-    if constexpr (kGrad) detail::write_updates(ws, x, labels, all, delta, scale / np, grad);
+    if constexpr (kGrad) detail::write_updates(ws, x, labels, all, scale / np, grad);
     return 1.0 - sum_hat / np;
   }
 

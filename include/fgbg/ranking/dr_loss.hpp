@@ -38,9 +38,11 @@
 /// rescaled when it grows), accumulated in double, so any λ > 0 and any finite logit (±1e4) give
 /// finite results. Pass 1 reads the logits and accumulates the two softmax sums (it writes
 /// nothing, so in a pooled call it also serves as the NaN/inf check); pass 2 reads them again and
-/// writes the gradient. Value-only calls do pass 1 only. `grad` may alias the logits. Positive
-/// entries (at most one per anchor) take a scalar path in double. No heap allocation (stack tiles
-/// of core/dense.hpp). With FGBG_USE_OPENMP the passes run on threads, and results are
+/// writes the gradient. Value-only calls do pass 1 only. `grad` may be the logits themselves
+/// (the same elements in the same layout: an in-place gradient); any other overlap with the
+/// logits is rejected (std::invalid_argument, "grad must not share memory with the logits").
+/// Positive entries (at most one per anchor) take a scalar path in double. No heap allocation
+/// (stack tiles of core/dense.hpp). With FGBG_USE_OPENMP the passes run on threads, and results are
 /// bit-identical for any thread count.
 ///
 /// Weights (Ω) are not supported: DR reweights entries itself through its softmaxes, and the
@@ -236,6 +238,23 @@ class DRLoss {
     return const_cast<Eigen::DenseBase<GD>&>(grad);
   }
 
+  /// True when `x` and `g` are the same elements in the same layout (the in-place gradient).
+  template <typename XD, typename GD>
+  static bool same_view(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<GD>& g) {
+    if constexpr (bool(XD::Flags & Eigen::DirectAccessBit) &&
+                  bool(GD::Flags & Eigen::DirectAccessBit) &&
+                  std::is_same<typename XD::Scalar, typename GD::Scalar>::value) {
+      const XD& a = x.derived();
+      const GD& b = g.derived();
+      return static_cast<const void*>(a.data()) == static_cast<const void*>(b.data()) &&
+             bool(XD::IsRowMajor) == bool(GD::IsRowMajor) && a.rows() == b.rows() &&
+             a.cols() == b.cols() && a.innerStride() == b.innerStride() &&
+             (a.outerStride() == b.outerStride() || a.size() <= 1);
+    } else {
+      return false;
+    }
+  }
+
   static void reject_weights(const Weights<Scalar>& weights) {
     if (weights.given())
       detail::throw_invalid(kName,
@@ -254,11 +273,25 @@ class DRLoss {
     const Index n = x.rows(), c = x.cols();
     detail::check_labels(kName, labels, n, c);
     if constexpr (kGrouped) check_groups(groups, n);
-    if constexpr (kGrad) detail::check_output(kName, "grad", grad, n, c);
+    if constexpr (kGrad) {
+      detail::check_output(kName, "grad", grad, n, c);
+      // The exact in-place gradient (the same elements in the same layout) is supported: pass 2
+      // reads each tile's logits before writing that tile. Any other overlap would overwrite
+      // logits that are read later: rejected with the check every loss applies.
+      if (!same_view(x, grad)) detail::check_no_alias(kName, x, grad);
+    }
 
     if constexpr (!kGrouped) {
       // The finiteness check is fused into pass 1, which writes nothing (see two_passes).
       if constexpr (kGrad) {
+        if (grad.rows() != n || grad.cols() != c) {
+          // A plain gradient of another shape is resized by prepare_output, which frees the
+          // buffer a block taken before it would point into: check everything, resize, and
+          // only then take the gradient block (this path is rare; it costs one extra read).
+          detail::check_finite(kName, "logits", x);
+          detail::prepare_output(kName, "grad", grad, n, c);
+          return evaluate(x, labels, 0, n, grad, nullptr);
+        }
         return evaluate(x, labels, 0, n, grad, [&](bool non_finite) {
           if (non_finite) detail::check_finite(kName, "logits", x);
           detail::prepare_output(kName, "grad", grad, n, c);

@@ -34,7 +34,8 @@
 ///
 /// All arithmetic is in double. Workspace: pass a RankingWorkspace for allocation-free calls.
 ///
-/// @throws std::invalid_argument for δ not finite and > 0 or ε not finite and ≥ 0, labels of
+/// @throws std::invalid_argument for δ not finite and ≥ 1e-250 (the computable range) or ε not
+/// finite and ≥ 0, labels of
 ///         the wrong length or outside −1..C, `iou` not of length N or outside [0, 1] at a
 ///         foreground anchor, a `grad` view of the wrong shape; std::domain_error for a
 ///         non-finite logit or IoU (at a foreground anchor). Nothing is written when a call throws.
@@ -48,7 +49,7 @@ namespace fgbg {
 
 /// Configuration of RankSortLoss; defaults are the official ones.
 struct RankSortLossConfig {
-  double delta = 0.5;  ///< half-width δ of the smoothed step, > 0
+  double delta = 0.5;  ///< half-width δ of the smoothed step, finite and ≥ 1e-250
   double eps = 1e-10;  ///< gates of the ranking (F_i) and sorting (D_i) updates, ≥ 0
 };
 
@@ -164,22 +165,24 @@ class RankSortLoss {
       return out;
     }
     detail::positive_prefix(ws);
-    detail::scatter_negatives(ws, x, labels, is_pos, delta, kGrad);
+    detail::scatter_negatives(ws, x, labels, is_pos, kGrad);
     const double np = static_cast<double>(p);
     const double* u = ws.u.data();
+    const double* ref = ws.ref.data();
+    const double sdelta = ws.delta;  // δ · scale, the δ of the scaled scores u
     for (auto* v : {&ws.a0, &ws.a3, &ws.a4, &ws.a5, &ws.g, &ws.c}) detail::grow(*v, p);
     detail::grow(ws.a1, p + 1);
     detail::grow(ws.a2, p + 1);
     // a0 = 1 − y, prefix sums a1 (Σ(1−y)), a2 (Σ(1−y)·u) over the sorted positives
     for (std::uint32_t k = 0; k < p; ++k) ws.a0[k] = 1.0 - ws.pos[k].aux;
-    detail::prefix_sums(ws.a0.data(), u, p, ws.a1.data(), ws.a2.data());
+    detail::prefix_sums(ws.a0.data(), u, ref, p, ws.a1.data(), ws.a2.data());
     double sum_rank = 0;
     for (std::uint32_t k = 0; k < p; ++k) {
-      const double rp = detail::positives_above(ws, k, delta);  // self ½ included
+      const double rp = detail::positives_above(ws, k);  // self ½ included
       const double F = ws.F[k];
       const double r = F / (rp + F);
       sum_rank += r;
-      const double q = detail::up_sum(ws.a1.data(), ws.a2.data(), p, ws.win[k], u[k], delta);
+      const double q = detail::weighted_above(ws, k);
       ws.a3[k] = q / rp;                // current sorting error c_i
       ws.g[k] = F > eps ? -r : 0.0;     // ranking part of the update
       ws.c[k] = F > eps ? r / F : 0.0;  // distribution weight to the negatives
@@ -202,13 +205,15 @@ class RankSortLoss {
       const std::uint32_t e = group_end(t);
       for (std::uint32_t q = t; q < e; ++q) {
         const std::uint32_t k = ws.order[q];
-        const double w[4] = {1.0, u[k], ws.a0[k], ws.a0[k] * u[k]};
+        const detail::DD off = detail::two_sum(u[k], -ref[k]);
+        const detail::DD w[4] = {{1.0, 0.0}, off, {ws.a0[k], 0.0}, detail::dd_mul(off, ws.a0[k])};
         fen.add(k, w);
       }
       for (std::uint32_t q = t; q < e; ++q) {
         const std::uint32_t k = ws.order[q];
-        const double T = fen.up(ws.win[k], 0, 1, u[k], delta).up;
-        const double U = fen.up(ws.win[k], 2, 3, u[k], delta).up;
+        const double r0 = ref[ws.win[k].lo];
+        const double T = fen.up(ws.win[k], 0, 1, u[k], r0, sdelta).up;
+        const double U = fen.up(ws.win[k], 2, 3, u[k], r0, sdelta).up;
         ws.a4[k] = ws.a3[k] - U / T;
       }
       t = e;
@@ -221,7 +226,8 @@ class RankSortLoss {
       while (b > 0 && ws.pos[ws.order[b - 1]].aux == ws.pos[ws.order[t - 1]].aux) --b;
       for (std::uint32_t q = b; q < t; ++q) {
         const std::uint32_t k = ws.order[q];
-        const auto D = fen.up(ws.win[k], 0, 1, u[k], delta);  // D.up is 0 when D.count is 0
+        // D.up is 0 when D.count is 0
+        const auto D = fen.up(ws.win[k], 0, 1, u[k], ref[ws.win[k].lo], sdelta);
         const double e_k = ws.a4[k];
         sum_sort += e_k;
         if (D.up > eps) {
@@ -233,7 +239,7 @@ class RankSortLoss {
       }
       for (std::uint32_t q = b; q < t; ++q) {
         const std::uint32_t k = ws.order[q];
-        const double w[4] = {1.0, u[k], 0.0, 0.0};
+        const detail::DD w[4] = {{1.0, 0.0}, detail::two_sum(u[k], -ref[k]), {}, {}};
         fen.add(k, w);
       }
       t = b;
@@ -247,17 +253,18 @@ class RankSortLoss {
         const std::uint32_t e = group_end(t);
         for (std::uint32_t q = t; q < e; ++q) {
           const std::uint32_t k = ws.order[q];
-          ws.g[k] += fen.down(ws.win[k], 0, 1, u[k], delta);
+          ws.g[k] += fen.down(ws.win[k], 0, 1, u[k], ref[ws.win[k].lo], sdelta);
         }
         for (std::uint32_t q = t; q < e; ++q) {
           const std::uint32_t k = ws.order[q];
-          const double w[4] = {ws.a5[k], ws.a5[k] * u[k], 0.0, 0.0};
+          const detail::DD w[4] = {
+              {ws.a5[k], 0.0}, detail::dd_mul(detail::two_sum(u[k], -ref[k]), ws.a5[k]), {}, {}};
           fen.add(k, w);
         }
         t = e;
       }
       for (std::uint32_t k = 0; k < p; ++k) ws.g[k] = ws.g[k] * scale / np;
-      detail::write_updates(ws, x, labels, is_pos, delta, scale / np, grad);
+      detail::write_updates(ws, x, labels, is_pos, scale / np, grad);
     }
     return out;
   }

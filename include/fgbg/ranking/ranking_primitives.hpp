@@ -17,11 +17,11 @@
 ///   Down(u) = Σ_k c_k H_δ(u − v_k)
 ///           = C[lo] + ((u + δ)(C[hi] − C[lo]) − (CV[hi] − CV[lo]))/(2δ)
 ///
-/// (Primitive A and Primitive B of the spec; the window for Down(u) is the same function of u,
-/// evaluated for the negatives through NegativeGrid as lo = #{v_k + δ ≤ u}, hi = #{v_k − δ < u},
-/// which rounds differently from v_k ≤ u − δ only within an ulp of a breakpoint, where H is 0 or
-/// 1 either way). Elements exactly at t − δ get H = 0 and elements exactly at t + δ get H = 1:
-/// clamp semantics.
+/// (Primitive A and Primitive B of the spec, written here in the form actually evaluated: the
+/// window is lo = first k with v_k − t > −δ, hi = first k with v_k − t ≥ δ, differences as
+/// computed in double, and a window element counts ½ (1 ± (v_k − t)/δ), its offset sum taken
+/// relative to a chain reference; see Numerics below). Elements exactly at t − δ get H = 0 and
+/// elements exactly at t + δ get H = 1: clamp semantics.
 ///
 /// How the pieces are laid out here (see docs/ranking.md):
 ///  - Only the positives are sorted, by (score, flattened index) ascending (std::sort on a total
@@ -33,7 +33,7 @@
 ///    positives (H = 1 against [0, a_j), H = (s_j − s_i + δ)/(2δ) against [a_j, b_j)) changes
 ///    only at the 2P thresholds s_i ± δ, so every relevant negative finds its slot among those
 ///    thresholds with one search (NegativeGrid over a BucketedSearch: O(1) expected, O(log P)
-///    worst case) and adds itself to a histogram of counts and score sums per slot
+///    worst case) and adds itself to a histogram of counts and offset sums per slot
 ///    (scatter_negatives). Prefix sums over the 2P + 1 slots then yield F_i for all i, and the
 ///    slot gives that negative's window, hence its update Down_c(s_j), later
 ///    (write_updates). Cost O(P log P + N log P), memory O(P + N_rel).
@@ -42,12 +42,16 @@
 ///  - Rank & Sort's IoU-conditioned sums use a Fenwick tree over the positives' score ranks
 ///    (RankFenwick) with the same window formula.
 ///
-/// Numerics: every sum is in double whatever the logits' scalar. Scores are shifted by the
-/// median positive score before the prefix sums (H depends only on differences), which keeps
-/// |V| small; the cancellation in a window sum is then about 1e-16 · Σ|s − median| over the
-/// prefix the sums run over (the positives, or the relevant negatives below the window's upper
-/// threshold). ε gates use exact integer counts: a sum whose integer count of contributing
-/// elements is 0 is exactly 0 (spec §5.7).
+/// Numerics (issue 9; docs/ranking.md §4): H's argument is always the computed difference
+/// s_j − s_i (windows and keys are exact thresholds of those predicates, so δ below an ulp of
+/// the scores still gives ties ½). Every window lies in one chain of the sorted positives
+/// (consecutive scores within 2δ) and its sums are taken relative to the chain's first score,
+/// in double-double (prefix sums, Fenwick nodes, per-slot sums of the negatives' offsets from
+/// the slot's smallest double): no cancellation against outliers, and the same result for any
+/// order of the anchors (to ~2^-100 before the final rounding). Scores and δ are scaled by a
+/// power of 2 when they exceed 2^900 so that nothing overflows; δ ≥ 1e-250 keeps 1/δ normal.
+/// ε gates use exact integer counts: a sum whose integer count of contributing elements is 0
+/// is exactly 0 (spec §5.7).
 ///
 /// The RankingWorkspace holds every buffer; it grows to the largest problem seen and then a call
 /// allocates nothing.
@@ -58,6 +62,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -70,10 +75,68 @@ namespace fgbg {
 
 namespace detail {
 
+/// A double-double: the unevaluated sum hi + lo (|lo| ≤ ulp(hi)/2 after renormalisation), about
+/// 106 significant bits. The ranking sums are accumulated in it, so that a window sum obtained as
+/// a difference of prefix sums keeps its relative accuracy, and a sum over the same terms in
+/// another order rounds to the same double (order independence to about 2^-100 relative).
+struct DD {
+  double hi = 0, lo = 0;
+};
+
+/// Exact a + b = s + e (Knuth's TwoSum).
+inline DD two_sum(double a, double b) {
+  const double s = a + b;
+  const double bb = s - a;
+  return {s, (a - (s - bb)) + (b - bb)};
+}
+
+inline DD dd_renorm(double hi, double lo) {
+  const double s = hi + lo;
+  return {s, lo - (s - hi)};
+}
+
+inline DD dd_add(DD x, double y) {
+  const DD s = two_sum(x.hi, y);
+  return dd_renorm(s.hi, s.lo + x.lo);
+}
+
+inline DD dd_add(DD x, DD y) {
+  const DD s = two_sum(x.hi, y.hi);
+  return dd_renorm(s.hi, s.lo + (x.lo + y.lo));
+}
+
+inline DD dd_neg(DD x) {
+  return {-x.hi, -x.lo};
+}
+inline DD dd_sub(DD x, DD y) {
+  return dd_add(x, dd_neg(y));
+}
+
+/// x · y to about 2^-104 relative (the high product exact through an FMA).
+inline DD dd_mul(DD x, DD y) {
+  const double p = x.hi * y.hi;
+  const double e = std::fma(x.hi, y.hi, -p);
+  return dd_renorm(p, e + (x.hi * y.lo + x.lo * y.hi));
+}
+
+inline DD dd_mul(DD x, double y) {
+  return dd_mul(x, DD{y, 0});
+}
+
+/// The double nearest to hi + lo.
+inline double dd_value(DD x) {
+  return x.hi + x.lo;
+}
+
 /// One slot t of the negative histogram (see NegativeGrid and scatter_negatives).
 struct ScatterCell {
   std::int64_t count = 0;  ///< relevant negatives in slot t
-  double sum = 0;          ///< Σ of their (shifted) scores
+  DD sum;                  ///< Σ of their offsets s − key[t − 1] (double-double)
+};
+
+/// Precomputed update of a negative in slot t: Down_c(s) = base + slope · min((s − ref)/δ, 4).
+struct SlotUpdate {
+  double base = 0, slope = 0, ref = 0;
 };
 
 /// One positive entry of the flattened N × C ranking.
@@ -210,19 +273,19 @@ class BucketedSearch {
 };
 
 /// The 2P thresholds at which a negative's window in the sorted positives changes. For a
-/// negative of (shifted) score s, its window [lo, hi) in the sorted positives u is
+/// negative of (scaled) score s, its window [lo, hi) in the sorted positives u is
 ///
-///   lo = #{k : u_k + δ ≤ s}   (H_δ(s − u_k) = 1 for k < lo),
-///   hi = #{k : u_k − δ < s}   (H_δ(s − u_k) > 0 for k < hi).
+///   lo = #{k : s − u_k ≥ δ}    (H_δ(s − u_k) = 1 for k < lo),
+///   hi = #{k : s − u_k > −δ}   (H_δ(s − u_k) > 0 for k < hi),
 ///
-/// Both are counts of thresholds passed, so they are read off one merged, sorted array of keys
-/// with the single predicate key < s: key_k = u_k − δ for hi and, for lo, the double just below
-/// u_k + δ (key < s ⇔ u_k + δ ≤ s, exactly). One search per negative gives its slot
-/// t = #{keys < s} ∈ [0, 2P]; slot 0 is "H = 0 against every positive" (irrelevant), and
-/// window(t) is a table lookup. A tie group of keys is passed all at once, so the table is exact.
-/// One exception, for δ below half an ulp of |u_k| (e.g. δ = 1e-8 with scores near 1e9): u_k ± δ
-/// round to u_k, both keys become u_k, and a negative tied exactly with u_k gets H = 0 instead
-/// of ½ (the step is resolved at double precision; lo never exceeds hi).
+/// with the differences as computed in double (monotone in s, so each predicate holds for s
+/// above a threshold). Both are counts of thresholds passed, so they are read off one merged,
+/// sorted array of keys with the single predicate key < s: key_k is the largest double for which
+/// the predicate fails (found from u_k ± δ by nextafter steps or a bisection), so key < s ⇔
+/// predicate, exactly, for every δ (also below half an ulp of u_k, where u_k ± δ round to u_k: a
+/// negative tied with u_k then gets ½). One search per negative gives its slot t = #{keys < s} ∈
+/// [0, 2P]; slot 0 is "H = 0 against every positive" (irrelevant), and window(t) is a table lookup.
+/// A tie group of keys is passed all at once, so the table is exact.
 class NegativeGrid {
  public:
   /// Builds the keys, the slot → window table and each positive's two key positions.
@@ -231,29 +294,82 @@ class NegativeGrid {
     windows_.resize(2 * static_cast<std::size_t>(p) + 1);
     pos_lo_.resize(p);
     pos_hi_.resize(p);
+    constexpr double kInf = std::numeric_limits<double>::infinity();
+    // largest double c with !pred(c), pred monotone (false at -DBL_MAX, true at DBL_MAX),
+    // starting from the estimate c: a few nextafter steps, else a bisection over the doubles
+    const auto threshold = [&](double c, auto pred) {
+      for (int i = 0; i < 4; ++i) {
+        if (pred(c)) {
+          c = std::nextafter(c, -kInf);
+        } else if (!pred(std::nextafter(c, kInf))) {
+          c = std::nextafter(c, kInf);
+        } else {
+          return c;
+        }
+      }
+      std::int64_t lo = ordinal(-std::numeric_limits<double>::max());  // pred false
+      std::int64_t hi = ordinal(std::numeric_limits<double>::max());   // pred true
+      const auto gap = [](std::int64_t l, std::int64_t h) {            // h − l without overflow
+        return static_cast<std::uint64_t>(h) - static_cast<std::uint64_t>(l);
+      };
+      while (gap(lo, hi) > 1) {
+        const std::int64_t mid = lo + static_cast<std::int64_t>(gap(lo, hi) / 2);
+        if (pred(from_ordinal(mid))) {
+          hi = mid;
+        } else {
+          lo = mid;
+        }
+      }
+      return from_ordinal(lo);
+    };
     const auto key_lo = [&](std::uint32_t k) {
-      const double up = u[k] + delta;
-      // max(): when δ is below half an ulp of u_k both keys coincide and lo never passes hi
-      return std::max(std::nextafter(up, -std::numeric_limits<double>::infinity()), u[k] - delta);
+      const double uk = u[k];
+      return threshold(uk + delta, [&](double c) { return c - uk >= delta; });
+    };
+    const auto key_hi = [&](std::uint32_t k) {
+      const double uk = u[k];
+      return threshold(uk - delta, [&](double c) { return c - uk > -delta; });
     };
     std::uint32_t a = 0, b = 0;
+    double next_lo = p ? key_lo(0) : 0.0, next_hi = p ? key_hi(0) : 0.0;
     windows_[0] = Window{0, 0};
     for (std::uint32_t t = 0; t < 2 * p; ++t) {
-      // merge: take the hi key (u_b − δ) while it is ≤ the next lo key
-      if (b < p && (a == p || u[b] - delta <= key_lo(a))) {
-        keys_[t] = u[b] - delta;
+      // merge: take the hi key while it is ≤ the next lo key
+      if (b < p && (a == p || next_hi <= next_lo)) {
+        keys_[t] = next_hi;
         pos_hi_[b++] = t;
+        if (b < p) next_hi = key_hi(b);
       } else {
-        keys_[t] = key_lo(a);
+        keys_[t] = next_lo;
         pos_lo_[a++] = t;
+        if (a < p) next_lo = key_lo(a);
       }
       windows_[t + 1] = Window{a, b};
     }
     search_.build(keys_.data(), 2 * p);
+    // the smallest double of each slot (its negatives s satisfy keys[t − 1] < s ≤ keys[t])
+    slot_ref_.resize(2 * static_cast<std::size_t>(p) + 1);
+    slot_ref_[0] = -kInf;
+    for (std::size_t t = 1; t <= 2 * static_cast<std::size_t>(p); ++t)
+      slot_ref_[t] = std::nextafter(keys_[t - 1], kInf);
+  }
+
+  /// The doubles in order as integers (−0 and +0 both map to 0).
+  static std::int64_t ordinal(double d) {
+    std::int64_t b;
+    std::memcpy(&b, &d, sizeof b);
+    return b < 0 ? -(b & std::numeric_limits<std::int64_t>::max()) : b;
+  }
+  static double from_ordinal(std::int64_t o) {
+    const std::int64_t b = o < 0 ? ((-o) | std::numeric_limits<std::int64_t>::min()) : o;
+    double d;
+    std::memcpy(&d, &b, sizeof d);
+    return d;
   }
 
   void reserve(std::size_t p) {
     keys_.reserve(2 * p);
+    slot_ref_.reserve(2 * p + 1);
     windows_.reserve(2 * p + 1);
     pos_lo_.reserve(p);
     pos_hi_.reserve(p);
@@ -268,51 +384,108 @@ class NegativeGrid {
   BucketedSearch::View search() const { return search_.view(); }
   const double* keys() const { return keys_.data(); }
   const Window* windows() const { return windows_.data(); }
+  /// The smallest double of slot t ≥ 1 (the reference of its negatives' offsets: s − ref ≥ 0,
+  /// and every H of the slot's window is in [0, 1] there).
+  const double* slot_refs() const { return slot_ref_.data(); }
   /// Position in the keys of positive k's lo key (u_k + δ) and hi key (u_k − δ).
   std::uint32_t pos_lo(std::uint32_t k) const { return pos_lo_[k]; }
   std::uint32_t pos_hi(std::uint32_t k) const { return pos_hi_[k]; }
 
  private:
-  std::vector<double> keys_;
+  std::vector<double> keys_, slot_ref_;
   std::vector<Window> windows_;
   std::vector<std::uint32_t> pos_lo_, pos_hi_;
   BucketedSearch search_;
 };
 
-/// Window of t in a sorted set at ±δ: lo = first v > t − δ, hi = first v ≥ t + δ.
+/// Window of t in a sorted set v[0..n) at ±δ, by the differences themselves (monotone in v_k,
+/// so a binary search applies): lo = first k with v_k − t > −δ, hi = first k with v_k − t ≥ δ.
+/// Unlike comparing v_k with t ± δ, this never loses an element tied with t when δ is below half
+/// an ulp of t (t ± δ would round to t).
 inline Window window_at(const double* v, std::uint32_t n, double t, double delta) {
-  return find_window(v, n, t - delta, t + delta);
+  std::uint32_t lo = 0, len = n;
+  while (len > 0) {  // first k with v_k − t > −δ
+    const std::uint32_t half = len / 2;
+    if (!(v[lo + half] - t > -delta)) {
+      lo += half + 1;
+      len -= half + 1;
+    } else {
+      len = half;
+    }
+  }
+  std::uint32_t hi = lo;
+  len = n - lo;
+  while (len > 0) {  // first k ≥ lo with v_k − t ≥ δ
+    const std::uint32_t half = len / 2;
+    if (!(v[hi + half] - t >= delta)) {
+      hi += half + 1;
+      len -= half + 1;
+    } else {
+      len = half;
+    }
+  }
+  return {lo, hi};
 }
 
-/// Up(t) from prefix sums W, V (n + 1 entries each) and the window of t (Primitive A).
-inline double up_sum(const double* W, const double* V, std::uint32_t n, Window w, double t,
-                     double delta) {
-  const double full = W[n] - W[w.hi];
-  if (w.lo == w.hi) return full;
-  return full + ((V[w.hi] - V[w.lo]) - (t - delta) * (W[w.hi] - W[w.lo])) / (2 * delta);
+/// Chain references of the sorted positives u[0..n): ref[k] = u of the first element of k's
+/// chain, a maximal run in which consecutive scores differ by at most 2δ (a little more, so
+/// that rounding can only merge chains, never split one). Every window (of a positive or of a
+/// negative) lies inside one chain, so window sums of w·(u − ref) never mix far-apart scores:
+/// the cancellation of a window sum is relative to the chain's spread, not to the outliers.
+inline void chain_refs(const double* u, std::uint32_t n, double delta, double* ref) {
+  const double gap = delta * (1 + 0x1p-40);
+  for (std::uint32_t k = 0; k < n; ++k)
+    ref[k] = (k > 0 && !(0.5 * (u[k] - u[k - 1]) > gap)) ? ref[k - 1] : u[k];
 }
 
-/// Down(u) from prefix sums C, CV and the window of u (Primitive B).
-inline double down_sum(const double* C, const double* CV, Window w, double u, double delta) {
-  if (w.lo == w.hi) return C[w.lo];
-  return C[w.lo] + ((u + delta) * (C[w.hi] - C[w.lo]) - (CV[w.hi] - CV[w.lo])) / (2 * delta);
-}
-
-/// Fills W[0..n] and V[0..n] with prefix sums of w and w·v (W[0] = V[0] = 0).
-inline void prefix_sums(const double* w, const double* v, std::uint32_t n, double* W, double* V) {
-  double sw = 0, sv = 0;
-  W[0] = V[0] = 0;
+/// Prefix sums W[m] = Σ_{k<m} w_k and V[m] = Σ_{k<m} w_k (u_k − ref_k) in double-double
+/// (w = nullptr: unit weights).
+inline void prefix_sums(const double* w, const double* u, const double* ref, std::uint32_t n, DD* W,
+                        DD* V) {
+  DD sw, sv;
+  W[0] = V[0] = DD{};
   for (std::uint32_t k = 0; k < n; ++k) {
-    sw += w[k];
-    sv += w[k] * v[k];
+    const double wk = w ? w[k] : 1.0;
+    sw = dd_add(sw, wk);
+    sv = dd_add(sv, dd_mul(two_sum(u[k], -ref[k]), wk));
     W[k + 1] = sw;
     V[k + 1] = sv;
   }
 }
 
+/// Σ_{k∈[lo,hi)} w_k (u_k − t) = V_w − W_w (t − ref) for a window inside one chain of
+/// reference ref (W_w, V_w: the window's weight and offset sums).
+inline double window_offset_sum(DD Ww, DD Vw, double t, double ref) {
+  return dd_value(dd_sub(Vw, dd_mul(Ww, two_sum(t, -ref))));
+}
+
+/// Up(t) = Σ_k w_k H_δ(u_k − t) from the prefix sums and the window of t (Primitive A): the
+/// elements above the window count 1, those in it ½ (1 + (u_k − t)/δ).
+inline double up_sum(const DD* W, const DD* V, const double* ref, std::uint32_t n, Window w,
+                     double t, double delta) {
+  const double full = dd_value(dd_sub(W[n], W[w.hi]));
+  if (w.lo == w.hi) return full;
+  const DD Ww = dd_sub(W[w.hi], W[w.lo]);
+  const double off = window_offset_sum(Ww, dd_sub(V[w.hi], V[w.lo]), t, ref[w.lo]);
+  return full + 0.5 * (dd_value(Ww) + off / delta);
+}
+
+/// Down(t) = Σ_k c_k H_δ(t − u_k) (Primitive B): the elements below the window count 1, those
+/// in it ½ (1 + (t − u_k)/δ).
+inline double down_sum(const DD* C, const DD* CV, const double* ref, Window w, double t,
+                       double delta) {
+  const double below = dd_value(C[w.lo]);
+  if (w.lo == w.hi) return below;
+  const DD Cw = dd_sub(C[w.hi], C[w.lo]);
+  const double off = window_offset_sum(Cw, dd_sub(CV[w.hi], CV[w.lo]), t, ref[w.lo]);
+  return below + 0.5 * (dd_value(Cw) - off / delta);
+}
+
 /// Fenwick tree (binary indexed tree) over the n score ranks of the sorted positives, holding
-/// up to four weighted sums per node plus an exact integer count. Used by Rank & Sort loss for
-/// the IoU-conditioned window sums of spec §5.5.
+/// up to four weighted sums per node (double-double) plus an exact integer count. Used by Rank &
+/// Sort loss for the IoU-conditioned window sums of spec §5.5. Value weights are given relative
+/// to the element's chain reference (w · (u − ref), see chain_refs), so that a window sum never
+/// cancels against far-away scores.
 class RankFenwick {
  public:
   static constexpr int kSums = 4;
@@ -320,10 +493,10 @@ class RankFenwick {
   /// Empties the tree for n positions (no allocation once the capacity suffices).
   void reset(std::uint32_t n) {
     n_ = n;
-    sums_.assign(static_cast<std::size_t>(n + 1) * kSums, 0.0);
+    sums_.assign(static_cast<std::size_t>(n + 1) * kSums, DD{});
     counts_.assign(n + 1, 0);
     total_count_ = 0;
-    for (double& t : totals_) t = 0;
+    for (DD& t : totals_) t = DD{};
   }
 
   /// Reserves room for n positions.
@@ -333,64 +506,72 @@ class RankFenwick {
   }
 
   /// Adds (w0..w3) and one to the count at position pos (0-based).
-  void add(std::uint32_t pos, const double (&w)[kSums]) {
-    for (int s = 0; s < kSums; ++s) totals_[s] += w[s];
+  void add(std::uint32_t pos, const DD (&w)[kSums]) {
+    for (int s = 0; s < kSums; ++s) totals_[s] = dd_add(totals_[s], w[s]);
     ++total_count_;
     for (std::uint32_t i = pos + 1; i <= n_; i += i & (~i + 1)) {
-      double* node = &sums_[static_cast<std::size_t>(i) * kSums];
-      for (int s = 0; s < kSums; ++s) node[s] += w[s];
+      DD* node = &sums_[static_cast<std::size_t>(i) * kSums];
+      for (int s = 0; s < kSums; ++s) node[s] = dd_add(node[s], w[s]);
       ++counts_[i];
     }
   }
 
   /// Sums over positions [0, m): out[s] for each weight, returns the count.
-  std::int64_t prefix(std::uint32_t m, double (&out)[kSums]) const {
-    for (double& o : out) o = 0;
+  std::int64_t prefix(std::uint32_t m, DD (&out)[kSums]) const {
+    for (DD& o : out) o = DD{};
     std::int64_t c = 0;
     for (std::uint32_t i = m; i > 0; i -= i & (~i + 1)) {
-      const double* node = &sums_[static_cast<std::size_t>(i) * kSums];
-      for (int s = 0; s < kSums; ++s) out[s] += node[s];
+      const DD* node = &sums_[static_cast<std::size_t>(i) * kSums];
+      for (int s = 0; s < kSums; ++s) out[s] = dd_add(out[s], node[s]);
       c += counts_[i];
     }
     return c;
   }
 
-  double total(int s) const { return totals_[s]; }
   std::int64_t total_count() const { return total_count_; }
 
-  /// Window sums at a query point for the weight pair (count weight `sw`, value weight `sv`):
-  /// Up (Σ w H(v − t)) and the number of inserted elements with v > t − δ.
+  /// Window sums at a query point for the weight pair (count weight `sw`, offset weight `sv`):
+  /// Up (Σ w H(v − t)) and the number of inserted elements with v − t > −δ. `ref` is the chain
+  /// reference of the window (ref[w.lo]; unused for an empty window).
   struct UpResult {
     double up = 0;
     std::int64_t count = 0;
   };
-  UpResult up(Window w, int sw, int sv, double t, double delta) const {
-    double lo[kSums], hi[kSums];
+  UpResult up(Window w, int sw, int sv, double t, double ref, double delta) const {
+    DD lo[kSums], hi[kSums];
     const std::int64_t clo = prefix(w.lo, lo);
     const std::int64_t chi = prefix(w.hi, hi);
     UpResult r;
     r.count = total_count_ - clo;
     if (r.count == 0) return r;  // exact zero when nothing is in range (spec §5.7)
-    if (total_count_ != chi) r.up = totals_[sw] - hi[sw];
-    if (chi != clo) r.up += ((hi[sv] - lo[sv]) - (t - delta) * (hi[sw] - lo[sw])) / (2 * delta);
+    if (total_count_ != chi) r.up = dd_value(dd_sub(totals_[sw], hi[sw]));
+    if (chi != clo) {
+      const DD Ww = dd_sub(hi[sw], lo[sw]);
+      const double off = window_offset_sum(Ww, dd_sub(hi[sv], lo[sv]), t, ref);
+      r.up += 0.5 * (dd_value(Ww) + off / delta);
+    }
     return r;
   }
 
-  /// Down (Σ c H(u − v)) for the weight pair (c in `sc`, c·v in `scv`).
-  double down(Window w, int sc, int scv, double u, double delta) const {
-    double lo[kSums], hi[kSums];
+  /// Down (Σ c H(t − v)) for the weight pair (c in `sc`, c·(v − ref) in `scv`).
+  double down(Window w, int sc, int scv, double t, double ref, double delta) const {
+    DD lo[kSums], hi[kSums];
     const std::int64_t clo = prefix(w.lo, lo);
     const std::int64_t chi = prefix(w.hi, hi);
-    double r = clo > 0 ? lo[sc] : 0.0;
-    if (chi != clo) r += ((u + delta) * (hi[sc] - lo[sc]) - (hi[scv] - lo[scv])) / (2 * delta);
+    double r = clo > 0 ? dd_value(lo[sc]) : 0.0;
+    if (chi != clo) {
+      const DD Cw = dd_sub(hi[sc], lo[sc]);
+      const double off = window_offset_sum(Cw, dd_sub(hi[scv], lo[scv]), t, ref);
+      r += 0.5 * (dd_value(Cw) - off / delta);
+    }
     return r;
   }
 
  private:
   std::uint32_t n_ = 0;
-  std::vector<double> sums_;
+  std::vector<DD> sums_;
   std::vector<std::int64_t> counts_;
-  double totals_[kSums] = {0, 0, 0, 0};
+  DD totals_[kSums] = {};
   std::int64_t total_count_ = 0;
 };
 
@@ -413,13 +594,17 @@ class RankingWorkspace {
     const std::size_t p = static_cast<std::size_t>(std::max<Index>(positives, 0)) + 1;
     pos.reserve(p);
     u.reserve(p);
+    ref.reserve(p);
     win.reserve(p);
-    for (auto* v : {&F, &a0, &a1, &a2, &a3, &a4, &a5, &g, &c, &W, &V, &X, &XV}) v->reserve(p + 1);
+    for (auto* v : {&F, &a0, &a3, &a4, &a5, &g, &c}) v->reserve(p + 1);
+    for (auto* v : {&W, &V, &X, &XV, &a1, &a2}) v->reserve(p + 1);
     count.reserve(p + 1);
     order.reserve(p);
     fenwick.reserve(p);
     grid.reserve(p);
     cells.reserve(2 * p + 1);
+    slot_sums.reserve(2 * p + 1);
+    slot_updates.reserve(2 * p + 1);
     neg_slots.reserve(static_cast<std::size_t>(std::max<Index>(relevant_negatives, 0)));
   }
 
@@ -429,28 +614,34 @@ class RankingWorkspace {
                     win.capacity() * sizeof(detail::Window) +
                     neg_slots.capacity() * sizeof(std::uint32_t) +
                     order.capacity() * sizeof(std::uint32_t) + grid.capacity_bytes();
-    for (auto* v : {&u, &F, &a0, &a1, &a2, &a3, &a4, &a5, &g, &c, &W, &V, &X, &XV})
-      b += v->capacity() * sizeof(double);
-    b += count.capacity() * sizeof(std::int64_t) + cells.capacity() * sizeof(detail::ScatterCell);
+    for (auto* v : {&u, &ref, &F, &a0, &a3, &a4, &a5, &g, &c}) b += v->capacity() * sizeof(double);
+    for (auto* v : {&W, &V, &X, &XV, &a1, &a2, &slot_sums}) b += v->capacity() * sizeof(detail::DD);
+    b += count.capacity() * sizeof(std::int64_t) + cells.capacity() * sizeof(detail::ScatterCell) +
+         slot_updates.capacity() * sizeof(detail::SlotUpdate);
     return b;
   }
 
   // --- implementation details -----------------------------------------------------------
-  std::vector<detail::RankedPositive> pos;     ///< positives sorted by (score, flat index)
-  std::vector<double> u;                       ///< their scores, shifted by `shift`
-  std::vector<detail::Window> win;             ///< window of each positive in u
-  std::vector<double> F;                       ///< Σ_{j∈N} H(s_j − s_i) per positive
-  std::vector<std::int64_t> count;             ///< #negatives with H > 0 per positive
-  std::vector<double> a0, a1, a2, a3, a4, a5;  ///< per-positive scratch of the losses
-  std::vector<double> g, c;                    ///< per-positive update and distribution weight
-  std::vector<double> W, V, X, XV;             ///< prefix sums over the sorted positives
-  std::vector<detail::ScatterCell> cells;      ///< histogram of the negatives over the slots
-  std::vector<std::uint32_t> neg_slots;        ///< slot of each relevant negative
-  std::vector<std::uint32_t> order;            ///< permutations of the positives
-  detail::RankFenwick fenwick;                 ///< Rank & Sort's IoU-conditioned sums
-  detail::NegativeGrid grid;                   ///< the negatives' window thresholds
-  double shift = 0;                            ///< median positive score
-  Index relevant_negatives = 0;                ///< N_rel of the last call
+  std::vector<detail::RankedPositive> pos;       ///< positives sorted by (score, flat index)
+  std::vector<double> u;                         ///< their scores, times `scale`
+  std::vector<double> ref;                       ///< chain reference of each positive (chain_refs)
+  std::vector<detail::Window> win;               ///< window of each positive in u
+  std::vector<double> F;                         ///< Σ_{j∈N} H(s_j − s_i) per positive
+  std::vector<std::int64_t> count;               ///< #negatives with H > 0 per positive
+  std::vector<double> a0, a3, a4, a5;            ///< per-positive scratch of the losses
+  std::vector<detail::DD> a1, a2;                ///< weighted prefix sums of the losses
+  std::vector<double> g, c;                      ///< per-positive update and distribution weight
+  std::vector<detail::DD> W, V, X, XV;           ///< prefix sums over the sorted positives
+  std::vector<detail::ScatterCell> cells;        ///< histogram of the negatives over the slots
+  std::vector<detail::DD> slot_sums;             ///< prefix over slots of the chain-relative sums
+  std::vector<detail::SlotUpdate> slot_updates;  ///< a negative's update per slot
+  std::vector<std::uint32_t> neg_slots;          ///< slot of each relevant negative
+  std::vector<std::uint32_t> order;              ///< permutations of the positives
+  detail::RankFenwick fenwick;                   ///< Rank & Sort's IoU-conditioned sums
+  detail::NegativeGrid grid;                     ///< the negatives' window thresholds
+  double scale = 1;                              ///< power of 2 applied to scores and δ
+  double delta = 1;                              ///< δ · scale
+  Index relevant_negatives = 0;                  ///< N_rel of the last call
 };
 
 namespace detail {
@@ -470,85 +661,98 @@ inline void check_positive_count(const char* where, std::size_t p) {
 
 /// Collects the positive entries of an N × C sigmoid layout: entry (n, labels[n] − 1) for every
 /// anchor with a foreground label for which `is_pos(n)` holds. `aux(n)` gives the side input.
-/// Sorts them by (score, flat index), shifts the scores by the median and computes each
-/// positive's own window. Call only after every check has passed.
+/// Sorts them by (score, flat index), chooses the scale (a power of 2, exact: 1 unless the
+/// largest |positive score| or δ exceeds 2^900, then the largest becomes < 2^900, so that no
+/// difference or sum can overflow), computes the chain references and each positive's own
+/// window. ws.delta is δ · scale. Call only after every check has passed.
 template <typename XD, typename LD, typename IsPos, typename Aux>
 void gather_positives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
                       const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, const Aux& aux,
                       double delta) {
   const Index n = x.rows(), C = x.cols();
   ws.pos.clear();
+  double big = delta;
   for (Index a = 0; a < n; ++a) {
     const auto lab = labels.derived().coeff(a);
     if (lab <= 0 || !is_pos(a)) continue;
     const Index col = static_cast<Index>(lab) - 1;
-    ws.pos.push_back({static_cast<double>(x.derived().coeff(a, col)), a * C + col, a, aux(a)});
+    const double sc = static_cast<double>(x.derived().coeff(a, col));
+    big = std::max(big, std::abs(sc));
+    ws.pos.push_back({sc, a * C + col, a, aux(a)});
   }
   std::sort(ws.pos.begin(), ws.pos.end(), [](const RankedPositive& l, const RankedPositive& r) {
     return l.score < r.score || (l.score == r.score && l.flat < r.flat);
   });
+  ws.scale = big > 0x1p900 ? std::ldexp(1.0, 899 - std::ilogb(big)) : 1.0;
+  ws.delta = delta * ws.scale;
   const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
-  ws.shift = p ? ws.pos[p / 2].score : 0.0;
   grow(ws.u, p);
+  grow(ws.ref, p);
   grow(ws.win, p);
-  for (std::uint32_t k = 0; k < p; ++k) ws.u[k] = ws.pos[k].score - ws.shift;
-  for (std::uint32_t k = 0; k < p; ++k) ws.win[k] = window_at(ws.u.data(), p, ws.u[k], delta);
+  for (std::uint32_t k = 0; k < p; ++k) ws.u[k] = ws.pos[k].score * ws.scale;
+  chain_refs(ws.u.data(), p, ws.delta, ws.ref.data());
+  for (std::uint32_t k = 0; k < p; ++k) ws.win[k] = window_at(ws.u.data(), p, ws.u[k], ws.delta);
 }
 
-/// Prefix sums of unit weights (W) and of the shifted scores (V) over the sorted positives.
+/// Prefix sums of unit weights (W) and of the chain-relative scores (V) over the sorted
+/// positives.
 inline void positive_prefix(RankingWorkspace& ws) {
   const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
   grow(ws.W, p + 1);
   grow(ws.V, p + 1);
-  ws.W[0] = ws.V[0] = 0;
-  double sv = 0;
-  for (std::uint32_t k = 0; k < p; ++k) {
-    sv += ws.u[k];
-    ws.W[k + 1] = static_cast<double>(k + 1);
-    ws.V[k + 1] = sv;
-  }
+  prefix_sums(nullptr, ws.u.data(), ws.ref.data(), p, ws.W.data(), ws.V.data());
 }
 
 /// Σ_{k∈P} H_δ(s_k − s_i) for the sorted positive i (self term ½ included).
-inline double positives_above(const RankingWorkspace& ws, std::uint32_t i, double delta) {
+inline double positives_above(const RankingWorkspace& ws, std::uint32_t i) {
   const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
-  return up_sum(ws.W.data(), ws.V.data(), p, ws.win[i], ws.u[i], delta);
+  return up_sum(ws.W.data(), ws.V.data(), ws.ref.data(), p, ws.win[i], ws.u[i], ws.delta);
+}
+
+/// Σ_k w_k H_δ(s_k − s_i) for the sorted positive i with the weighted prefix sums ws.a1, ws.a2
+/// (prefix_sums with weights ws.a0).
+inline double weighted_above(const RankingWorkspace& ws, std::uint32_t i) {
+  const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
+  return up_sum(ws.a1.data(), ws.a2.data(), ws.ref.data(), p, ws.win[i], ws.u[i], ws.delta);
 }
 
 /// Computes F_i = Σ_{j∈N} H_δ(s_j − s_i) and the integer count of negatives with H > 0 for every
 /// sorted positive i (ws.F, ws.count). Every relevant negative j finds its slot t_j in the
-/// NegativeGrid (one search) and is counted in a histogram of count and score sum per slot; with
-/// prefix sums N(t), S(t) over the slots and a = pos_lo(k), b = pos_hi(k), for positive k
+/// NegativeGrid (one search) and is counted in a histogram of count and offset sum per slot
+/// (offsets s_j − r_t from the slot's smallest double r_t, in double-double: the same multiset of
+/// negatives gives the same sums in any order, to about 2^-100). With prefix sums N(t) and
+/// chain-relative offset sums S(t) over the slots and a = pos_lo(k), b = pos_hi(k), for positive k
 ///
-///   count_k = N_rel − N(b)          (negatives with s_j > u_k − δ: H > 0)
-///   full_k  = N_rel − N(a)          (negatives with s_j ≥ u_k + δ: H = 1)
-///   F_k     = full_k + ((S(a) − S(b)) − (u_k − δ)·(count_k − full_k)) / (2δ).
+///   count_k = N_rel − N(b)          (negatives with s_j − u_k > −δ: H > 0)
+///   full_k  = N_rel − N(a)          (negatives with s_j − u_k ≥ δ: H = 1)
+///   F_k     = full_k + ½ (cw + (S(a) − S(b) − cw·(u_k − ref_k))/δ),  cw = count_k − full_k.
 ///
 /// With `keep_slots` the slots are stored (ws.neg_slots, in anchor-major order) for
 /// write_updates. Negatives are the entries (n, c) with label ≥ 0 other than the
 /// positive entry of their anchor.
 template <typename XD, typename LD, typename IsPos>
 void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
-                       const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, double delta,
-                       bool keep_slots) {
+                       const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, bool keep_slots) {
   const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
   ws.relevant_negatives = 0;
   if (p == 0) return;
+  const double delta = ws.delta;
   const double* u = ws.u.data();
   ws.grid.build(u, p, delta);
   ws.cells.assign(2 * static_cast<std::size_t>(p) + 1, ScatterCell{});
   // locals, so that the hot loop keeps them in registers
-  const double shift = ws.shift, first_key = ws.grid.keys()[0];
+  const double scale = ws.scale, first_key = ws.grid.keys()[0];
+  const double* const slot_ref = ws.grid.slot_refs();
   const BucketedSearch::View search = ws.grid.search();
   ScatterCell* const cell = ws.cells.data();
   const Index n = x.rows(), C = x.cols();
   // The slot of negative j is added to the histogram and returned (false: irrelevant).
   const auto visit = [&](Index a, Index col, std::uint32_t& t) {
-    const double s = static_cast<double>(x.derived().coeff(a, col)) - shift;
+    const double s = static_cast<double>(x.derived().coeff(a, col)) * scale;
     if (!(first_key < s)) return false;  // H = 0 against every positive: irrelevant
     t = search.template bound<false>(s);
     ++cell[t].count;
-    cell[t].sum += s;
+    cell[t].sum = dd_add(cell[t].sum, s - slot_ref[t]);  // t ≥ 1: s ≥ slot_ref[t]
     return true;
   };
   // The slots buffer: its size is the room available (all of its capacity; reserve() sizes it);
@@ -583,18 +787,34 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
   ws.relevant_negatives = relevant;
   grow(ws.F, p);
   grow(ws.count, p);
-  // prefix sums over the slots, in place: cell[t] := (N(t), S(t)) = sums over slots ≤ t
-  for (std::size_t t = 1; t <= 2 * static_cast<std::size_t>(p); ++t) {
+  // prefix sums over the slots: counts in place; S(t) = Σ_{t' ≤ t} (offset sum + count·(key −
+  // ref)) over the slots inside a window (the others are never part of a window's difference)
+  const std::size_t slots_n = 2 * static_cast<std::size_t>(p) + 1;
+  grow(ws.slot_sums, slots_n);
+  DD* const S = ws.slot_sums.data();
+  const Window* const window = ws.grid.windows();
+  S[0] = DD{};
+  for (std::size_t t = 1; t < slots_n; ++t) {
+    DD contrib;
+    const Window w = window[t];
+    if (w.lo < w.hi && cell[t].count > 0) {
+      const DD shift =
+          dd_mul(two_sum(slot_ref[t], -ws.ref[w.lo]), static_cast<double>(cell[t].count));
+      contrib = dd_add(cell[t].sum, shift);
+    }
+    S[t] = dd_add(S[t - 1], contrib);
     cell[t].count += cell[t - 1].count;
-    cell[t].sum += cell[t - 1].sum;
   }
   for (std::uint32_t k = 0; k < p; ++k) {
-    const ScatterCell& ca = cell[ws.grid.pos_lo(k)];
-    const ScatterCell& cb = cell[ws.grid.pos_hi(k)];
-    const std::int64_t full = relevant - ca.count, count = relevant - cb.count;
+    const std::uint32_t ta = ws.grid.pos_lo(k), tb = ws.grid.pos_hi(k);
+    const std::int64_t full = relevant - cell[ta].count, count = relevant - cell[tb].count;
     const std::int64_t cw = count - full;
     double f = static_cast<double>(full);
-    if (cw > 0) f += ((ca.sum - cb.sum) - (u[k] - delta) * static_cast<double>(cw)) / (2 * delta);
+    if (cw > 0) {
+      const double off =
+          window_offset_sum(DD{static_cast<double>(cw), 0}, dd_sub(S[ta], S[tb]), u[k], ws.ref[k]);
+      f += 0.5 * (static_cast<double>(cw) + off / delta);
+    }
     ws.count[k] = count;
     ws.F[k] = count == 0 ? 0.0 : f;
   }
@@ -603,25 +823,39 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
 /// Writes the update of every entry: 0 for ignored entries and irrelevant negatives;
 /// scale · Σ_i c_i H_δ(s_j − s_i) for a relevant negative j, with c from ws.c over the sorted
 /// positives; ws.g[k] (final, normalisation included) for the sorted positive k. Requires
-/// scatter_negatives(…, keep_slots = true) on the same inputs.
+/// scatter_negatives(…, keep_slots = true) on the same inputs. Each slot's update is
+/// precomputed (in double-double) as Down(r_t) at the slot's smallest double r_t plus a slope: a
+/// negative's update is then one multiply-add from its slot, with both terms ≥ 0 (no
+/// cancellation, whatever the slot's width in units of δ).
 template <typename XD, typename LD, typename GD, typename IsPos>
 void write_updates(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
-                   const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, double delta,
-                   double scale, GD& grad) {
+                   const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, double scale,
+                   GD& grad) {
   using GS = typename GD::Scalar;
   const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
-  grow(ws.X, p + 1);
-  grow(ws.XV, p + 1);
-  prefix_sums(ws.c.data(), ws.u.data(), p, ws.X.data(), ws.XV.data());
   const Index n = x.rows(), C = x.cols();
   if (p == 0) {
     grad.derived().setZero();
     return;
   }
-  const double first_key = ws.grid.keys()[0], shift = ws.shift;
-  const double* X = ws.X.data();
-  const double* XV = ws.XV.data();
-  const Window* window = ws.grid.windows();
+  const double delta = ws.delta, inv_delta = 1.0 / ws.delta, sscale = ws.scale;
+  grow(ws.X, p + 1);
+  grow(ws.XV, p + 1);
+  prefix_sums(ws.c.data(), ws.u.data(), ws.ref.data(), p, ws.X.data(), ws.XV.data());
+  const std::size_t slots_n = 2 * static_cast<std::size_t>(p) + 1;
+  grow(ws.slot_updates, slots_n);
+  SlotUpdate* const su = ws.slot_updates.data();
+  const Window* const window = ws.grid.windows();
+  const double* const slot_ref = ws.grid.slot_refs();
+  su[0] = SlotUpdate{};
+  for (std::size_t t = 1; t < slots_n; ++t) {
+    const Window w = window[t];
+    SlotUpdate& out = su[t];
+    out.ref = slot_ref[t];
+    out.base = scale * down_sum(ws.X.data(), ws.XV.data(), ws.ref.data(), w, out.ref, delta);
+    out.slope = w.lo < w.hi ? scale * 0.5 * dd_value(dd_sub(ws.X[w.hi], ws.X[w.lo])) : 0.0;
+  }
+  const double first_key = ws.grid.keys()[0];
   const std::uint32_t* slot = ws.neg_slots.data();
   for (Index a = 0; a < n; ++a) {
     const auto lab = labels.derived().coeff(a);
@@ -632,9 +866,11 @@ void write_updates(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
     const Index pc = (lab > 0 && is_pos(a)) ? static_cast<Index>(lab) - 1 : -1;
     for (Index col = 0; col < C; ++col) {
       GS out = GS(0);
-      const double s = static_cast<double>(x.derived().coeff(a, col)) - shift;
-      if (col != pc && first_key < s)
-        out = static_cast<GS>(scale * down_sum(X, XV, window[*slot++], s, delta));
+      const double s = static_cast<double>(x.derived().coeff(a, col)) * sscale;
+      if (col != pc && first_key < s) {
+        const SlotUpdate& q = su[*slot++];
+        out = static_cast<GS>(q.base + q.slope * std::min((s - q.ref) * inv_delta, 4.0));
+      }
       grad.coeffRef(a, col) = out;
     }
   }
@@ -747,9 +983,15 @@ Index count_groups_with_positives(const Eigen::DenseBase<GrD>& groups, const Has
   return count;
 }
 
-/// Validates a ranking-loss δ (finite, > 0).
+/// Smallest δ the ranking losses accept. Below it 1/δ (after the scores are scaled down by up to
+/// 2^-124 so that no sum overflows, see gather_positives) would leave the normal range; every δ
+/// in [kMinDelta, DBL_MAX] is computed for every finite score.
+inline constexpr double kMinDelta = 1e-250;
+
+/// Validates a ranking-loss δ (finite and ≥ kMinDelta).
 inline void check_delta(const char* where, double delta) {
-  require_param(std::isfinite(delta) && delta > 0, where, "delta", "finite and > 0", delta);
+  require_param(std::isfinite(delta) && delta >= kMinDelta, where, "delta", "finite and >= 1e-250",
+                delta);
 }
 
 /// Validates an ε gate (finite, ≥ 0).

@@ -29,6 +29,11 @@
 /// logsumexp) and ŵ = P·exp(log u_i − logsumexp_j log u_j), so saturated scores stay finite where
 /// the reference returns NaN once every s underflows to 0 (here ŵ is the limit). s and 1 − s come
 /// from one exp(−|x|) for sigmoid heads. Per-positive arithmetic and sums are in double.
+/// Softmax rows (log-sum-exp and gradient) are evaluated column by column in double, so results
+/// are bit-identical for every layout of the logits (row- or column-major, strided Map, block)
+/// and every alignment. Every finite reg_loss ≥ 0 is accepted up to DBL_MAX: the weighted sums
+/// of ℓ are scaled by a power of two when ℓ > 2^896, so ℓ̄, the value and the gradient stay
+/// finite wherever the exact ones are (before, Σ u ℓ overflowed and the gradient was −inf).
 ///
 /// Normalisation: A from the Normalizer (elements are rows): `num_positives` (default,
 /// max(1, P): mmdetection's PISA RetinaNet passes the number of positives), `mean` (max(1,
@@ -177,7 +182,11 @@ class CarlLoss {
     double m = -std::numeric_limits<double>::infinity();  ///< log mode: running max of log u
     double su = 0;                                        ///< Σ u (log mode: Σ exp(log u − m))
     double sul = 0;                                       ///< Σ u ℓ (log mode: scaled alike)
+    /// ℓ is summed as ℓ · scale: 1, or 2^-128 when some ℓ exceeds 2^896 (then Σ u ℓ could
+    /// overflow although ℓ̄ ≤ max ℓ is finite; a power of two keeps every large ℓ exact).
+    double scale = 1.0;
     void add(double key, double l) {
+      l *= scale;
       p += 1;
       if (direct) {
         su += key;
@@ -196,7 +205,7 @@ class CarlLoss {
     double weight(double key) const {  ///< ŵ from u (direct) or log u
       return direct ? p * key / su : p * std::exp(key - m) / su;
     }
-    double mean_loss() const { return sul / su; }  ///< ℓ̄
+    double mean_loss() const { return sul / su / scale; }  ///< ℓ̄ (≤ max ℓ: finite)
   };
 
   /// What CARL needs of one positive row: s, 1 − s (sigmoid heads), the row's log-sum-exp
@@ -283,13 +292,21 @@ class CarlLoss {
     return st;
   }
 
-  /// log-sum-exp of a softmax row, in the logits' scalar type (vectorised).
+  /// log-sum-exp of a softmax row, in double, column by column in ascending order: the same
+  /// operations, hence the same bits, whatever the layout (row- or column-major, strided Map,
+  /// block) and alignment of the logits. (Eigen's vectorised row reduction sums contiguous rows
+  /// in another order than strided ones, and its packet exp differs from std::exp.) Only
+  /// positive rows are evaluated, so the scalar loop costs nothing measurable.
   template <typename XD>
   static double row_lse(const Eigen::DenseBase<XD>& x, Index i) {
-    const auto row = x.derived().row(i);
-    const Scalar m = row.maxCoeff();
-    const Scalar sum = (row.array() - m).exp().sum();
-    return static_cast<double>(m) + std::log(static_cast<double>(sum));
+    const auto& xd = x.derived();
+    const Index cols = xd.cols();
+    double m = -std::numeric_limits<double>::infinity();
+    for (Index col = 0; col < cols; ++col) m = std::max(m, static_cast<double>(xd.coeff(i, col)));
+    double sum = 0.0;
+    for (Index col = 0; col < cols; ++col)
+      sum += std::exp(static_cast<double>(xd.coeff(i, col)) - m);
+    return m + std::log(sum);
   }
 
   template <typename XD, typename LD, typename RegAt>
@@ -297,6 +314,9 @@ class CarlLoss {
             const RegAt& reg_at) const {
     Sums s;
     s.direct = direct_mode();
+    double lmax = 0.0;
+    detail::pisa_scan_labels(labels, [&](Index i, auto) { lmax = std::max(lmax, reg_at(i)); });
+    if (lmax > 0x1p896) s.scale = 0x1p-128;
     detail::pisa_scan_labels(labels, [&](Index i, auto l) {
       s.add(evaluate(x, i, static_cast<Label>(l)).key, reg_at(i));
     });
@@ -337,7 +357,9 @@ class CarlLoss {
 
     // ---- pass 1: Σu and Σuℓ (streaming, log domain) ----
     const Sums s = sums(x, labels, reg_at);
-    const double value = s.p > 0 ? s.p * s.mean_loss() / a : 0.0;
+    // p · ℓ̄ / a; if p · ℓ̄ overflows (ℓ̄ near DBL_MAX), ℓ̄ · (p / a), finite when the value is.
+    double value = s.p > 0 ? s.p * s.mean_loss() / a : 0.0;
+    if (!std::isfinite(value)) value = s.mean_loss() * (s.p / a);
     if constexpr (!kGrad) {
       return value;
     } else {
@@ -358,16 +380,22 @@ class CarlLoss {
         const Positive q = evaluate(x, i, l);
         const double wi = s.weight(q.key);
         const double rho = b == 0.0 ? 1.0 : (1.0 - b) * q.s / (b + (1.0 - b) * q.s);
-        const double g = wi / a * (reg_at(i) - lbar) * k * rho;
+        // ℓ_i − ℓ̄ is finite (both in [0, DBL_MAX]); if the product overflows in this order
+        // (wi / a > 1 with |ℓ_i − ℓ̄| near DBL_MAX), regroup it, finite when g is.
+        double g = wi / a * (reg_at(i) - lbar) * k * rho;
+        if (!std::isfinite(g)) g = (reg_at(i) - lbar) * ((wi / a) * (k * rho));
         grad_reg.coeffRef(i) += static_cast<Scalar>(wi / a);
         if (config_.sigmoid) {
           grad.derived().coeffRef(i, l - 1) += static_cast<Scalar>(g * q.one_minus_s);
         } else {
-          // ∂/∂x_c = g (1[c = l] − p_c), p_c = exp(x_c − lse)
-          auto row = grad.derived().row(i);
-          row.array() -= static_cast<Scalar>(g) *
-                         (x.derived().row(i).array() - static_cast<Scalar>(q.lse)).exp();
-          row.coeffRef(l) += static_cast<Scalar>(g);
+          // ∂/∂x_c = g (1[c = l] − p_c), p_c = exp(x_c − lse), element by element in double
+          // (layout-independent bits, see row_lse).
+          auto& gd = grad.derived();
+          for (Index col = 0; col < x.cols(); ++col) {
+            const double p = std::exp(static_cast<double>(x.derived().coeff(i, col)) - q.lse);
+            const double d = col == l ? g * (1.0 - p) : -g * p;
+            gd.coeffRef(i, col) += static_cast<Scalar>(d);
+          }
         }
       });
       return value;

@@ -45,6 +45,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "../core/loss_base.hpp"
 #include "../core/numerics.hpp"
@@ -191,7 +192,7 @@ struct EqualizedFocalKernel {
     const Scalar p = sigmoid(x);
     const Scalar mod = alpha_pos * (g / gamma_b) * pow_gamma(sigmoid(-x), -softplus(x), g);
     loss = mod * sp_neg;
-    grad = mod * (-g * p * sp_neg + p - Scalar(1));
+    grad = mod * (-g * p * sp_neg - sigmoid(-x));  // p − 1 = −σ(−x), no cancellation
   }
 };
 
@@ -212,6 +213,14 @@ class EqualizedFocalLoss {
                           "gamma_b", "finite and > 0", config.gamma_b);
     detail::require_param(std::isfinite(config.scale) && config.scale >= Scalar(0), kName, "scale",
                           "finite and >= 0", config.scale);
+    // The class weight w_j = γ_j/γ_b reaches 1 + s/γ_b, and the kernel forms (1−α)/γ_b: both
+    // must be finite in the scalar type (a subnormal γ_b gave inf values and statistics).
+    detail::require_param(config.gamma_b >= std::numeric_limits<Scalar>::min(), kName, "gamma_b",
+                          "finite and >= the smallest normal number", config.gamma_b);
+    detail::require_param(
+        1.0 + static_cast<double>(config.scale) / static_cast<double>(config.gamma_b) <=
+            static_cast<double>(std::numeric_limits<Scalar>::max()),
+        kName, "scale", "such that 1 + scale / gamma_b is finite in the scalar type", config.scale);
     detail::require_param(config.decay >= 0.0 && config.decay <= 1.0, kName, "decay", "in [0, 1]",
                           config.decay);
     config_.normalizer.validate(kName);

@@ -7,6 +7,10 @@
 ///
 ///   FL*(x, t) = α_t · softplus(−γ z) / γ,   ∂FL*/∂x = −(2t − 1) · α_t · σ(−γ z)
 ///
+/// evaluated as α_t (max(−z, 0) + log1p(exp(−γ|z|))/γ), so γz may overflow (γ = 5, x = 1e38)
+/// without the result doing so. γ must be a normal number (≥ FLT_MIN / DBL_MIN): for a subnormal
+/// γ, 1/γ overflows.
+///
 /// Shapes: logits N × C, labels N (−1 / 0 / 1..C), optional weights N or N × C, gradient N × C.
 /// Default normaliser: max(1, #positive anchors).
 ///
@@ -15,6 +19,10 @@
 #pragma once
 
 #include "../core/requires_cxx17.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "../core/loss_base.hpp"
 #include "../core/numerics.hpp"
@@ -39,6 +47,9 @@ class FocalLossStar : public OneHotSigmoidLoss<FocalLossStar<Scalar>, Scalar> {
 
   explicit FocalLossStar(const Config& config = {}) : config_(config) {
     detail::require_focal_params(kName, config.alpha, config.gamma, true);
+    // A subnormal γ makes α/γ overflow (softplus(γz)/γ → log 2/γ): reject it.
+    detail::require_param(config.gamma >= std::numeric_limits<Scalar>::min(), kName, "gamma",
+                          "finite and >= the smallest normal number", config.gamma);
     config_.normalizer.validate(kName);
   }
 
@@ -52,9 +63,10 @@ class FocalLossStar : public OneHotSigmoidLoss<FocalLossStar<Scalar>, Scalar> {
     const Scalar g = config_.gamma, a = alpha_neg();
     Eigen::Map<const Vec> x(xp, n);
     Eigen::Map<Vec> gx(scratch, n), e(scratch + detail::kTileElems, n);
-    gx = g * x;
+    gx = g * x;  // may overflow to ±inf: only its sign and exp(−|γx|) are used
     e = array::exp_neg_abs(gx);
-    Eigen::Map<Vec>(loss, n) = (a / g) * array::softplus_from(gx, e);
+    // softplus(γx)/γ = max(x, 0) + log1p(exp(−|γx|))/γ, finite whenever the result is.
+    Eigen::Map<Vec>(loss, n) = a * x.max(Scalar(0)) + (a / g) * e.log1p();
     if (grad) Eigen::Map<Vec>(grad, n) = a * array::sigmoid_from(gx, e);
   }
 
@@ -62,8 +74,9 @@ class FocalLossStar : public OneHotSigmoidLoss<FocalLossStar<Scalar>, Scalar> {
   void element(Scalar x, Scalar t, Index, Index, Scalar& loss, Scalar& grad) const {
     const Scalar sign = t > Scalar(0.5) ? Scalar(1) : Scalar(-1);
     const Scalar a = sign > 0 ? alpha_pos() : alpha_neg();
-    const Scalar gz = config_.gamma * sign * x;
-    loss = a * softplus(-gz) / config_.gamma;
+    const Scalar z = sign * x;
+    const Scalar gz = config_.gamma * z;  // may overflow to ±inf, as in negatives()
+    loss = a * std::max(-z, Scalar(0)) + (a / config_.gamma) * std::log1p(std::exp(-std::abs(gz)));
     grad = -sign * a * sigmoid(-gz);
   }
 

@@ -13,6 +13,9 @@
 ///   β ← β / n                (the reference; the paper divides by M: GhmcDivision::bins)
 ///   L = Σ β · BCE(x, t) / tot,   ∂L/∂x = β · (σ(x) − t) / tot   (β constant for the gradient)
 ///
+/// BCE(x, 1) is evaluated as softplus(−x) and BCE(x, 0) as softplus(x): no cancellation for
+/// positives with large logits.
+///
 /// Weights act only as a validity mask (Ω > 0), as the reference's label_weight does; their
 /// magnitude is ignored. The normaliser is GHM-C's own tot (the RetinaNet avg_factor is ignored
 /// by the reference too). The reference calls GHM-C once per FPN level with one shared moving
@@ -365,18 +368,20 @@ class GhmcLoss {
               Eigen::Map<const Vec>(bins, n).template cast<std::int32_t>() + 1;
           detail::lookup_table(factor_s.data(), m + 1, idx, f.data(), n);
           if constexpr (kGrad) Eigen::Map<Vec>(gt, n) = f * p;
-          double acc = 0.0;
-          // Positive elements: subtract f·x from the loss and f from the gradient.
+          // Positive elements: BCE(x, 1) = softplus(−x) directly (softplus(x) − x cancels, and
+          // f·softplus(x) − f·x summed apart lost everything for large x), gradient f·(p − 1).
           for (Index r = 0; r < t.rows; ++r) {
             const auto lab = labels.derived().coeff(t.row0 + r);
             const Index col = static_cast<Index>(lab) - 1 - t.col0;
             if (lab <= 0 || col < 0 || col >= t.cols) continue;
             const Index i = r * t.cols + col;
-            acc -= static_cast<double>(f[i] * xt[i]);
-            if constexpr (kGrad) gt[i] -= f[i];
+            sp[i] = softplus(-xt[i]);
+            if constexpr (kGrad) gt[i] = -f[i] * sigmoid(-xt[i]);  // f·(p − 1), no cancellation
           }
+          // Every f·BCE ≥ 0 is at most the result, so only a run's rounding can overflow: the
+          // reduction then sums that run again in double.
           sp *= f;
-          return acc + detail::sum_as_double(sp.data(), n);
+          return detail::sum_normalised(sp.data(), n, detail::ElementScale(1.0));
         });
     return sum;
   }

@@ -332,8 +332,10 @@ class ScoreHlrSampler {
 
     ScoreHlrResult r;
     const Index n_pos = static_cast<Index>(ws.pos.size());
-    const Index p_exp =
-        static_cast<Index>(std::floor(static_cast<double>(config_.num) * config_.pos_fraction));
+    // ⌊num · pos_fraction⌋ clamped to num in double (num = INT64_MAX rounds up to 2^63, which no
+    // Index holds), so 0 ≤ P ≤ num and num − P cannot overflow.
+    const Index p_exp = detail::min_with_floor(
+        config_.num, static_cast<double>(config_.num) * config_.pos_fraction);
     r.positives = std::min(n_pos, p_exp);
     Index n_exp = config_.num - r.positives;
     if (config_.neg_pos_ub >= 0)  // clamped in double: a huge bound (1e30) cannot overflow
@@ -411,6 +413,25 @@ class ScoreHlrSampler {
         out.negative_weights.push_back(w);
         num += ws.loss[neg_pos];
         den += ws.loss[neg_pos] * w;
+      }
+    }
+    if (!(std::isfinite(num) && std::isfinite(den))) {
+      // A double logit row with max − x0 beyond DBL_MAX has ℓ = inf, or the sums overflow. The
+      // ratio is scale-free: recompute it with ℓ · 2^-65 = (lse / 2 − x0 / 2) · 2^-64 (finite
+      // for every finite row; the rows it is taken for are the sampled negatives).
+      num = den = 0.0;
+      for (std::size_t q = 0; q < out.negatives.size(); ++q) {
+        const auto row = logits.derived().row(out.negatives[q]);
+        double m = -std::numeric_limits<double>::infinity();
+        for (Index col = 0; col <= c; ++col) m = std::max(m, static_cast<double>(row.coeff(col)));
+        double sum = 0.0;
+        for (Index col = 0; col <= c; ++col)
+          sum += std::exp(static_cast<double>(row.coeff(col)) - m);
+        const double half =
+            (0.5 * m + 0.5 * std::log(sum)) - 0.5 * static_cast<double>(row.coeff(0));
+        const double l = std::ldexp(half, -64);
+        num += l;
+        den += l * out.negative_weights[q];
       }
     }
     const double ratio = num / den;

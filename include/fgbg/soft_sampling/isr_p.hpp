@@ -23,8 +23,15 @@
 /// reference's stable sorts do. The κ order is evaluated exactly (rank first, then IoU; an IoU of
 /// exactly 1 at rank ρ ties with an IoU of exactly 0 at rank ρ − 1, as κ says), not through a
 /// rounded floating-point sum: mmdetection adds in float32, where IoUs closer than ulp(n_max)
-/// tie. If Σ ℓ·w = 0 (every positive perfectly classified, or underflow) the positives keep
-/// w = lw instead of dividing by zero (mmdetection would produce NaN/inf).
+/// tie. If Σ ℓ·w = 0 exactly (every positive has ℓ = 0 or w = 0) the positives keep w = lw
+/// instead of dividing by zero (mmdetection would produce NaN/inf).
+///
+/// Range: every finite k ≥ 0 and every finite label weight are accepted, and the weights are the
+/// exact ones (a few ulps) whenever those are representable: when base^k, Σℓ·lw or Σℓ·w would
+/// overflow or underflow in double (k = FLT_MAX with a label weight above 1, label weights near
+/// 1e200 with k = 2, …) they are formed in scaled form, (base/max base)^k · … (see rescale()),
+/// instead of giving inf · 0 = NaN. A weight whose exact value exceeds the output type's range
+/// throws std::domain_error (before anything is written).
 ///
 /// Output: the new label weight of every anchor: positives get w_i, background rows keep lw,
 /// ignored rows (label −1) get 0. The weights are constants for the gradient (computed from
@@ -51,6 +58,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -76,7 +84,8 @@ struct IsrPWorkspace {
     double lw;         ///< base label weight
     Label cls;         ///< class 1..C
     Index local_rank;  ///< ρ: rank within (class, GT)
-    double w;          ///< ISR-P weight before renormalisation
+    double w;          ///< ISR-P weight (before, then after renormalisation)
+    double base;       ///< b + u (1 − b), the base of w = base^k
   };
   std::vector<Entry> entries;
 
@@ -216,7 +225,7 @@ class IsrP {
       detail::pisa_check_value(kName, "iou", i, v, 0.0, 1.0, "in [0, 1]", "a positive anchor");
       const double li = static_cast<double>(cls_loss.derived().coeff(i));
       detail::pisa_check_value(kName, "cls_loss", i, li, 0.0, -1.0, ">= 0", "a positive anchor");
-      e.push_back(Entry{i, g, v, li, lw_at(lw, i), static_cast<Label>(l), 0, 0.0});
+      e.push_back(Entry{i, g, v, li, lw_at(lw, i), static_cast<Label>(l), 0, 0.0, 0.0});
     });
 
     IsrPResult result;
@@ -248,18 +257,47 @@ class IsrP {
       const double b = static_cast<double>(config_.bias), k = static_cast<double>(config_.k);
       const double nm = static_cast<double>(n_max);
       double num = 0.0, den = 0.0;
+      bool den_zero = true;  // Σℓ·w = 0 exactly: every term has ℓ = 0 or w = 0
       Index r = 0;
       for (std::size_t i = 0; i < e.size(); ++i) {
         r = (i > 0 && e[i].cls == e[i - 1].cls) ? r + 1 : 0;
         const double u = e[i].lw * ((nm - static_cast<double>(r)) / nm);
         const double base = b + u * (1.0 - b);
+        e[i].base = base;
         e[i].w = k == 2.0 ? base * base : k == 1.0 ? base : std::pow(base, k);
         num += e[i].loss * e[i].lw;
         den += e[i].loss * e[i].w;
+        den_zero = den_zero && (e[i].loss == 0.0 || (base == 0.0 && k > 0.0));
       }
       const double ratio = num / den;
-      result.guarded = !(den > 0.0) || !std::isfinite(ratio);
-      result.ratio = result.guarded ? 1.0 : ratio;
+      result.guarded = den_zero;
+      // The direct form is exact when nothing overflowed or underflowed: Σℓ·lw and Σℓ·w finite
+      // and normal, ratio finite. Otherwise (a large k or label weight: w = base^k = inf, or
+      // every w underflowing) the weights are formed in scaled form (rescale()).
+      const bool direct = std::isfinite(num) && std::isfinite(den) &&
+                          den >= std::numeric_limits<double>::min() && std::isfinite(ratio) &&
+                          std::isfinite(ratio * max_w(e));
+      if (result.guarded) {
+        result.ratio = 1.0;
+      } else if (direct) {
+        result.ratio = ratio;
+        for (Entry& en : e) en.w *= ratio;
+      } else {
+        result.ratio = rescale(e, k);
+      }
+      for (const Entry& en : e)
+        if (!std::isfinite(en.w))
+          throw std::domain_error(detail::concat(
+              kName, ": the ISR-P weight of anchor ", en.anchor,
+              " overflows double (its exact value w_i · Σℓ·lw / Σℓ·w is not representable)"));
+      if constexpr (std::is_same<Scalar, float>::value) {
+        for (const Entry& en : e) {
+          const double v = result.guarded ? en.lw : en.w;
+          if (!(v <= static_cast<double>(std::numeric_limits<float>::max())))
+            throw std::domain_error(detail::concat(kName, ": the ISR-P weight of anchor ",
+                                                   en.anchor, " is ", v, ", beyond FLT_MAX"));
+        }
+      }
     }
 
     // ---- write: background keeps lw, ignored 0, positives w·ratio ----
@@ -272,8 +310,83 @@ class IsrP {
         out.coeffRef(i) = keep * static_cast<Scalar>(lw->coeff(i));
     }
     for (const Entry& en : e)
-      out.coeffRef(en.anchor) = static_cast<Scalar>(result.guarded ? en.lw : en.w * result.ratio);
+      out.coeffRef(en.anchor) = static_cast<Scalar>(result.guarded ? en.lw : en.w);
     return result;
+  }
+
+  static double max_w(const std::vector<Entry>& e) {
+    double m = 0.0;
+    for (const Entry& en : e) m = std::max(m, en.w);
+    return m;
+  }
+
+  /// Final weights w_i · Σℓ·lw / Σℓ·w without forming base^k, Σℓ·lw or Σℓ·w themselves (they
+  /// overflow or underflow for a large k or label weight). With B the largest base among the
+  /// positives with ℓ > 0, q_i = (base_i / B)^k and j the index of the largest term ℓ_j q_j:
+  ///   w_i · Σℓ·lw / Σℓ·w = q_i · F,   F = Σℓ·lw / (ℓ_j · Σ_m (ℓ_m / ℓ_j) q_m),
+  /// where the sum is in [1, P] and F is formed through logs of moderate magnitude. q_i comes
+  /// from pow (a few ulps) while it is a normal number, else q_i · F is exp(k ln(base_i / B) +
+  /// ln F), so a q_i below the double range still gives its (representable) weight. Nothing
+  /// overflows unless the final weight itself does (then inf, rejected by the caller). Writes
+  /// the final weights into e[i].w; returns the ratio Σℓ·lw / Σℓ·w (which may be 0 or inf: only
+  /// the weights are promised).
+  static double rescale(std::vector<Entry>& e, double k) {
+    const double ninf = -std::numeric_limits<double>::infinity();
+    const double tiny = std::numeric_limits<double>::min();
+    // Σℓ·lw, directly when it fits, else as a log-sum-exp.
+    double num = 0.0, mn = ninf;
+    for (const Entry& en : e) {
+      num += en.loss * en.lw;
+      mn = std::max(mn, std::log(en.loss) + std::log(en.lw));
+    }
+    if (mn == ninf) {  // Σℓ·lw = 0: every final weight is exactly 0
+      for (Entry& en : e) en.w = 0.0;
+      return 0.0;
+    }
+    double log_num;
+    if (std::isfinite(num) && num >= tiny) {
+      log_num = std::log(num);
+    } else {
+      double sn = 0.0;
+      for (const Entry& en : e) sn += std::exp(std::log(en.loss) + std::log(en.lw) - mn);
+      log_num = mn + std::log(sn);
+    }
+    // B and the log of q_i (k ln(base_i / B), 0 for k = 0: then every w = 1).
+    double bmax = 0.0;
+    for (const Entry& en : e)
+      if (en.loss > 0.0) bmax = std::max(bmax, en.base);
+    auto log_q = [&](const Entry& en) { return k == 0.0 ? 0.0 : k * std::log(en.base / bmax); };
+    auto q_of = [&](const Entry& en) { return k == 0.0 ? 1.0 : std::pow(en.base / bmax, k); };
+    // j: the largest term ln ℓ + ln q (not guarded, so some term is finite).
+    std::size_t j = 0;
+    double tj = ninf;
+    for (std::size_t i = 0; i < e.size(); ++i) {
+      if (!(e[i].loss > 0.0)) continue;
+      const double t = std::log(e[i].loss) + log_q(e[i]);
+      if (t > tj) tj = t, j = i;
+    }
+    const double lj = e[j].loss, log_lj = std::log(lj), log_qj = log_q(e[j]);
+    double sd = 0.0;  // Σ (ℓ_m / ℓ_j) (q_m / q_j), the j term exactly 1
+    for (const Entry& en : e) {
+      if (!(en.loss > 0.0)) continue;
+      const double r = en.loss / lj, q = q_of(en);
+      const double qj = q_of(e[j]);
+      const double direct = r * (q / qj);
+      sd += (std::isfinite(direct) && q >= tiny && qj >= tiny && r >= tiny)
+                ? direct
+                : std::exp(std::log(en.loss) - log_lj + log_q(en) - log_qj);
+    }
+    // ln F' = ln Σℓ·lw − ln ℓ_j − ln q_j − ln sd; the final weight is (q_i / q_j)·… = q_i · F.
+    const double log_f = log_num - log_lj - log_qj - std::log(sd);
+    const double f = std::exp(log_f);
+    for (Entry& en : e) {
+      const double q = q_of(en);
+      const double w = q * f;
+      en.w = (q >= tiny && std::isfinite(f) && f >= tiny && std::isfinite(w))
+                 ? w
+                 : std::exp(log_q(en) + log_f);
+    }
+    return k == 0.0 ? f : std::exp(log_f - k * std::log(bmax));
   }
 
   Config config_;

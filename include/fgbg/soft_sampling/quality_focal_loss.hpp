@@ -84,22 +84,27 @@ class QualityFocalLoss : public QualityDenseLoss<QualityFocalLoss<Scalar>, Scala
   }
 
   /// Any target t ∈ [0, 1], one element (the closed form of the file comment).
-  void element(Scalar x, Scalar t, Index, Index, Scalar& loss, Scalar& grad) const {
-    const Scalar p = sigmoid(x);
-    const Scalar d = p - t;
-    const Scalar ad = std::abs(d);
-    const Scalar bce = (Scalar(1) - t) * softplus(x) + t * softplus(-x);
-    const Scalar slope = p * sigmoid(-x);  // σ(1 − σ), without cancellation
-    const Scalar b = config_.beta;
-    if (b == Scalar(2)) {
-      loss = d * d * bce;
-      grad = d * (Scalar(2) * slope * bce + d * d);
+  ///
+  /// Evaluated in detail::Wide<Scalar> (one call per positive anchor): d = σ(x) − t cancels when
+  /// σ(x) ≈ t: it is formed as σ(x)(1 − t)(−expm1(logit(t) − x)) (detail::sigmoid_minus).
+  void element(Scalar xs, Scalar ts, Index, Index, Scalar& loss, Scalar& grad) const {
+    using W = detail::Wide<Scalar>;
+    const W x = xs, t = ts;
+    const W p = sigmoid(x), q = sigmoid(-x);
+    const W d = detail::sigmoid_minus(x, t);
+    const W ad = std::abs(d);
+    const W bce = t == W(1) ? softplus(-x) : (W(1) - t) * softplus(x) + t * softplus(-x);
+    const W slope = p * q;  // σ(1 − σ), without cancellation
+    const W b = config_.beta;
+    if (b == W(2)) {
+      loss = static_cast<Scalar>(d * d * bce);
+      grad = static_cast<Scalar>(d * (W(2) * slope * bce + d * d));
       return;
     }
-    const Scalar mod = std::pow(ad, b);
-    const Scalar dmod = d == Scalar(0) ? Scalar(0) : b * std::pow(ad, b - Scalar(1));  // |·|'
-    loss = mod * bce;
-    grad = (d > Scalar(0) ? dmod : -dmod) * slope * bce + mod * d;
+    const W mod = std::pow(ad, b);
+    const W dmod = d == W(0) ? W(0) : b * std::pow(ad, b - W(1));  // |·|'
+    loss = static_cast<Scalar>(mod * bce);
+    grad = static_cast<Scalar>((d > W(0) ? dmod : -dmod) * slope * bce + mod * d);
   }
 
  private:

@@ -7,6 +7,8 @@
 ///
 ///   BCE(x, t) = softplus(x) − t·x,   ∂BCE/∂x = σ(x) − t
 ///
+/// evaluated as softplus(x) for t = 0 and softplus(−x) for t = 1 (no cancellation).
+///
 /// Shapes: logits N × C, labels N (−1 / 0 / 1..C), optional weights N or N × C, gradient N × C.
 /// Default normaliser: `mean` over the non-ignored elements (torch's default reduction).
 ///
@@ -52,10 +54,11 @@ class SigmoidCrossEntropyLoss : public OneHotSigmoidLoss<SigmoidCrossEntropyLoss
     if (grad) Eigen::Map<Vec>(grad, n) = array::sigmoid_from(x, e);
   }
 
-  /// Any target t, one element.
+  /// Any target t, one element: (1 − t)·softplus(x) + t·softplus(−x), the direct form of
+  /// softplus(x) − t·x (which cancels to 0 in float for t = 1, x > 16).
   void element(Scalar x, Scalar t, Index, Index, Scalar& loss, Scalar& grad) const {
-    loss = softplus(x) - t * x;
-    grad = sigmoid(x) - t;
+    loss = t == Scalar(1) ? softplus(-x) : (Scalar(1) - t) * softplus(x) + t * softplus(-x);
+    grad = t == Scalar(1) ? -sigmoid(-x) : sigmoid(x) - t;  // σ(x) − 1 = −σ(−x)
   }
 
  private:

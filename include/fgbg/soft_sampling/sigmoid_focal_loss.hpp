@@ -66,7 +66,7 @@ class SigmoidFocalLoss : public OneHotSigmoidLoss<SigmoidFocalLoss<Scalar>, Scal
     const Scalar pt = sigmoid(z);
     const Scalar mod = pow_gamma(sigmoid(-z), -softplus(z), config_.gamma);  // (1−p_t)^γ
     loss = at * mod * sp_neg;
-    grad = sign * at * mod * (-config_.gamma * pt * sp_neg + pt - Scalar(1));
+    grad = sign * at * mod * (-config_.gamma * pt * sp_neg - sigmoid(-z));  // p_t − 1 = −σ(−z)
   }
 
  private:

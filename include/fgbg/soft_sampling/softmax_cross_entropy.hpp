@@ -40,7 +40,7 @@ class SoftmaxCrossEntropyLoss : public SoftmaxLoss<SoftmaxCrossEntropyLoss<Scala
   const Config& config() const { return config_; }
 
   /// One row: ℓ = −log p_y, ∂ℓ/∂x_c = p_c (c ≠ y), ∂ℓ/∂x_y = −q.
-  void row(Scalar log_py, Scalar, Scalar q, Label, Scalar& loss, Scalar& scale, Scalar& g_y) const {
+  void row(double log_py, Scalar, Scalar q, Label, double& loss, Scalar& scale, Scalar& g_y) const {
     loss = -log_py;
     scale = Scalar(1);
     g_y = -q;

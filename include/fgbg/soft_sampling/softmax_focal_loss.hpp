@@ -54,16 +54,22 @@ class SoftmaxFocalLoss : public SoftmaxLoss<SoftmaxFocalLoss<Scalar>, Scalar> {
   const Config& config() const { return config_; }
 
   /// One row; see the file comment.
-  void row(Scalar log_py, Scalar p_y, Scalar q, Label y, Scalar& loss, Scalar& scale,
+  ///
+  /// log p_y comes in double (it may be below −FLT_MAX for finite float logits); the term
+  /// γ p_y log(1−q)/q is formed in double and is 0 when p_y underflowed to 0 (p log p → 0), so a
+  /// row whose target probability is 0 in the scalar type gets the exact gradient α_y q^γ (p_c −
+  /// 1[c = y]) instead of 0 · ∞.
+  void row(double log_py, Scalar p_y, Scalar q, Label y, double& loss, Scalar& scale,
            Scalar& g_y) const {
     const Scalar a = config_.alpha < 0 ? Scalar(1)
                      : y > 0           ? config_.alpha
                                        : Scalar(1) - config_.alpha;
     const Scalar g = config_.gamma;
     const Scalar qg = g == Scalar(0) ? Scalar(1) : g == Scalar(2) ? q * q : std::pow(q, g);
-    const Scalar ratio = q > Scalar(0) ? log_py / q : Scalar(-1);  // log(1−q)/q
-    const Scalar big_a = a * qg * (g * p_y * ratio - Scalar(1));
-    loss = -a * qg * log_py;
+    const double ratio = q > Scalar(0) ? log_py / static_cast<double>(q) : -1.0;  // log(1−q)/q
+    const double plogp = p_y > Scalar(0) ? static_cast<double>(g) * p_y * ratio : 0.0;
+    const Scalar big_a = a * qg * static_cast<Scalar>(plogp - 1.0);
+    loss = -static_cast<double>(a) * static_cast<double>(qg) * log_py;
     scale = -big_a;
     g_y = big_a * q;
   }

@@ -104,7 +104,10 @@ class VarifocalLoss : public QualityDenseLoss<VarifocalLoss<Scalar>, Scalar> {
       const Scalar bce = (Scalar(1) - q) * softplus(x) + q * softplus(-x);
       const Scalar wq = config_.iou_weighted ? q : Scalar(1);
       loss = wq * bce;
-      grad = wq * (sigmoid(x) - q);
+      // σ(x) − q in the wider type (it cancels when σ(x) ≈ q); −σ(−x) for q = 1.
+      using W = detail::Wide<Scalar>;
+      const W dq = detail::sigmoid_minus(W(x), W(q));
+      grad = static_cast<Scalar>(W(wq) * dq);
       return;
     }
     const Scalar p = sigmoid(x), sp = softplus(x), g = config_.gamma;

@@ -38,6 +38,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "../core/checks.hpp"
@@ -45,11 +46,28 @@
 
 namespace fgbg {
 
+namespace detail {
+
+/// A finite double threshold in the scores' type: rounded to nearest, and ±inf beyond the type's
+/// range (no score exceeds a threshold above FLT_MAX, every finite score exceeds one below
+/// −FLT_MAX), where a plain conversion would be out of range.
+template <typename Scalar>
+Scalar threshold_as(double t) {
+  const double mx = static_cast<double>(std::numeric_limits<Scalar>::max());
+  if (t > mx) return std::numeric_limits<Scalar>::infinity();
+  if (t < -mx) return -std::numeric_limits<Scalar>::infinity();
+  return static_cast<Scalar>(t);
+}
+
+}  // namespace detail
+
 /// The released global threshold π · (C + 1) from counts.
 /// @throws std::invalid_argument as optimal_sigmoid_prior.
 inline double released_score_threshold(std::int64_t num_fg, std::int64_t num_bg,
                                        Index num_classes) {
-  return optimal_sigmoid_prior(num_fg, num_bg, num_classes) * static_cast<double>(num_classes + 1);
+  // C + 1 in double: num_classes may be INT64_MAX.
+  return optimal_sigmoid_prior(num_fg, num_bg, num_classes) *
+         (static_cast<double>(num_classes) + 1.0);
 }
 
 /// The released global threshold π · (C + 1) from accumulated statistics.
@@ -70,7 +88,7 @@ void per_class_score_thresholds(const AnchorStatistics& stats,
   const Index c = stats.num_classes();
   if (!(std::isfinite(floor) && floor >= 0.0))
     detail::throw_invalid(kWhere, "floor must be finite and >= 0, got ", floor);
-  if (stats.num_fg() + stats.num_bg() == 0)
+  if (stats.num_fg() == 0 && stats.num_bg() == 0)  // both >= 0; their sum may overflow
     detail::throw_invalid(kWhere, "no anchors counted (num_fg + num_bg must be > 0, got 0)");
   auto& out = const_cast<Eigen::DenseBase<Derived>&>(out_);
   if constexpr (std::is_base_of<Eigen::PlainObjectBase<Derived>, Derived>::value &&
@@ -88,8 +106,8 @@ void per_class_score_thresholds(const AnchorStatistics& stats,
   // (row, column) access: a block of a 2-D array has no linear coeffRef(k).
   const bool as_row = out.rows() == 1;
   for (Index k = 0; k < c; ++k) {
-    const Scalar v = static_cast<Scalar>(
-        std::max(floor, stats.class_frequency(k + 1) * static_cast<double>(c + 1)));
+    const Scalar v = detail::threshold_as<Scalar>(
+        std::max(floor, stats.class_frequency(k + 1) * (static_cast<double>(c) + 1.0)));
     if (as_row)
       out.derived().coeffRef(0, k) = v;
     else
@@ -149,8 +167,11 @@ Index select_above_thresholds(const Eigen::DenseBase<SD>& scores,
   detail::check_finite(kWhere, "thresholds", thresholds);
   detail::check_finite(kWhere, "scores", scores);
   return detail::select_candidates<Scalar>(
-      scores, [&](Index k) { return static_cast<Scalar>(thresholds.derived().coeff(k)); }, out,
-      order);
+      scores,
+      [&](Index k) {
+        return detail::threshold_as<Scalar>(static_cast<double>(thresholds.derived().coeff(k)));
+      },
+      out, order);
 }
 
 /// Keeps every (anchor, class) whose score is > threshold (one global threshold, as released).
@@ -165,7 +186,7 @@ Index select_above_threshold(const Eigen::DenseBase<SD>& scores, double threshol
     throw std::domain_error(
         detail::concat(kWhere, ": threshold is ", threshold, "; it must be finite"));
   detail::check_finite(kWhere, "scores", scores);
-  const Scalar t = static_cast<Scalar>(threshold);
+  const Scalar t = detail::threshold_as<Scalar>(threshold);
   return detail::select_candidates<Scalar>(
       scores, [t](Index) { return t; }, out, order);
 }

@@ -41,14 +41,16 @@
 /// logits). No allocation beyond the wrapped loss's.
 ///
 /// Shapes, labels, weights and normaliser: those of the wrapped loss.
-/// @throws std::invalid_argument for a bad config, a negative L_reg, and whatever the wrapped
-///         loss throws; std::domain_error for a non-finite L_reg or logit. A failed call writes
-///         nothing.
+/// @throws std::invalid_argument for a bad config, a negative L_reg, s · L_reg beyond the largest
+///         value of the scalar type (the value, which bounds every gradient element, would not be
+///         representable), and whatever the wrapped loss throws; std::domain_error for a non-finite
+///         L_reg or logit. A failed call writes nothing.
 #pragma once
 
 #include "../core/requires_cxx17.hpp"
 
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
@@ -164,11 +166,22 @@ class GuidedLoss {
   }
 
  private:
-  static void check_reg_loss(double reg_loss) {
+  void check_reg_loss(double reg_loss) const {
     if (!std::isfinite(reg_loss))
       throw std::domain_error(
           detail::concat(kName, ": reg_loss is ", reg_loss, "; it must be finite"));
     if (reg_loss < 0.0) detail::throw_invalid(kName, "reg_loss must be >= 0, got ", reg_loss);
+    // The value is s · L_reg, and every gradient element is bounded by it (|∂ℓ/∂x| ≤ ℓ for the
+    // losses of fgbg, so |s · L_reg · ∂L_cls/∂x / L_cls| ≤ s · L_reg): when s · L_reg exceeds
+    // the scalar's range the result is not representable (before, the factor overflowed and the
+    // zero rows became inf · 0 = NaN). Checked before the wrapped loss writes anything.
+    const double sr = config_.classification_scale * reg_loss;
+    if (!(sr <= static_cast<double>(std::numeric_limits<Scalar>::max())))
+      detail::throw_invalid(kName, "classification_scale * reg_loss must be <= ",
+                            static_cast<double>(std::numeric_limits<Scalar>::max()),
+                            " (the value s * L_reg, which bounds the gradient, in the loss's ",
+                            "scalar type), got s = ", config_.classification_scale,
+                            ", reg_loss = ", reg_loss);
   }
 
   template <typename XD, typename LD, typename GD>
@@ -242,8 +255,11 @@ class GuidedLoss {
         g *= fs;
       } else {
         const double sr = s * reg_loss;
-        g = g.unaryExpr(
-            [cls, sr](Scalar v) { return static_cast<Scalar>(static_cast<double>(v) / cls * sr); });
+        // sr is finite (checked), |v| / cls ≲ 1, and a 0 stays exactly 0.
+        g = g.unaryExpr([cls, sr](Scalar v) {
+          return v == Scalar(0) ? Scalar(0)
+                                : static_cast<Scalar>(static_cast<double>(v) / cls * sr);
+        });
       }
     }
     return r;

@@ -237,7 +237,7 @@ class ResidualObjectnessLoss {
                          double norm, GO& go) const {
     using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
     alignas(64) Scalar ob[kTile], tb[kTile], vb[kTile], eb[kTile], lb[kTile], gb[kTile];
-    const Scalar inv = static_cast<Scalar>(1.0 / norm);
+    const detail::GradFactor<Scalar> inv(1.0, norm);
     const Index n = s.rows(), k = s.cols();
     double total = 0.0;
     for (Index i0 = 0; i0 < n; i0 += kTile) {
@@ -245,20 +245,24 @@ class ResidualObjectnessLoss {
       for (Index i = 0; i < t; ++i) {
         const auto l = labels.derived().coeff(i0 + i);
         ob[i] = static_cast<Scalar>(objectness(s, i0 + i));
-        tb[i] = l > 0 ? Scalar(1) : Scalar(0);
+        tb[i] = l > 0 ? Scalar(-1) : Scalar(1);  // the sign of z = (1 − 2t)·o
         vb[i] = l >= 0 ? Scalar(1) : Scalar(0);
       }
       Eigen::Map<Vec> o(ob, t), tg(tb, t), v(vb, t), e(eb, t), loss(lb, t), g(gb, t);
       e = array::exp_neg_abs(o);
-      loss = (array::softplus_from(o, e) - tg * o) * v;
-      total += detail::sum_as_double(lb, t);
+      // BCE(o, t) = softplus((1 − 2t)·o): softplus(−o) for positives directly (softplus(o) − o
+      // cancels to 0 in float for o > 16).
+      loss = ((o * tg).max(Scalar(0)) + e.log1p()) * v;  // softplus(z), z = (1 − 2t)·o
+      total += detail::sum_normalised(lb, t, detail::ElementScale(norm));
       if constexpr (kGrad) {
-        g = (array::sigmoid_from(o, e) - tg) * v * inv;
+        // ∂softplus(z)/∂o = (1 − 2t)·σ(z): −σ(−o) for positives, without σ(o) − 1 cancelling.
+        g = array::sigmoid_from(o * tg, e) * tg * v;
+        detail::scale_gradient(gb, t, inv);
         for (Index i = 0; i < t; ++i)
           for (Index j = 0; j < k; ++j) go.derived().coeffRef(i0 + i, j) = gb[i];
       }
     }
-    return total / norm;
+    return total;
   }
 
   /// Σ_positive rows Σ_c BCE(z, onehot) / norm; zero gradient on the other rows.
@@ -267,7 +271,7 @@ class ResidualObjectnessLoss {
                     GC& gc) const {
     using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
     alignas(64) Scalar xb[kTile], eb[kTile], lb[kTile], gb[kTile];
-    const Scalar inv = static_cast<Scalar>(1.0 / norm);
+    const detail::GradFactor<Scalar> inv(1.0, norm);
     const Index n = z.rows(), c = z.cols();
     if constexpr (kGrad) gc.derived().setZero();
     double total = 0.0;
@@ -282,17 +286,17 @@ class ResidualObjectnessLoss {
         e = array::exp_neg_abs(x);
         loss = array::softplus_from(x, e);
         const bool has_target = col >= c0 && col < c0 + t;
-        if (has_target) lb[col - c0] -= xb[col - c0];
-        total += detail::sum_as_double(lb, t);
+        if (has_target) lb[col - c0] = softplus(-xb[col - c0]);  // direct form, no cancellation
+        total += detail::sum_normalised(lb, t, detail::ElementScale(norm));
         if constexpr (kGrad) {
           g = array::sigmoid_from(x, e);
-          if (has_target) gb[col - c0] -= Scalar(1);
-          g *= inv;
+          if (has_target) gb[col - c0] = -sigmoid(-xb[col - c0]);  // σ(z) − 1 = −σ(−z)
+          detail::scale_gradient(gb, t, inv);
           for (Index j = 0; j < t; ++j) gc.derived().coeffRef(i, c0 + j) = gb[j];
         }
       }
     }
-    return total / norm;
+    return total;
   }
 
   Config config_;
