@@ -83,7 +83,7 @@ case "$cmd" in
         -print_final_stats=1 -artifact_prefix="$work/$family/artifacts/" \
         "$work/$family/corpus" >"$work/$family/log" 2>&1 || rc=$?
       runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$family/log" | tail -1)
-      cov=$(grep -o 'cov: [0-9]*' "$work/$family/log" | tail -1 | cut -d' ' -f2)
+      cov=$({ grep -o 'cov: [0-9]*' "$work/$family/log" || true; } | tail -1 | cut -d' ' -f2)
       after=$(ls "$work/$family/corpus" | wc -l)
       if [ "$rc" -eq 0 ]; then
         echo "fuzz_$family: ok, ${runs:-?} runs in ${seconds} s, coverage ${cov:-?}, corpus $seeds -> $after"

@@ -47,7 +47,10 @@ void check_sample(const fgbg::Sample& s, const Labels& l, std::int64_t num, doub
   }
   if (bounded) {
     FZ_CHECK(s.size() <= num, kFam, "more than num sampled");
-    const long double pmax = std::floor(static_cast<long double>(num) * pos_fraction);
+    // ⌊num · pos_fraction⌋ with the product rounded to double, as mmdetection's int(num *
+    // pos_fraction) and the library compute it (in long double 15 · 0.5333… is 7.99…, in double
+    // exactly 8).
+    const long double pmax = std::floor(static_cast<double>(num) * pos_fraction);
     FZ_CHECK(s.num_positives() <= pmax, kFam, "more than floor(num * pos_fraction) positives");
   }
 }
