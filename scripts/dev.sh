@@ -79,7 +79,9 @@ case "$cmd" in
       cp tests/fuzz/corpus/"$family"/* "$work/$family/corpus/"
       seeds=$(ls "$work/$family/corpus" | wc -l)
       rc=0
-      "$bin" -max_total_time="$seconds" -max_len=1024 -timeout=20 -rss_limit_mb=2048 \
+      # FGBG_FUZZ_SEED fixes libFuzzer's mutation sequence (CI sets it, so a CI run explores
+      # the inputs a local run with the same seed explored); unset, every run explores anew.
+      "$bin" -seed="${FGBG_FUZZ_SEED:-0}" -max_total_time="$seconds" -max_len=1024 -timeout=20 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$work/$family/artifacts/" \
         "$work/$family/corpus" >"$work/$family/log" 2>&1 || rc=$?
       runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$family/log" | tail -1)

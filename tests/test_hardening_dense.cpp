@@ -959,3 +959,31 @@ TEST_CASE("state constructors validate their sizes before allocating", "[hardeni
                       Catch::Contains("fgbg::EqualizedFocalState: num_classes must be in"));
   }
 }
+
+// Regression (fuzz_sigmoid): the modulating factor of the negatives, σ^γ = exp(−γ·softplus(−x)),
+// took softplus(−x) as softplus(x) − x, which rounds to 0 for float x ≳ 16: with a huge γ (QFL's
+// β = 6.7e31) σ^γ came out 1 instead of 0, and the gradient γ(1 − σ)·softplus(x) ≈ 3.6e26 instead
+// of 0 (inf after a large weight).
+TEST_CASE("QFL: a huge beta on confident negatives gives the vanishing modulated loss",
+          "[hardening][qfl]") {
+  using S = float;
+  const fgbg::QualityFocalLoss<S> qfl({S(6.6965703933793497e+31), fgbg::Normalizer::sum()});
+  RowArray<S> x(4, 1);
+  x << S(14.9331055), S(7.93310547), S(20), S(-3);
+  const fgbg::LabelVector y = fgbg::LabelVector::Zero(4);
+  const Eigen::ArrayXf q = Eigen::ArrayXf::Zero(4);
+  RowArray<S> g(4, 1);
+  const double v = qfl.value_and_grad(x, y, q, g);
+  // Exact: σ(x)^β = exp(−β·softplus(−x)) with β·softplus(−x) ≥ 6.7e31·0.049 for x = −3: 0.
+  CHECK(v == 0.0);
+  CHECK((g == S(0)).all());
+  // A moderate exponent still matches the long-double formula at a confident negative.
+  const fgbg::QualityFocalLoss<S> q25({S(2.5), fgbg::Normalizer::sum()});
+  RowArray<S> x1(1, 1);
+  x1 << S(18);
+  RowArray<S> g1(1, 1);
+  const double v1 = q25.value_and_grad(x1, fgbg::LabelVector::Zero(1), Eigen::ArrayXf::Zero(1), g1);
+  const long double xl = 18.0L, spn = std::log1p(std::exp(-xl)), spp = xl + spn;
+  const long double want = std::exp(-2.5L * spn) * spp;
+  CHECK(v1 == Approx(static_cast<double>(want)).epsilon(1e-6));
+}

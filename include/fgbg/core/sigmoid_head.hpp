@@ -70,6 +70,10 @@ void modulated_negatives(const Scalar* xp, Scalar* loss, Scalar* grad, Scalar* s
   Eigen::Map<Vec> e(scratch, n), sp(scratch + kTileElems, n), l(loss, n);
   e = array::exp_neg_abs(x);
   sp = array::softplus_from(x, e);
+  const bool small_gamma = gamma == Scalar(2) || gamma == Scalar(1) || gamma == Scalar(0);
+  // σ^γ = exp(−γ softplus(−x)) with softplus(−x) = max(−x, 0) + log1p(e) formed from e, not as
+  // sp − x: that difference rounds to 0 for x ≳ 16 (float), and a huge γ then gave σ^γ = 1.
+  if (!small_gamma) l = a * array::exp_nonpositive(-gamma * array::softplus_from(-x, e));
   e = array::sigmoid_from(x, e);  // e now holds σ
   if (gamma == Scalar(2)) {
     l = a * e.square();
@@ -77,8 +81,6 @@ void modulated_negatives(const Scalar* xp, Scalar* loss, Scalar* grad, Scalar* s
     l = a * e;
   } else if (gamma == Scalar(0)) {
     l.setConstant(a);
-  } else {
-    l = a * (-gamma * (sp - x)).exp();  // σ^γ = exp(−γ softplus(−x)), softplus(−x) = sp − x
   }
   if (grad) Eigen::Map<Vec>(grad, n) = l * (e + gamma * (Scalar(1) - e) * sp);
   l *= sp;
