@@ -987,3 +987,16 @@ TEST_CASE("QFL: a huge beta on confident negatives gives the vanishing modulated
   const long double want = std::exp(-2.5L * spn) * spp;
   CHECK(v1 == Approx(static_cast<double>(want)).epsilon(1e-6));
 }
+
+// Regression (fuzz_state, UBSan): EFL's state update took row(i) of an N × 0 gradient for every
+// background anchor, offsetting a null data pointer. C = 0 now adds nothing.
+TEST_CASE("EFL: zero classes leave the statistics empty", "[hardening][efl][edge]") {
+  const fgbg::EqualizedFocalLoss<float> efl;
+  fgbg::EqualizedFocalState st(0);
+  Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic> x(3, 0), g(3, 0);
+  fgbg::LabelVector y(3);
+  y << 0, -1, 0;
+  CHECK(efl.value_and_grad(x, y, g, st) == 0.0f);
+  CHECK(g.size() == 0);
+  CHECK(st.num_classes() == 0);
+}

@@ -540,3 +540,21 @@ TEMPLATE_TEST_CASE("DR loss: a huge L gives the finite limit of the smoothed hin
   cfg.margin = S(0.25);
   CHECK(fgbg::DRLoss<S>(cfg).value(x, y) == S(0));
 }
+
+// Regression (fuzz_dr, UBSan): with C = 0 and groups, each group's block of the N × 0 logits was
+// taken at a non-zero row, offsetting a null data pointer. Every group has no entries, so the
+// value is DR's empty constant τ/L·softplus(L·(γ − 1)) per group and the gradient is empty.
+TEMPLATE_TEST_CASE("DR loss: zero classes with groups", "[dr][hardening][edge]", float, double) {
+  using S = TestType;
+  const fgbg::DRLoss<S> dr;
+  Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> x(4, 0);  // column-major, null data
+  const LabelVector y = labels_of({0, 0, -1, 0});
+  Eigen::Array<int, Eigen::Dynamic, 1> groups(4);
+  groups << 0, 1, 1, 2;
+  Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> g(4, 0);
+  const S empty = dr.value(RowArray<S>(0, 0), LabelVector(0));
+  // The grouped value sums the groups' values: three groups, each the empty constant.
+  CHECK(dr.value_and_grad(x, y, g, groups) == Approx(3.0 * static_cast<double>(empty)));
+  CHECK(dr.value_and_grad(x, y, g) == empty);
+  CHECK(g.size() == 0);
+}

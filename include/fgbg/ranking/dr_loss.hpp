@@ -335,6 +335,9 @@ class DRLoss {
   template <typename XD, typename LD, typename GradOut, typename BeforeWriting>
   double evaluate(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Index r0,
                   Index rows, GradOut& grad, BeforeWriting&& before_writing) const {
+    // With C = 0 the rows hold no entries, and a block at a non-zero row of an N × 0 array
+    // would offset its null data pointer: take the empty block at row 0 instead.
+    if (x.cols() == 0) r0 = rows = 0;
     const auto xb = x.derived().middleRows(r0, rows);
     if constexpr (std::is_same<GradOut, detail::NoGrad>::value) {
       return two_passes(xb, labels, r0, grad, before_writing);

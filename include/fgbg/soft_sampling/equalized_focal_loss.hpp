@@ -103,7 +103,8 @@ class EqualizedFocalState {
     batch_pos_.setZero();
     batch_neg_.setZero();
     const Index n = grad.rows(), c = grad.cols();
-    for (Index i = 0; i < n; ++i) {
+    // C = 0: nothing to add (and row(i) of an empty N × 0 array would offset a null pointer).
+    for (Index i = 0; c > 0 && i < n; ++i) {
       const auto lab = labels.derived().coeff(i);
       if (lab == kIgnore) continue;
       if (lab == kBackground) {
