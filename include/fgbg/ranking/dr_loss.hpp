@@ -423,9 +423,11 @@ class DRLoss {
         alignas(64) Scalar scratch[2 * kTileElems];
         const detail::Tile t = grid.tile(i);
         const Scalar* xt = detail::load_tile(x, t, xbuf);
-        Scalar* gt = detail::output_tile(grad, t, gbuf);
-        grad_tile(t, xt, gt, labels, label0, co, scratch);
-        detail::store_tile(grad, t, gt, gbuf);
+        // Always into the aligned buffer, then copied out: Eigen peels the unaligned head of a
+        // destination with scalar code, whose exp differs from the packet exp in the last bit,
+        // so writing into the caller's memory made the bits depend on its alignment.
+        grad_tile(t, xt, gbuf, labels, label0, co, scratch);
+        detail::store_tile(grad, t, gbuf, gbuf);
       }
     }
     return value;
