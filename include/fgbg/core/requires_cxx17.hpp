@@ -4,7 +4,8 @@
 #pragma once
 
 #if (defined(_MSVC_LANG) ? _MSVC_LANG : __cplusplus) < 201703L
-#error "fgbg needs C++17 or later: compile with -std=c++17 (CMake: target_compile_features(... cxx_std_17), which linking fgbg::fgbg adds)"
+#error \
+    "fgbg needs C++17 or later: compile with -std=c++17 (CMake: target_compile_features(... cxx_std_17), which linking fgbg::fgbg adds)"
 // A missing include is fatal in GCC, Clang and MSVC: it ends the compile here instead of letting
 // hundreds of follow-on errors bury the message above.
 #include "fgbg: C++17 required, see the message above"
