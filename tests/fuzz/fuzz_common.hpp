@@ -497,3 +497,15 @@ void dense_protocol(const char* fam, In& in, const RowA<S>& x, const State& stat
 }
 
 }  // namespace fz
+
+/// The libFuzzer entry point of a target whose `template <typename S> void run(fz::In&)` covers
+/// both scalars: the first flag picks double or float.
+#define FZ_ENTRY_FLOAT_OR_DOUBLE(run)                                                 \
+  extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) { \
+    fz::In in(data, size);                                                            \
+    if (in.flag())                                                                    \
+      run<double>(in);                                                                \
+    else                                                                              \
+      run<float>(in);                                                                 \
+    return 0;                                                                         \
+  }

@@ -107,11 +107,4 @@ void run(In& in) {
 }
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  In in(data, size);
-  if (in.flag())
-    run<double>(in);
-  else
-    run<float>(in);
-  return 0;
-}
+FZ_ENTRY_FLOAT_OR_DOUBLE(run)
