@@ -103,6 +103,34 @@ TEMPLATE_TEST_CASE("IoU of huge finite boxes: exact, and the assigner accepts it
   }
 }
 
+TEMPLATE_TEST_CASE("IoU of boxes thin in one axis and huge in the other: each axis keeps its size",
+                   "[hardening][boxes]", float, double) {
+  using S = TestType;
+  // Found by fuzz_boxes: float (-8.98e-33, 1e4, -1.18e-38, 8.5e37) had self-IoU 0, because one
+  // power of two, chosen for the huge y, scaled the tiny x width below the float range.
+  const bool f = std::is_same<S, float>::value;
+  const S tiny = f ? S(8.98077684e-33) : S(1e-300);
+  const S huge = f ? S(8.50705867e37) : S(1e300);
+  Boxes<S> b(4, 4);
+  b << -tiny, S(1e4), -tiny / 1000, huge,  // thin in x, huge in y
+      -tiny, S(1e4), tiny, huge / 2,       // overlaps the first
+      S(1e4), -tiny, huge, tiny / 2,       // the same, transposed
+      S(1e4), -tiny, huge / 2, tiny;
+  const Index n = b.rows();
+  Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> m(n, n);
+  fgbg::iou_matrix(b, b, m);
+  for (Index i = 0; i < n; ++i)
+    for (Index j = 0; j < n; ++j) {
+      INFO("pair " << i << ", " << j);
+      check_close_iou(m(i, j), iou_ld(b, i, b, j));
+    }
+  for (Index i = 0; i < n; ++i) CHECK(m(i, i) == S(1));
+  CHECK(m(0, 1) > S(0.2));
+  Eigen::Array<S, Eigen::Dynamic, 1> al;
+  fgbg::aligned_iou(b, b, al);
+  for (Index i = 0; i < n; ++i) CHECK(al[i] == S(1));
+}
+
 TEMPLATE_TEST_CASE("IoU: random boxes over the whole exponent range equal the long double IoU",
                    "[hardening][boxes]", float, double) {
   using S = TestType;

@@ -19,9 +19,10 @@
 /// Range: every finite box is accepted and gets the IoU of exact arithmetic (to a few ulps, or
 /// 0 below the scalar's range). A tile of 64 boxes whose coordinates all have |v| ≤ 2^62 (float)
 /// or 2^510 (double) is computed by the vectorised direct formula (areas cannot overflow there);
-/// a pair with a larger coordinate is scaled by a power of two first (detail::box_iou_scaled), so
-/// a float box (0, 0, 1e20, 1e20) has self-IoU 1, not inf / inf = NaN, and the assigner accepts
-/// the matrix it computes. The check costs one comparison per tile and GT.
+/// a pair with a larger coordinate is computed in double with each axis scaled by its own power
+/// of two (detail::box_iou_scaled), so a float box (0, 0, 1e20, 1e20) has self-IoU 1, not
+/// inf / inf = NaN, a box thin in x and huge in y keeps its width, and the assigner accepts the
+/// matrix it computes. The check costs one comparison per tile and GT.
 ///
 /// Cost: the matrix is computed over tiles of 64 candidates held in local structure-of-arrays
 /// buffers, one vectorised pass per GT over each tile; no allocation.
@@ -75,30 +76,38 @@ Scalar iou_direct_limit() {
   return b;
 }
 
-/// IoU of one pair of boxes with some |coordinate| beyond iou_direct_limit(): the coordinates
-/// are scaled by 2^-s (exact: a power of two, and every coordinate that matters is far from
-/// underflow, since any non-zero width at coordinates near M is at least ulp(M)) so that areas
-/// cannot overflow, and the eps of the union is scaled by 2^-2s in double. IoU is a ratio of
-/// areas, so the result is the direct formula's in exact arithmetic: (0, 0, 1e20, 1e20) in float
-/// has self-IoU 1 instead of inf / inf = NaN. Slow (ldexp per coordinate); only huge boxes take it.
+/// Power-of-two exponent that brings a magnitude m down to at most 2^509 (0 if it already is).
+inline int iou_axis_shift(double m) {
+  constexpr int kTarget = (std::numeric_limits<double>::max_exponent - 4) / 2 - 1;  // 509
+  return m > 0.0 ? std::max(0, static_cast<int>(std::ilogb(m)) - kTarget + 1) : 0;
+}
+
+/// IoU of one pair of boxes with some |coordinate| beyond iou_direct_limit(), in double. The IoU
+/// is a ratio of areas, so it does not change when the x coordinates are scaled by 2^-sx and the
+/// y coordinates by 2^-sy (the eps of the union scales by 2^-(sx+sy)); each axis gets its own
+/// shift, from its own largest |coordinate|, so a box that is thin in x and huge in y keeps its
+/// width. Float boxes need no shift (their areas fit in double). A width that underflows after
+/// its axis' shift is below 2^-1477 of the widest box's width at that axis (which, holding the
+/// largest coordinate, is at least one ulp of it), and the exact IoU, at most the ratio of the
+/// two widths, is then below double's range too. Slow (ldexp per coordinate); only huge boxes
+/// take it.
 template <typename Scalar>
 Scalar box_iou_scaled(Scalar ax1, Scalar ay1, Scalar ax2, Scalar ay2, Scalar bx1, Scalar by1,
                       Scalar bx2, Scalar by2) {
   using std::abs;
-  const Scalar m =
-      std::max({abs(ax1), abs(ay1), abs(ax2), abs(ay2), abs(bx1), abs(by1), abs(bx2), abs(by2)});
-  if (m == Scalar(0)) return Scalar(0);
-  const int target = (std::numeric_limits<Scalar>::max_exponent - 4) / 2 - 1;
-  const int sh = std::max(0, static_cast<int>(std::ilogb(m)) - target + 1);
-  auto sc = [sh](Scalar v) { return std::ldexp(v, -sh); };
-  ax1 = sc(ax1), ay1 = sc(ay1), ax2 = sc(ax2), ay2 = sc(ay2);
-  bx1 = sc(bx1), by1 = sc(by1), bx2 = sc(bx2), by2 = sc(by2);
-  const Scalar iw = std::max(std::min(ax2, bx2) - std::max(ax1, bx1), Scalar(0));
-  const Scalar ih = std::max(std::min(ay2, by2) - std::max(ay1, by1), Scalar(0));
-  const Scalar inter = iw * ih;
-  const Scalar uni = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter;
-  const double den = std::max(static_cast<double>(uni), std::ldexp(kIouEps, -2 * sh));
-  return den > 0.0 ? static_cast<Scalar>(static_cast<double>(inter) / den) : Scalar(0);
+  const int sx = iou_axis_shift(
+      std::max({abs(double(ax1)), abs(double(ax2)), abs(double(bx1)), abs(double(bx2))}));
+  const int sy = iou_axis_shift(
+      std::max({abs(double(ay1)), abs(double(ay2)), abs(double(by1)), abs(double(by2))}));
+  auto x = [sx](Scalar v) { return std::ldexp(static_cast<double>(v), -sx); };
+  auto y = [sy](Scalar v) { return std::ldexp(static_cast<double>(v), -sy); };
+  const double iw = std::max(std::min(x(ax2), x(bx2)) - std::max(x(ax1), x(bx1)), 0.0);
+  const double ih = std::max(std::min(y(ay2), y(by2)) - std::max(y(ay1), y(by1)), 0.0);
+  const double inter = iw * ih;
+  const double uni =
+      (x(ax2) - x(ax1)) * (y(ay2) - y(ay1)) + (x(bx2) - x(bx1)) * (y(by2) - y(by1)) - inter;
+  const double den = std::max(uni, std::ldexp(kIouEps, -(sx + sy)));
+  return den > 0.0 ? static_cast<Scalar>(inter / den) : Scalar(0);
 }
 
 /// IoU of two boxes given by their coordinates (same formula as the matrix, and the same
