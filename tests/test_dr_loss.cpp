@@ -196,6 +196,33 @@ TEST_CASE("DR loss: gradient equals central differences", "[dr][gradcheck]") {
   check({}, "every anchor positive (other columns negative)");
 }
 
+// Found by fuzz_dr: with τ at the type's maximum, A·q·(1 + (p − D₋)/λ₋) overflowed before σ'(x)
+// brought the negative gradient back into range (float: inf where the exact is 2.2e33).
+TEMPLATE_TEST_CASE("DR loss: tau at the type's maximum gives the finite exact gradient",
+                   "[dr][oracle][hardening]", float, double) {
+  using S = TestType;
+  fgbg::DRLossConfig<S> cfg{S(3.76904296875), S(0.00048828125), S(54526976),
+                            std::numeric_limits<S>::max(), S(10.66015625)};
+  RowArray<S> x(3, 2);
+  x << S(0.309570312), S(11.9995117), S(0), S(0), S(2), S(7.16064453);
+  fgbg::LabelVector y(3);
+  y << 0, 0, 0;
+  for (int pos = 0; pos < 2; ++pos) {
+    if (pos) y[2] = 2;  // and with a positive entry (its gradient is formed in double)
+    const Oracle o = oracle(x, y, cfg);
+    const fgbg::DRLoss<S> dr(cfg);
+    RowArray<S> g(3, 2);
+    dr.value_and_grad(x, y, g);
+    for (Index i = 0; i < 3; ++i)
+      for (Index k = 0; k < 2; ++k) {
+        INFO("entry " << i << ", " << k << ": exact " << o.grad(i, k) << ", got " << g(i, k));
+        if (!(std::abs(o.grad(i, k)) < 0.5 * double(std::numeric_limits<S>::max()))) continue;
+        CHECK(std::isfinite(g(i, k)));
+        CHECK(std::abs(double(g(i, k)) - o.grad(i, k)) <= 1e-4 * std::abs(o.grad(i, k)) + 1e-30);
+      }
+  }
+}
+
 TEMPLATE_TEST_CASE("DR loss: multi-tile inputs match a long-double oracle", "[dr][oracle]", float,
                    double) {
   using S = TestType;

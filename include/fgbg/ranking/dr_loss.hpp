@@ -491,7 +491,10 @@ class DRLoss {
     if (tile_max < Scalar(0)) return;  // no negative entry in this tile
     part.neg.raise_to(static_cast<double>(tile_max), beta_neg);
     const Scalar m = static_cast<Scalar>(part.neg.max);
-    e = ((p - m) * (Scalar(1) / config_.neg_lambda)).exp();
+    // (p − m)/λ₋ ≤ 0. Eigen's exp clamps its argument near the bottom of the range and returns
+    // ~FLT_MIN/4 there instead of 0, which pass 2's A/s0 (up to τ) turned into a large wrong
+    // gradient (−175 where the exact one is ~1e-335): exp_nonpositive rounds into the subnormals.
+    e = array::exp_nonpositive((p - m) * (Scalar(1) / config_.neg_lambda));
     for_non_negatives(t, labels, label0,
                       [&](Index j, Index count, bool) { std::fill(sp + j, sp + j + count, 0); });
     detail::dr_sums(sp, pp, n, part.neg.s0, part.neg.s1);
@@ -514,8 +517,10 @@ class DRLoss {
       const double pj = sigmoid(xj), s = sigmoid(-std::abs(xj));
       const double w = std::exp(co.beta_pos * (-pj - co.max_pos));
       pos_index[num_pos] = j;
+      // σ'·w·(1 − (p − D₊)/λ₊) is at most (1 + 1/λ₊)/4, finite; A/s0⁺ comes last, so no product
+      // overflows before the gradient itself would (A = τ·σ(L·u) may be near the type's max).
       pos_grad[num_pos++] =
-          static_cast<Scalar>(co.c_pos * w * (1.0 - (pj - co.d_pos) * co.beta_pos) * s * (1.0 - s));
+          static_cast<Scalar>(s * (1.0 - s) * w * (1.0 - (pj - co.d_pos) * co.beta_pos) * co.c_pos);
     });
     if (co.any_neg) {
       Scalar* sp = scratch;
@@ -524,8 +529,9 @@ class DRLoss {
       Eigen::Map<Vec> s(sp, n), p(pp, n), g(gp, n);
       // p ≤ max_neg for every negative; the clamp only touches entries overwritten below.
       p = p.min(co.max_neg);
-      g = co.c_neg * ((p - co.max_neg) * co.beta_neg).exp() *
-          (Scalar(1) + (p - co.d_neg) * co.beta_neg) * s * (Scalar(1) - s);
+      // Same order as the positives: the bounded factors first, A/s0⁻ (up to τ) last.
+      g = s * (Scalar(1) - s) * array::exp_nonpositive((p - co.max_neg) * co.beta_neg) *
+          (Scalar(1) + (p - co.d_neg) * co.beta_neg) * co.c_neg;
     } else {
       std::fill(gp, gp + n, Scalar(0));
     }
