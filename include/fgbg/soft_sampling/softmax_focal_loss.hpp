@@ -58,20 +58,29 @@ class SoftmaxFocalLoss : public SoftmaxLoss<SoftmaxFocalLoss<Scalar>, Scalar> {
   /// log p_y comes in double (it may be below −FLT_MAX for finite float logits); the term
   /// γ p_y log(1−q)/q is formed in double and is 0 when p_y underflowed to 0 (p log p → 0), so a
   /// row whose target probability is 0 in the scalar type gets the exact gradient α_y q^γ (p_c −
-  /// 1[c = y]) instead of 0 · ∞.
+  /// 1[c = y]) instead of 0 · ∞. For a general γ, q^γ = exp(γ log q) is formed in double with
+  /// log q = log1p(−p_y) while p_y ≤ 1/2: q rounded to the scalar type may be exactly 1 (float
+  /// p_y = 5e-8), and a huge γ (1e30) then gave q^γ = 1 instead of ≈ 0, and an inf gradient.
   void row(double log_py, Scalar p_y, Scalar q, Label y, double& loss, Scalar& scale,
            Scalar& g_y) const {
-    const Scalar a = config_.alpha < 0 ? Scalar(1)
-                     : y > 0           ? config_.alpha
-                                       : Scalar(1) - config_.alpha;
+    const double a = config_.alpha < 0 ? 1.0
+                     : y > 0           ? static_cast<double>(config_.alpha)
+                                       : 1.0 - static_cast<double>(config_.alpha);
     const Scalar g = config_.gamma;
-    const Scalar qg = g == Scalar(0) ? Scalar(1) : g == Scalar(2) ? q * q : std::pow(q, g);
-    const double ratio = q > Scalar(0) ? log_py / static_cast<double>(q) : -1.0;  // log(1−q)/q
-    const double plogp = p_y > Scalar(0) ? static_cast<double>(g) * p_y * ratio : 0.0;
-    const Scalar big_a = a * qg * static_cast<Scalar>(plogp - 1.0);
-    loss = -static_cast<double>(a) * static_cast<double>(qg) * log_py;
-    scale = -big_a;
-    g_y = big_a * q;
+    const double qd = static_cast<double>(q), pd = static_cast<double>(p_y);
+    double qg = 1.0;  // q^γ
+    if (g == Scalar(2))
+      qg = qd * qd;
+    else if (g == Scalar(1))
+      qg = qd;
+    else if (g != Scalar(0))
+      qg = std::exp(static_cast<double>(g) * (pd <= 0.5 ? std::log1p(-pd) : std::log(qd)));
+    const double ratio = q > Scalar(0) ? log_py / qd : -1.0;  // log(1−q)/q
+    const double plogp = p_y > Scalar(0) ? static_cast<double>(g) * pd * ratio : 0.0;
+    const double big_a = a * qg * (plogp - 1.0);
+    loss = -a * qg * log_py;
+    scale = static_cast<Scalar>(-big_a);
+    g_y = static_cast<Scalar>(big_a * qd);
   }
 
  private:
