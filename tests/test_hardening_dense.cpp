@@ -558,6 +558,55 @@ TEST_CASE("hardening: softmax focal on a row with p_y = 0 in float", "[hardening
   }
 }
 
+// Found by fuzz_softmax: float p_y = 4.8e-8 makes q = 1 − p_y round to 1, and q^γ with γ = 1e30
+// was 1 instead of ≈ 0, so the gradient, scaled by Ω/A = 2.3e32, was inf where the exact one is 0.
+TEMPLATE_TEST_CASE("hardening: softmax focal with a huge gamma and q rounding to 1", "[hardening]",
+                   float, double) {
+  using S = TestType;
+  RowArray<S> x(2, 4), g(2, 4);
+  x << S(6.92578125), S(-14.6201172), S(-9.9140625), S(-9.9140625),  //
+      S(0.5), S(0.25), S(-1), S(2);
+  LabelVector y(2);
+  y << 3, 2;
+  Eigen::Array<S, Eigen::Dynamic, 1> w(2);
+  w << S(710), S(1);
+  for (const S gamma : {S(1.0000000150474662e30), S(1e4), S(3.5)}) {
+    const Normalizer nz = Normalizer::avg_factor(3.0320707250946598e-30);
+    const fgbg::SoftmaxFocalLoss<S> fl({S(1), gamma, nz});
+    const std::vector<LD> wl{LD(w[0]), LD(w[1])};
+    const Oracle o = softmax_oracle<S>(x, y, wl, LD(nz.factor), true, 1, LD(gamma));
+    const S v = fl.value_and_grad(x, y, g, w, nz);
+    INFO("gamma " << gamma);
+    check_against(o, v, g, "softmax focal, huge gamma", &x);
+  }
+}
+
+// Found by fuzz_sigmoid: VFL (double) with α = 2.2e252 on a negative logit of 4.4e154 has an
+// element loss beyond DBL_MAX; with weight 0 the exact value is 0, but 0 · inf gave NaN.
+TEST_CASE("hardening: a zero weight masks an element whose term overflows", "[hardening]") {
+  const fgbg::VarifocalLoss<double> vfl(
+      {2.1807171534542645e+252, 2.0, true, 1e-6, Normalizer::sum()});
+  RowArray<double> x(3, 1), g(3, 1);
+  x << 4.39951994e+154, 7.25537109, -3.0;
+  LabelVector y(3);
+  y << 0, 0, 1;
+  const Eigen::ArrayXd q = Eigen::ArrayXd::Constant(3, 0.5);
+  RowArray<double> we = RowArray<double>::Zero(3, 1);
+  Eigen::ArrayXd wa = Eigen::ArrayXd::Zero(3);
+  CHECK(vfl.value_and_grad(x, y, q, g, fgbg::Weights<double>(we)) == 0.0);
+  CHECK((g == 0.0).all());
+  CHECK(vfl.value_and_grad(x, y, q, g, fgbg::Weights<double>(wa)) == 0.0);
+  CHECK((g == 0.0).all());
+  // weight 1 on the other rows: their terms are finite and counted, row 0 stays masked
+  we(1, 0) = 1, we(2, 0) = 1, wa[1] = 1, wa[2] = 1;
+  const double v1 = vfl.value_and_grad(x, y, q, g, fgbg::Weights<double>(we));
+  CHECK(std::isfinite(v1));
+  CHECK(v1 > 0.0);
+  CHECK(g(0, 0) == 0.0);
+  CHECK(vfl.value_and_grad(x, y, q, g, fgbg::Weights<double>(wa)) == v1);
+  CHECK(g(0, 0) == 0.0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // §3: FL* and EFL hyper-parameters.
 
@@ -631,6 +680,23 @@ TEST_CASE("hardening: EFL rejects a subnormal gamma_b and an unrepresentable cla
     CHECK(st.pos_grad().isFinite().all());
   }
   CHECK_THROWS_AS(fgbg::EqualizedFocalLoss<double>({0.25, 1e-310, 8.0}), std::invalid_argument);
+  // Found by fuzz_state: γ_b = FLT_MAX with s = 7.9e33 passed (1 + s/γ_b is 1), but γ_j = γ_b + s
+  // is inf once the ratio reaches 0, and the next call returned NaN.
+  c.gamma_b = std::numeric_limits<float>::max();
+  c.scale = 7.8935080209963524e+33f;
+  CHECK_THROWS_WITH(fgbg::EqualizedFocalLoss<float>(c),
+                    Catch::Contains("config.scale must be such that gamma_b + scale is finite"));
+  c.scale = 1e30f;  // γ_b + s rounds to FLT_MAX: accepted, and every call is finite
+  const fgbg::EqualizedFocalLoss<float> big(c);
+  fgbg::EqualizedFocalState st2(1);
+  RowArray<float> x2(2, 1), g2(2, 1);
+  LabelVector y2(2);
+  y2 << -1, 0;
+  for (const float v : {-0.00048828125f, -710.0f, -5.61575473e+29f}) {
+    x2 << 15.0175781f, v;
+    CHECK(std::isfinite(big.value_and_grad(x2, y2, g2, st2)));
+    CHECK(g2.isFinite().all());
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -952,6 +1018,8 @@ TEST_CASE("state constructors validate their sizes before allocating", "[hardeni
   CHECK(fgbg::GhmcState(256).bins() == 256);
   for (const fgbg::Index c :
        {fgbg::Index(-1), fgbg::Index(std::numeric_limits<std::int32_t>::max()) + 1,
+        fgbg::Index(fgbg::kMaxStateClasses) + 1,  // 2^31 − 1 classes allocated 80 GiB (fuzz_state)
+        fgbg::Index(std::numeric_limits<std::int32_t>::max()),
         std::numeric_limits<fgbg::Index>::max()}) {
     INFO("num_classes " << c);
     CHECK_THROWS_AS(fgbg::EqualizedFocalState(c), std::invalid_argument);

@@ -861,9 +861,15 @@ TEST_CASE("AnchorStatistics: counts never overflow, num_classes bounded", "[hard
   for (const std::int64_t c : int_values()) {
     if (c >= 1 && c <= 1024) continue;  // (larger valid values would allocate gigabytes)
     INFO("num_classes = " << c);
-    if (c > std::numeric_limits<std::int32_t>::max() || c < 1)
+    if (c > fgbg::kMaxStateClasses || c < 1)
       CHECK_THROWS_WITH(fgbg::AnchorStatistics(c), Catch::Contains("num_classes must be in [1, "));
   }
+  // fuzz_unbiased: ~2^31 classes asked for 16 GiB; the bound is 2^24 classes.
+  for (const std::int64_t c : {fgbg::kMaxStateClasses + 1, std::int64_t(1) << 31,
+                               std::int64_t(std::numeric_limits<std::int32_t>::max())})
+    CHECK_THROWS_WITH(fgbg::AnchorStatistics(c),
+                      Catch::Contains("num_classes must be in [1, 16777216], got"));
+  CHECK(fgbg::AnchorStatistics(fgbg::kMaxStateClasses).num_classes() == fgbg::kMaxStateClasses);
 }
 
 // ------------------------------------------------------------------ function parameters

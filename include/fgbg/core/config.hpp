@@ -30,6 +30,12 @@ inline constexpr Label kIgnore = -1;
 /// Label value of a background anchor.
 inline constexpr Label kBackground = 0;
 
+/// Most classes a per-class state object (EqualizedFocalState, AnchorStatistics) may hold:
+/// 2^24 = 16,777,216, far above the largest detection vocabularies (LVIS 1,203, ImageNet-21k
+/// 21,841), and small enough that the allocation cannot exhaust a machine by itself (EFL's five
+/// per-class arrays of doubles take 640 MiB at the bound; 2^31 classes asked for 80 GiB).
+inline constexpr std::int64_t kMaxStateClasses = std::int64_t(1) << 24;
+
 /// Row-major dynamic array: the memory layout of a `[N, C]` PyTorch tensor.
 template <typename Scalar>
 using RowArray = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

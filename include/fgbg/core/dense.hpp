@@ -203,12 +203,16 @@ struct GradFactor {
   Scalar operator()(Scalar g) const { return fast ? g * factor : apply(g); }
 };
 
-/// Multiplies n contiguous gradient values by w / A (see GradFactor).
+/// Multiplies n contiguous gradient values by w / A (see GradFactor). A zero weight gives exact
+/// zeros, also where an element gradient was not representable (0 · inf would be NaN).
 template <typename Scalar>
 void scale_gradient(Scalar* g, Index n, const GradFactor<Scalar>& f) {
   using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
   if (f.fast) {
-    if (f.factor != Scalar(1)) Eigen::Map<Vec>(g, n) *= f.factor;
+    if (f.factor == Scalar(0))
+      Eigen::Map<Vec>(g, n).setZero();
+    else if (f.factor != Scalar(1))
+      Eigen::Map<Vec>(g, n) *= f.factor;
   } else {
     for (Index i = 0; i < n; ++i) g[i] = f.apply(g[i]);
   }
@@ -227,18 +231,20 @@ void scale_into(Scalar* dst, const Scalar* src, Index n, const GradFactor<Scalar
 
 /// v · w / A for per-element weights, one multiplication chain per element: float values go
 /// through double (v·w is exact there, and nothing overflows double), double values use the
-/// precomputed 1/A when w/A is a normal double and scale_ratio otherwise.
+/// precomputed 1/A when w/A is a normal double and scale_ratio otherwise. A zero weight gives 0,
+/// also for an element term that was not representable (0 · inf would be NaN): a weight of 0
+/// masks the element, as it does in every reference for finite terms.
 struct ElementScale {
   double norm, inv;
   explicit ElementScale(double norm_) : norm(norm_), inv(1.0 / norm_) {}
   template <typename Scalar>
   double operator()(Scalar v, double w) const {
+    if (w == 0.0) return 0.0;
     if constexpr (std::is_same<Scalar, float>::value) {
       return static_cast<double>(v) * w * inv;
     } else {
       const double f = w * inv;
-      if (w == 0.0 ||
-          (f >= std::numeric_limits<double>::min() && f <= std::numeric_limits<double>::max()))
+      if (f >= std::numeric_limits<double>::min() && f <= std::numeric_limits<double>::max())
         return v * f;
       return scale_ratio(v, w, norm);
     }

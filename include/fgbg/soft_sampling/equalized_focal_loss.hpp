@@ -12,7 +12,8 @@
 /// starts at 1. Per element, with p = σ(x), z = (2t − 1)x, p_t = σ(z), α_t = α if t = 1 else
 /// 1 − α (α < 0: α_t = 1):
 ///
-///   γ_j   = γ_b + s (1 − g_j),   w_j = γ_j / γ_b          (constants within a call)
+///   γ_j   = γ_b + s (1 − g_j),   w_j = γ_j / γ_b          (constants within a call;
+///                                                         γ_b + s must be finite)
 ///   EFL   = α_t · w_j · (1 − p_t)^γ_j · softplus(−z)       (softplus(−z) = −log p_t)
 ///   ∂/∂x  = (2t − 1) · α_t w_j (1 − p_t)^γ_j (γ_j p_t log p_t + p_t − 1)
 ///
@@ -62,10 +63,10 @@ class EqualizedFocalState {
  public:
   /// Fresh statistics for `num_classes` foreground classes: G⁺ = G⁻ = 0, g = 1.
   explicit EqualizedFocalState(Index num_classes = 0) {
-    // Labels are int32, so no class beyond INT32_MAX can be addressed.
-    if (num_classes < 0 || num_classes > std::numeric_limits<Label>::max())
+    // At most kMaxStateClasses (2^24): five arrays of doubles per class are allocated here.
+    if (num_classes < 0 || num_classes > kMaxStateClasses)
       detail::throw_invalid("fgbg::EqualizedFocalState", "num_classes must be in [0, ",
-                            std::numeric_limits<Label>::max(), "], got ", num_classes);
+                            kMaxStateClasses, "], got ", num_classes);
     pos_.resize(num_classes);
     neg_.resize(num_classes);
     ratio_.resize(num_classes);
@@ -182,7 +183,9 @@ struct EqualizedFocalKernel {
       return;
     }
     for (Index r = 1; r < t.rows; ++r) gam.segment(r * t.cols, t.cols) = gam.head(t.cols);
-    l = (gam * (x - sp)).exp();  // σ^γ_j = exp(−γ_j softplus(−x)), softplus(−x) = sp − x
+    // σ^γ_j = exp(−γ_j softplus(−x)), softplus(−x) = sp − x ≥ 0; exp_nonpositive, not Eigen's
+    // exp, which returns ~FLT_MIN/4 instead of the subnormal or 0 at the bottom of the range.
+    l = array::exp_nonpositive(gam * (x - sp));
     if (grad) Eigen::Map<Vec>(grad, n) = c * gam * l * (e + gam * (Scalar(1) - e) * sp);
     l = c * gam * l * sp;
   }
@@ -223,6 +226,10 @@ class EqualizedFocalLoss {
         1.0 + static_cast<double>(config.scale) / static_cast<double>(config.gamma_b) <=
             static_cast<double>(std::numeric_limits<Scalar>::max()),
         kName, "scale", "such that 1 + scale / gamma_b is finite in the scalar type", config.scale);
+    // The largest γ_j, reached once the state's ratio is 0, is γ_b + s: in the scalar type it
+    // must be finite (float γ_b = FLT_MAX with s = 7.9e33 made γ_j inf, and the gradient NaN).
+    detail::require_param(std::isfinite(config.gamma_b + config.scale), kName, "scale",
+                          "such that gamma_b + scale is finite in the scalar type", config.scale);
     detail::require_param(config.decay >= 0.0 && config.decay <= 1.0, kName, "decay", "in [0, 1]",
                           config.decay);
     config_.normalizer.validate(kName);

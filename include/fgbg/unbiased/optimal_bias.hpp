@@ -114,12 +114,12 @@ class AnchorStatistics {
  public:
   static constexpr const char* kName = "fgbg::AnchorStatistics";
 
-  /// @throws std::invalid_argument if num_classes is outside [1, INT32_MAX] (labels are int32,
-  ///         so no larger class can be counted; one int64 counter per class is allocated).
+  /// @throws std::invalid_argument if num_classes is outside [1, kMaxStateClasses = 2^24] (one
+  ///         int64 counter per class is allocated, before anything else).
   explicit AnchorStatistics(Index num_classes) : num_classes_(num_classes) {
-    if (num_classes < 1 || num_classes > std::numeric_limits<Label>::max())
-      detail::throw_invalid(kName, "num_classes must be in [1, ", std::numeric_limits<Label>::max(),
-                            "], got ", num_classes);
+    if (num_classes < 1 || num_classes > kMaxStateClasses)
+      detail::throw_invalid(kName, "num_classes must be in [1, ", kMaxStateClasses, "], got ",
+                            num_classes);
     per_class_.assign(static_cast<std::size_t>(num_classes), 0);
   }
 
