@@ -277,6 +277,39 @@ TEMPLATE_TEST_CASE("ranking losses: the issue's edge cases equal the long-double
   }
 }
 
+// Found by fuzz_ranking: a double localisation error near DBL_MAX made E_i/F_i overflow, and the
+// negatives' updates were inf where the exact ones (at most E_i) are finite. Errors up to
+// kMaxLocError = 2^512 are exact; larger ones are refused before anything is written.
+TEST_CASE("aLRP: localisation errors up to 2^512 are exact, larger ones are refused",
+          "[alrp][hardening][errors]") {
+  RowArray<double> x(5, 3);
+  x << 14.8076172, 14.8076172, 4.85253906, 0, 40, 10.4326172, 14.8076172, 14.8076172, 4.81005859,
+      0.0546875, 35, 8.43261719, 8.40771484, 8.40771484, 8.40771484;
+  const LabelVector y = labels_of({1, 1, 1, 2, 2});
+  Eigen::ArrayXd loc(5);
+  loc << fgbg::kMaxLocError, 0.431372549, 13.1777344, 14.2973633, 0.458823529;
+  check_alrp(x, y, loc, 13.1826171875);
+  loc[0] = 4.49423284e307;
+  const fgbg::ALRPLoss<double> alrp(fgbg::ALRPLossConfig{13.1826171875, 0.0});
+  RowArray<double> g = RowArray<double>::Constant(5, 3, 7.0);
+  Eigen::ArrayXd gl = Eigen::ArrayXd::Constant(5, 7.0), rank = gl;
+  fgbg::RankingWorkspace ws;
+  CHECK_THROWS_AS(alrp.value_and_grad(x, y, loc, g, gl, rank, ws), std::invalid_argument);
+  CHECK_THROWS_WITH(alrp.value_and_grad(x, y, loc, g, gl, rank, ws),
+                    Catch::Contains("loc_error(0) = 4.49423284e+307 must be in [0, 2^512"));
+  CHECK((g == 7.0).all());
+  CHECK((gl == 7.0).all());
+  CHECK((rank == 7.0).all());
+  // float ℓ is always within the bound: FLT_MAX is accepted and gives finite updates
+  RowArray<float> xf = x.cast<float>(), gf;
+  Eigen::ArrayXf locf = loc.cast<float>(), glf(5), rankf(5);
+  locf[0] = std::numeric_limits<float>::max();
+  const auto v = fgbg::ALRPLoss<float>(fgbg::ALRPLossConfig{13.1826171875, 0.0})
+                     .value_and_grad(xf, y, locf, gf, glf, rankf, ws);
+  CHECK(std::isfinite(v.loc));
+  CHECK(gf.isFinite().all());
+}
+
 TEST_CASE("ranking losses: delta below the computable range is rejected before anything",
           "[ap][alrp][rs][hardening][errors]") {
   const double tiny = std::numeric_limits<double>::denorm_min();

@@ -37,10 +37,10 @@
 /// All arithmetic is in double. Workspace: pass a RankingWorkspace for allocation-free calls.
 ///
 /// @throws std::invalid_argument for δ not finite and ≥ 1e-250 (the computable range) or ε not
-/// finite and ≥ 0, labels of
-///         the wrong length or outside −1..C, `loc_error` not of length N or negative at a
-///         positive anchor, an output view of the wrong shape; std::domain_error for a non-finite
-///         logit or a non-finite ℓ at a positive anchor. Nothing is written when a call throws.
+///         finite and ≥ 0, labels of the wrong length or outside −1..C, `loc_error` not of length
+///         N or outside [0, 2^512] at a positive anchor (kMaxLocError), an output view of the
+///         wrong shape; std::domain_error for a non-finite logit or a non-finite ℓ at a positive
+///         anchor. Nothing is written when a call throws.
 #pragma once
 
 #include "../core/requires_cxx17.hpp"
@@ -50,6 +50,14 @@
 #include "ranking_primitives.hpp"
 
 namespace fgbg {
+
+/// Largest localisation error ℓ accepted at a positive anchor (RetinaNet's ℓ = 1 − GIoU is in
+/// [0, 2]). The negatives' updates are formed from E_i/F_i, with E_i up to max ℓ + 1 and F_i > 0
+/// at least about 2^-110 (a smoothed step just above 0 is a difference of scores on the grid of
+/// their ulps, over 2δ), summed over up to 2^32 positives; ℓ ≤ 2^512 keeps every such sum finite
+/// (a double ℓ near DBL_MAX gave inf updates where the exact ones, at most E_i, are finite).
+/// Float ℓ is always within it.
+inline const double kMaxLocError = 0x1p512;
 
 /// Configuration of ALRPLoss; defaults are the official ones.
 struct ALRPLossConfig {
@@ -201,7 +209,7 @@ class ALRPLoss {
     const Index n = logits.rows();
     detail::check_ranking_call<Scalar>(kName, logits, labels, g);
     detail::check_positive_side_input<Scalar>(kName, "loc_error", loc_error, labels, 0.0,
-                                              std::numeric_limits<double>::infinity(), "[0, inf)");
+                                              kMaxLocError, "[0, 2^512 = 1.34e154]");
     detail::check_groups(kName, groups, n);
     detail::prepare_vector_output(kName, "grad_loc_error", gl, n, false);
     detail::prepare_vector_output(kName, "rank", rk, n, false);
@@ -244,7 +252,7 @@ class ALRPLoss {
                          RankingWorkspace& ws, double scale = 1.0) const {
     const LabelStats stats = detail::check_ranking_call<Scalar>(kName, x, labels, grad);
     detail::check_positive_side_input<Scalar>(kName, "loc_error", loc_error, labels, 0.0,
-                                              std::numeric_limits<double>::infinity(), "[0, inf)");
+                                              kMaxLocError, "[0, 2^512 = 1.34e154]");
     const Index n = x.rows();
     detail::prepare_vector_output(kName, "grad_loc_error", grad_loc, n, false);
     detail::prepare_vector_output(kName, "rank", rank, n, false);
