@@ -154,9 +154,12 @@ void carl(In& in, Index n, Index c, const Labels& l) {
         return r;
       },
       [&](const std::vector<double>& r, const RowA<S>& g) {
-        for (Index i = 0; i < n; ++i)  // CARL reads the logits of positive rows only (carl.hpp)
+        // CARL reads the logits of positive rows only: the class entry of a sigmoid head, the
+        // whole row of a softmax head (carl.hpp); only those must be checked.
+        for (Index i = 0; i < n; ++i)
           if (l[i] > 0)
-            FZ_CHECK(all_finite(x.row(i)), kFam, "CARL accepted a non-finite logit it reads");
+            FZ_CHECK(cf.sigmoid ? bool(std::isfinite(x(i, l[i] - 1))) : all_finite(x.row(i)), kFam,
+                     "CARL accepted a non-finite logit it reads");
         LD sum = 0;
         Index pos = 0;
         for (Index i = 0; i < n; ++i)
