@@ -223,6 +223,26 @@ TEMPLATE_TEST_CASE("DR loss: tau at the type's maximum gives the finite exact gr
   }
 }
 
+// Found by fuzz_dr: margin = DBL_MAX with L = DBL_MIN and τ = 1e-15 gave an inf value (h + sp/L
+// overflowed before the multiplication by τ) where the exact value is 1.8e293.
+TEST_CASE("DR loss: a huge margin with a tiny L and tau gives the finite value",
+          "[dr][oracle][hardening]") {
+  const double mx = std::numeric_limits<double>::max();
+  const fgbg::DRLossConfig<double> cfg{1e-15, mx, std::numeric_limits<double>::min(), 1e-15, mx};
+  RowArray<double> x(2, 1);
+  x << -0.00048828125, -0.00048828125;
+  fgbg::LabelVector y(2);
+  y << 0, -1;
+  const Oracle o = oracle(x, y, cfg);
+  const fgbg::DRLoss<double> dr(cfg);
+  RowArray<double> g(2, 1);
+  const double v = dr.value_and_grad(x, y, g);
+  INFO("value " << v << ", exact " << o.value);
+  CHECK(std::isfinite(v));
+  CHECK(std::abs(v - o.value) <= 1e-12 * o.value);
+  CHECK(dr.value(x, y) == v);
+}
+
 TEMPLATE_TEST_CASE("DR loss: multi-tile inputs match a long-double oracle", "[dr][oracle]", float,
                    double) {
   using S = TestType;

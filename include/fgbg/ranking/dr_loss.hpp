@@ -399,8 +399,11 @@ class DRLoss {
     const double lu = L * hinge;  // may overflow to ±inf for a huge L: only σ(lu) uses it then
     const double tau = static_cast<double>(config_.tau);
     // τ/L · softplus(L·h), written so that L·h overflowing (L near the type's maximum) still gives
-    // the finite limit: for h > 0 it is τ·(h + softplus(−L·h)/L), for h ≤ 0 τ·softplus(L·h)/L.
-    const double value = hinge > 0.0 ? tau * (hinge + softplus(-lu) / L) : tau * (softplus(lu) / L);
+    // the finite limit: for h > 0 it is τ·h + τ·softplus(−L·h)/L, for h ≤ 0 τ·softplus(L·h)/L.
+    // Both terms are ≥ 0 and at most the value, and τ·sp/L goes through scale_ratio, so nothing
+    // overflows unless the value does (h + sp/L overflowed for h near DBL_MAX with a tiny τ).
+    const double value = hinge > 0.0 ? tau * hinge + detail::scale_ratio(softplus(-lu), tau, L)
+                                     : detail::scale_ratio(softplus(lu), tau, L);
     if constexpr (kGrad) {
       const double a = tau * sigmoid(lu);
       Coefficients co;
