@@ -699,6 +699,29 @@ TEST_CASE("hardening: EFL rejects a subnormal gamma_b and an unrepresentable cla
   }
 }
 
+// Found by fuzz_state: a double weight of DBL_MAX on one anchor made the batch sum of |Γ| over
+// anchors overflow, G⁺ inf and the ratio NaN. The statistics saturate at DBL_MAX.
+TEST_CASE("hardening: EFL statistics saturate instead of overflowing", "[hardening][efl]") {
+  const fgbg::EqualizedFocalLoss<double> efl({-1.0, 1.0, 1.0, 1.0, Normalizer::sum()});
+  fgbg::EqualizedFocalState st(3);
+  RowArray<double> x(3, 3), g(3, 3);
+  x << 12.4213867, 12.1835938, 14.8012695, -13.3022461, 7.55224609, -0.0, -3.4e-161, -13.3022461,
+      -12.6772461;
+  LabelVector y(3);
+  y << 3, 3, 2;
+  Eigen::ArrayXd w(3);
+  w << std::numeric_limits<double>::max(), 12.4213867, 12.1835938;
+  for (int it = 0; it < 3; ++it) {
+    efl.value_and_grad(x, y, g, st, fgbg::Weights<double>(w));
+    CHECK(st.pos_grad().isFinite().all());
+    CHECK(st.neg_grad().isFinite().all());
+    CHECK(st.ratio().isFinite().all());
+    CHECK((st.ratio() >= 0.0).all());
+    CHECK((st.ratio() <= 1.0).all());
+  }
+  CHECK(st.neg_grad().maxCoeff() == std::numeric_limits<double>::max());  // saturated
+}
+
 // ---------------------------------------------------------------------------------------------
 // §5: layout and alignment.
 

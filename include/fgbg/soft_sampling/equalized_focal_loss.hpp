@@ -84,9 +84,9 @@ class EqualizedFocalState {
   }
 
   Index num_classes() const { return pos_.size(); }
-  /// G⁺_j: accumulated |∂L/∂x| over positive elements of class j.
+  /// G⁺_j: accumulated |∂L/∂x| over positive elements of class j (saturates at DBL_MAX).
   const Eigen::ArrayXd& pos_grad() const { return pos_; }
-  /// G⁻_j: accumulated |∂L/∂x| over negative elements of class j.
+  /// G⁻_j: accumulated |∂L/∂x| over negative elements of class j (saturates at DBL_MAX).
   const Eigen::ArrayXd& neg_grad() const { return neg_; }
   /// g_j = clamp(G⁺_j / (G⁻_j + 1e-10), 0, 1); 1 before the first update.
   const Eigen::ArrayXd& ratio() const { return ratio_; }
@@ -125,8 +125,11 @@ class EqualizedFocalState {
       pos_ *= decay;
       neg_ *= decay;
     }
-    pos_ += batch_pos_;
-    neg_ += batch_neg_;
+    // Saturated at the largest double: a double gradient near DBL_MAX summed over anchors (or
+    // over a long training) would otherwise make G inf and the ratio inf / inf = NaN.
+    constexpr double kMax = std::numeric_limits<double>::max();
+    pos_ = (pos_ + batch_pos_).min(kMax);
+    neg_ = (neg_ + batch_neg_).min(kMax);
     ratio_ = (pos_ / (neg_ + 1e-10)).max(0.0).min(1.0);
     ++updates_;
   }
