@@ -55,7 +55,10 @@ void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
       for (Index j = 0; j < cols; ++j) g(i, j) = wv * (p[j] - (j == y)) / a;
     } else {
       const LD ay = k.alpha < 0 ? 1 : (y > 0 ? LD(k.alpha) : 1 - LD(k.alpha));
-      const LD qg = std::pow(q, LD(k.gamma));
+      // q^γ from log q = log1p(−p_y) while p_y ≤ 1/2: q summed in long double may round below 1
+      // although p_y is ~e^−1e308 (exact q^γ = 1), and a huge γ then made the oracle's q^γ 0.
+      const LD logq = p[y] <= 0.5L ? std::log1p(-p[y]) : std::log(q);
+      const LD qg = k.gamma == S(0) ? 1 : std::exp(LD(k.gamma) * logq);
       total += wv * -ay * qg * logpy;
       const LD ratio = q > 0 ? logpy / q : -1;
       const LD A = ay * qg * (LD(k.gamma) * p[y] * ratio - 1);
