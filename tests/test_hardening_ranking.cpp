@@ -310,6 +310,22 @@ TEST_CASE("aLRP: localisation errors up to 2^512 are exact, larger ones are refu
   CHECK(gf.isFinite().all());
 }
 
+// Found by fuzz_ranking: δ = 4.4e262 with ℓ = 1.8e55 made the window sums c·(t − ref) overflow
+// (every negative's update NaN), and the huge positive's own ℓ/2, subtracted after rounding,
+// swamped the other positive's 0.11 (its update 1.7% off).
+TEST_CASE("aLRP: a huge delta with a huge localisation error equals the long-double oracle",
+          "[alrp][hardening]") {
+  RowArray<double> x(5, 3);
+  x << 14.0185547, 9.53274457e+260, 14.8076172, 14.5405273, 17, -7.57128906, 6.34521484,
+      1.11503752e+45, 9.16064453, 1.12780553e+45, 13.1777344, 12.1713867, 14.675293, -4.87841797,
+      9.48291016;
+  const LabelVector y = labels_of({0, 3, 2, 0, 0});
+  Eigen::ArrayXd loc(5);
+  loc << 0.549019608, 0.219607843, 1.79835693e+55, 1, 0.690196078;
+  check_alrp(x, y, loc, 4.4207816532211711e+262);
+  check_alrp(x, y, loc, 1.0);
+}
+
 TEST_CASE("ranking losses: delta below the computable range is rejected before anything",
           "[ap][alrp][rs][hardening][errors]") {
   const double tiny = std::numeric_limits<double>::denorm_min();

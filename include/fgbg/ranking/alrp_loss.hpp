@@ -54,9 +54,10 @@ namespace fgbg {
 /// Largest localisation error ℓ accepted at a positive anchor (RetinaNet's ℓ = 1 − GIoU is in
 /// [0, 2]). The negatives' updates are formed from E_i/F_i, with E_i up to max ℓ + 1 and F_i > 0
 /// at least about 2^-110 (a smoothed step just above 0 is a difference of scores on the grid of
-/// their ulps, over 2δ), summed over up to 2^32 positives; ℓ ≤ 2^512 keeps every such sum finite
-/// (a double ℓ near DBL_MAX gave inf updates where the exact ones, at most E_i, are finite).
-/// Float ℓ is always within it.
+/// their ulps, over 2δ), summed over up to 2^32 positives; with ℓ ≤ 2^512 no such sum overflows
+/// (write_updates also scales the weights by a power of two before they meet the score offsets).
+/// A double ℓ near DBL_MAX gave inf updates where the exact ones, at most E_i, are finite. Float
+/// ℓ is always within the bound.
 inline const double kMaxLocError = 0x1p512;
 
 /// Configuration of ALRPLoss; defaults are the official ones.
@@ -294,7 +295,7 @@ class ALRPLoss {
       ws.a3[k] = R;
       sum_ratio += rp / R;
       if (F > eps) {
-        const double S = detail::weighted_above(ws, k) - 0.5 * ws.a0[k];
+        const double S = detail::weighted_above_others(ws, k);
         ws.g[k] = -(S + F) * scale / (R * np);
         ws.c[k] = (S + F) / (R * F);
       } else {

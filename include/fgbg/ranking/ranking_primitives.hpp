@@ -461,13 +461,17 @@ inline double window_offset_sum(DD Ww, DD Vw, double t, double ref) {
 
 /// Up(t) = Σ_k w_k H_δ(u_k − t) from the prefix sums and the window of t (Primitive A): the
 /// elements above the window count 1, those in it ½ (1 + (u_k − t)/δ).
+/// `self` (default 0) is a weight inside the window at t itself (H = ½) to leave out: it is taken
+/// from the window's weight sum in double-double, before rounding, so a huge own weight does not
+/// swamp the others' (aLRP's Σ_{k≠i} H ℓ_k with ℓ_i = 1.8e55 lost a 0.11 beside it).
 inline double up_sum(const DD* W, const DD* V, const double* ref, std::uint32_t n, Window w,
-                     double t, double delta) {
+                     double t, double delta, double self = 0.0) {
   const double full = dd_value(dd_sub(W[n], W[w.hi]));
   if (w.lo == w.hi) return full;
   const DD Ww = dd_sub(W[w.hi], W[w.lo]);
   const double off = window_offset_sum(Ww, dd_sub(V[w.hi], V[w.lo]), t, ref[w.lo]);
-  return full + 0.5 * (dd_value(Ww) + off / delta);
+  const double others = self == 0.0 ? dd_value(Ww) : dd_value(dd_sub(Ww, DD{self, 0.0}));
+  return full + 0.5 * (others + off / delta);
 }
 
 /// Down(t) = Σ_k c_k H_δ(t − u_k) (Primitive B): the elements below the window count 1, those
@@ -710,10 +714,18 @@ inline double positives_above(const RankingWorkspace& ws, std::uint32_t i) {
 }
 
 /// Σ_k w_k H_δ(s_k − s_i) for the sorted positive i with the weighted prefix sums ws.a1, ws.a2
-/// (prefix_sums with weights ws.a0).
+/// (prefix_sums with weights ws.a0); i's own term w_i/2 included.
 inline double weighted_above(const RankingWorkspace& ws, std::uint32_t i) {
   const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
   return up_sum(ws.a1.data(), ws.a2.data(), ws.ref.data(), p, ws.win[i], ws.u[i], ws.delta);
+}
+
+/// Σ_{k≠i} w_k H_δ(s_k − s_i) for the sorted positive i with the weighted prefix sums ws.a1,
+/// ws.a2 (prefix_sums with weights ws.a0); i's own term w_i/2 is left out inside the sum.
+inline double weighted_above_others(const RankingWorkspace& ws, std::uint32_t i) {
+  const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
+  return up_sum(ws.a1.data(), ws.a2.data(), ws.ref.data(), p, ws.win[i], ws.u[i], ws.delta,
+                ws.a0[i]);
 }
 
 /// Computes F_i = Σ_{j∈N} H_δ(s_j − s_i) and the integer count of negatives with H > 0 for every
@@ -839,6 +851,18 @@ void write_updates(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
     return;
   }
   const double delta = ws.delta, inv_delta = 1.0 / ws.delta, sscale = ws.scale;
+  // The weights c (aLRP: E_i/F_i, up to (max ℓ + 1)·2^111) are multiplied by score offsets of up
+  // to a few δ (≤ 2^902 after gather_positives' scaling) in the window sums, which overflowed
+  // (NaN updates for δ = 4.4e262 with ℓ = 1.8e55) although every update is at most max E. They
+  // are scaled by 2^-m (exact; the smallest c, at least 2^-33, stays normal) so that no sum can
+  // overflow, and each slot's base and slope by 2^m: the bits are unchanged when m = 0, i.e.
+  // whenever max c ≤ 2^kMaxWeightExp.
+  constexpr int kMaxWeightExp = 40;
+  double cmax = 0.0;
+  for (std::uint32_t k = 0; k < p; ++k) cmax = std::max(cmax, ws.c[k]);
+  const int m = cmax > std::ldexp(1.0, kMaxWeightExp) ? std::ilogb(cmax) - kMaxWeightExp : 0;
+  if (m > 0)
+    for (std::uint32_t k = 0; k < p; ++k) ws.c[k] = std::ldexp(ws.c[k], -m);
   grow(ws.X, p + 1);
   grow(ws.XV, p + 1);
   prefix_sums(ws.c.data(), ws.u.data(), ws.ref.data(), p, ws.X.data(), ws.XV.data());
@@ -852,8 +876,10 @@ void write_updates(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
     const Window w = window[t];
     SlotUpdate& out = su[t];
     out.ref = slot_ref[t];
-    out.base = scale * down_sum(ws.X.data(), ws.XV.data(), ws.ref.data(), w, out.ref, delta);
-    out.slope = w.lo < w.hi ? scale * 0.5 * dd_value(dd_sub(ws.X[w.hi], ws.X[w.lo])) : 0.0;
+    out.base = std::ldexp(
+        scale * down_sum(ws.X.data(), ws.XV.data(), ws.ref.data(), w, out.ref, delta), m);
+    out.slope =
+        w.lo < w.hi ? std::ldexp(scale * 0.5 * dd_value(dd_sub(ws.X[w.hi], ws.X[w.lo])), m) : 0.0;
   }
   const double first_key = ws.grid.keys()[0];
   const std::uint32_t* slot = ws.neg_slots.data();
