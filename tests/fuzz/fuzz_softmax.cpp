@@ -41,14 +41,16 @@ void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
     for (Index j = 1; j < cols; ++j) m = std::max<LD>(m, k.x(i, j));
     LD s = 0;
     for (Index j = 0; j < cols; ++j) s += std::exp(LD(k.x(i, j)) - m);
-    const LD lse = m + std::log(s);
+    // x − m before log s is subtracted: m + log s rounds to m in long double for |m| ~ FLT_MAX
+    // (log 3 is below its ulp), which made the oracle's log p_y 0 instead of −log 3.
+    const LD ls = std::log(s);
     std::vector<LD> p(cols);
     LD q = 0;
     for (Index j = 0; j < cols; ++j) {
-      p[j] = std::exp(LD(k.x(i, j)) - lse);
+      p[j] = std::exp((LD(k.x(i, j)) - m) - ls);
       if (j != y) q += p[j];
     }
-    const LD logpy = LD(k.x(i, y)) - lse;
+    const LD logpy = (LD(k.x(i, y)) - m) - ls;
     const LD wv = k.wk ? LD(k.w[i]) : 1;
     if (k.method == 0) {
       total += wv * -logpy;
