@@ -176,7 +176,11 @@ struct EqualizedFocalKernel {
       all_two = all_two && gam[j] == Scalar(2);
     }
     e = array::exp_neg_abs(x);
-    sp = array::softplus_from(x, e);
+    l = e.log1p();  // log1p(e), shared by softplus(x) and softplus(−x)
+    sp = x.max(Scalar(0)) + l;
+    // softplus(−x) = log1p(e) − min(x, 0), formed directly: softplus(x) − x cancels for float
+    // x ≳ 16, and a huge γ_j then turned σ^γ_j ≈ 0 into 1 (a 1e33 loss where the exact is 0).
+    if (!all_two) l -= x.min(Scalar(0));
     e = array::sigmoid_from(x, e);         // e now holds σ
     const Scalar c = alpha_neg / gamma_b;  // (1−α) w_j = c γ_j
     if (all_two) {
@@ -186,9 +190,9 @@ struct EqualizedFocalKernel {
       return;
     }
     for (Index r = 1; r < t.rows; ++r) gam.segment(r * t.cols, t.cols) = gam.head(t.cols);
-    // σ^γ_j = exp(−γ_j softplus(−x)), softplus(−x) = sp − x ≥ 0; exp_nonpositive, not Eigen's
-    // exp, which returns ~FLT_MIN/4 instead of the subnormal or 0 at the bottom of the range.
-    l = array::exp_nonpositive(gam * (x - sp));
+    // σ^γ_j = exp(−γ_j softplus(−x)); exp_nonpositive, not Eigen's exp, which returns ~FLT_MIN/4
+    // instead of the subnormal or 0 at the bottom of the range.
+    l = array::exp_nonpositive(-(gam * l));
     if (grad) Eigen::Map<Vec>(grad, n) = c * gam * l * (e + gam * (Scalar(1) - e) * sp);
     l = c * gam * l * sp;
   }
