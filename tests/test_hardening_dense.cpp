@@ -722,6 +722,63 @@ TEST_CASE("hardening: EFL statistics saturate instead of overflowing", "[hardeni
   CHECK(st.neg_grad().maxCoeff() == std::numeric_limits<double>::max());  // saturated
 }
 
+// Found by fuzz_state: float EFL formed softplus(−x) as softplus(x) − x, which is 0 for x = 15.05
+// (the 2.9e-7 is below the ulp of 15); with γ_j = 1.4e32 the modulating factor σ^γ_j came out 1
+// instead of 0, and the value 3.3e33 and an inf gradient instead of 0.
+TEST_CASE("hardening: EFL with a huge gamma_j on large float logits", "[hardening][efl]") {
+  fgbg::EqualizedFocalLossConfig<float> cf;
+  cf.alpha = 1.1267801802716804e-08f;
+  cf.gamma_b = 1.02490234375f;
+  cf.scale = 1.3765479300652793e+32f;
+  cf.decay = 0.999;
+  cf.normalizer = Normalizer::mean();
+  const fgbg::EqualizedFocalLoss<float> efl(cf);
+  fgbg::EqualizedFocalState st(4);
+  RowArray<float> x(1, 4), g(1, 4);
+  LabelVector y(1);
+  Eigen::ArrayXf w(1);
+  x << -7.4580484e-08f, -2.19980648e-24f, 11.6586914f, 1e-15f;
+  y << -1;
+  w << 0.125f;
+  efl.value_and_grad(x, y, g, st, fgbg::Weights<float>(w));  // ratio 1 → 0: γ_j = γ_b + s
+  x << 15.0483398f, 4.42236328f, -13.3173828f, -13.3022461f;
+  y << 4;
+  w << 6.47460938f;
+  // Every σ^γ_j and (1 − p)^γ_j is exp(−1.4e32 · (≥ 2.9e-7)) = 0: value and gradient are 0.
+  CHECK(efl.value(x, y, st, fgbg::Weights<float>(w)) == 0.0f);
+  CHECK(efl.value_and_grad(x, y, g, st, fgbg::Weights<float>(w)) == 0.0f);
+  CHECK((g == 0.0f).all());
+  CHECK(st.neg_grad().isFinite().all());
+}
+
+// Found by fuzz_softmax: a double weight of DBL_MAX times the row's gradient scale (2.3) over
+// A = 0.59 overflowed before the softmax probability brought the gradient back (inf where the
+// exact one is 2.7e305).
+TEST_CASE("hardening: softmax focal with weights near DBL_MAX", "[hardening]") {
+  RowArray<double> x(3, 4), g(3, 4);
+  x << -0.65625, -1.53710938, 7.78466797, -0.0942382812, 9.22558594, 5.96556473e+36, 1e-15, 1e-15,
+      9.22558594, 7.40771484, 0.253417969, -11.7578125;
+  LabelVector y(3);
+  y << 0, 2, -1;
+  Eigen::ArrayXd w(3);
+  w << kMax<double>, kMax<double>, 4.49423284e+307;
+  const Normalizer nz = Normalizer::avg_factor(0.59375);
+  const fgbg::SoftmaxFocalLoss<double> fl({2.2250738585072014e-308, 2.32373046875, nz});
+  const std::vector<LD> wl{LD(w[0]), LD(w[1]), LD(w[2])};
+  const Oracle o = softmax_oracle<double>(x, y, wl, LD(nz.factor), true, 2.2250738585072014e-308L,
+                                          2.32373046875L);
+  RowArray<double> gc(3, 4);
+  fl.value_and_grad(x, y, gc, fgbg::Weights<double>(w), nz);
+  for (Index i = 0; i < 3; ++i)
+    for (Index j = 0; j < 4; ++j) {
+      const LD e = o.grad[static_cast<size_t>(i * 4 + j)];
+      if (!(std::fabs(e) < LD(kMax<double>))) continue;
+      INFO("grad " << i << ", " << j << ": exact " << static_cast<double>(e) << ", got " << gc(i, j));
+      CHECK(std::isfinite(gc(i, j)));
+      CHECK(std::fabs(LD(gc(i, j)) - e) <= 1e-12L * std::fabs(e) + 1e-300L);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // §5: layout and alignment.
 

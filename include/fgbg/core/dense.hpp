@@ -183,16 +183,26 @@ struct GradFactor {
   double mant = 1.0;  ///< w / A = mant · 2^exp on the slow path
   int exp = 0;
   GradFactor() = default;
-  GradFactor(double w, double norm) {
-    const double f = w / norm, af = std::abs(f);
-    fast = w == 0.0 || (af >= static_cast<double>(std::numeric_limits<Scalar>::min()) &&
-                        af <= static_cast<double>(std::numeric_limits<Scalar>::max()));
+  GradFactor(double w, double norm) : GradFactor(w, norm, 1.0, 1.0) {}
+  /// The factor (w · a) / (norm · b), with the same choice of path; no product is formed before
+  /// the mantissas are split off on the slow path, so w · a beyond DBL_MAX (a weight near DBL_MAX
+  /// times a softmax row's gradient scale) still gives the exact, finite gradient.
+  GradFactor(double w, double norm, double a, double b) {
+    constexpr double kMin = std::numeric_limits<double>::min();
+    constexpr double kMax = std::numeric_limits<double>::max();
+    const double t = w / norm, u = a / b, f = t * u, af = std::abs(f);
+    auto normal = [](double v) { return std::abs(v) >= kMin && std::abs(v) <= kMax; };
+    fast =
+        w == 0.0 || a == 0.0 ||
+        (normal(t) && normal(u) && af >= static_cast<double>(std::numeric_limits<Scalar>::min()) &&
+         af <= static_cast<double>(std::numeric_limits<Scalar>::max()));
     factor = fast ? static_cast<Scalar>(f) : Scalar(0);
     if (!fast) {
-      int ew = 0, en = 0;
+      int ew = 0, en = 0, ea = 0, eb = 0;
       const double mw = std::frexp(w, &ew), mn = std::frexp(norm, &en);
-      mant = mw / mn;
-      exp = ew - en;
+      const double ma = std::frexp(a, &ea), mb = std::frexp(b, &eb);
+      mant = (mw * ma) / (mn * mb);
+      exp = ew + ea - en - eb;
     }
   }
   /// g · w / A for one element on the slow path.

@@ -103,8 +103,7 @@ double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
         Scalar* gr = gt + r * k;
         scale_into(
             gr, e.data(), k,
-            GradFactor<Scalar>(
-                scale_ratio(wr, static_cast<double>(scale), static_cast<double>(s_total)), norm));
+            GradFactor<Scalar>(wr, norm, static_cast<double>(scale), static_cast<double>(s_total)));
         gr[y] = GradFactor<Scalar>(wr, norm)(g_y);
       }
     }
