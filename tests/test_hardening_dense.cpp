@@ -773,7 +773,8 @@ TEST_CASE("hardening: softmax focal with weights near DBL_MAX", "[hardening]") {
     for (Index j = 0; j < 4; ++j) {
       const LD e = o.grad[static_cast<size_t>(i * 4 + j)];
       if (!(std::fabs(e) < LD(kMax<double>))) continue;
-      INFO("grad " << i << ", " << j << ": exact " << static_cast<double>(e) << ", got " << gc(i, j));
+      INFO("grad " << i << ", " << j << ": exact " << static_cast<double>(e) << ", got "
+                   << gc(i, j));
       CHECK(std::isfinite(gc(i, j)));
       CHECK(std::fabs(LD(gc(i, j)) - e) <= 1e-12L * std::fabs(e) + 1e-300L);
     }
