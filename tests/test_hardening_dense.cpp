@@ -753,13 +753,15 @@ TEST_CASE("hardening: EFL with a huge gamma_j on large float logits", "[hardenin
 
 // Found by fuzz_softmax: a double weight of DBL_MAX times the row's gradient scale (2.3) over
 // A = 0.59 overflowed before the softmax probability brought the gradient back (inf where the
-// exact one is 2.7e305).
+// exact one is 2.7e305). With label 1 (the row's arg-max, p_y = 1) the row's scale is 0 and
+// w / A = inf: the factor inf · 0 made the gradient NaN where the exact one is 0.
 TEST_CASE("hardening: softmax focal with weights near DBL_MAX", "[hardening]") {
   RowArray<double> x(3, 4), g(3, 4);
   x << -0.65625, -1.53710938, 7.78466797, -0.0942382812, 9.22558594, 5.96556473e+36, 1e-15, 1e-15,
       9.22558594, 7.40771484, 0.253417969, -11.7578125;
+  const fgbg::Label label = GENERATE(fgbg::Label(2), fgbg::Label(1));
   LabelVector y(3);
-  y << 0, 2, -1;
+  y << 0, label, -1;
   Eigen::ArrayXd w(3);
   w << kMax<double>, kMax<double>, 4.49423284e+307;
   const Normalizer nz = Normalizer::avg_factor(0.59375);

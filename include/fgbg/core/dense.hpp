@@ -196,7 +196,8 @@ struct GradFactor {
         w == 0.0 || a == 0.0 ||
         (normal(t) && normal(u) && af >= static_cast<double>(std::numeric_limits<Scalar>::min()) &&
          af <= static_cast<double>(std::numeric_limits<Scalar>::max()));
-    factor = fast ? static_cast<Scalar>(f) : Scalar(0);
+    // A zero factor is exactly 0 even when w / norm overflowed (inf · 0 would be NaN).
+    factor = w == 0.0 || a == 0.0 ? Scalar(0) : fast ? static_cast<Scalar>(f) : Scalar(0);
     if (!fast) {
       int ew = 0, en = 0, ea = 0, eb = 0;
       const double mw = std::frexp(w, &ew), mn = std::frexp(norm, &en);
