@@ -50,4 +50,22 @@ void check_finite_where_exact(const char* fam, LD exact_value, S value, const Ro
                      std::to_string(double(exact_grad(i, j))));
 }
 
+/// The documented exemption (docs/conventions.md, "The promise"): an element term (loss ℓ or
+/// gradient d, before its weight w and the normaliser) beyond the scalar type's range may make
+/// the result ±inf however small w is. Returns whether (ℓ, d, w) falls under it; weight 0 never
+/// does (it masks the element).
+template <typename S>
+bool element_term_exempt(LD ell, LD d, LD w) {
+  return w != 0 && !(std::fabs(ell) < representable<S>() && std::fabs(d) < representable<S>());
+}
+
+/// Checks a result under the exemption: ±inf is allowed, NaN is not.
+template <typename S>
+void check_not_nan(const char* fam, S value, const RowA<S>& grad) {
+  FZ_CHECK(!std::isnan(value), fam, "NaN value where an element term overflows");
+  for (Index i = 0; i < grad.rows(); ++i)
+    for (Index j = 0; j < grad.cols(); ++j)
+      FZ_CHECK(!std::isnan(grad(i, j)), fam, "NaN gradient where an element term overflows");
+}
+
 }  // namespace fz

@@ -102,22 +102,12 @@ void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
         }
       }
       const LD wv = k.wk == 0 ? 1 : (k.wk == 1 ? LD(k.w(i, 0)) : LD(k.w(i, j)));
-      // The documented exemption (docs/conventions.md, "The promise"): an element term that is
-      // itself beyond the scalar type's range may overflow however small its weight (then ±inf,
-      // never NaN; weight 0 still masks it).
-      if (wv != 0 && !(std::fabs(ell) < representable<S>() && std::fabs(d) < representable<S>()))
-        terms_representable = false;
+      if (element_term_exempt<S>(ell, d, wv)) terms_representable = false;
       total += wv * ell;
       g(i, j) = wv * d / a;
     }
   }
-  if (!terms_representable) {
-    FZ_CHECK(!std::isnan(value), kFam, "NaN value where an element term overflows");
-    for (Index i = 0; i < n; ++i)
-      for (Index j = 0; j < c; ++j)
-        FZ_CHECK(!std::isnan(grad(i, j)), kFam, "NaN gradient where an element term overflows");
-    return;
-  }
+  if (!terms_representable) return check_not_nan<S>(kFam, value, grad);
   check_finite_where_exact<S>(kFam, total / a, value, g, grad);
 }
 
