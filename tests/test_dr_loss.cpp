@@ -27,7 +27,9 @@ fgbg::DRLoss<Scalar> make_dr(const json& p) {
 }
 
 /// Straightforward long-double DR loss (flattened entries, max-subtracted softmaxes) and its
-/// closed-form gradient: the oracle for inputs larger than the reference cases.
+/// closed-form gradient: the oracle for inputs larger than the reference cases. The softmaxes are
+/// over keys k (p for negatives, −p for positives) with t = (k − max k)/λ, and the gradient factor
+/// 1 ± (p − D)/λ is formed as 1 + t − Σ q·t: p − D over a tiny λ would amplify D's rounding.
 struct Oracle {
   double value = 0;
   RowArray<double> grad;
@@ -47,21 +49,19 @@ Oracle oracle(const RowArray<Scalar>& x, const fgbg::LabelVector& y,
       if (kind(i, k) < 0) mn = std::max(mn, prob(i, k));
       if (kind(i, k) > 0) mp = std::max(mp, -prob(i, k));
     }
-  LD s0n = 0, s1n = 0, s0p = 0, s1p = 0;
+  auto t_of = [&](Index i, Index k) {
+    return kind(i, k) < 0 ? (prob(i, k) - mn) / ln : (-prob(i, k) - mp) / lp;
+  };
+  LD s0n = 0, stn = 0, s0p = 0, stp = 0;
   for (Index i = 0; i < n; ++i)
     for (Index k = 0; k < c; ++k) {
-      const LD p = prob(i, k);
-      if (kind(i, k) < 0) {
-        const LD w = std::exp((p - mn) / ln);
-        s0n += w;
-        s1n += w * p;
-      } else if (kind(i, k) > 0) {
-        const LD w = std::exp((-p - mp) / lp);
-        s0p += w;
-        s1p += w * p;
-      }
+      if (kind(i, k) == 0) continue;
+      const LD t = t_of(i, k), w = std::exp(t);
+      (kind(i, k) < 0 ? s0n : s0p) += w;
+      (kind(i, k) < 0 ? stn : stp) += w * t;
     }
-  const LD dn = s0n > 0 ? s1n / s0n : 0.0L, dp = s0p > 0 ? s1p / s0p : 1.0L;
+  const LD mtn = s0n > 0 ? stn / s0n : 0.0L, mtp = s0p > 0 ? stp / s0p : 0.0L;
+  const LD dn = s0n > 0 ? mn + ln * mtn : 0.0L, dp = s0p > 0 ? -(mp + lp * mtp) : 1.0L;
   const LD lu = LD(cfg.L) * (dn - dp + LD(cfg.margin));
   const LD a = LD(cfg.tau) / (1.0L + std::exp(-lu));
   Oracle o;
@@ -69,11 +69,12 @@ Oracle oracle(const RowArray<Scalar>& x, const fgbg::LabelVector& y,
   o.grad = RowArray<double>::Zero(n, c);
   for (Index i = 0; i < n; ++i)
     for (Index k = 0; k < c; ++k) {
-      const LD p = prob(i, k), sd = p * (1 - p);
+      if (kind(i, k) == 0) continue;
+      const LD p = prob(i, k), sd = p * (1 - p), t = t_of(i, k);
       if (kind(i, k) < 0)
-        o.grad(i, k) = double(a * std::exp((p - mn) / ln) / s0n * (1 + (p - dn) / ln) * sd);
-      else if (kind(i, k) > 0)
-        o.grad(i, k) = double(-a * std::exp((-p - mp) / lp) / s0p * (1 - (p - dp) / lp) * sd);
+        o.grad(i, k) = double(a * std::exp(t) / s0n * (1 + t - mtn) * sd);
+      else
+        o.grad(i, k) = double(-a * std::exp(t) / s0p * (1 + t - mtp) * sd);
     }
   return o;
 }
@@ -423,6 +424,34 @@ TEMPLATE_TEST_CASE("DR loss: edge cases", "[dr][edge]", float, double) {
     const fgbg::DRLoss<S> tiny({S(1), S(1e-4)});
     CHECK(std::isfinite(tiny.value_and_grad(z, yz, g.topRows(3).leftCols(2))));
     CHECK(g.topRows(3).leftCols(2).isFinite().all());
+  }
+  SECTION("tiny lambdas with tied hardest entries: finite, exact gradient") {
+    // Found by fuzz_dr: with λ₊ = 1e-301 the factor 1 − (p − D₊)/λ₊ of three tied hardest
+    // positives is exactly 1, but D₊ = Σ w p / Σ w rounded by an ulp of p, and the ulp times
+    // 1/λ₊ made it 1e284 and the gradient −inf. The other entries' weights are e^{-1e300} = 0.
+    const S lam = std::numeric_limits<S>::min() * S(4);  // 1/λ finite in the scalar type
+    const S xp = S(-0.00048828125), xn = S(0.3);
+    RowArray<S> x(8, 1), g(8, 1);
+    x << xp, S(2), xp, S(8), xp, xn, S(-1), xn;
+    fgbg::LabelVector y(8);
+    y << 1, 1, 1, 1, 1, 0, 0, 0;
+    // Positives 0, 2, 4 tie at the lowest p (key −p), 1 and 3 are above; negatives 5 and 7 tie
+    // at the highest p, 6 is below.
+    for (const bool tiny_pos : {true, false}) {
+      fgbg::DRLossConfig<S> cfg;
+      (tiny_pos ? cfg.pos_lambda : cfg.neg_lambda) = lam;
+      const fgbg::DRLoss<S> d(cfg);
+      const S v = d.value_and_grad(x, y, g);
+      const Oracle o = oracle(x, y, cfg);
+      INFO("tiny " << (tiny_pos ? "pos" : "neg") << "_lambda");
+      CHECK(v == Approx(o.value).epsilon(1e-5));
+      REQUIRE(g.isFinite().all());
+      CHECK(rel_max_diff(g.template cast<double>(), o.grad) < 1e-5);
+      const Index tie0 = tiny_pos ? 0 : 5, tie1 = tiny_pos ? 2 : 7, other = tiny_pos ? 1 : 6;
+      CHECK(g(tie0, 0) == g(tie1, 0));
+      CHECK(g(other, 0) == S(0));
+      CHECK(g(tie0, 0) != S(0));
+    }
   }
 }
 

@@ -13,41 +13,41 @@ constexpr const char* kFam = "dr";
 template <typename S>
 LD dr_group(const fgbg::DRLossConfig<S>& cf, const RowA<S>& x, const Labels& l, Index b, Index e,
             RowA<LD>& g) {
+  // The softmaxes over keys k (p for negatives, −p for positives) relative to their maxima M:
+  // t = (k − M)/λ, q = e^t / Σ e^t, and the gradient factor 1 ± (p − D)/λ = 1 + t − Σ q·t,
+  // formed from offsets (p − D divided by a tiny λ would amplify the rounding of D).
   const LD lp = cf.pos_lambda, ln = cf.neg_lambda, L = cf.L, tau = cf.tau, gm = cf.margin;
+  auto key = [&](Index i, Index j) { return l[i] == j + 1 ? -sig(x(i, j)) : sig(x(i, j)); };
   LD mn = -INFINITY, mp = -INFINITY;
   for (Index i = b; i < e; ++i)
     for (Index j = 0; j < x.cols(); ++j) {
       if (l[i] == -1) continue;
-      const LD p = sig(x(i, j));
-      if (l[i] == j + 1)
-        mp = std::max(mp, -p / lp);
-      else
-        mn = std::max(mn, p / ln);
+      LD& m = l[i] == j + 1 ? mp : mn;
+      m = std::max(m, key(i, j));
     }
-  LD s0n = 0, s1n = 0, s0p = 0, s1p = 0;
+  auto t_of = [&](Index i, Index j) {
+    return l[i] == j + 1 ? (key(i, j) - mp) / lp : (key(i, j) - mn) / ln;
+  };
+  LD s0n = 0, stn = 0, s0p = 0, stp = 0;
   for (Index i = b; i < e; ++i)
     for (Index j = 0; j < x.cols(); ++j) {
       if (l[i] == -1) continue;
-      const LD p = sig(x(i, j));
-      if (l[i] == j + 1) {
-        const LD w = std::exp(-p / lp - mp);
-        s0p += w, s1p += w * p;
-      } else {
-        const LD w = std::exp(p / ln - mn);
-        s0n += w, s1n += w * p;
-      }
+      const LD t = t_of(i, j), w = std::exp(t);
+      (l[i] == j + 1 ? s0p : s0n) += w;
+      (l[i] == j + 1 ? stp : stn) += w * t;
     }
-  const LD dn = s0n > 0 ? s1n / s0n : 0, dp = s0p > 0 ? s1p / s0p : 1;
+  const LD mtn = s0n > 0 ? stn / s0n : 0, mtp = s0p > 0 ? stp / s0p : 0;  // Σ q·t
+  const LD dn = s0n > 0 ? mn + ln * mtn : 0, dp = s0p > 0 ? -(mp + lp * mtp) : 1;
   const LD u = dn - dp + gm;
   const LD A = tau * sig(L * u);
   for (Index i = b; i < e; ++i)
     for (Index j = 0; j < x.cols(); ++j) {
       if (l[i] == -1) continue;
-      const LD p = sig(x(i, j)), dsig = p * (1 - p);
+      const LD p = sig(x(i, j)), dsig = p * (1 - p), t = t_of(i, j);
       if (l[i] == j + 1)
-        g(i, j) = -A * (std::exp(-p / lp - mp) / s0p) * (1 - (p - dp) / lp) * dsig;
+        g(i, j) = -A * (std::exp(t) / s0p) * (1 + t - mtp) * dsig;
       else
-        g(i, j) = A * (std::exp(p / ln - mn) / s0n) * (1 + (p - dn) / ln) * dsig;
+        g(i, j) = A * (std::exp(t) / s0n) * (1 + t - mtn) * dsig;
     }
   return (tau / L) * sp(L * u);
 }

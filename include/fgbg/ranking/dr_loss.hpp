@@ -81,29 +81,37 @@ struct DRLossConfig {
 
 namespace detail {
 
-/// Streaming softmax sums over keys k with inverse temperature β:
-/// s0 = Σ exp(β(k − max)), s1 = Σ exp(β(k − max))·p, rescaled whenever `max` grows.
+/// Streaming softmax sums over keys k (p for negatives, −p for positives) with inverse
+/// temperature β, relative to the running maximum M of the keys:
+/// s0 = Σ exp(β(k − M)), s1 = Σ exp(β(k − M))·(k − M), rescaled whenever M grows.
+///
+/// The mean key is M + s1/s0, and every gradient factor 1 ± (p − D)β is 1 + β(k − M) −
+/// β·s1/s0, formed from offsets to M: with p − D formed directly, the rounding of D (an ulp of
+/// p) was multiplied by β, and a huge β (λ = 1e-301) turned a factor of exactly 1 into 1e284 and
+/// the gradient into inf. β·s1/s0 = Σ t e^t / Σ e^t with t = β(k − M) ≤ 0 and Σ e^t ≥ 1 (the
+/// maximum's term) is at most (number of entries)/e in magnitude, so nothing there overflows.
 struct DrSoftmaxSums {
   double max = -std::numeric_limits<double>::infinity();
   double s0 = 0.0, s1 = 0.0;
   bool any = false;
 
-  /// Moves the reference point up to m (no-op if m ≤ max), rescaling the sums.
+  /// Moves the reference point up to m (no-op if m ≤ max), rescaling the sums: every offset
+  /// k − M becomes k − m = (k − M) + (M − m), every weight is multiplied by f = e^{β(M − m)}.
   void raise_to(double m, double beta) {
     if (!(m > max)) return;
     if (any) {
       const double f = std::exp(beta * (max - m));
+      s1 = f * s1 + f * (max - m) * s0;  // keys are probabilities: M − m is in [−2, 0]
       s0 *= f;
-      s1 *= f;
     }
     max = m;
   }
-  /// Adds one entry with key k and probability p.
-  void add(double k, double p, double beta) {
+  /// Adds one entry with key k.
+  void add(double k, double beta) {
     raise_to(k, beta);
     const double w = std::exp(beta * (k - max));
     s0 += w;
-    s1 += w * p;
+    s1 += w * (k - max);
     any = true;
   }
   /// Adds another partial sum (in order: the result depends only on the order of the calls).
@@ -112,11 +120,11 @@ struct DrSoftmaxSums {
     raise_to(o.max, beta);
     const double f = std::exp(beta * (o.max - max));
     s0 += o.s0 * f;
-    s1 += o.s1 * f;
+    s1 += o.s1 * f + f * (o.max - max) * o.s0;
     any = true;
   }
-  /// Σ q·p, or `empty` when there is no entry.
-  double mean(double empty) const { return any ? s1 / s0 : empty; }
+  /// The mean key offset s1/s0 (≤ 0): the mean key Σ q·k is max + offset().
+  double offset() const { return s1 / s0; }
 };
 
 /// Partial sums of one chunk of tiles.
@@ -128,15 +136,15 @@ struct DrPartial {
 /// Marker for "one group: the whole call".
 struct DrNoGroups {};
 
-/// s0 += Σ w_i, s1 += Σ w_i·p_i, accumulated in double. Eigen 3.4 does not vectorise casts and a
+/// s0 += Σ w_i, s1 += Σ w_i·d_i, accumulated in double. Eigen 3.4 does not vectorise casts and a
 /// plain running double sum is latency-bound (~4 cycles per element), so float input is widened
 /// block by block in a loop the compiler vectorises and summed with Eigen's vectorised reduction.
 /// The order is fixed, so the result depends only on the input.
 template <typename Scalar>
-void dr_sums(const Scalar* w, const Scalar* p, Index n, double& s0, double& s1) {
+void dr_sums(const Scalar* w, const Scalar* d, Index n, double& s0, double& s1) {
   using VecD = Eigen::Array<double, Eigen::Dynamic, 1>;
   if constexpr (std::is_same<Scalar, double>::value) {
-    const Eigen::Map<const VecD> wm(w, n), pm(p, n);
+    const Eigen::Map<const VecD> wm(w, n), pm(d, n);
     s0 += wm.sum();
     s1 += (wm * pm).sum();
   } else {
@@ -147,7 +155,7 @@ void dr_sums(const Scalar* w, const Scalar* p, Index n, double& s0, double& s1) 
       const Index m = std::min(kBlock, n - i0);
       for (Index i = 0; i < m; ++i) {
         wd[i] = static_cast<double>(w[i0 + i]);
-        pd[i] = static_cast<double>(p[i0 + i]);
+        pd[i] = static_cast<double>(d[i0 + i]);
       }
       const Eigen::Map<const VecD> wm(wd, m), pm(pd, m);
       s0 += wm.sum();
@@ -393,9 +401,11 @@ class DRLoss {
     if constexpr (kProbe) before_writing(!(total.probe == 0.0));  // throws on NaN / inf
 
     // The scalar finish, in double.
-    const double d_neg = total.neg.mean(0.0), d_pos = total.pos.mean(1.0);
+    // D₋ = M₋ + offset₋ (0 without negatives); D₊ = −(M₊ + offset₊) (1 without positives).
+    const double d_neg = total.neg.any ? total.neg.max + total.neg.offset() : 0.0;
+    const double minus_d_pos = total.pos.any ? total.pos.max + total.pos.offset() : -1.0;
     const double L = static_cast<double>(config_.L);
-    const double hinge = d_neg - d_pos + static_cast<double>(config_.margin);
+    const double hinge = d_neg + minus_d_pos + static_cast<double>(config_.margin);
     const double lu = L * hinge;  // may overflow to ±inf for a huge L: only σ(lu) uses it then
     const double tau = static_cast<double>(config_.tau);
     // τ/L · softplus(L·h), written so that L·h overflowing (L near the type's maximum) still gives
@@ -410,12 +420,12 @@ class DRLoss {
       co.any_neg = total.neg.any;
       co.c_neg = total.neg.any ? static_cast<Scalar>(a / total.neg.s0) : Scalar(0);
       co.max_neg = total.neg.any ? static_cast<Scalar>(total.neg.max) : Scalar(0);
-      co.d_neg = static_cast<Scalar>(d_neg);
       co.beta_neg = Scalar(1) / config_.neg_lambda;
+      co.bm_neg = total.neg.any ? static_cast<Scalar>(beta_neg * total.neg.offset()) : Scalar(0);
       co.c_pos = total.pos.any ? -a / total.pos.s0 : 0.0;
       co.max_pos = total.pos.max;
-      co.d_pos = d_pos;
       co.beta_pos = beta_pos;
+      co.bm_pos = total.pos.any ? beta_pos * total.pos.offset() : 0.0;
       // Pass 2: every tile independently.
 #if FGBG_OPENMP_ENABLED
 #pragma omp parallel for schedule(static) if (parallel)
@@ -439,8 +449,8 @@ class DRLoss {
   /// What pass 2 needs from pass 1.
   struct Coefficients {
     bool any_neg = false;
-    Scalar c_neg, max_neg, d_neg, beta_neg;  // A / s0⁻, max p over N, D₋, 1/λ₋
-    double c_pos, max_pos, d_pos, beta_pos;  // −A / s0⁺, max of −p over P, D₊, 1/λ₊
+    Scalar c_neg, max_neg, beta_neg, bm_neg;  // A / s0⁻, M₋ = max p over N, 1/λ₋, β₋·offset₋
+    double c_pos, max_pos, beta_pos, bm_pos;  // −A / s0⁺, M₊ = max −p over P, 1/λ₊, β₊·offset₊
   };
 
   /// Calls f(first, count, is_positive) for the entries of a tile that are not negatives: each
@@ -485,7 +495,7 @@ class DRLoss {
     for_non_negatives(t, labels, label0, [&](Index j, Index count, bool positive) {
       if (positive) {
         const double pj = sigmoid(static_cast<double>(xp[j]));
-        part.pos.add(-pj, pj, beta_pos);
+        part.pos.add(-pj, beta_pos);
       }
       std::fill(pp + j, pp + j + count, Scalar(-1));
     });
@@ -494,10 +504,12 @@ class DRLoss {
     if (tile_max < Scalar(0)) return;  // no negative entry in this tile
     part.neg.raise_to(static_cast<double>(tile_max), beta_neg);
     const Scalar m = static_cast<Scalar>(part.neg.max);
-    // (p − m)/λ₋ ≤ 0. Eigen's exp clamps its argument near the bottom of the range and returns
-    // ~FLT_MIN/4 there instead of 0, which pass 2's A/s0 (up to τ) turned into a large wrong
-    // gradient (−175 where the exact one is ~1e-335): exp_nonpositive rounds into the subnormals.
-    e = array::exp_nonpositive((p - m) * (Scalar(1) / config_.neg_lambda));
+    // The offsets p − m, then the weights e^{(p − m)/λ₋} (argument ≤ 0). Eigen's exp clamps its
+    // argument near the bottom of the range and returns ~FLT_MIN/4 there instead of 0, which
+    // pass 2's A/s0 (up to τ) turned into a large wrong gradient (−175 where the exact one is
+    // ~1e-335): exp_nonpositive rounds into the subnormals.
+    p -= m;
+    e = array::exp_nonpositive(p * (Scalar(1) / config_.neg_lambda));
     for_non_negatives(t, labels, label0,
                       [&](Index j, Index count, bool) { std::fill(sp + j, sp + j + count, 0); });
     detail::dr_sums(sp, pp, n, part.neg.s0, part.neg.s1);
@@ -518,23 +530,25 @@ class DRLoss {
       if (!positive) return;
       const double xj = static_cast<double>(xp[j]);
       const double pj = sigmoid(xj), s = sigmoid(-std::abs(xj));
-      const double w = std::exp(co.beta_pos * (-pj - co.max_pos));
+      const double tj = co.beta_pos * (-pj - co.max_pos);  // β₊(k − M₊) in [−β₊, 0]
       pos_index[num_pos] = j;
-      // σ'·w·(1 − (p − D₊)/λ₊) is at most (1 + 1/λ₊)/4, finite; A/s0⁺ comes last, so no product
-      // overflows before the gradient itself would (A = τ·σ(L·u) may be near the type's max).
+      // σ'·e^t·(1 + t − β₊·offset₊) (= σ'·w·(1 − (p − D₊)/λ₊)) is bounded by a small multiple
+      // of the entry count; A/s0⁺ comes last, so no product overflows before the gradient
+      // itself would (A = τ·σ(L·u) may be near the type's max).
       pos_grad[num_pos++] =
-          static_cast<Scalar>(s * (1.0 - s) * w * (1.0 - (pj - co.d_pos) * co.beta_pos) * co.c_pos);
+          static_cast<Scalar>(s * (1.0 - s) * std::exp(tj) * (1.0 + tj - co.bm_pos) * co.c_pos);
     });
     if (co.any_neg) {
       Scalar* sp = scratch;
       Scalar* pp = scratch + detail::kTileElems;
       probabilities(xp, n, sp, pp);
       Eigen::Map<Vec> s(sp, n), p(pp, n), g(gp, n);
-      // p ≤ max_neg for every negative; the clamp only touches entries overwritten below.
-      p = p.min(co.max_neg);
+      // t = β₋(p − M₋) ≤ 0 (p ≤ M₋ for every negative: the min only touches entries overwritten
+      // below), held at the lowest finite value so that e^t = 0 never meets an infinite factor.
+      p = ((p.min(co.max_neg) - co.max_neg) * co.beta_neg)
+              .max(std::numeric_limits<Scalar>::lowest());
       // Same order as the positives: the bounded factors first, A/s0⁻ (up to τ) last.
-      g = s * (Scalar(1) - s) * array::exp_nonpositive((p - co.max_neg) * co.beta_neg) *
-          (Scalar(1) + (p - co.d_neg) * co.beta_neg) * co.c_neg;
+      g = s * (Scalar(1) - s) * array::exp_nonpositive(p) * (Scalar(1) + p - co.bm_neg) * co.c_neg;
     } else {
       std::fill(gp, gp + n, Scalar(0));
     }
