@@ -324,6 +324,17 @@ TEST_CASE("aLRP: a huge delta with a huge localisation error equals the long-dou
   loc << 0.549019608, 0.219607843, 1.79835693e+55, 1, 0.690196078;
   check_alrp(x, y, loc, 4.4207816532211711e+262);
   check_alrp(x, y, loc, 1.0);
+  // Found by fuzz_ranking later: the ℓ-weighted prefix sums Σ ℓ·(u − ref) of E_i overflowed as
+  // well (ℓ = 4.1e120 times score offsets of 9.5e260 in one chain of width 2δ = 1.2e263): NaN
+  // updates for every entry, positives included.
+  RowArray<double> x2(5, 3);
+  x2 << 14.0185547, 9.53274457e+260, -11.1689453, -11.1689453, -11.1689453, -11.1689453, 10.4155273,
+      14.7905273, 10.4326172, 7.0234375, -7.57128906, -11.1689453, -11.1689453, -11.1689453,
+      10.4155273;
+  Eigen::ArrayXd loc2(5);
+  loc2 << 0.454901961, 0.75, 7.52978516, 4.10944554e+120, 0.866666667;
+  check_alrp(x2, labels_of({2, 2, 2, 2, 2}), loc2, 5.9952220464773146e+262);
+  check_alrp(x2, labels_of({2, 2, 2, 2, 2}), loc2, 1.0);
 }
 
 TEST_CASE("ranking losses: delta below the computable range is rejected before anything",

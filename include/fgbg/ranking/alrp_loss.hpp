@@ -45,6 +45,7 @@
 
 #include "../core/requires_cxx17.hpp"
 
+#include <cmath>
 #include <limits>
 
 #include "ranking_primitives.hpp"
@@ -55,7 +56,8 @@ namespace fgbg {
 /// [0, 2]). The negatives' updates are formed from E_i/F_i, with E_i up to max ℓ + 1 and F_i > 0
 /// at least about 2^-110 (a smoothed step just above 0 is a difference of scores on the grid of
 /// their ulps, over 2δ), summed over up to 2^32 positives; with ℓ ≤ 2^512 no such sum overflows
-/// (write_updates also scales the weights by a power of two before they meet the score offsets).
+/// (the ℓ-weighted prefix sums and write_updates scale their weights by a power of two before
+/// they meet the score offsets: scale_down_weights).
 /// A double ℓ near DBL_MAX gave inf updates where the exact ones, at most E_i, are finite. Float
 /// ℓ is always within the bound.
 inline const double kMaxLocError = 0x1p512;
@@ -285,7 +287,10 @@ class ALRPLoss {
     detail::grow(ws.a3, p);
     detail::grow(ws.g, p);
     detail::grow(ws.c, p);
+    // ℓ scaled by 2^-m (m = 0 unless max ℓ > 2^40): ℓ up to 2^512 times score offsets up to
+    // 2^902 overflowed the window sums (NaN updates for δ = 6e262 with ℓ = 4.1e120).
     for (std::uint32_t k = 0; k < p; ++k) ws.a0[k] = ws.pos[k].aux;
+    const int m = detail::scale_down_weights(ws.a0.data(), p);
     detail::prefix_sums(ws.a0.data(), ws.u.data(), ws.ref.data(), p, ws.a1.data(), ws.a2.data());
     double sum_ratio = 0;
     for (std::uint32_t k = 0; k < p; ++k) {
@@ -295,7 +300,7 @@ class ALRPLoss {
       ws.a3[k] = R;
       sum_ratio += rp / R;
       if (F > eps) {
-        const double S = detail::weighted_above_others(ws, k);
+        const double S = std::ldexp(detail::weighted_above_others(ws, k), m);
         ws.g[k] = -(S + F) * scale / (R * np);
         ws.c[k] = (S + F) / (R * F);
       } else {
@@ -319,7 +324,7 @@ class ALRPLoss {
     double cum = 0, loc = 0;
     for (std::uint32_t t = 0; t < p; ++t) {
       const std::uint32_t k = ws.order[t];
-      cum += ws.a0[k];
+      cum += ws.pos[k].aux;
       loc += cum / ws.a3[k];
     }
     out.second = loc / np;

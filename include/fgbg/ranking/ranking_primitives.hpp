@@ -832,6 +832,24 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
   }
 }
 
+/// Largest weight exponent a window sum may meet: weights are at most 2^kMaxWeightExp after
+/// scale_down_weights, score offsets at most a few 2^901 after gather_positives' scaling, and up
+/// to 2^32 terms are summed, so every window sum stays below 2^975.
+inline constexpr int kMaxWeightExp = 40;
+
+/// Scales the n weights w by 2^-m so that the largest is at most 2^kMaxWeightExp and returns m
+/// (0, and nothing changed, when the largest already is). Exact except for weights that fall
+/// below the normal range: those are below 2^(m − 1022) ≤ 2^-550 of their original size relative
+/// to the largest, far below the sums' rounding.
+inline int scale_down_weights(double* w, std::uint32_t n) {
+  double wmax = 0.0;
+  for (std::uint32_t k = 0; k < n; ++k) wmax = std::max(wmax, w[k]);
+  const int m = wmax > std::ldexp(1.0, kMaxWeightExp) ? std::ilogb(wmax) - kMaxWeightExp : 0;
+  if (m > 0)
+    for (std::uint32_t k = 0; k < n; ++k) w[k] = std::ldexp(w[k], -m);
+  return m;
+}
+
 /// Writes the update of every entry: 0 for ignored entries and irrelevant negatives;
 /// scale · Σ_i c_i H_δ(s_j − s_i) for a relevant negative j, with c from ws.c over the sorted
 /// positives; ws.g[k] (final, normalisation included) for the sorted positive k. Requires
@@ -854,15 +872,9 @@ void write_updates(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
   // The weights c (aLRP: E_i/F_i, up to (max ℓ + 1)·2^111) are multiplied by score offsets of up
   // to a few δ (≤ 2^902 after gather_positives' scaling) in the window sums, which overflowed
   // (NaN updates for δ = 4.4e262 with ℓ = 1.8e55) although every update is at most max E. They
-  // are scaled by 2^-m (exact; the smallest c, at least 2^-33, stays normal) so that no sum can
-  // overflow, and each slot's base and slope by 2^m: the bits are unchanged when m = 0, i.e.
-  // whenever max c ≤ 2^kMaxWeightExp.
-  constexpr int kMaxWeightExp = 40;
-  double cmax = 0.0;
-  for (std::uint32_t k = 0; k < p; ++k) cmax = std::max(cmax, ws.c[k]);
-  const int m = cmax > std::ldexp(1.0, kMaxWeightExp) ? std::ilogb(cmax) - kMaxWeightExp : 0;
-  if (m > 0)
-    for (std::uint32_t k = 0; k < p; ++k) ws.c[k] = std::ldexp(ws.c[k], -m);
+  // are scaled by 2^-m (scale_down_weights) so that no sum can overflow, and each slot's base and
+  // slope by 2^m: the bits are unchanged when m = 0, i.e. whenever max c ≤ 2^kMaxWeightExp.
+  const int m = scale_down_weights(ws.c.data(), p);
   grow(ws.X, p + 1);
   grow(ws.XV, p + 1);
   prefix_sums(ws.c.data(), ws.u.data(), ws.ref.data(), p, ws.X.data(), ws.XV.data());
