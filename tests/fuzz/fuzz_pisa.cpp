@@ -50,17 +50,24 @@ void isr_p(In& in, Index n, Index c, const Labels& l) {
     FZ_CHECK(same_array(out, out0), kFam, "ISR-P wrote before throwing");
     return;
   }
-  LD kept = 0, before = 0;
+  LD kept = 0, before = 0, loss_max = 0;
+  Index positives = 0;
   for (Index i = 0; i < n; ++i) {
     FZ_CHECK(std::isfinite(out[i]) && out[i] >= 0, kFam,
              "ISR-P weight " + std::to_string(double(out[i])) + " at " + std::to_string(i));
     const LD base = with_lw ? LD(lw[i]) : 1;
-    if (l[i] > 0) kept += LD(cls[i]) * LD(out[i]), before += LD(cls[i]) * base;
+    if (l[i] > 0) {
+      kept += LD(cls[i]) * LD(out[i]), before += LD(cls[i]) * base;
+      loss_max = std::max(loss_max, LD(cls[i])), ++positives;
+    }
   }
-  // Weights are computed in double and rounded to S: check where the positive loss is a normal
-  // number with room to spare, so underflow of a weight to 0 in S is not counted.
-  if (before > LD(std::numeric_limits<S>::min()) * 1e6L && before < representable<S>() &&
-      !r.guarded)
+  // Weights are computed in double and rounded to S, where an exact weight below the normal
+  // range underflows (the exact ones may be 1e-610: Σℓ·lw = 7e-302 over Σℓ·w = 1.8e308). Such a
+  // weight moves Σℓ·w by less than ℓ_max·min(S), so check where P·ℓ_max·min(S) is far below
+  // the positive loss.
+  const LD underflow =
+      LD(positives) * std::max<LD>(loss_max, 1) * LD(std::numeric_limits<S>::min());
+  if (before > underflow * 1e6L && before < representable<S>() && !r.guarded)
     FZ_CHECK(std::fabs(kept - before) <= 1e-5L * before, kFam,
              "ISR-P changed the positive loss: " + std::to_string(double(kept)) + " vs " +
                  std::to_string(double(before)));
