@@ -814,6 +814,34 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
                       Catch::Contains("grad_classes must be 3 x 4"));
     CHECK((big == 7.0).all());
   }
+  SECTION("a state restored with a bad EMA, a normaliser outside the normal range") {
+    // Found in review: a hand-set num_pos_ema of 0, NaN or −1 gave a zero or NaN normaliser, and
+    // a normaliser scale of 5e-324 with an EMA below 1 rounded a·Ê to 0 (inf gradients).
+    for (const double bad : {0.0, -1.0, std::nan(""), std::numeric_limits<double>::infinity()}) {
+      fgbg::ResidualObjectnessState b = st;
+      b.num_pos_ema = bad;
+      CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, gs, gz, b),
+                        Catch::Contains("state.num_pos_ema must be finite and > 0"));
+      CHECK_THROWS_AS(loss.value(s, z, y, b), std::invalid_argument);
+      CHECK(b.calls == 5);
+      CHECK((std::isnan(bad) ? std::isnan(b.num_pos_ema) : b.num_pos_ema == bad));
+    }
+    fgbg::ResidualObjectnessConfig cf;
+    cf.obj_normalizer_scale = std::numeric_limits<double>::denorm_min();
+    cf.ema_initial = 0.1;
+    const fgbg::ResidualObjectnessLoss<double> tiny(cf);
+    fgbg::ResidualObjectnessState fresh;
+    CHECK_THROWS_WITH(tiny.value_and_grad(s, z, y, gs, gz, fresh),
+                      Catch::Contains("must be a positive normal number"));
+    CHECK_FALSE(fresh.started);
+    cf.obj_normalizer_scale = 1e300;
+    fresh.started = true;
+    fresh.num_pos_ema = 1e300;
+    CHECK_THROWS_AS(fgbg::ResidualObjectnessLoss<double>(cf).value(s, z, y, fresh),
+                    std::invalid_argument);
+    CHECK((gs == 7.0).all());
+    CHECK((gz == 7.0).all());
+  }
   SECTION("non-finite logits") {
     s(1, 1) = std::nan("");
     CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, gs, gz, st),

@@ -41,8 +41,10 @@
 ///
 /// @throws std::invalid_argument for a bad config, a shape mismatch (K < 1, rows differ, grads of
 ///         the wrong shape), a gradient sharing memory with a logit array or with the other
-///         gradient, or a label outside −1..C; std::domain_error for a non-finite logit or
-///         a summed objectness that overflows the scalar. Nothing is written by a failed call.
+///         gradient, a label outside −1..C, a started state whose num_pos_ema is not finite and
+///         > 0, or a normaliser a·Ê outside the normal range; std::domain_error for a
+///         non-finite logit or a summed objectness that overflows the scalar. Nothing is written
+///         by a failed call.
 #pragma once
 
 #include "../core/requires_cxx17.hpp"
@@ -210,6 +212,16 @@ class ResidualObjectnessLoss {
     r.obj_normalizer = config_.obj_normalizer_scale * e_obj;
     r.cls_normalizer = config_.cls_normalizer_scale * e_cls;
     r.box_normalizer = config_.box_normalizer_scale * e_box;
+    // A state restored by hand (num_pos_ema NaN, 0 or negative), or a scale so extreme that a·Ê
+    // leaves the normal range, would give a zero, inf or NaN normaliser: refused here, before
+    // anything is written or committed.
+    if (state.started && !(std::isfinite(state.num_pos_ema) && state.num_pos_ema > 0.0))
+      detail::throw_invalid(kName, "state.num_pos_ema must be finite and > 0 once started, got ",
+                            state.num_pos_ema);
+    for (const double a : {r.obj_normalizer, r.cls_normalizer, r.box_normalizer})
+      if (!std::isnormal(a))
+        detail::throw_invalid(kName, "a normaliser scale times the EMA of the positive count (",
+                              e_obj, ") must be a positive normal number, got ", a);
 
     // 3. Values and gradients (nothing below throws).
     if constexpr (kGrad) {
