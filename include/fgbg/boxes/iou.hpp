@@ -238,7 +238,7 @@ void iou_matrix(const Eigen::DenseBase<BD>& boxes, const Eigen::DenseBase<GD>& g
   detail::check_boxes(kWhere, "gts", gts);
   detail::check_output(kWhere, "out", out_, boxes.rows(), gts.rows());
   detail::prepare_output(kWhere, "out", out_, boxes.rows(), gts.rows());
-  auto& out = const_cast<Eigen::DenseBase<OD>&>(out_);
+  auto& out = detail::writable(out_);
   detail::iou_matrix_unchecked(boxes, gts, out);
 }
 
@@ -265,7 +265,7 @@ void aligned_iou(const Eigen::DenseBase<AD>& a, const Eigen::DenseBase<BD>& b,
                             " x ", out_.cols());
     }
   }
-  auto& out = const_cast<Eigen::DenseBase<OD>&>(out_).derived();
+  auto& out = detail::writable(out_).derived();
   using Scalar = typename AD::Scalar;
   using OutScalar = typename OD::Scalar;
   detail::BoxTile<Scalar> ta, tb;

@@ -319,7 +319,7 @@ void with_gt_boxes(const Eigen::DenseBase<PD>& proposals, const Eigen::DenseBase
   detail::check_boxes(kWhere, "gts", gts);
   detail::check_output(kWhere, "out", out_, proposals.rows() + gts.rows(), 4);
   detail::prepare_output(kWhere, "out", out_, proposals.rows() + gts.rows(), 4);
-  auto& out = const_cast<Eigen::DenseBase<OD>&>(out_).derived();
+  auto& out = detail::writable(out_).derived();
   using S = typename OD::Scalar;
   for (Index g = 0; g < gts.rows(); ++g)
     for (Index k = 0; k < 4; ++k) out.coeffRef(g, k) = static_cast<S>(gts.derived().coeff(g, k));

@@ -74,7 +74,7 @@ template <typename Derived>
 void check_finite(const char* where, const char* arg, const Eigen::DenseBase<Derived>& x) {
   using Scalar = typename Derived::Scalar;
   if (x.size() == 0) return;
-  NoGrad none;
+  None none;
   const bool finite = tiled_reduce<Scalar>(
       x, none, true,
       [](const Tile& t, const Scalar* xt, Scalar*, Scalar*, bool& ok) {

@@ -99,11 +99,28 @@ void store_tile(Eigen::DenseBase<Derived>& g, const Tile& t, const Scalar* writt
         Eigen::Map<const RowArray<Scalar>>(buf, t.rows, t.cols);
 }
 
-/// Tag for "no gradient output" (value-only calls).
-struct NoGrad {};
+/// The one "nothing here" tag: an output that is not wanted (no gradient in a value-only call,
+/// no rank) or an input that is not given (no groups, unit label weights).
+struct None {};
+
+/// Whether an argument of type T is given, i.e. is not the None tag.
+template <typename T>
+inline constexpr bool kGiven = !std::is_same<T, None>::value;
+
+/// The caller's output `out` (a gradient, weights, ranks, scores) as a writable object. Outputs
+/// are taken by const reference so that temporaries (a Map, a block) bind to them; this checks at
+/// compile time that the object really is writable, with fgbg's message instead of Eigen's
+/// THIS_EXPRESSION_IS_NOT_A_LVALUE deep inside a kernel.
+template <typename D>
+Eigen::DenseBase<D>& writable(const Eigen::DenseBase<D>& out) {
+  static_assert(bool(D::Flags & Eigen::LvalueBit),
+                "fgbg: an output (gradient, weights, ranks, scores) must be writable: an Array, "
+                "a Map over mutable memory or a block of one, not a const Map or an expression");
+  return const_cast<Eigen::DenseBase<D>&>(out);
+}
 
 /// Runs `kernel(tile, x, g, scratch, acc)` over every tile of `x` (and of `grad` unless it is
-/// NoGrad, in which case `g` is nullptr). Each chunk folds its tiles, in order, into its own `Acc`
+/// None, in which case `g` is nullptr). Each chunk folds its tiles, in order, into its own `Acc`
 /// (copied from `init`); the chunk results are then merged in chunk order with
 /// `merge(total, chunk)`. `scratch` holds kScratchBuffers × kTileElems elements. The kernel must
 /// not throw. Chunk bounds depend only on the shape, so the result is the same for any number of
@@ -132,7 +149,7 @@ Acc tiled_reduce(const Eigen::DenseBase<XD>& x, GradOut& grad, const Acc& init, 
     for (Index i = first; i < last; ++i) {
       const Tile t = grid.tile(i);
       const Scalar* xt = load_tile(x, t, xbuf);
-      if constexpr (std::is_same<GradOut, NoGrad>::value) {
+      if constexpr (!kGiven<GradOut>) {
         kernel(t, xt, static_cast<Scalar*>(nullptr), scratch, acc);
       } else {
         Scalar* gt = output_tile(grad, t, gbuf);

@@ -4,7 +4,7 @@
 /// Each loss class derives from DenseLoss<Derived, Scalar> and implements one function,
 /// `template <class XD, class LD, class GradOut> double run(x, labels, Weights, Normalizer,
 /// GradOut& grad) const`, which validates everything first and then computes the normalised
-/// value (writing the gradient unless GradOut is detail::NoGrad). DenseLoss turns it into the
+/// value (writing the gradient unless GradOut is detail::None). DenseLoss turns it into the
 /// overload set of design.md §3:
 ///
 /// @code
@@ -42,7 +42,7 @@ class DenseLoss {
   template <typename XD, typename LD>
   Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                Weights<Scalar> weights, const Normalizer& normalizer) const {
-    detail::NoGrad none;
+    detail::None none;
     return static_cast<Scalar>(self().run(logits, labels, weights, normalizer, none));
   }
 
@@ -60,10 +60,7 @@ class DenseLoss {
                         const Normalizer& normalizer) const {
     static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
                   "fgbg: the gradient must have the loss's scalar type");
-    static_assert(bool(GD::Flags & Eigen::LvalueBit),
-                  "fgbg: the gradient must be writable (an Array, a Map over mutable memory or a "
-                  "block of one)");
-    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    auto& g = detail::writable(grad);
     return static_cast<Scalar>(self().run(logits, labels, weights, normalizer, g));
   }
 

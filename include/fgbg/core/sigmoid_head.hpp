@@ -41,7 +41,7 @@ LabelStats check_dense_call(const char* where, const Eigen::DenseBase<XD>& x,
   const LabelStats s = check_labels(where, labels, x.rows(), num_classes);
   normalizer.validate(where);
   weights.bind(where, x.rows(), weight_cols);
-  if constexpr (!std::is_same<GradOut, NoGrad>::value) {
+  if constexpr (kGiven<GradOut>) {
     check_output(where, "grad", grad, x.rows(), x.cols());
     check_no_alias(where, x, grad);
     weights.check_no_alias(where, grad);
@@ -106,7 +106,7 @@ template <typename Scalar, typename Elem, typename XD, typename LD, typename Gra
 double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
                       const Eigen::DenseBase<LD>& labels, const Weights<Scalar>& w, double norm,
                       GradOut& grad, const TargetFn& target) {
-  constexpr bool kGrad = !std::is_same<GradOut, NoGrad>::value;
+  constexpr bool kGrad = kGiven<GradOut>;
   if constexpr (kGrad) prepare_output("", "grad", grad, x.rows(), x.cols());
   const GradFactor<Scalar> unit(1.0, norm);
   const ElementScale per_element(norm);

@@ -59,7 +59,7 @@ template <typename Scalar, typename Elem, typename XD, typename LD, typename Gra
 double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
                     const Eigen::DenseBase<LD>& labels, const Weights<Scalar>& w, double norm,
                     GradOut& grad) {
-  constexpr bool kGrad = !std::is_same<GradOut, NoGrad>::value;
+  constexpr bool kGrad = kGiven<GradOut>;
   if constexpr (kGrad) prepare_output("", "grad", grad, x.rows(), x.cols());
   const ElementScale row_scale(norm);
   using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;

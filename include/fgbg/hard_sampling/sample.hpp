@@ -125,7 +125,7 @@ void sample_weights(const Sample& sample, Index n, const Eigen::DenseBase<Derive
   if (!(is_vector && weights_.size() == n)) detail::check_output(kWhere, "weights", weights_, n, 1);
   detail::check_no_duplicate(kWhere, sample, n);
   // ---- every check passed: write ----
-  auto& w = const_cast<Eigen::DenseBase<Derived>&>(weights_).derived();
+  auto& w = detail::writable(weights_).derived();
   using Scalar = typename Derived::Scalar;
   if (!(is_vector && weights_.size() == n)) detail::prepare_output(kWhere, "weights", w, n, 1);
   w.setZero();

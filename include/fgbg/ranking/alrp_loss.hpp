@@ -157,7 +157,7 @@ class ALRPLoss {
   template <typename XD, typename LD, typename ED>
   Value value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
               const Eigen::DenseBase<ED>& loc_error, RankingWorkspace& ws) const {
-    detail::NoOutput none;
+    detail::None none;
     return make(run(logits, labels, loc_error, none, none, none, ws));
   }
 
@@ -167,9 +167,9 @@ class ALRPLoss {
   Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                        const Eigen::DenseBase<ED>& loc_error, const Eigen::DenseBase<GD>& grad,
                        const Eigen::DenseBase<GED>& grad_loc_error, RankingWorkspace& ws) const {
-    detail::NoOutput none;
-    return make(run(logits, labels, loc_error, const_cast<Eigen::DenseBase<GD>&>(grad),
-                    const_cast<Eigen::DenseBase<GED>&>(grad_loc_error), none, ws));
+    detail::None none;
+    return make(run(logits, labels, loc_error, detail::writable(grad),
+                    detail::writable(grad_loc_error), none, ws));
   }
 
   /// As above, also writing the smoothed rank R_i of every positive anchor into `rank`
@@ -179,9 +179,8 @@ class ALRPLoss {
                        const Eigen::DenseBase<ED>& loc_error, const Eigen::DenseBase<GD>& grad,
                        const Eigen::DenseBase<GED>& grad_loc_error,
                        const Eigen::DenseBase<RD>& rank, RankingWorkspace& ws) const {
-    return make(run(logits, labels, loc_error, const_cast<Eigen::DenseBase<GD>&>(grad),
-                    const_cast<Eigen::DenseBase<GED>&>(grad_loc_error),
-                    const_cast<Eigen::DenseBase<RD>&>(rank), ws));
+    return make(run(logits, labels, loc_error, detail::writable(grad),
+                    detail::writable(grad_loc_error), detail::writable(rank), ws));
   }
 
   /// value_and_grad with a temporary workspace (allocates).
@@ -206,9 +205,9 @@ class ALRPLoss {
                                  const Eigen::DenseBase<GD>& grad,
                                  const Eigen::DenseBase<GED>& grad_loc_error,
                                  const Eigen::DenseBase<RD>& rank, RankingWorkspace& ws) const {
-    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
-    auto& gl = const_cast<Eigen::DenseBase<GED>&>(grad_loc_error);
-    auto& rk = const_cast<Eigen::DenseBase<RD>&>(rank);
+    auto& g = detail::writable(grad);
+    auto& gl = detail::writable(grad_loc_error);
+    auto& rk = detail::writable(rank);
     const Index n = logits.rows();
     detail::check_ranking_call<Scalar>(kName, logits, labels, g);
     detail::check_positive_side_input<Scalar>(kName, "loc_error", loc_error, labels, 0.0,
@@ -260,7 +259,7 @@ class ALRPLoss {
     detail::prepare_vector_output(kName, "grad_loc_error", grad_loc, n, false);
     detail::prepare_vector_output(kName, "rank", rank, n, false);
     // every check passed: from here on outputs may be written
-    if constexpr (detail::kWanted<GD>) detail::prepare_output(kName, "grad", grad, n, x.cols());
+    if constexpr (detail::kGiven<GD>) detail::prepare_output(kName, "grad", grad, n, x.cols());
     detail::prepare_vector_output(kName, "grad_loc_error", grad_loc, n, true);
     detail::prepare_vector_output(kName, "rank", rank, n, true);
     detail::zero_output(grad_loc);
@@ -270,7 +269,7 @@ class ALRPLoss {
       detail::zero_output(grad);
       return out;
     }
-    constexpr bool kGrad = detail::kWanted<GD>;
+    constexpr bool kGrad = detail::kGiven<GD>;
     const double delta = config_.delta, eps = config_.eps;
     const auto all = [](Index) { return true; };
     detail::gather_positives(
@@ -328,7 +327,7 @@ class ALRPLoss {
       loc += cum / ws.a3[k];
     }
     out.second = loc / np;
-    if constexpr (detail::kWanted<GED>) {
+    if constexpr (detail::kGiven<GED>) {
       double suffix = 0;
       for (std::uint32_t t = p; t-- > 0;) {
         const std::uint32_t k = ws.order[t];
@@ -336,7 +335,7 @@ class ALRPLoss {
         grad_loc.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(suffix * scale / np);
       }
     }
-    if constexpr (detail::kWanted<RD>) {
+    if constexpr (detail::kGiven<RD>) {
       for (std::uint32_t k = 0; k < p; ++k)
         rank.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(ws.a3[k]);
     }

@@ -69,7 +69,7 @@ class APLoss {
   template <typename XD, typename LD>
   Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                RankingWorkspace& ws) const {
-    detail::NoOutput none;
+    detail::None none;
     return static_cast<Scalar>(run(logits, labels, none, ws));
   }
 
@@ -85,7 +85,7 @@ class APLoss {
   template <typename XD, typename LD, typename GD>
   Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                         const Eigen::DenseBase<GD>& grad, RankingWorkspace& ws) const {
-    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    auto& g = detail::writable(grad);
     return static_cast<Scalar>(run(logits, labels, g, ws));
   }
 
@@ -107,7 +107,7 @@ class APLoss {
                                   const Eigen::DenseBase<LD>& labels,
                                   const Eigen::DenseBase<GrD>& groups,
                                   const Eigen::DenseBase<GD>& grad, RankingWorkspace& ws) const {
-    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    auto& g = detail::writable(grad);
     detail::check_ranking_call<Scalar>(kName, logits, labels, g);
     detail::check_groups(kName, groups, logits.rows());
     detail::prepare_output(kName, "grad", g, logits.rows(), logits.cols());
@@ -130,7 +130,7 @@ class APLoss {
   template <typename XD, typename LD, typename GD>
   double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, GD& grad,
              RankingWorkspace& ws, double scale = 1.0) const {
-    constexpr bool kGrad = detail::kWanted<GD>;
+    constexpr bool kGrad = detail::kGiven<GD>;
     const LabelStats stats = detail::check_ranking_call<Scalar>(kName, x, labels, grad);
     if constexpr (kGrad) detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
     if (stats.positives == 0) {

@@ -133,9 +133,6 @@ struct DrPartial {
   double probe = 0.0;  ///< Σ x·0 over the logits read: 0 unless one is NaN or ±inf
 };
 
-/// Marker for "one group: the whole call".
-struct DrNoGroups {};
-
 /// s0 += Σ w_i, s1 += Σ w_i·d_i, accumulated in double. Eigen 3.4 does not vectorise casts and a
 /// plain running double sum is latency-bound (~4 cycles per element), so float input is widened
 /// block by block in a loop the compiler vectorises and summed with Eigen's vectorised reduction.
@@ -193,15 +190,15 @@ class DRLoss {
   /// Value of one call: all entries pooled (the released behaviour).
   template <typename XD, typename LD>
   Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels) const {
-    detail::NoGrad none;
-    return static_cast<Scalar>(run(logits, labels, detail::DrNoGroups{}, none));
+    detail::None none;
+    return static_cast<Scalar>(run(logits, labels, detail::None{}, none));
   }
 
   /// Sum over groups of the per-group value (`groups`: one integer per anchor, non-decreasing).
   template <typename XD, typename LD, typename GrD>
   Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                const Eigen::DenseBase<GrD>& groups) const {
-    detail::NoGrad none;
+    detail::None none;
     return static_cast<Scalar>(run(logits, labels, groups, none));
   }
 
@@ -217,7 +214,7 @@ class DRLoss {
   template <typename XD, typename LD, typename GD>
   Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                         const Eigen::DenseBase<GD>& grad) const {
-    return static_cast<Scalar>(run(logits, labels, detail::DrNoGroups{}, writable(grad)));
+    return static_cast<Scalar>(run(logits, labels, detail::None{}, grad_output(grad)));
   }
 
   /// Sum over groups of the per-group value, and its gradient.
@@ -225,7 +222,7 @@ class DRLoss {
   Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                         const Eigen::DenseBase<GD>& grad,
                         const Eigen::DenseBase<GrD>& groups) const {
-    return static_cast<Scalar>(run(logits, labels, groups, writable(grad)));
+    return static_cast<Scalar>(run(logits, labels, groups, grad_output(grad)));
   }
 
   /// Uniform surface with the other losses: throws if `weights` are given (not supported).
@@ -240,10 +237,10 @@ class DRLoss {
   using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
 
   template <typename GD>
-  static Eigen::DenseBase<GD>& writable(const Eigen::DenseBase<GD>& grad) {
+  static Eigen::DenseBase<GD>& grad_output(const Eigen::DenseBase<GD>& grad) {
     static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
                   "fgbg::DRLoss: the gradient must have the loss's scalar type");
-    return const_cast<Eigen::DenseBase<GD>&>(grad);
+    return detail::writable(grad);
   }
 
   /// True when `x` and `g` are the same elements in the same layout (the in-place gradient).
@@ -276,8 +273,8 @@ class DRLoss {
              const Groups& groups, GradOut& grad) const {
     static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
                   "fgbg::DRLoss: the logits must have the loss's scalar type");
-    constexpr bool kGrouped = !std::is_same<Groups, detail::DrNoGroups>::value;
-    constexpr bool kGrad = !std::is_same<GradOut, detail::NoGrad>::value;
+    constexpr bool kGrouped = detail::kGiven<Groups>;
+    constexpr bool kGrad = detail::kGiven<GradOut>;
     const Index n = x.rows(), c = x.cols();
     detail::check_labels(kName, labels, n, c);
     if constexpr (kGrouped) check_groups(groups, n);
@@ -347,7 +344,7 @@ class DRLoss {
     // would offset its null data pointer: take the empty block at row 0 instead.
     if (x.cols() == 0) r0 = rows = 0;
     const auto xb = x.derived().middleRows(r0, rows);
-    if constexpr (std::is_same<GradOut, detail::NoGrad>::value) {
+    if constexpr (!detail::kGiven<GradOut>) {
       return two_passes(xb, labels, r0, grad, before_writing);
     } else {
       auto gb = grad.derived().middleRows(r0, rows);
@@ -364,7 +361,7 @@ class DRLoss {
   template <typename XB, typename LD, typename GradOut, typename BeforeWriting>
   double two_passes(const Eigen::DenseBase<XB>& x, const Eigen::DenseBase<LD>& labels, Index label0,
                     GradOut& grad, BeforeWriting&& before_writing) const {
-    constexpr bool kGrad = !std::is_same<GradOut, detail::NoGrad>::value;
+    constexpr bool kGrad = detail::kGiven<GradOut>;
     constexpr bool kProbe = !std::is_same<std::decay_t<BeforeWriting>, std::nullptr_t>::value;
     using detail::kTileElems;
     const double beta_neg = static_cast<double>(Scalar(1) / config_.neg_lambda);

@@ -80,7 +80,7 @@ class RankSortLoss {
   template <typename XD, typename LD, typename YD>
   Value value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
               const Eigen::DenseBase<YD>& iou, RankingWorkspace& ws) const {
-    detail::NoOutput none;
+    detail::None none;
     return make(run(logits, labels, iou, none, ws));
   }
 
@@ -90,7 +90,7 @@ class RankSortLoss {
   Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                        const Eigen::DenseBase<YD>& iou, const Eigen::DenseBase<GD>& grad,
                        RankingWorkspace& ws) const {
-    return make(run(logits, labels, iou, const_cast<Eigen::DenseBase<GD>&>(grad), ws));
+    return make(run(logits, labels, iou, detail::writable(grad), ws));
   }
 
   /// As above with a temporary workspace (allocates).
@@ -110,7 +110,7 @@ class RankSortLoss {
                                  const Eigen::DenseBase<YD>& iou,
                                  const Eigen::DenseBase<GrD>& groups,
                                  const Eigen::DenseBase<GD>& grad, RankingWorkspace& ws) const {
-    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    auto& g = detail::writable(grad);
     detail::check_ranking_call<Scalar>(kName, logits, labels, g);
     detail::check_positive_side_input<Scalar>(kName, "iou", iou, labels, 0.0, 1.0, "[0, 1]");
     detail::check_groups(kName, groups, logits.rows());
@@ -149,7 +149,7 @@ class RankSortLoss {
   detail::RankValues run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
                          const Eigen::DenseBase<YD>& iou, GD& grad, RankingWorkspace& ws,
                          double scale = 1.0) const {
-    constexpr bool kGrad = detail::kWanted<GD>;
+    constexpr bool kGrad = detail::kGiven<GD>;
     detail::check_ranking_call<Scalar>(kName, x, labels, grad);
     detail::check_positive_side_input<Scalar>(kName, "iou", iou, labels, 0.0, 1.0, "[0, 1]");
     if constexpr (kGrad) detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());

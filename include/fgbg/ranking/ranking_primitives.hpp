@@ -923,12 +923,6 @@ struct RankValues {
   double first = 0, second = 0;
 };
 
-/// Tag for "this output is not wanted" in the ranking losses' drivers.
-struct NoOutput {};
-
-template <typename T>
-inline constexpr bool kWanted = !std::is_same<T, NoOutput>::value;
-
 /// The checks every ranking call starts with, in order: label range and length, the update's
 /// shape and that it shares no memory with the logits (if wanted), finite logits, and a positive
 /// count that fits the 32-bit windows. Nothing is written. Returns the label counts.
@@ -938,7 +932,7 @@ LabelStats check_ranking_call(const char* where, const Eigen::DenseBase<XD>& x,
   static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
                 "fgbg: the logits must have the loss's scalar type");
   const LabelStats s = check_labels(where, labels, x.rows(), x.cols());
-  if constexpr (kWanted<GD>) {
+  if constexpr (kGiven<GD>) {
     static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
                   "fgbg: the gradient must have the loss's scalar type");
     check_output(where, "grad", grad, x.rows(), x.cols());
@@ -954,7 +948,7 @@ LabelStats check_ranking_call(const char* where, const Eigen::DenseBase<XD>& x,
 /// Sets every entry of an output to zero (after prepare_output).
 template <typename GD>
 void zero_output(GD& out) {
-  if constexpr (kWanted<GD>) out.derived().setZero();
+  if constexpr (kGiven<GD>) out.derived().setZero();
 }
 
 /// Makes a per-anchor output vector hold n entries: a plain array with another size is resized
@@ -962,7 +956,7 @@ void zero_output(GD& out) {
 /// column. Checks only (no resize) when `resize` is false.
 template <typename OD>
 void prepare_vector_output(const char* where, const char* arg, OD& out, Index n, bool resize) {
-  if constexpr (kWanted<OD>) {
+  if constexpr (kGiven<OD>) {
     const bool ok = (out.size() == n) && (out.rows() == 1 || out.cols() == 1 || n == 0);
     if (ok) return;
     using G = std::decay_t<decltype(out.derived())>;

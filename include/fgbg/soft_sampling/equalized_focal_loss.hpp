@@ -258,7 +258,7 @@ class EqualizedFocalLoss {
   template <typename XD, typename LD>
   Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                const State& state, Weights<Scalar> weights, const Normalizer& normalizer) const {
-    detail::NoGrad none;
+    detail::None none;
     return static_cast<Scalar>(run(logits, labels, state, weights, normalizer, none));
   }
 
@@ -279,7 +279,7 @@ class EqualizedFocalLoss {
                         const Normalizer& normalizer) const {
     static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
                   "fgbg: the gradient must have the loss's scalar type");
-    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    auto& g = detail::writable(grad);
     const double v = run(logits, labels, state, weights, normalizer, g);
     state.accumulate(g, labels, config_.decay);
     return static_cast<Scalar>(v);

@@ -166,9 +166,6 @@ class GhmcLoss {
                           config.bins);
     detail::require_param(config.momentum >= 0.0 && config.momentum < 1.0, kName, "momentum",
                           "in [0, 1)", config.momentum);
-    const int m = config.bins;
-    for (int k = 0; k <= m; ++k) edges_[k] = static_cast<float>(k) / static_cast<float>(m);
-    edges_[m] = static_cast<float>(edges_[m] + 1e-6f);
   }
 
   const Config& config() const { return config_; }
@@ -177,7 +174,7 @@ class GhmcLoss {
   template <typename XD, typename LD>
   Scalar value(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
                Weights<Scalar> w = {}) const {
-    detail::NoGrad none;
+    detail::None none;
     return static_cast<Scalar>(run(x, labels, w, nullptr, nullptr, none));
   }
   /// The value value_and_grad would return with this state, without changing the state (the
@@ -185,14 +182,14 @@ class GhmcLoss {
   template <typename XD, typename LD>
   Scalar value(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
                const GhmcState& state, Weights<Scalar> w = {}) const {
-    detail::NoGrad none;
+    detail::None none;
     return static_cast<Scalar>(run(x, labels, w, &state, nullptr, none));
   }
   /// Loss value and gradient (μ = 0 only: with momentum pass a GhmcState).
   template <typename XD, typename LD, typename GD>
   Scalar value_and_grad(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
                         const Eigen::DenseBase<GD>& grad, Weights<Scalar> w = {}) const {
-    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    auto& g = detail::writable(grad);
     return static_cast<Scalar>(run(x, labels, w, nullptr, nullptr, g));
   }
   /// Loss value and gradient; updates `state` (moving averages and last-call statistics).
@@ -200,7 +197,7 @@ class GhmcLoss {
   Scalar value_and_grad(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
                         const Eigen::DenseBase<GD>& grad, GhmcState& state,
                         Weights<Scalar> w = {}) const {
-    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    auto& g = detail::writable(grad);
     return static_cast<Scalar>(run(x, labels, w, &state, &state, g));
   }
 
@@ -251,9 +248,7 @@ class GhmcLoss {
   template <typename XD, typename LD, typename GradOut>
   double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Weights<Scalar> w,
              const GhmcState* state, GhmcState* update, GradOut& grad) const {
-    constexpr bool kGrad = !std::is_same<GradOut, detail::NoGrad>::value;
-    if constexpr (kGrad)
-      static_assert(bool(GradOut::Flags & Eigen::LvalueBit), "fgbg: the gradient must be writable");
+    constexpr bool kGrad = detail::kGiven<GradOut>;
     using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
     static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
                   "fgbg: the logits must have the loss's scalar type");
@@ -390,7 +385,6 @@ class GhmcLoss {
   }
 
   Config config_;
-  std::array<float, kMaxBins + 1> edges_{};
 };
 
 }  // namespace fgbg

@@ -101,11 +101,6 @@ struct IsrPResult {
   bool guarded = false;  ///< true if Σℓ·w was 0 and the positives kept w = lw
 };
 
-namespace detail {
-/// Label weight 1 for every anchor (the overload without label weights).
-struct IsrUnitWeights {};
-}  // namespace detail
-
 /// ISR-P weights; see the file comment.
 template <typename Scalar>
 class IsrP {
@@ -136,7 +131,7 @@ class IsrP {
   IsrPResult weights(const Eigen::DenseBase<LD>& labels, const Eigen::DenseBase<GD>& gt_index,
                      const Eigen::DenseBase<ID>& iou, const Eigen::DenseBase<CD>& cls_loss,
                      Index num_classes, const Eigen::DenseBase<OD>& out, IsrPWorkspace& ws) const {
-    const detail::IsrUnitWeights* none = nullptr;
+    const detail::None* none = nullptr;
     return run(labels, gt_index, iou, cls_loss, none, num_classes, out, ws);
   }
 
@@ -162,7 +157,7 @@ class IsrP {
 
   template <typename LW>
   static double lw_at(const LW* lw, Index i) {
-    if constexpr (std::is_same<LW, detail::IsrUnitWeights>::value) {
+    if constexpr (!detail::kGiven<LW>) {
       (void)lw;
       (void)i;
       return 1.0;
@@ -205,7 +200,7 @@ class IsrP {
     detail::pisa_check_input_vector(kName, "gt_index", gt_index, n);
     detail::pisa_check_input_vector(kName, "iou", iou, n);
     detail::pisa_check_input_vector(kName, "cls_loss", cls_loss, n);
-    if constexpr (!std::is_same<LW, detail::IsrUnitWeights>::value) {
+    if constexpr (detail::kGiven<LW>) {
       detail::pisa_check_input_vector(kName, "label_weights", *lw, n);
       detail::pisa_check_nonnegative(kName, "label_weights", *lw);
     }
@@ -304,7 +299,7 @@ class IsrP {
     // (Reads of lw happen before the write of the same anchor, so out may alias label_weights.)
     for (Index i = 0; i < n; ++i) {  // branch-free: ignored anchors are not predictable
       const Scalar keep = labels.derived().coeff(i) != kIgnore ? Scalar(1) : Scalar(0);
-      if constexpr (std::is_same<LW, detail::IsrUnitWeights>::value)
+      if constexpr (!detail::kGiven<LW>)
         out.coeffRef(i) = keep;
       else
         out.coeffRef(i) = keep * static_cast<Scalar>(lw->coeff(i));

@@ -41,7 +41,7 @@ void pisa_check_output_vector(const char* where, const char* arg,
 /// and returns it writable.
 template <typename Derived>
 Derived& pisa_prepare_vector(const Eigen::DenseBase<Derived>& out_, Index n) {
-  auto& out = const_cast<Eigen::DenseBase<Derived>&>(out_).derived();
+  auto& out = detail::writable(out_).derived();
   const bool is_vector = out.cols() == 1 || out.rows() == 1;
   if (!(is_vector && out.size() == n)) {
     if constexpr (std::is_base_of<Eigen::PlainObjectBase<Derived>, Derived>::value)

@@ -52,7 +52,7 @@ class QualityDenseLoss {
   Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                const Eigen::DenseBase<QD>& quality, Weights<Scalar> weights,
                const Normalizer& normalizer) const {
-    detail::NoGrad none;
+    detail::None none;
     return static_cast<Scalar>(self().run(logits, labels, quality, weights, normalizer, none));
   }
 
@@ -71,7 +71,7 @@ class QualityDenseLoss {
                         Weights<Scalar> weights, const Normalizer& normalizer) const {
     static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
                   "fgbg: the gradient must have the loss's scalar type");
-    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    auto& g = detail::writable(grad);
     return static_cast<Scalar>(self().run(logits, labels, quality, weights, normalizer, g));
   }
 

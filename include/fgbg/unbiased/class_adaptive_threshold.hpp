@@ -90,7 +90,7 @@ void per_class_score_thresholds(const AnchorStatistics& stats,
     detail::throw_invalid(kWhere, "floor must be finite and >= 0, got ", floor);
   if (stats.num_fg() == 0 && stats.num_bg() == 0)  // both >= 0; their sum may overflow
     detail::throw_invalid(kWhere, "no anchors counted (num_fg + num_bg must be > 0, got 0)");
-  auto& out = const_cast<Eigen::DenseBase<Derived>&>(out_);
+  auto& out = detail::writable(out_);
   if constexpr (std::is_base_of<Eigen::PlainObjectBase<Derived>, Derived>::value &&
                 Derived::SizeAtCompileTime == Eigen::Dynamic) {
     // Any plain array: a fixed row vector (or a dynamic one with one row now) becomes 1 × C,

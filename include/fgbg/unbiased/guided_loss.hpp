@@ -147,7 +147,7 @@ class GuidedLoss {
   GuidedLossResult value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                          double reg_loss, Weights<Scalar> weights = {}) const {
     check_reg_loss(reg_loss);
-    detail::NoGrad none;
+    detail::None none;
     const double cls = with_labels(
         labels, [&](const auto& lab) { return wrapped(logits, lab, weights, nullptr, none); });
     return finish(cls, reg_loss, none);
@@ -159,7 +159,7 @@ class GuidedLoss {
                          double reg_loss, Weights<Scalar> weights,
                          const Normalizer& normalizer) const {
     check_reg_loss(reg_loss);
-    detail::NoGrad none;
+    detail::None none;
     const double cls = with_labels(
         labels, [&](const auto& lab) { return wrapped(logits, lab, weights, &normalizer, none); });
     return finish(cls, reg_loss, none);
@@ -190,11 +190,8 @@ class GuidedLoss {
                              Weights<Scalar> weights, const Normalizer* normalizer) const {
     static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
                   "fgbg: the gradient must have the loss's scalar type");
-    static_assert(bool(GD::Flags & Eigen::LvalueBit),
-                  "fgbg: the gradient must be writable (an Array, a Map over mutable memory or a "
-                  "block of one)");
     check_reg_loss(reg_loss);
-    auto& g = const_cast<Eigen::DenseBase<GD>&>(grad);
+    auto& g = detail::writable(grad);
     const double cls = with_labels(
         labels, [&](const auto& lab) { return wrapped(logits, lab, weights, normalizer, g); });
     return finish(cls, reg_loss, g);
@@ -206,7 +203,7 @@ class GuidedLoss {
   template <typename XD, typename LD, typename GradOut>
   double wrapped(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& lab, Weights<Scalar> w,
                  const Normalizer* norm, GradOut& g) const {
-    constexpr bool kGrad = !std::is_same<GradOut, detail::NoGrad>::value;
+    constexpr bool kGrad = detail::kGiven<GradOut>;
     if constexpr (detail::HasDenseRun<Loss, XD, LD, GradOut>::value) {
       return loss_.run(x, lab, w, norm ? *norm : loss_.config().normalizer, g);
     } else if constexpr (kGrad) {
@@ -243,7 +240,7 @@ class GuidedLoss {
     } else if (cls > 0.0 && std::isfinite(cls)) {
       r.weight = 0.0;  // L_reg = 0
     }
-    if constexpr (!std::is_same<GradOut, detail::NoGrad>::value) {
+    if constexpr (detail::kGiven<GradOut>) {
       auto& g = grad.derived();
       if (!trained) {
         g.setZero();

@@ -134,10 +134,8 @@ class ResidualObjectnessLoss {
     static_assert(std::is_same<typename GOD::Scalar, Scalar>::value &&
                       std::is_same<typename GCD::Scalar, Scalar>::value,
                   "fgbg::ResidualObjectnessLoss: the gradients must have the loss's scalar type");
-    static_assert(bool(GOD::Flags & Eigen::LvalueBit) && bool(GCD::Flags & Eigen::LvalueBit),
-                  "fgbg::ResidualObjectnessLoss: the gradients must be writable");
-    auto& go = const_cast<Eigen::DenseBase<GOD>&>(grad_stages);
-    auto& gc = const_cast<Eigen::DenseBase<GCD>&>(grad_classes);
+    auto& go = detail::writable(grad_stages);
+    auto& gc = detail::writable(grad_classes);
     double ema = 0.0;
     const ResidualObjectnessResult r =
         run<true>(stage_logits, class_logits, labels, state, ema, go, gc);
@@ -154,7 +152,7 @@ class ResidualObjectnessLoss {
                                  const Eigen::DenseBase<CD>& class_logits,
                                  const Eigen::DenseBase<LD>& labels,
                                  const ResidualObjectnessState& state) const {
-    detail::NoGrad none;
+    detail::None none;
     double ema = 0.0;
     return run<false>(stage_logits, class_logits, labels, state, ema, none, none);
   }
@@ -350,7 +348,7 @@ void residual_objectness_scores(const Eigen::DenseBase<OD>& stage_logits,
     if (!(std::abs(sum_row(i)) <= static_cast<double>(std::numeric_limits<Scalar>::max())))
       throw std::domain_error(detail::concat(kWhere, ": the summed objectness of anchor ", i,
                                              " overflows the scalar type"));
-  auto& scores = const_cast<Eigen::DenseBase<SD>&>(scores_);
+  auto& scores = detail::writable(scores_);
   detail::prepare_output(kWhere, "scores", scores, n, c);
   scores.derived() = array::sigmoid(class_logits.derived().array());
   for (Index i = 0; i < n; ++i) scores.derived().row(i) *= sigmoid(static_cast<Scalar>(sum_row(i)));
