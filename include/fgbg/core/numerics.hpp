@@ -149,14 +149,22 @@ auto sigmoid(const Eigen::ArrayBase<Derived>& x) {
 
 }  // namespace array
 
-/// p^γ with a fast path for the small integer exponents detectors use (γ = 2 above all);
-/// `log_p` is log p, used for the general case exp(γ·log p). Finite for γ ≥ 0.
-template <typename Scalar>
-Scalar pow_gamma(Scalar p, Scalar log_p, Scalar gamma) {
-  if (gamma == Scalar(2)) return p * p;
-  if (gamma == Scalar(1)) return p;
-  if (gamma == Scalar(0)) return Scalar(1);
-  return std::exp(gamma * log_p);
+/// p^γ with the fast paths of the exponents detectors use (γ = 2 above all, 1 and 0), exact
+/// products, and `general()` for every other γ (exp(γ·log p) from a log the caller holds, or
+/// std::pow). The one scalar power of fgbg: every p^γ, (1 − p_t)^γ, base^k goes through it.
+template <typename T, typename General>
+T pow_fast(T p, T gamma, General&& general) {
+  if (gamma == T(2)) return p * p;
+  if (gamma == T(1)) return p;
+  if (gamma == T(0)) return T(1);
+  return general();
+}
+
+/// p^γ = pow_fast with exp(γ·log p) in general; `log_p` is log p (formed directly by the caller,
+/// e.g. −softplus(−x) for σ(x), so that p may underflow while p^γ does not). Finite for γ ≥ 0.
+template <typename T>
+T pow_gamma(T p, T log_p, T gamma) {
+  return pow_fast(p, gamma, [&] { return std::exp(gamma * log_p); });
 }
 
 }  // namespace fgbg

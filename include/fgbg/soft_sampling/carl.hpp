@@ -237,7 +237,7 @@ class CarlLoss {
     }
     if (direct_mode()) {
       const double base = b + (1.0 - b) * r.s;
-      r.key = k == 1.0 ? base : k == 2.0 ? base * base : std::pow(base, k);
+      r.key = pow_fast(base, k, [&] { return std::pow(base, k); });
     } else if (b == 0.0) {
       r.key = log_s;  // log u / k = log s, finite however small s is
     } else {

@@ -66,6 +66,7 @@
 
 #include "../boxes/iou.hpp"
 #include "../core/checks.hpp"
+#include "../core/numerics.hpp"
 #include "../core/random.hpp"
 #include "../hard_sampling/sample.hpp"
 #include "pisa_common.hpp"
@@ -386,10 +387,7 @@ class ScoreHlrSampler {
     const double b = config_.bias, k = config_.k;
     auto map = [&](double v) {
       const double base = b + (1.0 - b) * v;
-      return k == 1.0   ? base
-             : k == 2.0 ? base * base
-             : k == 0.5 ? std::sqrt(base)
-                        : std::pow(base, k);
+      return pow_fast(base, k, [&] { return std::pow(base, k); });
     };
     double num = 0.0, den = 0.0;
     for (Index j = 0; j < r.ranked; ++j) {

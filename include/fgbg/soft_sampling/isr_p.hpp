@@ -63,6 +63,7 @@
 #include <vector>
 
 #include "../core/checks.hpp"
+#include "../core/numerics.hpp"
 #include "pisa_common.hpp"
 
 namespace fgbg {
@@ -259,7 +260,7 @@ class IsrP {
         const double u = e[i].lw * ((nm - static_cast<double>(r)) / nm);
         const double base = b + u * (1.0 - b);
         e[i].base = base;
-        e[i].w = k == 2.0 ? base * base : k == 1.0 ? base : std::pow(base, k);
+        e[i].w = pow_fast(base, k, [&] { return std::pow(base, k); });
         num += e[i].loss * e[i].lw;
         den += e[i].loss * e[i].w;
         den_zero = den_zero && (e[i].loss == 0.0 || (base == 0.0 && k > 0.0));

@@ -68,13 +68,10 @@ class SoftmaxFocalLoss : public SoftmaxLoss<SoftmaxFocalLoss<Scalar>, Scalar> {
                                        : 1.0 - static_cast<double>(config_.alpha);
     const Scalar g = config_.gamma;
     const double qd = static_cast<double>(q), pd = static_cast<double>(p_y);
-    double qg = 1.0;  // q^γ
-    if (g == Scalar(2))
-      qg = qd * qd;
-    else if (g == Scalar(1))
-      qg = qd;
-    else if (g != Scalar(0))
-      qg = std::exp(static_cast<double>(g) * (pd <= 0.5 ? std::log1p(-pd) : std::log(qd)));
+    const double gd = static_cast<double>(g);
+    const double qg = pow_fast(qd, gd, [&] {  // q^γ
+      return std::exp(gd * (pd <= 0.5 ? std::log1p(-pd) : std::log(qd)));
+    });
     const double ratio = q > Scalar(0) ? log_py / qd : -1.0;  // log(1−q)/q
     const double plogp = p_y > Scalar(0) ? static_cast<double>(g) * pd * ratio : 0.0;
     const double big_a = a * qg * (plogp - 1.0);
