@@ -506,8 +506,8 @@ TEST_CASE("DR loss: bad inputs throw and leave the gradient untouched", "[dr][er
                       Catch::Contains("groups must be a vector of 3 entries, got 2 x 1"));
     groups << 1, 0, 1;
     CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, groups),
-                      Catch::Contains("groups must be non-decreasing (each group's anchors in "
-                                      "consecutive rows), got groups(1) = 0 after 1"));
+                      Catch::Contains("groups must be non-decreasing (each group one run of "
+                                      "consecutive anchors), but groups(1) = 0 < groups(0) = 1"));
     CHECK_THROWS_AS(dr.value(x, y, groups), std::invalid_argument);
   }
   SECTION("weights are refused") {

@@ -295,8 +295,9 @@ TEST_CASE("aLRP: localisation errors up to 2^512 are exact, larger ones are refu
   Eigen::ArrayXd gl = Eigen::ArrayXd::Constant(5, 7.0), rank = gl;
   fgbg::RankingWorkspace ws;
   CHECK_THROWS_AS(alrp.value_and_grad(x, y, loc, g, gl, rank, ws), std::invalid_argument);
-  CHECK_THROWS_WITH(alrp.value_and_grad(x, y, loc, g, gl, rank, ws),
-                    Catch::Contains("loc_error(0) = 4.49423284e+307 must be in [0, 2^512"));
+  CHECK_THROWS_WITH(
+      alrp.value_and_grad(x, y, loc, g, gl, rank, ws),
+      Catch::Contains("loc_error(0) = 4.49423284e+307 of a positive anchor must be in [0, 2^512"));
   CHECK((g == 7.0).all());
   CHECK((gl == 7.0).all());
   CHECK((rank == 7.0).all());

@@ -565,7 +565,7 @@ TEST_CASE("QFL, VFL, EFL: bad inputs throw and leave gradient and state untouche
   SECTION("quality outside [0, 1] or NaN on a positive") {
     q[0] = 1.5;
     CHECK_THROWS_WITH(qfl.value_and_grad(x, y, q, g),
-                      Catch::Contains("quality(0) = 1.5 of a positive anchor is outside [0, 1]"));
+                      Catch::Contains("quality(0) = 1.5 of a positive anchor must be in [0, 1]"));
     CHECK_THROWS_AS(vfl.value_and_grad(x, y, q, g), std::invalid_argument);
     q[0] = -0.01;
     CHECK_THROWS_AS(qfl.value(x, y, q), std::invalid_argument);

@@ -160,5 +160,42 @@ void check_no_alias(const char* where, const Eigen::DenseBase<DIn>& in_,
   }
 }
 
+/// Validates a per-anchor group index (e.g. the image of each anchor) for the per-group
+/// rankings: an integer vector of n entries, non-decreasing, so that every group is one run of
+/// consecutive anchors (the image-major layout of a batch).
+template <typename GrD>
+void check_groups(const char* where, const Eigen::DenseBase<GrD>& groups, Index n) {
+  static_assert(std::is_integral<typename GrD::Scalar>::value,
+                "fgbg: groups must be an integer array (one group id per anchor)");
+  check_vector(where, "groups", groups, n);
+  for (Index a = 1; a < n; ++a)
+    if (groups.derived().coeff(a) < groups.derived().coeff(a - 1))
+      throw_invalid(where, "groups must be non-decreasing (each group one run of consecutive ",
+                    "anchors), but groups(", a,
+                    ") = ", static_cast<long long>(groups.derived().coeff(a)), " < groups(", a - 1,
+                    ") = ", static_cast<long long>(groups.derived().coeff(a - 1)));
+}
+
+/// Validates a per-anchor side input read only at the positive anchors (label ≥ 1): a vector of
+/// labels.size() entries whose positive entries are finite (else std::domain_error) and in
+/// [lo, hi] (else std::invalid_argument "<arg>(i) = v of a positive anchor must be in <range>").
+/// The other entries are never read. Quality targets of QFL/VFL, IoUs of Rank & Sort and
+/// localisation errors of aLRP use it.
+template <typename TD, typename LD>
+void check_positive_values(const char* where, const char* arg, const Eigen::DenseBase<TD>& t,
+                           const Eigen::DenseBase<LD>& labels, double lo, double hi,
+                           const char* range) {
+  static_assert(std::is_floating_point<typename TD::Scalar>::value,
+                "fgbg: a side input (quality, IoU, localisation error) must hold float or double");
+  check_vector(where, arg, t, labels.size());
+  for (Index a = 0; a < labels.size(); ++a) {
+    if (labels.derived().coeff(a) <= 0) continue;
+    const double v = static_cast<double>(t.derived().coeff(a));
+    if (!std::isfinite(v)) throw_non_finite(where, arg, a, 0, v);
+    if (v < lo || v > hi)
+      throw_invalid(where, arg, "(", a, ") = ", v, " of a positive anchor must be in ", range);
+  }
+}
+
 }  // namespace detail
 }  // namespace fgbg

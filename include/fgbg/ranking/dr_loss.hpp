@@ -326,14 +326,7 @@ class DRLoss {
     static_assert(std::is_integral<typename GrD::Scalar>::value,
                   "fgbg::DRLoss: the 4th argument is `groups`, one integer (e.g. the image index) "
                   "per anchor; DR loss takes no weights");
-    detail::check_vector(kName, "groups", groups, n);
-    for (Index i = 1; i < n; ++i)
-      if (groups.derived().coeff(i) < groups.derived().coeff(i - 1))
-        detail::throw_invalid(kName,
-                              "groups must be non-decreasing (each group's anchors in "
-                              "consecutive rows), got groups(",
-                              i, ") = ", static_cast<long long>(groups.derived().coeff(i)),
-                              " after ", static_cast<long long>(groups.derived().coeff(i - 1)));
+    detail::check_groups(kName, groups, n);
   }
 
   /// DR loss of rows [r0, r0 + rows) alone; writes those rows of the gradient.

@@ -975,22 +975,6 @@ void prepare_vector_output(const char* where, const char* arg, OD& out, Index n,
   }
 }
 
-/// Validates a per-anchor group index (e.g. the image of each anchor) for the per-group
-/// rankings: an integer vector of n entries, non-decreasing, so that every group is one run of
-/// consecutive anchors (the image-major layout of a batch).
-template <typename GrD>
-void check_groups(const char* where, const Eigen::DenseBase<GrD>& groups, Index n) {
-  static_assert(std::is_integral<typename GrD::Scalar>::value,
-                "fgbg: groups must be an integer array (one group id per anchor)");
-  check_vector(where, "groups", groups, n);
-  for (Index a = 1; a < n; ++a)
-    if (groups.derived().coeff(a) < groups.derived().coeff(a - 1))
-      throw_invalid(where, "groups must be non-decreasing (each group one run of consecutive ",
-                    "anchors), but groups(", a,
-                    ") = ", static_cast<long long>(groups.derived().coeff(a)), " < groups(", a - 1,
-                    ") = ", static_cast<long long>(groups.derived().coeff(a - 1)));
-}
-
 /// Calls f(first, count) for every run of equal group id, in order.
 template <typename GrD, typename F>
 void for_each_group(const Eigen::DenseBase<GrD>& groups, F&& f) {
@@ -1035,22 +1019,14 @@ inline void check_eps(const char* where, double eps) {
 }
 
 /// Checks the per-anchor side input (aLRP ℓ, RS IoU) of a ranking loss at the anchors with a
-/// foreground label: a vector of N entries of the loss's scalar, each finite and in [lo, hi].
+/// foreground label: check_positive_values, with the loss's scalar type.
 template <typename Scalar, typename TD, typename LD>
 void check_positive_side_input(const char* where, const char* arg, const Eigen::DenseBase<TD>& t,
                                const Eigen::DenseBase<LD>& labels, double lo, double hi,
                                const char* range) {
   static_assert(std::is_same<typename TD::Scalar, Scalar>::value,
                 "fgbg: the side input must have the loss's scalar type");
-  check_vector(where, arg, t, labels.size());
-  for (Index a = 0; a < labels.size(); ++a) {
-    if (labels.derived().coeff(a) <= 0) continue;
-    const double v = static_cast<double>(t.derived().coeff(a));
-    if (!std::isfinite(v))
-      throw std::domain_error(
-          concat(where, ": ", arg, "(", a, ") is ", v, " at a positive anchor; it must be finite"));
-    if (v < lo || v > hi) throw_invalid(where, arg, "(", a, ") = ", v, " must be in ", range);
-  }
+  check_positive_values(where, arg, t, labels, lo, hi, range);
 }
 
 }  // namespace detail

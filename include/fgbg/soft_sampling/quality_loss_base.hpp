@@ -82,23 +82,14 @@ class QualityDenseLoss {
 namespace detail {
 
 /// Validates the quality array of an N-anchor call: a vector of N entries whose positive rows
-/// hold finite values in [0, 1]. Only positive rows are read.
+/// hold finite values in [0, 1] (check_positive_values). Only positive rows are read.
 /// @throws std::invalid_argument for a wrong length or a value outside [0, 1];
 ///         std::domain_error for a non-finite value.
 template <typename QD, typename LD>
 void check_quality(const char* where, const Eigen::DenseBase<QD>& q,
                    const Eigen::DenseBase<LD>& labels, Index n) {
-  static_assert(std::is_floating_point<typename QD::Scalar>::value,
-                "fgbg: the quality (IoU) array must hold float or double");
   check_vector(where, "quality", q, n);
-  for (Index i = 0; i < n; ++i) {
-    if (labels.derived().coeff(i) <= 0) continue;
-    const double v = static_cast<double>(q.derived().coeff(i));
-    if (!std::isfinite(v)) throw_non_finite(where, "quality", i, 0, v);
-    if (v < 0.0 || v > 1.0)
-      throw_invalid(where, "quality(", i, ") = ", v, " of a positive anchor is outside [0, 1]");
-  }
+  check_positive_values(where, "quality", q, labels, 0.0, 1.0, "[0, 1]");
 }
-
 }  // namespace detail
 }  // namespace fgbg
