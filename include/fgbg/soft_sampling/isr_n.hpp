@@ -69,6 +69,7 @@
 #include "../core/numerics.hpp"
 #include "../core/random.hpp"
 #include "../hard_sampling/sample.hpp"
+#include "../hard_sampling/sampling_common.hpp"
 #include "pisa_common.hpp"
 
 namespace fgbg {
@@ -210,6 +211,10 @@ struct ScoreHlrSamplerConfig {
   double bias = 0;             ///< bias of the weight map, in [0, 1]
   double score_thr = 0.05;     ///< valid negatives have max foreground score > this, in [0, 1)
   double iou_thr = 0.5;        ///< NMS-match IoU threshold, in [0, 1]
+
+  /// The batch fields as a SamplerConfig: the same validation and the same expected counts
+  /// (⌊num · pos_fraction⌋ positives, then the negatives' bound) as every other sampler.
+  SamplerConfig batch() const { return {num, pos_fraction, neg_pos_ub, true}; }
 };
 
 /// Reusable buffers of ScoreHlrSampler (one per thread).
@@ -243,12 +248,7 @@ class ScoreHlrSampler {
   static constexpr const char* kName = "fgbg::ScoreHlrSampler";
 
   explicit ScoreHlrSampler(const Config& config = {}) : config_(config) {
-    detail::require_param(config.num >= 0, kName, "num", ">= 0", config.num);
-    detail::require_param(config.pos_fraction >= 0 && config.pos_fraction <= 1, kName,
-                          "pos_fraction", "in [0, 1]", config.pos_fraction);
-    detail::require_param(
-        config.neg_pos_ub == -1 || (config.neg_pos_ub >= 0 && std::isfinite(config.neg_pos_ub)),
-        kName, "neg_pos_ub", "-1 (no bound) or finite >= 0", config.neg_pos_ub);
+    config.batch().validate(kName);
     detail::require_param(std::isfinite(config.k) && config.k >= 0, kName, "k", "finite and >= 0",
                           config.k);
     detail::require_param(config.bias >= 0 && config.bias <= 1, kName, "bias", "in [0, 1]",
@@ -333,16 +333,11 @@ class ScoreHlrSampler {
 
     ScoreHlrResult r;
     const Index n_pos = static_cast<Index>(ws.pos.size());
-    // ⌊num · pos_fraction⌋ clamped to num in double (num = INT64_MAX rounds up to 2^63, which no
-    // Index holds), so 0 ≤ P ≤ num and num − P cannot overflow.
-    const Index p_exp = detail::min_with_floor(
-        config_.num, static_cast<double>(config_.num) * config_.pos_fraction);
-    r.positives = std::min(n_pos, p_exp);
-    Index n_exp = config_.num - r.positives;
-    if (config_.neg_pos_ub >= 0)  // clamped in double: a huge bound (1e30) cannot overflow
-      n_exp = detail::min_with_floor(
-          n_exp, config_.neg_pos_ub * static_cast<double>(std::max<Index>(1, r.positives)));
-    r.expected_negatives = std::min(n_neg, n_exp);
+    // The batch rule of every sampler (SamplerConfig: clamped in double, so num = INT64_MAX or a
+    // bound of 1e30 cannot overflow); 0 ≤ P ≤ num.
+    const SamplerConfig batch = config_.batch();
+    r.positives = std::min(n_pos, batch.expected_positives());
+    r.expected_negatives = std::min(n_neg, batch.expected_negatives(r.positives));
     r.valid = static_cast<Index>(ws.nms.order.size());
     const Index n_prime = r.expected_negatives;
     const bool ranked = r.valid > 0 && n_prime > 0;
