@@ -279,24 +279,25 @@ class ALRPLoss {
     detail::scatter_negatives(ws, x, labels, all, kGrad);
     const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
     const double np = static_cast<double>(p);
-    // ℓ-weighted prefix sums over the sorted positives: a1 (Σℓ), a2 (Σℓ·u)
-    detail::grow(ws.a0, p);
-    detail::grow(ws.a1, p + 1);
-    detail::grow(ws.a2, p + 1);
-    detail::grow(ws.a3, p);
+    // ℓ-weighted prefix sums over the sorted positives: weight_sum (Σℓ), weight_offset_sum (Σℓ·u)
+    detail::grow(ws.weight, p);
+    detail::grow(ws.weight_sum, p + 1);
+    detail::grow(ws.weight_offset_sum, p + 1);
+    detail::grow(ws.rank, p);
     detail::grow(ws.g, p);
     detail::grow(ws.c, p);
     // ℓ scaled by 2^-m (m = 0 unless max ℓ > 2^40): ℓ up to 2^512 times score offsets up to
     // 2^902 overflowed the window sums (NaN updates for δ = 6e262 with ℓ = 4.1e120).
-    for (std::uint32_t k = 0; k < p; ++k) ws.a0[k] = ws.pos[k].aux;
-    const int m = detail::scale_down_weights(ws.a0.data(), p);
-    detail::prefix_sums(ws.a0.data(), ws.u.data(), ws.ref.data(), p, ws.a1.data(), ws.a2.data());
+    for (std::uint32_t k = 0; k < p; ++k) ws.weight[k] = ws.pos[k].aux;
+    const int m = detail::scale_down_weights(ws.weight.data(), p);
+    detail::prefix_sums(ws.weight.data(), ws.u.data(), ws.ref.data(), p, ws.weight_sum.data(),
+                        ws.weight_offset_sum.data());
     double sum_ratio = 0;
     for (std::uint32_t k = 0; k < p; ++k) {
       const double rp = 0.5 + detail::positives_above(ws, k);
       const double F = ws.F[k];
       const double R = rp + F;
-      ws.a3[k] = R;
+      ws.rank[k] = R;
       sum_ratio += rp / R;
       if (F > eps) {
         const double S = std::ldexp(detail::weighted_above_others(ws, k), m);
@@ -324,20 +325,20 @@ class ALRPLoss {
     for (std::uint32_t t = 0; t < p; ++t) {
       const std::uint32_t k = ws.order[t];
       cum += ws.pos[k].aux;
-      loc += cum / ws.a3[k];
+      loc += cum / ws.rank[k];
     }
     out.second = loc / np;
     if constexpr (detail::kGiven<GED>) {
       double suffix = 0;
       for (std::uint32_t t = p; t-- > 0;) {
         const std::uint32_t k = ws.order[t];
-        suffix += 1.0 / ws.a3[k];
+        suffix += 1.0 / ws.rank[k];
         grad_loc.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(suffix * scale / np);
       }
     }
     if constexpr (detail::kGiven<RD>) {
       for (std::uint32_t k = 0; k < p; ++k)
-        rank.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(ws.a3[k]);
+        rank.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(ws.rank[k]);
     }
     if constexpr (kGrad) detail::write_updates(ws, x, labels, all, scale / np, grad);
     return out;

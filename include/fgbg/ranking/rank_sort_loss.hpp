@@ -170,12 +170,15 @@ class RankSortLoss {
     const double* u = ws.u.data();
     const double* ref = ws.ref.data();
     const double sdelta = ws.delta;  // δ · scale, the δ of the scaled scores u
-    for (auto* v : {&ws.a0, &ws.a3, &ws.a4, &ws.a5, &ws.g, &ws.c}) detail::grow(*v, p);
-    detail::grow(ws.a1, p + 1);
-    detail::grow(ws.a2, p + 1);
-    // a0 = 1 − y, prefix sums a1 (Σ(1−y)), a2 (Σ(1−y)·u) over the sorted positives
-    for (std::uint32_t k = 0; k < p; ++k) ws.a0[k] = 1.0 - ws.pos[k].aux;
-    detail::prefix_sums(ws.a0.data(), u, ref, p, ws.a1.data(), ws.a2.data());
+    for (auto* v : {&ws.weight, &ws.sort_error, &ws.sort_gap, &ws.sort_share, &ws.g, &ws.c})
+      detail::grow(*v, p);
+    detail::grow(ws.weight_sum, p + 1);
+    detail::grow(ws.weight_offset_sum, p + 1);
+    // weight = 1 − y, prefix sums weight_sum (Σ(1−y)) and weight_offset_sum (Σ(1−y)·(u − ref))
+    // over the sorted positives
+    for (std::uint32_t k = 0; k < p; ++k) ws.weight[k] = 1.0 - ws.pos[k].aux;
+    detail::prefix_sums(ws.weight.data(), u, ref, p, ws.weight_sum.data(),
+                        ws.weight_offset_sum.data());
     double sum_rank = 0;
     for (std::uint32_t k = 0; k < p; ++k) {
       const double rp = detail::positives_above(ws, k);  // self ½ included
@@ -183,7 +186,7 @@ class RankSortLoss {
       const double r = F / (rp + F);
       sum_rank += r;
       const double q = detail::weighted_above(ws, k);
-      ws.a3[k] = q / rp;                // current sorting error c_i
+      ws.sort_error[k] = q / rp;        // current sorting error c_i
       ws.g[k] = F > eps ? -r : 0.0;     // ranking part of the update
       ws.c[k] = F > eps ? r / F : 0.0;  // distribution weight to the negatives
     }
@@ -199,14 +202,16 @@ class RankSortLoss {
       while (e < p && ws.pos[ws.order[e]].aux == ws.pos[ws.order[t]].aux) ++e;
       return e;
     };
-    // Pass 1 (IoU descending, group inserted first): T_i, U_i over {k : y_k ≥ y_i} → e_i in a4
+    // Pass 1 (IoU descending, group inserted first): T_i, U_i over {k : y_k ≥ y_i} → e_i in
+    // sort_gap
     fen.reset(p);
     for (std::uint32_t t = 0; t < p;) {
       const std::uint32_t e = group_end(t);
       for (std::uint32_t q = t; q < e; ++q) {
         const std::uint32_t k = ws.order[q];
         const detail::DD off = detail::two_sum(u[k], -ref[k]);
-        const detail::DD w[4] = {{1.0, 0.0}, off, {ws.a0[k], 0.0}, detail::dd_mul(off, ws.a0[k])};
+        const detail::DD w[4] = {
+            {1.0, 0.0}, off, {ws.weight[k], 0.0}, detail::dd_mul(off, ws.weight[k])};
         fen.add(k, w);
       }
       for (std::uint32_t q = t; q < e; ++q) {
@@ -214,11 +219,11 @@ class RankSortLoss {
         const double r0 = ref[ws.win[k].lo];
         const double T = fen.up(ws.win[k], 0, 1, u[k], r0, sdelta).up;
         const double U = fen.up(ws.win[k], 2, 3, u[k], r0, sdelta).up;
-        ws.a4[k] = ws.a3[k] - U / T;
+        ws.sort_gap[k] = ws.sort_error[k] - U / T;
       }
       t = e;
     }
-    // Pass 2 (IoU ascending, group queried first): D_i over {k : y_k < y_i} → d_i in a5
+    // Pass 2 (IoU ascending, group queried first): D_i over {k : y_k < y_i} → d_i in sort_share
     fen.reset(p);
     double sum_sort = 0;
     for (std::uint32_t t = p; t > 0;) {
@@ -228,13 +233,13 @@ class RankSortLoss {
         const std::uint32_t k = ws.order[q];
         // D.up is 0 when D.count is 0
         const auto D = fen.up(ws.win[k], 0, 1, u[k], ref[ws.win[k].lo], sdelta);
-        const double e_k = ws.a4[k];
+        const double e_k = ws.sort_gap[k];
         sum_sort += e_k;
         if (D.up > eps) {
           ws.g[k] -= e_k;
-          ws.a5[k] = e_k / D.up;
+          ws.sort_share[k] = e_k / D.up;
         } else {
-          ws.a5[k] = 0.0;
+          ws.sort_share[k] = 0.0;
         }
       }
       for (std::uint32_t q = b; q < t; ++q) {
@@ -257,8 +262,10 @@ class RankSortLoss {
         }
         for (std::uint32_t q = t; q < e; ++q) {
           const std::uint32_t k = ws.order[q];
-          const detail::DD w[4] = {
-              {ws.a5[k], 0.0}, detail::dd_mul(detail::two_sum(u[k], -ref[k]), ws.a5[k]), {}, {}};
+          const detail::DD w[4] = {{ws.sort_share[k], 0.0},
+                                   detail::dd_mul(detail::two_sum(u[k], -ref[k]), ws.sort_share[k]),
+                                   {},
+                                   {}};
           fen.add(k, w);
         }
         t = e;

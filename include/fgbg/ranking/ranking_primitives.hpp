@@ -196,6 +196,12 @@ inline std::uint32_t bound_in(const double* v, std::uint32_t begin, std::uint32_
 class BucketedSearch {
  public:
   static constexpr std::uint32_t kScan = 2;
+  /// Buckets per element: a query's bucket then holds about one element on average, so the
+  /// kScan-element count settles almost every search.
+  static constexpr std::uint32_t kBucketsPerElement = 8;
+  /// Cap on the bucket count (2^26 32-bit starts: 256 MiB), reached at 2^23 elements; beyond
+  /// that the buckets hold more elements each and more searches take the binary part.
+  static constexpr std::uint32_t kMaxBuckets = 1u << 26;
 
   /// Indexes the sorted v[0..n) and copies it (with kScan +inf sentinels).
   void build(const double* v, std::uint32_t n) {
@@ -208,7 +214,8 @@ class BucketedSearch {
     v0_ = n ? v[0] : 0.0;
     if (n > 1) {
       const double range = v[n - 1] - v[0];
-      const std::uint32_t m = n > (1u << 23) ? (1u << 26) : 8 * n;
+      const std::uint32_t m =
+          n > kMaxBuckets / kBucketsPerElement ? kMaxBuckets : kBucketsPerElement * n;
       const double inv = static_cast<double>(m) / range;
       if (range > 0 && std::isfinite(inv) && inv > 0) {
         m_ = m;
@@ -222,7 +229,7 @@ class BucketedSearch {
   }
 
   void reserve(std::size_t n) {
-    start_.reserve(8 * n + 2);
+    start_.reserve(kBucketsPerElement * n + 2);
     v_.reserve(n + kScan);
   }
 
@@ -600,8 +607,9 @@ class RankingWorkspace {
     u.reserve(p);
     ref.reserve(p);
     win.reserve(p);
-    for (auto* v : {&F, &a0, &a3, &a4, &a5, &g, &c}) v->reserve(p + 1);
-    for (auto* v : {&W, &V, &X, &XV, &a1, &a2}) v->reserve(p + 1);
+    for (auto* v : {&F, &weight, &rank, &sort_error, &sort_gap, &sort_share, &g, &c})
+      v->reserve(p + 1);
+    for (auto* v : {&W, &V, &X, &XV, &weight_sum, &weight_offset_sum}) v->reserve(p + 1);
     count.reserve(p + 1);
     order.reserve(p);
     fenwick.reserve(p);
@@ -618,8 +626,10 @@ class RankingWorkspace {
                     win.capacity() * sizeof(detail::Window) +
                     neg_slots.capacity() * sizeof(std::uint32_t) +
                     order.capacity() * sizeof(std::uint32_t) + grid.capacity_bytes();
-    for (auto* v : {&u, &ref, &F, &a0, &a3, &a4, &a5, &g, &c}) b += v->capacity() * sizeof(double);
-    for (auto* v : {&W, &V, &X, &XV, &a1, &a2, &slot_sums}) b += v->capacity() * sizeof(detail::DD);
+    for (auto* v : {&u, &ref, &F, &weight, &rank, &sort_error, &sort_gap, &sort_share, &g, &c})
+      b += v->capacity() * sizeof(double);
+    for (auto* v : {&W, &V, &X, &XV, &weight_sum, &weight_offset_sum, &slot_sums})
+      b += v->capacity() * sizeof(detail::DD);
     b += count.capacity() * sizeof(std::int64_t) + cells.capacity() * sizeof(detail::ScatterCell) +
          slot_updates.capacity() * sizeof(detail::SlotUpdate);
     return b;
@@ -632,8 +642,13 @@ class RankingWorkspace {
   std::vector<detail::Window> win;               ///< window of each positive in u
   std::vector<double> F;                         ///< Σ_{j∈N} H(s_j − s_i) per positive
   std::vector<std::int64_t> count;               ///< #negatives with H > 0 per positive
-  std::vector<double> a0, a3, a4, a5;            ///< per-positive scratch of the losses
-  std::vector<detail::DD> a1, a2;                ///< weighted prefix sums of the losses
+  std::vector<double> weight;                    ///< per-positive weight (aLRP ℓ, RS 1 − IoU)
+  std::vector<detail::DD> weight_sum;            ///< prefix sums of `weight`
+  std::vector<detail::DD> weight_offset_sum;     ///< prefix sums of weight · (u − ref)
+  std::vector<double> rank;                      ///< aLRP: R_i = R⁺_i + F_i
+  std::vector<double> sort_error;                ///< RS: current sorting error c_i
+  std::vector<double> sort_gap;                  ///< RS: e_i = c_i − target sorting error
+  std::vector<double> sort_share;                ///< RS: d_i = e_i / D_i, sent per unit of H
   std::vector<double> g, c;                      ///< per-positive update and distribution weight
   std::vector<detail::DD> W, V, X, XV;           ///< prefix sums over the sorted positives
   std::vector<detail::ScatterCell> cells;        ///< histogram of the negatives over the slots
@@ -713,19 +728,21 @@ inline double positives_above(const RankingWorkspace& ws, std::uint32_t i) {
   return up_sum(ws.W.data(), ws.V.data(), ws.ref.data(), p, ws.win[i], ws.u[i], ws.delta);
 }
 
-/// Σ_k w_k H_δ(s_k − s_i) for the sorted positive i with the weighted prefix sums ws.a1, ws.a2
-/// (prefix_sums with weights ws.a0); i's own term w_i/2 included.
+/// Σ_k w_k H_δ(s_k − s_i) for the sorted positive i with the weighted prefix sums ws.weight_sum and
+/// ws.weight_offset_sum (prefix_sums with weights ws.weight); i's own term w_i/2 included.
 inline double weighted_above(const RankingWorkspace& ws, std::uint32_t i) {
   const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
-  return up_sum(ws.a1.data(), ws.a2.data(), ws.ref.data(), p, ws.win[i], ws.u[i], ws.delta);
+  return up_sum(ws.weight_sum.data(), ws.weight_offset_sum.data(), ws.ref.data(), p, ws.win[i],
+                ws.u[i], ws.delta);
 }
 
-/// Σ_{k≠i} w_k H_δ(s_k − s_i) for the sorted positive i with the weighted prefix sums ws.a1,
-/// ws.a2 (prefix_sums with weights ws.a0); i's own term w_i/2 is left out inside the sum.
+/// Σ_{k≠i} w_k H_δ(s_k − s_i) for the sorted positive i with the weighted prefix sums
+/// ws.weight_sum, ws.weight_offset_sum (prefix_sums with weights ws.weight); i's own term w_i/2 is
+/// left out inside the sum.
 inline double weighted_above_others(const RankingWorkspace& ws, std::uint32_t i) {
   const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
-  return up_sum(ws.a1.data(), ws.a2.data(), ws.ref.data(), p, ws.win[i], ws.u[i], ws.delta,
-                ws.a0[i]);
+  return up_sum(ws.weight_sum.data(), ws.weight_offset_sum.data(), ws.ref.data(), p, ws.win[i],
+                ws.u[i], ws.delta, ws.weight[i]);
 }
 
 /// Computes F_i = Σ_{j∈N} H_δ(s_j − s_i) and the integer count of negatives with H > 0 for every
