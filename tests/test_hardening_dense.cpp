@@ -1139,6 +1139,49 @@ TEST_CASE("QFL: a huge beta on confident negatives gives the vanishing modulated
   CHECK(v1 == Approx(static_cast<double>(want)).epsilon(1e-6));
 }
 
+// Found by fuzz_sigmoid in CI: a positive at x = 100 with quality 3.3e-28 has |d| = σ(x) − t =
+// 1 − 3.3e-28, which is 1 in double and in long double; with β = 4.2e151 the power |d|^β came out 1
+// instead of exp(−1.4e124) = 0, and the gradient inf after a weight of 4.4e199. The power near
+// |d| = 1 is now formed from 1 − |d| = σ(−x) + t.
+TEMPLATE_TEST_CASE("QFL: a huge beta on a positive whose |sigma - t| rounds to 1",
+                   "[hardening][qfl]", float, double) {
+  using S = TestType;
+  const S beta = sizeof(S) == 8 ? S(4.1720162224485174e+151) : S(1e30);
+  const fgbg::QualityFocalLoss<S> qfl({beta, fgbg::Normalizer::num_positives()});
+  RowArray<S> x(1, 3), g(1, 3);
+  // (float: negatives at −30, whose σ^β vanishes; a negative at 100 keeps σ^β ≈ 1 for any float β)
+  if (sizeof(S) == 8)
+    x << S(7.27832031), S(100), S(100);
+  else
+    x << S(-30), S(100), S(-30);
+  fgbg::LabelVector y(1);
+  y << 2;
+  Eigen::Array<S, Eigen::Dynamic, 1> q(1), w(1);
+  q << S(3.3104452e-28);
+  w << (sizeof(S) == 8 ? S(4.39673449e+199) : S(1e30));
+  const double v = qfl.value_and_grad(x, y, q, g, fgbg::Weights<S>(w));
+  // Exact: every factor |d|^β, β|d|^(β−1) and σ^β is exp(−(≥ 1e2)) = 0 or below the range.
+  CHECK(v == 0.0);
+  CHECK((g == S(0)).all());
+  // A moderate β takes the same path (|d| > 1/2) and matches the long-double formula.
+  const fgbg::QualityFocalLoss<S> q25({S(2.5), fgbg::Normalizer::sum()});
+  RowArray<S> x1(1, 1), g1(1, 1);
+  x1 << S(3);
+  Eigen::Array<S, Eigen::Dynamic, 1> t1(1);
+  t1 << S(0.25);
+  fgbg::LabelVector y1(1);
+  y1 << 1;
+  const double v1 = q25.value_and_grad(x1, y1, t1, g1);
+  using LD = long double;
+  const LD xl = 3, tl = LD(S(0.25)), s = 1 / (1 + std::exp(-xl)), d = s - tl;
+  const LD bce = (1 - tl) * (xl + std::log1p(std::exp(-xl))) + tl * std::log1p(std::exp(-xl));
+  const LD want_v = std::pow(d, 2.5L) * bce;
+  const LD want_g = 2.5L * std::pow(d, 1.5L) * s * (1 - s) * bce + std::pow(d, 2.5L) * d;
+  CHECK(v1 == Approx(static_cast<double>(want_v)).epsilon(sizeof(S) == 8 ? 1e-13 : 1e-6));
+  CHECK(static_cast<double>(g1(0, 0)) ==
+        Approx(static_cast<double>(want_g)).epsilon(sizeof(S) == 8 ? 1e-13 : 1e-6));
+}
+
 // Regression (fuzz_state, UBSan): EFL's state update took row(i) of an N × 0 gradient for every
 // background anchor, offsetting a null data pointer. C = 0 now adds nothing.
 TEST_CASE("EFL: zero classes leave the statistics empty", "[hardening][efl][edge]") {

@@ -212,6 +212,28 @@ TEST_CASE("CARL in double with reg_loss near DBL_MAX: finite, exact gradient",
   }
 }
 
+// Found by fuzz_pisa in CI: a softmax row spanning more than DBL_MAX made x_l − lse −inf for the
+// positive's class, and the log-domain weight (−inf) − (−inf) NaN. A lone positive gets the whole
+// weight (ŵ = 1), whatever its probability: value = ℓ, ∂/∂ℓ = 1, no logit gradient (ℓ = ℓ̄).
+TEST_CASE("CARL softmax: a row spanning more than DBL_MAX", "[hardening][carl]") {
+  const double mx = std::numeric_limits<double>::max();
+  Eigen::Array<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> x(1, 4), g(1, 4);
+  x << 4.00045805e-100, 4.49423284e+307, -mx, 0;
+  fgbg::LabelVector y(1);
+  Eigen::ArrayXd reg(1), gr(1);
+  reg << 0.124511719;
+  for (const fgbg::Label l : {fgbg::Label(2), fgbg::Label(1)}) {
+    y << l;
+    const fgbg::CarlLoss<double> carl({8.28955078125, 0.0, false, fgbg::Normalizer::sum()});
+    const double v = carl.value_and_grad(x, y, reg, g, gr);
+    INFO("label " << l);
+    CHECK(v == reg[0]);
+    CHECK(gr[0] == 1.0);
+    CHECK((g == 0.0).all());
+    CHECK(carl.value(x, y, reg) == v);
+  }
+}
+
 TEMPLATE_TEST_CASE("CARL: results are bit-identical for every layout and alignment",
                    "[hardening][carl][layout]", float, double) {
   using S = TestType;

@@ -232,7 +232,12 @@ class CarlLoss {
       if (!direct_mode()) log_s = -(std::max(-xv, 0.0) + std::log1p(e));  // log σ(x)
     } else {
       r.lse = row_lse(x, i);
-      log_s = static_cast<double>(x.derived().coeff(i, l)) - r.lse;
+      // A row spanning more than DBL_MAX (x_l = −DBL_MAX beside 4.5e307) makes x_l − lse −inf,
+      // and the log-domain weights then formed (−inf) − (−inf) = NaN. Held at the lowest
+      // finite value: such an entry's share is 0 beside any other positive, and a lone
+      // positive still gets the whole weight, as in the exact limit.
+      log_s = std::max(static_cast<double>(x.derived().coeff(i, l)) - r.lse,
+                       std::numeric_limits<double>::lowest());
       r.s = std::exp(log_s);
     }
     if (direct_mode()) {

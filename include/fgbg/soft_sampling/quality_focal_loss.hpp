@@ -101,8 +101,19 @@ class QualityFocalLoss : public QualityDenseLoss<QualityFocalLoss<Scalar>, Scala
       grad = static_cast<Scalar>(d * (W(2) * slope * bce + d * d));
       return;
     }
-    const W mod = std::pow(ad, b);
-    const W dmod = d == W(0) ? W(0) : b * std::pow(ad, b - W(1));  // |·|'
+    // Near |d| = 1, |d| itself has lost 1 − |d| (σ(100) − 3e-28 is 1 in double and long double),
+    // and a huge β turned (1 − 3e-28)^β ≈ 0 into 1 and the gradient into inf: there the power is
+    // exp(β·log1p(−(1 − |d|))) with 1 − |d| = σ(−x) + t (d > 0) or (1 − t) + σ(x) (d < 0), sums
+    // of non-negative terms. Elsewhere std::pow, as before.
+    W mod, dmod;
+    if (ad > W(0.5)) {
+      const W log_ad = std::log1p(-(d > W(0) ? q + t : (W(1) - t) + p));
+      mod = std::exp(b * log_ad);
+      dmod = b * std::exp((b - W(1)) * log_ad);  // |·|'
+    } else {
+      mod = std::pow(ad, b);
+      dmod = d == W(0) ? W(0) : b * std::pow(ad, b - W(1));
+    }
     loss = static_cast<Scalar>(mod * bce);
     grad = static_cast<Scalar>((d > W(0) ? dmod : -dmod) * slope * bce + mod * d);
   }
