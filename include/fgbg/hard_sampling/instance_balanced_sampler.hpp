@@ -62,74 +62,80 @@ void instance_balanced_positives(const Eigen::DenseBase<LD>& labels,
                                  const Eigen::DenseBase<GD>& gt_index, Index p_exp,
                                  InstanceBalanceMode mode, URBG& rng, SampleScratch& s,
                                  std::vector<Index>& out) {
+  // The scratch buffers by role: the positives, the positives grouped by GT, the starts of the
+  // groups in by_gt, and a working list (running positions, then one draw).
+  auto &positives = s.a, &by_gt = s.b, &work = s.c, &group_start = s.d;
   collect(
-      labels, [](auto l) { return l > 0; }, s.a);
+      labels, [](auto l) { return l > 0; }, positives);
   out.clear();
-  if (static_cast<Index>(s.a.size()) <= p_exp) {
-    out = s.a;
+  if (static_cast<Index>(positives.size()) <= p_exp) {
+    out = positives;
     return;
   }
-  // Group positives by GT: s.b = the positives, groups ascending by GT id, members ascending
-  // by index; group k is s.b[s.d[k] .. s.d[k + 1]) (possibly empty). Ids of positives are ≥ 0
-  // (checked), so as unsigned 64-bit keys they keep their order. Memory never depends on the
-  // id values:
+  // Group positives by GT: by_gt = the positives, groups ascending by GT id, members ascending
+  // by index; group k is by_gt[group_start[k] .. group_start[k + 1]) (possibly empty). Ids of
+  // positives are ≥ 0 (checked), so as unsigned 64-bit keys they keep their order. Memory never
+  // depends on the id values:
   //  - compact ids (max id < 2P + 64, e.g. an Assignment's 0..G−1): a stable counting sort,
   //    O(P), over a buffer bounded by a function of P (reserved up front, so it never grows
   //    with the ids once warm);
   //  - anything else (e.g. batch-unique ids like 2·10⁹): std::sort of (id, index) pairs,
   //    O(P log P).
-  const Index n_pos = static_cast<Index>(s.a.size());
+  const Index n_pos = static_cast<Index>(positives.size());
   const std::uint64_t compact = static_cast<std::uint64_t>(2 * n_pos + 64);
   auto id_of = [&](Index i) { return static_cast<std::uint64_t>(gt_index.derived().coeff(i)); };
   std::uint64_t max_gt = 0;
-  for (const Index i : s.a) max_gt = std::max(max_gt, id_of(i));
+  for (const Index i : positives) max_gt = std::max(max_gt, id_of(i));
   // Capacity for both paths, so that a warm Sample never allocates whichever path a call takes.
-  s.d.reserve(static_cast<std::size_t>(compact + 1));
-  s.c.reserve(static_cast<std::size_t>(compact + 1));
-  s.grouped.reserve(s.a.size());
-  s.b.resize(s.a.size());
+  group_start.reserve(static_cast<std::size_t>(compact + 1));
+  work.reserve(static_cast<std::size_t>(compact + 1));
+  s.grouped.reserve(positives.size());
+  by_gt.resize(positives.size());
   if (max_gt < compact) {
-    s.d.assign(static_cast<std::size_t>(max_gt + 2), 0);
-    for (const Index i : s.a) ++s.d[static_cast<std::size_t>(id_of(i)) + 1];
-    for (std::size_t k = 1; k < s.d.size(); ++k) s.d[k] += s.d[k - 1];  // start of each id
-    s.c.assign(s.d.begin(), s.d.end());                                 // running positions
-    for (const Index i : s.a) s.b[static_cast<std::size_t>(s.c[id_of(i)]++)] = i;
+    group_start.assign(static_cast<std::size_t>(max_gt + 2), 0);
+    for (const Index i : positives) ++group_start[static_cast<std::size_t>(id_of(i)) + 1];
+    for (std::size_t k = 1; k < group_start.size(); ++k)
+      group_start[k] += group_start[k - 1];               // start of each id
+    work.assign(group_start.begin(), group_start.end());  // running positions
+    for (const Index i : positives) by_gt[static_cast<std::size_t>(work[id_of(i)]++)] = i;
   } else {
     auto& g = s.grouped;
     g.clear();
-    for (const Index i : s.a) g.emplace_back(id_of(i), i);
+    for (const Index i : positives) g.emplace_back(id_of(i), i);
     std::sort(g.begin(), g.end());
-    s.d.clear();
+    group_start.clear();
     for (std::size_t k = 0; k < g.size(); ++k) {
-      if (k == 0 || g[k].first != g[k - 1].first) s.d.push_back(static_cast<Index>(k));
-      s.b[k] = g[k].second;
+      if (k == 0 || g[k].first != g[k - 1].first) group_start.push_back(static_cast<Index>(k));
+      by_gt[k] = g[k].second;
     }
-    s.d.push_back(n_pos);
+    group_start.push_back(n_pos);
   }
   Index groups = 0;
-  for (std::size_t k = 0; k + 1 < s.d.size(); ++k) groups += (s.d[k + 1] > s.d[k]);
+  for (std::size_t k = 0; k + 1 < group_start.size(); ++k)
+    groups += (group_start[k + 1] > group_start[k]);
   const Index q =
       static_cast<Index>(std::nearbyint(static_cast<double>(p_exp) / static_cast<double>(groups))) +
       1;
-  for (std::size_t k = 0; k + 1 < s.d.size(); ++k) {
-    const Index begin = s.d[k], end = s.d[k + 1];
+  for (std::size_t k = 0; k + 1 < group_start.size(); ++k) {
+    const Index begin = group_start[k], end = group_start[k + 1];
     if (end == begin) continue;
-    s.c.assign(s.b.begin() + begin, s.b.begin() + end);
-    choose_k(s.c, q, rng, false);
-    out.insert(out.end(), s.c.begin(), s.c.end());
+    work.assign(by_gt.begin() + begin, by_gt.begin() + end);
+    choose_k(work, q, rng, false);
+    out.insert(out.end(), work.begin(), work.end());
   }
   const Index taken = static_cast<Index>(out.size());
   if (taken < p_exp) {
     const Index extra = p_exp - taken;
     if (mode == InstanceBalanceMode::clean) {
       std::sort(out.begin(), out.end());
-      s.c.clear();  // Pos \ taken, ascending (both lists ascending)
-      std::set_difference(s.a.begin(), s.a.end(), out.begin(), out.end(), std::back_inserter(s.c));
+      work.clear();  // Pos \ taken, ascending (both lists ascending)
+      std::set_difference(positives.begin(), positives.end(), out.begin(), out.end(),
+                          std::back_inserter(work));
     } else {
-      s.c = s.a;  // the reference's difference removes nothing
+      work = positives;  // the reference's difference removes nothing
     }
-    choose_k(s.c, extra, rng, false);
-    out.insert(out.end(), s.c.begin(), s.c.end());
+    choose_k(work, extra, rng, false);
+    out.insert(out.end(), work.begin(), work.end());
   } else if (taken > p_exp) {
     choose_k(out, p_exp, rng, false);
   }

@@ -170,20 +170,23 @@ class IouBalancedSampler {
                            std::vector<Index>& out, IouBalancedState* state) const {
     const auto& iou = iou_.derived();
     auto v = [&](Index i) { return static_cast<double>(iou.coeff(i)); };
+    // The scratch buffers by role: all negatives, the floor set F (IoU below the floor
+    // threshold), the binned set S, and the candidates of one draw.
+    auto &negatives = s.a, &floor_set = s.b, &binned_set = s.c, &drawn = s.d;
     detail::collect(
-        labels, [](auto l) { return l == 0; }, s.a);  // Neg, ascending
-    if (static_cast<Index>(s.a.size()) <= n_exp) {
-      out.assign(s.a.begin(), s.a.end());
+        labels, [](auto l) { return l == 0; }, negatives);  // Neg, ascending
+    if (static_cast<Index>(negatives.size()) <= n_exp) {
+      out.assign(negatives.begin(), negatives.end());
       return;
     }
     const bool faithful = config_.mode == IouBalanceMode::faithful;
     const double tau = faithful ? state->floor_thr : config_.floor_thr;
     out.clear();
-    // Floor set F (s.b) and binned set S (s.c), both ascending.
-    s.b.clear();
-    s.c.clear();
+    // The floor set F and the binned set S, both ascending.
+    floor_set.clear();
+    binned_set.clear();
     double tau_eff = 0;
-    for (const Index i : s.a) {
+    for (const Index i : negatives) {
       const double x = v(i);
       bool in_f, in_s;
       if (tau > 0) {
@@ -196,8 +199,8 @@ class IouBalancedSampler {
         in_f = false;
         in_s = x > tau;
       }
-      if (in_f) s.b.push_back(i);
-      if (in_s) s.c.push_back(i);
+      if (in_f) floor_set.push_back(i);
+      if (in_s) binned_set.push_back(i);
     }
     if (tau > 0) tau_eff = tau;
     if (tau < 0 && faithful) state->floor_thr = 0;  // mmdet's permanent reset
@@ -205,15 +208,15 @@ class IouBalancedSampler {
     // ⌊N_exp · (1 − floor_fraction)⌋ ≤ N_exp, clamped in double (N_exp may be INT64_MAX).
     const Index n_s =
         detail::min_with_floor(n_exp, static_cast<double>(n_exp) * (1.0 - config_.floor_fraction));
-    const Index neg_count = static_cast<Index>(s.a.size());
+    const Index neg_count = static_cast<Index>(negatives.size());
     s.marks.assign(static_cast<std::size_t>(labels.size()), 0);
-    if (static_cast<Index>(s.c.size()) > n_s) {
+    if (static_cast<Index>(binned_set.size()) > n_s) {
       if (config_.num_bins >= 2) {
         double m = 0;
         if (config_.range_upper == IouRangeUpper::global_max) {
           for (Index i = 0; i < labels.size(); ++i) m = std::max(m, v(i));
         } else if (config_.range_upper == IouRangeUpper::neg_max) {
-          for (const Index i : s.a) m = std::max(m, v(i));
+          for (const Index i : negatives) m = std::max(m, v(i));
         } else {
           m = config_.fixed_upper;
         }
@@ -223,53 +226,53 @@ class IouBalancedSampler {
         for (Index k = 0; k < k_bins; ++k) {
           const double lo = tau_eff + static_cast<double>(k) * delta;
           const double hi = tau_eff + static_cast<double>(k + 1) * delta;
-          s.d.clear();
-          for (const Index i : s.c)
-            if (v(i) >= lo && v(i) < hi) s.d.push_back(i);
-          detail::choose_k(s.d, q, rng, false);
-          for (const Index i : s.d) {
+          drawn.clear();
+          for (const Index i : binned_set)
+            if (v(i) >= lo && v(i) < hi) drawn.push_back(i);
+          detail::choose_k(drawn, q, rng, false);
+          for (const Index i : drawn) {
             out.push_back(i);
             s.marks[i] = 1;
           }
         }
         const Index taken = static_cast<Index>(out.size());
         if (taken < n_s) {
-          s.d.clear();
-          for (const Index i : s.c)
-            if (!s.marks[i]) s.d.push_back(i);
-          detail::choose_k(s.d, n_s - taken, rng, false);
-          for (const Index i : s.d) {
+          drawn.clear();
+          for (const Index i : binned_set)
+            if (!s.marks[i]) drawn.push_back(i);
+          detail::choose_k(drawn, n_s - taken, rng, false);
+          for (const Index i : drawn) {
             out.push_back(i);
             s.marks[i] = 1;
           }
         }
       } else {
-        s.d = s.c;
-        detail::choose_k(s.d, n_s, rng, false);
-        for (const Index i : s.d) {
+        drawn = binned_set;
+        detail::choose_k(drawn, n_s, rng, false);
+        for (const Index i : drawn) {
           out.push_back(i);
           s.marks[i] = 1;
         }
       }
     } else {
-      for (const Index i : s.c) {
+      for (const Index i : binned_set) {
         out.push_back(i);
         s.marks[i] = 1;
       }
     }
     const Index n_f = n_exp - static_cast<Index>(out.size());
-    detail::choose_k(s.b, n_f, rng, false);
-    for (const Index i : s.b) {
+    detail::choose_k(floor_set, n_f, rng, false);
+    for (const Index i : floor_set) {
       out.push_back(i);
       s.marks[i] = 1;
     }
     const Index have = static_cast<Index>(out.size());
     if (have < n_exp && have < neg_count) {
-      s.d.clear();
-      for (const Index i : s.a)
-        if (!s.marks[i]) s.d.push_back(i);
-      detail::choose_k(s.d, n_exp - have, rng, false);
-      out.insert(out.end(), s.d.begin(), s.d.end());
+      drawn.clear();
+      for (const Index i : negatives)
+        if (!s.marks[i]) drawn.push_back(i);
+      detail::choose_k(drawn, n_exp - have, rng, false);
+      out.insert(out.end(), drawn.begin(), drawn.end());
     }
     std::sort(out.begin(), out.end());
   }

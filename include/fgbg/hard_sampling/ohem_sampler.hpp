@@ -104,31 +104,33 @@ class OhemSampler {
   template <typename LD, typename LossFn>
   void run(const Eigen::DenseBase<LD>& labels, LossFn& loss_fn, Sample& out) const {
     auto& s = out.scratch;
+    // The scratch buffers by role: the candidates of each side and the kept hardest ones.
+    auto &pos_pool = s.a, &neg_pool = s.b, &pos_kept = s.c, &neg_kept = s.d;
     // Everything that can throw (the callback) runs before the result vectors are written.
     detail::collect(
-        labels, [](auto l) { return l > 0; }, s.a);
+        labels, [](auto l) { return l > 0; }, pos_pool);
     const Index p_exp = config_.expected_positives();
-    const bool mine_pos = static_cast<Index>(s.a.size()) > p_exp;
+    const bool mine_pos = static_cast<Index>(pos_pool.size()) > p_exp;
     if (mine_pos) {
-      detail::evaluate_losses(kName, s.a, loss_fn, s.losses, s.keyed);
+      detail::evaluate_losses(kName, pos_pool, loss_fn, s.losses, s.keyed);
       detail::top_k(s.keyed, p_exp);
-      detail::keyed_to_indices(s.keyed, s.c, config_.sorted);
+      detail::keyed_to_indices(s.keyed, pos_kept, config_.sorted);
     } else {
-      s.c = s.a;
+      pos_kept = pos_pool;
     }
-    const Index n_exp = config_.expected_negatives(static_cast<Index>(s.c.size()));
+    const Index n_exp = config_.expected_negatives(static_cast<Index>(pos_kept.size()));
     detail::collect(
-        labels, [](auto l) { return l == 0; }, s.b);
-    if (static_cast<Index>(s.b.size()) > n_exp) {
-      detail::evaluate_losses(kName, s.b, loss_fn, s.losses, s.keyed);
+        labels, [](auto l) { return l == 0; }, neg_pool);
+    if (static_cast<Index>(neg_pool.size()) > n_exp) {
+      detail::evaluate_losses(kName, neg_pool, loss_fn, s.losses, s.keyed);
       detail::top_k(s.keyed, n_exp);
-      detail::keyed_to_indices(s.keyed, s.d, config_.sorted);
+      detail::keyed_to_indices(s.keyed, neg_kept, config_.sorted);
     } else {
-      s.d = s.b;
+      neg_kept = neg_pool;
     }
     out.clear();
-    out.positives = s.c;
-    out.negatives = s.d;
+    out.positives = pos_kept;
+    out.negatives = neg_kept;
   }
 
   Config config_;
@@ -183,15 +185,16 @@ class OhemPaperSampler {
       detail::throw_invalid(kName, "boxes must have one row per label (", labels.size(), "), got ",
                             boxes.rows());
     auto& s = out.scratch;
+    auto &pool = s.a, &kept = s.c;  // every valid candidate; the kept ones, loss descending
     detail::collect(
-        labels, [](auto l) { return l >= 0; }, s.a);
-    detail::evaluate_losses(kName, s.a, loss_fn, s.losses, s.keyed);
+        labels, [](auto l) { return l >= 0; }, pool);
+    detail::evaluate_losses(kName, pool, loss_fn, s.losses, s.keyed);
     using Scalar = typename BD::Scalar;
     const auto& b = boxes.derived();
     const Scalar thr = static_cast<Scalar>(config_.nms_thresh);
     const Index m = static_cast<Index>(s.keyed.size());
     const Index want = config_.num;
-    s.c.clear();  // kept, in (loss desc, index asc) order
+    kept.clear();  // kept, in (loss desc, index asc) order
     // First chunk: kChunkFactor · num + kChunkSlack candidates (NMS at 0.7 rarely removes more
     // than three of four, so one nth_element + sort usually suffices; the slack covers a tiny
     // num), doubled while more survivors are needed. Compared by division first: with a huge
@@ -202,18 +205,18 @@ class OhemPaperSampler {
     Index chunk = want <= (kMax - kChunkSlack) / kChunkFactor
                       ? std::min(m, kChunkFactor * want + kChunkSlack)
                       : m;
-    while (done < m && static_cast<Index>(s.c.size()) < want) {
+    while (done < m && static_cast<Index>(kept.size()) < want) {
       const auto first = s.keyed.begin() + done;
       const auto mid = first + std::min(chunk, m - done);
       if (mid != s.keyed.end())
         std::nth_element(first, mid - 1, s.keyed.end(), detail::key_desc_index_asc);
       std::sort(first, mid, detail::key_desc_index_asc);
-      for (auto it = first; it != mid && static_cast<Index>(s.c.size()) < want; ++it) {
+      for (auto it = first; it != mid && static_cast<Index>(kept.size()) < want; ++it) {
         const Index i = it->second;
         bool keep = true;
         if (config_.use_nms) {
           const auto li = labels.derived().coeff(i);
-          for (const Index k : s.c) {
+          for (const Index k : kept) {
             if (labels.derived().coeff(k) != li) continue;
             const Scalar iou =
                 detail::box_iou<Scalar>(b.coeff(i, 0), b.coeff(i, 1), b.coeff(i, 2), b.coeff(i, 3),
@@ -224,13 +227,13 @@ class OhemPaperSampler {
             }
           }
         }
-        if (keep) s.c.push_back(i);
+        if (keep) kept.push_back(i);
       }
       done = mid - s.keyed.begin();
       chunk = std::min(m, 2 * chunk);  // chunk ≤ m ≤ the pool's size: no overflow
     }
     out.clear();
-    for (const Index i : s.c)
+    for (const Index i : kept)
       (labels.derived().coeff(i) > 0 ? out.positives : out.negatives).push_back(i);
     if (config_.sorted) {
       std::sort(out.positives.begin(), out.positives.end());
