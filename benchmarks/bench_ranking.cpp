@@ -1,6 +1,6 @@
 // Ranking losses (AP, aLRP, Rank & Sort): the sort-based implementation against the brute-force
 // O(P·N) loop over positives (the official algorithm, tests/support/ranking_oracle.hpp) and
-// against one std::sort of the same number of floats (the yardstick of design.md §5).
+// against one std::sort of the same number of floats (the yardstick of docs/performance.md).
 //
 // Problem: a RetinaNet-like N × C = anchors × 80 sigmoid head flattened into P + N entries, P
 // positive entries (one per positive anchor), every other entry negative. Scores: positives

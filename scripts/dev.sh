@@ -2,7 +2,10 @@
 # fgbg developer entry point for a Debian 12 machine. Installs the Debian packages it is missing,
 # configures a Release build and runs what was asked:
 #   scripts/dev.sh demo        build and run the demo (examples/demo.cpp)
-#   scripts/dev.sh test        build and run every test with ctest (unit tests + consumer projects)
+#   scripts/dev.sh format [--fix]  check (or with --fix rewrite) every tracked *.cpp/*.hpp with
+#                              clang-format-14 and the repository's .clang-format
+#   scripts/dev.sh test        build and run every test with ctest (unit tests + consumer projects;
+#                              FGBG_FUZZ_REPLAYS=OFF leaves out the corpus replays, as CI does)
 #   scripts/dev.sh sanitize    the unit tests again, built with clang++-14 and
 #                              -fsanitize=address,undefined (so CI also builds with Clang)
 #   scripts/dev.sh fuzz [SECONDS]  build the libFuzzer targets of tests/fuzz with clang++-14 and
@@ -31,6 +34,17 @@ base_packages=(g++ cmake make libeigen3-dev)
 cmd=${1:-}
 shift || true
 case "$cmd" in
+  format)
+    ensure_packages clang-format-14 git
+    mapfile -t files < <(git ls-files '*.cpp' '*.hpp')
+    if [ "${1:-}" = "--fix" ]; then
+      clang-format-14 -i "${files[@]}"
+      echo "fgbg: formatted ${#files[@]} files"
+    else
+      clang-format-14 --dry-run --Werror "${files[@]}"
+      echo "fgbg: ${#files[@]} files formatted as .clang-format asks"
+    fi
+    ;;
   demo)
     ensure_packages "${base_packages[@]}"
     cmake -S . -B build/demo -DCMAKE_BUILD_TYPE=Release -DFGBG_BUILD_TESTS=OFF \
@@ -39,9 +53,10 @@ case "$cmd" in
     ./build/demo/examples/fgbg_demo
     ;;
   test)
-    ensure_packages "${base_packages[@]}" catch2 nlohmann-json3-dev
+    ensure_packages "${base_packages[@]}" catch2 nlohmann-json3-dev pkgconf
     cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Release -DFGBG_BUILD_TESTS=ON \
-      -DFGBG_BUILD_BENCHMARKS=OFF -DFGBG_BUILD_EXAMPLES=ON >/dev/null
+      -DFGBG_BUILD_BENCHMARKS=OFF -DFGBG_BUILD_EXAMPLES=ON \
+      -DFGBG_BUILD_FUZZ_REPLAYS="${FGBG_FUZZ_REPLAYS:-ON}" >/dev/null
     cmake --build build/test -j "$jobs"
     ctest --test-dir build/test --output-on-failure -j "$jobs"
     ;;
@@ -49,9 +64,15 @@ case "$cmd" in
     ensure_packages "${base_packages[@]}" catch2 nlohmann-json3-dev clang-14 libclang-rt-14-dev libomp-dev
     # Clang 14 with libstdc++ 12: the CI's Clang build. -march=native here also covers the AVX-512
     # paths, which the Release run (no -march) skips. The corpus replays are left out: the fuzz
-    # stage replays the corpus under the same sanitizers first.
-    flags="-O1 -g -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
+    # stage replays the corpus under the same sanitizers first. The header check is left out too:
+    # the Release stage runs it. Unoptimised with line tables only (sanitizer reports need no
+    # more) compiles fastest; the heavy tests get -O1 (FGBG_TEST_HEAVY_FLAGS) so they run fast.
+    opt=${FGBG_SANITIZE_OPT:--O0}
+    heavy=${FGBG_SANITIZE_HEAVY:--O1}
+    flags="$opt -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
     cmake -S . -B build/sanitize-clang -DCMAKE_BUILD_TYPE=Debug -DFGBG_BUILD_TESTS=ON \
+      -DCMAKE_CXX_FLAGS_DEBUG=-gline-tables-only -DFGBG_TEST_HEAVY_FLAGS="$heavy" \
+      -DFGBG_HEADER_CHECK=OFF \
       -DCMAKE_CXX_COMPILER=clang++-14 -DFGBG_BUILD_FUZZ_REPLAYS=OFF \
       -DFGBG_BUILD_BENCHMARKS=OFF -DFGBG_BUILD_EXAMPLES=OFF \
       -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
@@ -62,7 +83,9 @@ case "$cmd" in
     seconds=${1:-20}
     case "$seconds" in '' | *[!0-9]*) echo "fgbg: fuzz SECONDS must be a whole number, got '$seconds'" >&2; exit 2 ;; esac
     ensure_packages "${base_packages[@]}" clang-14 libclang-rt-14-dev
-    cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER=clang++-14 \
+    # Debug without -g: tests/fuzz/CMakeLists.txt gives the targets -O1 -gline-tables-only.
+    cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="" \
+      -DCMAKE_CXX_COMPILER=clang++-14 \
       -DFGBG_BUILD_FUZZERS=ON -DFGBG_BUILD_TESTS=OFF -DFGBG_BUILD_EXAMPLES=OFF \
       -DFGBG_BUILD_BENCHMARKS=OFF >/dev/null
     cmake --build build/fuzz -j "$jobs"

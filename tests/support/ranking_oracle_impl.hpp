@@ -64,7 +64,7 @@ struct Result {
   std::vector<Real> grad_aux;  // aLRP: ∂loc/∂ℓ per anchor
 };
 
-/// AP loss (interpolated or not), spec §2.2.
+/// AP loss (interpolated or not), as cccorn/AP-loss computes it.
 inline Result ap_loss(const Flat& f, Index size, Real delta, bool interpolate) {
   Result r;
   r.grad.assign(size, 0.0);

@@ -2,7 +2,7 @@
 /// @brief Input checks shared by every method: shapes, label ranges and finiteness.
 ///
 /// Every check runs before a method writes an output or touches its state, so a failed call
-/// changes nothing (design.md §4). Label and shape checks are O(1) or one O(N) pass over the
+/// changes nothing (docs/conventions.md). Label and shape checks are O(1) or one O(N) pass over the
 /// labels; the finiteness check is one vectorised O(N·C) read of the logits.
 #pragma once
 

@@ -22,7 +22,7 @@ namespace fgbg {
 
 /// Index type of every size and position (Eigen's, signed).
 using Index = Eigen::Index;
-/// Label type: -1 ignore, 0 background, k in 1..C foreground class k (design.md §1).
+/// Label type: -1 ignore, 0 background, k in 1..C foreground class k (docs/conventions.md).
 using Label = std::int32_t;
 
 /// Label value of an ignored anchor.

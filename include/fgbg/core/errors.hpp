@@ -4,7 +4,7 @@
 ///
 /// - Invalid hyper-parameters, shapes, label values, normalisers: `std::invalid_argument`.
 /// - Non-finite inputs (NaN, ±inf): `std::domain_error` naming the first offending element.
-/// All checks run before any output or state is written (design.md §4).
+/// All checks run before any output or state is written (docs/conventions.md).
 #pragma once
 
 #include "requires_cxx17.hpp"

@@ -5,7 +5,7 @@
 /// `template <class XD, class LD, class GradOut> double run(x, labels, Weights, Normalizer,
 /// GradOut& grad) const`, which validates everything first and then computes the normalised
 /// value (writing the gradient unless GradOut is detail::None). DenseLoss turns it into the
-/// overload set of design.md §3:
+/// overload set of every dense loss:
 ///
 /// @code
 ///   value(logits, labels [, weights [, normalizer]])

@@ -1,6 +1,6 @@
 /// @file random.hpp
 /// @brief Randomness shared by the samplers: k of n without replacement from a caller-owned
-///        uniform random bit generator (design.md §1: same seed, same result).
+///        uniform random bit generator (same seed, same result).
 #pragma once
 
 #include "requires_cxx17.hpp"

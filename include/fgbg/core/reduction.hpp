@@ -4,14 +4,12 @@
 /// Every loss of fgbg computes L = Σ_i Ω_i · ℓ_i / A (the survey's Eq. (1)); the Normalizer
 /// decides A, and the gradient always includes the same 1/A. A is a constant for the gradient.
 ///
-/// | kind            | A                                                        | used by
-/// (reference)      |
-/// |-----------------|----------------------------------------------------------|--------------------------|
-/// | `sum`           | 1                                                        | `reduction='sum'`
-/// | | `mean`          | max(1, number of non-ignored elements)                   | torch
-/// `reduction='mean'` | | `avg_factor(A)` | A exactly, given by the caller (finite, > 0) |
-/// mmdetection's avg_factor | | `num_positives` | max(1, number of anchors with a foreground label)
-/// | RetinaNet (Detectron)    |
+/// | kind            | A                                            | used by (reference)      |
+/// |-----------------|----------------------------------------------|--------------------------|
+/// | `sum`           | 1                                            | `reduction='sum'`        |
+/// | `mean`          | max(1, number of non-ignored elements)       | torch `reduction='mean'` |
+/// | `avg_factor(A)` | A exactly, given by the caller (finite, > 0) | mmdetection's avg_factor |
+/// | `num_positives` | max(1, #anchors with a foreground label)     | RetinaNet (Detectron)    |
 ///
 /// An element is one (anchor, class) pair for sigmoid heads and one anchor for softmax heads;
 /// per-element weights do not change the count. mmdetection divides by `A + FLT_EPSILON`; pass

@@ -2,7 +2,7 @@
 /// @brief Instance-balanced positive sampling (Libra R-CNN, Pang et al., CVPR 2019): positives
 ///        spread evenly over the ground-truth instances they are assigned to.
 ///
-/// Matches mmdetection's `InstanceBalancedPosSampler` (spec §4.5). With Pos the positives,
+/// Matches mmdetection's `InstanceBalancedPosSampler` (Libra R-CNN). With Pos the positives,
 /// P_exp = ⌊num · pos_fraction⌋ and G the distinct GTs among positives (ascending):
 ///
 ///   if |Pos| ≤ P_exp: take all;

@@ -3,7 +3,7 @@
 ///        drawn evenly from K IoU bins, so that hard (higher-IoU) negatives are not swamped by
 ///        the many easy ones.
 ///
-/// Matches mmdetection's `IoUBalancedNegSampler` (spec §4.3). Given the negatives Neg, their max
+/// Matches mmdetection's `IoUBalancedNegSampler` (Libra R-CNN). Given the negatives Neg, their max
 /// IoU with any GT, and N_exp negatives wanted (the batch rule, sampling_common.hpp):
 ///
 ///   if |Neg| ≤ N_exp: take all.

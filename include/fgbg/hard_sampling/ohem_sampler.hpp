@@ -2,7 +2,7 @@
 /// @brief Online hard example mining (Shrivastava, Gupta, Girshick, CVPR 2016), in the two forms
 ///        in use: mmdetection's `OHEMSampler` and the paper's (repo abhi2610/ohem).
 ///
-/// **mmdetection mode** (OhemSampler; spec §3.1): the batch rule of RandomSampler
+/// **mmdetection mode** (OhemSampler; mmdet `OHEMSampler`): the batch rule of RandomSampler
 /// (sampling_common.hpp: num, pos_fraction, neg_pos_ub), but inside the positive pool and inside
 /// the negative pool the candidates with the *largest* loss are kept instead of random ones. The
 /// loss is the per-candidate classification loss of the current head (mmdet: CE of the RoI head,
@@ -11,7 +11,7 @@
 ///
 ///   loss_fn(const std::vector<Index>& indices, std::vector<double>& losses)  // sized for you
 ///
-/// **Paper mode** (OhemPaperSampler; spec §3.2): every non-ignored RoI is a candidate (no
+/// **Paper mode** (OhemPaperSampler; Shrivastava et al., CVPR 2016): every non-ignored RoI is a candidate (no
 /// foreground fraction, bg_lo = 0); its loss ℓ_i = classification + box loss (supplied by the
 /// caller); greedy NMS at IoU > 0.7 among RoIs of the same label, in (ℓ desc, index asc) order;
 /// the first `num` survivors are kept (paper: 2 images × 64 = 128 RoIs per mini-batch, so

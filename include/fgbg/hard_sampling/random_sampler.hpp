@@ -5,7 +5,7 @@
 ///
 /// Matches mmdetection's `RandomSampler` (+ `BaseSampler.sample`), which is torchvision's and
 /// maskrcnn-benchmark's `BalancedPositiveNegativeSampler` and detectron2's `subsample_labels`
-/// plus the optional `neg_pos_ub` (spec §2):
+/// plus the optional `neg_pos_ub` (mmdet `RandomSampler`):
 ///
 ///   P_exp = ⌊num · pos_fraction⌋; take all positives if |Pos| ≤ P_exp, else P_exp uniformly
 ///   without replacement; N_exp = num − P (capped by ⌊neg_pos_ub · max(1, P)⌋ if neg_pos_ub ≥ 0);
@@ -15,10 +15,10 @@
 /// labels (with GT-as-proposals prepended for the second stage, see max_iou_assigner.hpp).
 /// Randomness: a caller-owned URBG (partial Fisher–Yates via fgbg::choose_in_place, positives
 /// drawn first); same seed ⇒ same sample. Not bit-identical to torch's randperm (no framework is
-/// reproducible across the others, spec §1.4). Output indices ascending by default (mmdet's
+/// reproducible across the others). Output indices ascending by default (mmdet's
 /// `unique()`); `sorted = false` keeps draw order (detectron2).
 ///
-/// Normalise the loss with sample_avg_factor() (sample.hpp): the references differ (spec §2.5).
+/// Normalise the loss with sample_avg_factor() (sample.hpp): the references differ.
 ///
 /// @throws std::invalid_argument for a bad config (constructor) or a label < −1; the Sample is
 ///         not touched then.

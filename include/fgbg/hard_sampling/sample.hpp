@@ -1,7 +1,7 @@
 /// @file sample.hpp
 /// @brief The result of every sampler, the bridge from a sample to the Ω weights that every
 ///        loss of fgbg accepts (`sample → weights → loss`), and the normaliser each framework
-///        divides by after sampling (spec §1.3, §2.5).
+///        divides by after sampling (mmdet `SamplingResult`).
 ///
 /// Ω_i = 1 for a sampled anchor (or the sampler's per-negative weight), 0 otherwise; the loss
 /// is then Σ Ω_i ℓ_i / A with A from sample_avg_factor() (pass `Normalizer::avg_factor(A)`).
@@ -136,7 +136,7 @@ void sample_weights(const Sample& sample, Index n, const Eigen::DenseBase<Derive
                                           : static_cast<Scalar>(sample.negative_weights[k]);
 }
 
-/// Which normaliser A the references divide the summed loss by after sampling (spec §2.5, §3.3).
+/// Which normaliser A the references divide the summed loss by after sampling.
 enum class SampleNormalization {
   /// mmdetection RPN (any sampler, §1.3): Σ_images (max(P, 1) + max(N, 1)).
   mmdet_rpn,

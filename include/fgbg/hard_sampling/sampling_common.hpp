@@ -3,7 +3,7 @@
 ///        neg_pos_ub), label checks, pools, random choice and top-k selection with index ties.
 ///
 /// The batch rule (mmdetection `BaseSampler.sample`, torchvision/maskrcnn-benchmark
-/// `BalancedPositiveNegativeSampler`, detectron2 `subsample_labels`; spec §2.2):
+/// `BalancedPositiveNegativeSampler`, detectron2 `subsample_labels`):
 ///   P_exp = ⌊num · pos_fraction⌋, P = min(P_exp, |Pos|),
 ///   N_exp = num − P (too few positives ⇒ more negatives), capped by ⌊neg_pos_ub · max(1, P)⌋
 ///   when neg_pos_ub ≥ 0 (neg_pos_ub = −1: no bound; a huge finite bound, e.g. 1e30, is clamped
@@ -121,7 +121,7 @@ void choose_k(std::vector<Index>& pool, Index k, URBG& rng, bool sorted) {
   }
 }
 
-/// Order of top-k selection: key descending, index ascending (spec §1.5).
+/// Order of top-k selection: key descending, index ascending (deterministic ties).
 inline bool key_desc_index_asc(const std::pair<double, Index>& a,
                                const std::pair<double, Index>& b) {
   return a.first > b.first || (a.first == b.first && a.second < b.second);

@@ -2,7 +2,7 @@
 /// @brief SSD-style hard negative mining (Liu et al., SSD, ECCV 2016, §2.2 "Hard negative
 ///        mining"): all positives plus the highest-loss negatives, at most 3 per positive.
 ///
-/// Matches mmdetection's `SSDHead.loss_by_feat_single` (per image; spec §3.3):
+/// Matches mmdetection's `SSDHead.loss_by_feat_single` (per image):
 ///
 ///   Pos = {label ≥ 1}, Neg = {label = 0}, k = min(⌊neg_pos_ratio · |Pos|⌋, |Neg|) (the min is
 ///   taken in double, so any finite ratio is safe: 1e30 selects every negative),

@@ -1,7 +1,7 @@
 /// @file alrp_loss.hpp
 /// @brief aLRP loss: the classification component (value and error-driven update), the ranks,
 ///        the localisation component and its gradient w.r.t. the per-positive localisation
-///        errors, and the self-balance weight as an explicit state object (spec §3, §5.4).
+///        errors, and the self-balance weight as an explicit state object (kemaloksuz/aLRPLoss).
 ///
 /// Oksuz, Cam, Akbas, Kalkan, "A Ranking-based, Balanced Loss Function Unifying Classification
 /// and Localisation in Object Detection", NeurIPS 2020. Matches kemaloksuz/aLRPLoss

@@ -1,6 +1,6 @@
 /// @file ap_loss.hpp
 /// @brief AP loss: 1 − (interpolated) average precision over one ranking of all (anchor, class)
-///        entries, with its error-driven update, in O(P log P + N log P) (spec §2, §5.3).
+///        entries, with its error-driven update, in O(P log P + N log P) (cccorn/AP-loss).
 ///
 /// K. Chen et al., "Towards Accurate One-Stage Object Detection with AP-Loss", CVPR 2019;
 /// K. Chen et al., "AP-Loss for Accurate One-Stage Object Detection", TPAMI 2020. Matches the

@@ -1,6 +1,6 @@
 /// @file rank_sort_loss.hpp
 /// @brief Rank & Sort (RS) loss: the ranking and sorting errors and their single error-driven
-///        update, in O(P log P + N log P) with prefix sums and a Fenwick tree (spec §4, §5.5).
+///        update, in O(P log P + N log P) with prefix sums and a Fenwick tree (kemaloksuz/RankSortLoss).
 ///
 /// Oksuz, Cam, Akbas, Kalkan, "Rank & Sort Loss for Object Detection and Instance
 /// Segmentation", ICCV 2021. Matches RankSort in kemaloksuz/RankSortLoss

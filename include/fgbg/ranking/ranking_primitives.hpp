@@ -51,7 +51,7 @@
 /// order of the anchors (to ~2^-100 before the final rounding). Scores and δ are scaled by a
 /// power of 2 when they exceed 2^900 so that nothing overflows; δ ≥ 1e-250 keeps 1/δ normal.
 /// ε gates use exact integer counts: a sum whose integer count of contributing elements is 0
-/// is exactly 0 (spec §5.7).
+/// is exactly 0.
 ///
 /// The RankingWorkspace holds every buffer; it grows to the largest problem seen and then a call
 /// allocates nothing.
@@ -494,7 +494,7 @@ inline double down_sum(const DD* C, const DD* CV, const double* ref, Window w, d
 
 /// Fenwick tree (binary indexed tree) over the n score ranks of the sorted positives, holding
 /// up to four weighted sums per node (double-double) plus an exact integer count. Used by Rank &
-/// Sort loss for the IoU-conditioned window sums of spec §5.5. Value weights are given relative
+/// Sort loss for the IoU-conditioned window sums of RS loss. Value weights are given relative
 /// to the element's chain reference (w · (u − ref), see chain_refs), so that a window sum never
 /// cancels against far-away scores.
 class RankFenwick {
@@ -554,7 +554,7 @@ class RankFenwick {
     const std::int64_t chi = prefix(w.hi, hi);
     UpResult r;
     r.count = total_count_ - clo;
-    if (r.count == 0) return r;  // exact zero when nothing is in range (spec §5.7)
+    if (r.count == 0) return r;  // exact zero when nothing is in range
     if (total_count_ != chi) r.up = dd_value(dd_sub(totals_[sw], hi[sw]));
     if (chi != clo) {
       const DD Ww = dd_sub(hi[sw], lo[sw]);

@@ -40,7 +40,7 @@
 /// number of non-ignored rows): the R-CNN head's default, the number of sampled RoIs),
 /// `avg_factor(A)`, `sum`. CARL is an extra loss term added to the usual classification and
 /// regression losses. It assumes a per-coordinate regression loss such as smooth L1; IoU-type
-/// losses blew up in mmdetection (spec §10 #26).
+/// losses blew up in mmdetection (mmdetection#3568).
 ///
 /// Outputs: `grad` (N × cols, zero outside the positive rows), `grad_reg_loss` (N, ŵ_i/A at
 /// positives, 0 elsewhere), or `weights()` for ŵ. `value_and_accumulate_grad` adds into existing

@@ -19,7 +19,7 @@
 ///
 /// i.e. the sigmoid focal loss with a per-class γ, times γ_j/γ_b. The modulating factor is
 /// differentiated through p (as in the reference, which detaches only γ_j and w_j). The
-/// reference computes −log p_t directly (overflow for saturated logits, spec §10 row 29); this
+/// reference computes −log p_t directly (overflow for saturated logits); this
 /// uses softplus.
 ///
 /// State update: value_and_grad, after computing the gradient Γ = ∂L/∂x of the call (normaliser
@@ -27,7 +27,7 @@
 /// Σ_i |Γ_ij| (1 − t_ij) to G⁺_j and G⁻_j, then recomputes g_j. The new γ_j apply from the next
 /// call. The reference accumulates from the start of training without decay (the default,
 /// decay = 1); config.decay < 1 gives the optional exponential forgetting
-/// G ← decay·G + batch (spec §10 row 29). value(x, labels, const state) never updates it: it
+/// G ← decay·G + batch. value(x, labels, const state) never updates it: it
 /// returns what value_and_grad(x, labels, grad, state) would return with the state as is. Call
 /// value_and_grad once per iteration over the anchors of every FPN level and image (the
 /// reference collects all levels before one update); the statistics are kept in double.

@@ -3,7 +3,7 @@
 ///
 /// Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017, appendix A. Matches fvcore's
 /// `sigmoid_focal_loss_star` (defaults α = −1, i.e. off, and γ = 1, where FL* equals BCE).
-/// With z = (2t − 1)x (spec §5.5):
+/// With z = (2t − 1)x (fvcore `sigmoid_focal_loss_star`):
 ///
 ///   FL*(x, t) = α_t · softplus(−γ z) / γ,   ∂FL*/∂x = −(2t − 1) · α_t · σ(−γ z)
 ///

@@ -2,7 +2,7 @@
 /// @brief GHM-C, the gradient harmonizing mechanism for classification, fused with its gradient.
 ///
 /// Li, Liu, Wang, "Gradient Harmonized Single-stage Detector", AAAI 2019. Matches mmdetection's
-/// `GHMC` (mmdet/models/losses/ghm_loss.py) and the authors' libuyu/GHM_Detection (spec §6).
+/// `GHMC` (mmdet/models/losses/ghm_loss.py) and the authors' libuyu/GHM_Detection.
 ///
 /// With g = |σ(x) − t| (detached), M bins with edges k/M computed in float32 and the last edge
 /// raised by 1e-6, R_k the number of valid elements whose g falls in bin k, n the number of

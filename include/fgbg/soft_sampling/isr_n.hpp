@@ -39,7 +39,7 @@
 /// followed by the boxes it suppressed, in score order. IoU is boxes/iou.hpp's (mmdetection's
 /// convention: no +1, union clamped to 1e-6), in the box scalar type.
 ///
-/// Choices (spec §10 #24, #25, §1.5): the sampler works per image, so mmdetection's check of
+/// Choices: the sampler works per image, so mmdetection's check of
 /// image 0's weights only does not arise; class-agnostic boxes are accepted; ties are broken by
 /// index; the importance order is exact where mmdetection's float32 |V| − ρ + s ties scores
 /// closer than ulp(|V|); N' = 0 returns no negatives (mmdetection fails on an empty minimum).

@@ -42,7 +42,7 @@
 /// e.g. offset per image), iou and cls_loss (read for positives only; for a sigmoid head pass the
 /// row sum of the per-element loss), label_weights (optional, every entry finite and ≥ 0;
 /// default 1). C is
-/// always passed explicitly (spec §10 #22). Everything is computed in double; the output has
+/// always passed explicitly (older mmdetection hard-coded 80). Everything is computed in double; the output has
 /// the class's scalar type. `out` may alias `label_weights` (in-place update as in mmdetection).
 ///
 /// Cost: one O(N) pass over the labels plus two sorts of the P positives, O(N + P log P). The

@@ -6,7 +6,7 @@
 /// Distributed Bounding Boxes for Dense Object Detection", NeurIPS 2020.
 /// Matches mmdetection's `quality_focal_loss` (`mmdet/models/losses/gfocal_loss.py`, value and
 /// autograd gradient; spec sampling-and-soft-losses §8.1). The original `implus/GFocal` code
-/// raised the *signed* difference to β (NaN for non-integer β, spec §10 row 27); like mmdetection
+/// raised the *signed* difference to β (NaN for non-integer β, implus/GFocal); like mmdetection
 /// this uses |y − σ|^β.
 ///
 /// Per element, with σ = σ(x), target t = y_i (the anchor's quality, its IoU) at the label column

@@ -3,7 +3,7 @@
 ///
 /// Lin, Goyal, Girshick, He, Dollár, "Focal Loss for Dense Object Detection", ICCV 2017.
 /// Matches `torchvision.ops.sigmoid_focal_loss` (value) and its autograd gradient; the same
-/// formula as Detectron, detectron2/fvcore, mmdetection and mmcv (spec §5.1).
+/// formula as Detectron, detectron2/fvcore, mmdetection and mmcv.
 ///
 /// Per element, with p = σ(x), z = (2t − 1)x, p_t = σ(z), α_t = α if t = 1 else 1 − α:
 ///
@@ -57,7 +57,7 @@ class SigmoidFocalLoss : public OneHotSigmoidLoss<SigmoidFocalLoss<Scalar>, Scal
     detail::modulated_negatives(xp, loss, grad, scratch, t.size(), alpha_neg(), config_.gamma);
   }
 
-  /// Any binary t, one element (stable closed form of spec §5.1).
+  /// Any binary t, one element (stable closed form).
   void element(Scalar x, Scalar t, Index, Index, Scalar& loss, Scalar& grad) const {
     const Scalar sign = t > Scalar(0.5) ? Scalar(1) : Scalar(-1);
     const Scalar z = sign * x;

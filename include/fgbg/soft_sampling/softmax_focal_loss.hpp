@@ -3,7 +3,7 @@
 ///
 /// Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017 (softmax variant, appendix).
 /// Matches Detectron's `SoftmaxFocalLoss` op (RETINANET.SOFTMAX): α_y = α for a foreground label,
-/// 1 − α for background (spec §5.4). mmcv's SoftmaxFocalLoss uses one constant α for every
+/// 1 − α for background (Detectron `RETINANET.SOFTMAX`). mmcv's SoftmaxFocalLoss uses one constant α for every
 /// label; pass α < 0 (α_y = 1) and scale the result to reproduce it.
 ///
 /// Per row, with p = softmax(x), q = 1 − p_y = Σ_{c≠y} p_c:

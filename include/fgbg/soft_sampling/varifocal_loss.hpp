@@ -14,7 +14,7 @@
 ///
 /// with BCE(x, q) = (1 − q)·softplus(x) + q·softplus(−x). The negative weight α σ^γ is not
 /// detached (as in mmdetection); q is a constant. mmdetection writes the negative weight as
-/// α|σ − q|^γ masked to q ≤ 0, which equals α σ^γ only for q = 0 (VarifocalNet#8, spec §10
+/// α|σ − q|^γ masked to q ≤ 0, which equals α σ^γ only for q = 0 (VarifocalNet#8
 /// row 28); this uses α σ^γ on every element whose target is 0.
 ///
 /// A positive anchor's quality must therefore be > 0, or its label column would be trained as a

@@ -13,7 +13,7 @@
 /// foreground ratio, ≈ 8.1e-4 on COCO instead of the usual 0.05. The released RoI head uses a
 /// fixed 1e-4 instead (pass it to select_above_threshold).
 ///
-/// Per-class variant (fgbg's; the paper's per-class formula could not be verified, spec §11):
+/// Per-class variant (fgbg's; the paper's per-class formula could not be verified):
 /// the same rule with each class's own foreground frequency f_k = N_k / (N_fg + N_bg),
 ///   τ_k = max(floor, f_k · (C + 1)),
 /// so the mean of the τ_k over the classes is the released τ (with floor 0) and uniform classes

@@ -23,7 +23,7 @@
 /// double); the results are finite whenever the exact bias is (|b| ≤ ln 2^127 < 89).
 /// RetinaNet on COCO gives π ≈ 1e-5 (b ≈ −11.51); the RPN (C = 1) π ≈ 2e-4 (b ≈ −8.52).
 ///
-/// Softmax heads (C + 1 outputs, column 0 background; derived in spec §7.1, not in the released
+/// Softmax heads (C + 1 outputs, column 0 background; derived here, not in the released
 /// code, which leaves the RoI classifier bias at 0): with r = N_fg / (N_fg + N_bg) and uniform
 /// foreground classes, foreground biases 0 and
 ///   b_bg = ln(C (1 − r) / r) = ln(C · N_bg / N_fg)
@@ -93,7 +93,7 @@ inline double optimal_sigmoid_bias(std::int64_t num_fg, std::int64_t num_bg, Ind
 }
 
 /// Background bias of a softmax head whose C foreground biases are 0: ln(C · N_bg / N_fg)
-/// (spec §7.1, derived; the released code does not initialise the softmax head).
+/// (derived; the released code does not initialise the softmax head).
 /// @throws std::invalid_argument as optimal_sigmoid_prior, and for N_fg = 0 or N_bg = 0 (infinite).
 inline double optimal_softmax_background_bias(std::int64_t num_fg, std::int64_t num_bg,
                                               Index num_classes) {
