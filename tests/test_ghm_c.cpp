@@ -48,7 +48,7 @@ TEMPLATE_TEST_CASE("GHM-C matches the reference", "[ghmc][reference]", float, do
   }
 }
 
-TEST_CASE("GHM-C: spec §11.2", "[ghmc][spec]") {
+TEST_CASE("GHM-C: hand-checked example", "[ghmc][spec]") {
   RowArray<double> x(4, 3), g(4, 3);
   x << -2, 0.5, 3, 1, -1, 0, -4, -3, 2.5, 0.2, 0.1, -0.3;
   fgbg::LabelVector y(4);  // targets [[0,1,1],...] are not one-hot: use per-element data below

@@ -1,6 +1,6 @@
 // Hard samplers: batch-rule invariants on many random assignments, determinism, uniformity
 // (chi-square), OHEM top-k with index ties (mmdet and paper modes), SSD mining, IoU-balanced bins
-// (spec §11.8, faithful state), instance balance, sample_weights / normalisers, errors, no
+// (the faithful state of mmdetection), instance balance, sample_weights / normalisers, errors, no
 // allocation.
 #include "support/no_alloc.hpp"
 // (no_alloc.hpp must come first)
@@ -420,7 +420,7 @@ TEST_CASE("SsdHardNegativeMining: 3:1, clamped, never a positive twice", "[sampl
   }
 }
 
-TEST_CASE("IouBalancedSampler: spec §11.8 count-level check", "[sampling][iou_balanced][spec]") {
+TEST_CASE("IouBalancedSampler: count-level check", "[sampling][iou_balanced][spec]") {
   // 20 negatives with IoU in (0, 0.1], 2 with IoU in [0.34, 0.5), a positive GT row (IoU 1).
   LabelVector l = LabelVector::Zero(23);
   Eigen::ArrayXd iou(23);

@@ -81,7 +81,7 @@ TEMPLATE_TEST_CASE("ISR-P matches the reference vectors", "[isr_p][reference]", 
   }
 }
 
-TEST_CASE("ISR-P: spec §11.5 example", "[isr_p][spec]") {
+TEST_CASE("ISR-P: hand-checked example", "[isr_p][spec]") {
   const IsrInputs in = spec_isr_example();
   const fgbg::IsrP<double> isr;
   Eigen::ArrayXd w;
@@ -149,7 +149,7 @@ TEST_CASE("ISR-P: overloads, aliasing, layouts", "[isr_p]") {
 
 TEST_CASE("ISR-P: ties follow κ and then the anchor index", "[isr_p][ties]") {
   // One class, GT 0 has IoUs [1.0, 0.5] (ranks 0, 1), GT 1 has [0.0] alone (rank 0) and
-  // GT 2 has [0.3, 0.2]: κ(IoU 1 at rank 1)... build the exact tie of spec §7.1: an IoU of 1 at
+  // GT 2 has [0.3, 0.2]: κ(IoU 1 at rank 1)... build the exact tie of the file comment of isr_p.hpp: an IoU of 1 at
   // local rank 1 ties with an IoU of 0 at local rank 0.
   fgbg::LabelVector y(5);
   y << 1, 1, 1, 1, 1;
@@ -344,7 +344,7 @@ TEMPLATE_TEST_CASE("CARL matches the reference vectors", "[carl][reference]", fl
   }
 }
 
-TEST_CASE("CARL: spec §11.7 example", "[carl][spec]") {
+TEST_CASE("CARL: hand-checked example", "[carl][spec]") {
   RowArray<double> x(3, 1), g(3, 1);
   x << 2, -1, 0.5;
   fgbg::LabelVector y = fgbg::LabelVector::Ones(3);
@@ -645,7 +645,7 @@ void negative_row(RowArray<double>& x, Index i, double loss) {
 
 }  // namespace
 
-TEST_CASE("Score-HLR: spec §11.6 weights", "[isr_n][spec]") {
+TEST_CASE("Score-HLR: hand-checked weights", "[isr_n][spec]") {
   // 1 positive, 6 negatives: 4 valid (s > 0.05) with disjoint boxes, 2 invalid; num = 7 so
   // N' = 6, U = max(6, 4) = 6.
   const Index n = 7;

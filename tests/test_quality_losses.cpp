@@ -139,8 +139,7 @@ TEMPLATE_TEST_CASE("varifocal loss matches mmdetection (torch autograd)", "[vfl]
   });
 }
 
-TEMPLATE_TEST_CASE("QFL and VFL: spec §11.3 per-element vectors", "[qfl][vfl][spec]", float,
-                   double) {
+TEMPLATE_TEST_CASE("QFL and VFL: per-element vectors", "[qfl][vfl][spec]", float, double) {
   using S = TestType;
   struct Row {
     double x, y, qfl, dqfl, vfl, dvfl;

@@ -150,7 +150,7 @@ void check_vec(const RowArray<double>& g, std::initializer_list<double> want) {
 }
 }  // namespace
 
-TEST_CASE("ranking losses: spec §10.2 hand-checked vectors", "[ap][alrp][rs][spec]") {
+TEST_CASE("ranking losses: hand-checked vectors", "[ap][alrp][rs][spec]") {
   const SpecInput in;
   RowArray<double> g;
   SECTION("AP, δ = 1, interpolated") {
@@ -310,7 +310,7 @@ TEST_CASE("ranking losses: float logits give the double result rounded", "[ap][a
 }
 
 // ------------------------------------------------------------------------------------------
-// Identities (spec §2.2, §3.2, §5.7)
+// Identities (the papers' Theorem 2 of aLRP and its AP and RS analogues)
 // ------------------------------------------------------------------------------------------
 
 TEST_CASE("ranking losses: balance identities", "[ap][alrp][rs][identity]") {
@@ -343,7 +343,7 @@ TEST_CASE("ranking losses: balance identities", "[ap][alrp][rs][identity]") {
         CHECK(std::abs(sum_n + sum_p) <= 1e-12 * scale * gv.size());
         CHECK(sum_p <= 0);
       } else {
-        // Σ_N u = Σ_i r_i 1[F_i > ε] / n_P (spec §5.7), from the oracle's per-positive terms
+        // Σ_N u = Σ_i r_i 1[F_i > ε] / n_P, from the oracle's per-positive terms
         const std::size_t P = f.ps.size();
         double want = 0;
         for (std::size_t i = 0; i < P; ++i) {

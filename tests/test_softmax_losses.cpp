@@ -26,7 +26,7 @@ TEMPLATE_TEST_CASE("softmax focal loss matches the Detectron semantics",
       });
 }
 
-TEST_CASE("softmax focal loss: spec §11.4", "[softmax][focal][spec]") {
+TEST_CASE("softmax focal loss: hand-checked row", "[softmax][focal][spec]") {
   RowArray<double> x(1, 3), g(1, 3);
   x << 0.5, -1, 2;
   fgbg::LabelVector y(1);

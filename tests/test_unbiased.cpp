@@ -121,7 +121,7 @@ TEST_CASE("optimal bias matches the reference vectors", "[sampling_free][bias][r
   }
 }
 
-TEST_CASE("optimal bias: spec §7.1 values", "[sampling_free][bias][spec]") {
+TEST_CASE("optimal bias: hand-checked values", "[sampling_free][bias][spec]") {
   // Cached priors of the release (init_prior.json) and their biases.
   CHECK(fgbg::prior_bias(1e-5) == Approx(-11.5129).margin(1e-4));
   CHECK(fgbg::prior_bias(2e-4) == Approx(-8.5170).margin(1e-4));
@@ -457,7 +457,7 @@ TEST_CASE("guided loss: bad inputs throw and leave the gradient untouched",
 // ---------------------------------------------------------------------------------------------
 
 TEST_CASE("class-adaptive thresholds: released and per-class", "[sampling_free][threshold]") {
-  // COCO-like: π = 1e-5 with C = 80 gives the released τ = 8.1e-4 (spec §7.3).
+  // COCO-like: π = 1e-5 with C = 80 gives the released τ = 8.1e-4 (the sampling-free release).
   CHECK(fgbg::released_score_threshold(8000, 10000000 - 8000, 80) ==
         Approx(1e-5 * 81).epsilon(1e-12));
 
