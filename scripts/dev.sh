@@ -117,8 +117,9 @@ case "$cmd" in
       cp tests/fuzz/corpus/"$family"/* "$work/$family/corpus/"
       seeds=$(ls "$work/$family/corpus" | wc -l)
       rc=0
-      # FGBG_FUZZ_SEED fixes libFuzzer's mutation sequence (CI sets it, so a CI run explores
-      # the inputs a local run with the same seed explored); unset, every run explores anew.
+      # FGBG_FUZZ_SEED seeds libFuzzer's mutations (CI sets 1); unset, a random seed. A seed
+      # does not make a run reproducible (the exploration also depends on timing): every run
+      # may meet inputs no earlier run met (tests/fuzz/README.md).
       "$bin" -seed="${FGBG_FUZZ_SEED:-0}" -max_total_time="$seconds" -max_len=1024 -timeout=20 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$work/$family/artifacts/" \
         "$work/$family/corpus" >"$work/$family/log" 2>&1 || rc=$?
