@@ -207,14 +207,15 @@ struct GradFactor {
   GradFactor(double w, double norm, double a, double b) {
     constexpr double kMin = std::numeric_limits<double>::min();
     constexpr double kMax = std::numeric_limits<double>::max();
-    const double t = w / norm, u = a / b, f = t * u, af = std::abs(f);
+    // A zero weight or scale gives a zero factor even when w / norm overflows (inf · 0 = NaN).
+    const double t = w / norm, u = a / b, f = w == 0.0 || a == 0.0 ? 0.0 : t * u;
+    const double af = std::abs(f);
     auto normal = [](double v) { return std::abs(v) >= kMin && std::abs(v) <= kMax; };
     fast =
         w == 0.0 || a == 0.0 ||
         (normal(t) && normal(u) && af >= static_cast<double>(std::numeric_limits<Scalar>::min()) &&
          af <= static_cast<double>(std::numeric_limits<Scalar>::max()));
-    // A zero factor is exactly 0 even when w / norm overflowed (inf · 0 would be NaN).
-    factor = w == 0.0 || a == 0.0 ? Scalar(0) : fast ? static_cast<Scalar>(f) : Scalar(0);
+    factor = fast ? static_cast<Scalar>(f) : Scalar(0);
     if (!fast) {
       int ew = 0, en = 0, ea = 0, eb = 0;
       const double mw = std::frexp(w, &ew), mn = std::frexp(norm, &en);

@@ -70,7 +70,7 @@ class QualityFocalLoss : public QualityDenseLoss<QualityFocalLoss<Scalar>, Scala
              const Eigen::DenseBase<QD>& quality, Weights<Scalar> w, const Normalizer& norm,
              GradOut& grad) const {
     const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, norm, grad);
-    detail::check_quality(kName, quality, labels, x.rows());
+    detail::check_quality(kName, quality, labels);  // labels: N, checked above
     const auto target = [&quality](Index row) {
       return static_cast<double>(quality.derived().coeff(row));
     };

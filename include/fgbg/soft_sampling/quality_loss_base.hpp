@@ -87,8 +87,7 @@ namespace detail {
 ///         std::domain_error for a non-finite value.
 template <typename QD, typename LD>
 void check_quality(const char* where, const Eigen::DenseBase<QD>& q,
-                   const Eigen::DenseBase<LD>& labels, Index n) {
-  check_vector(where, "quality", q, n);
+                   const Eigen::DenseBase<LD>& labels) {
   check_positive_values(where, "quality", q, labels, 0.0, 1.0, "[0, 1]");
 }
 }  // namespace detail

@@ -78,7 +78,7 @@ class VarifocalLoss : public QualityDenseLoss<VarifocalLoss<Scalar>, Scalar> {
              const Eigen::DenseBase<QD>& quality, Weights<Scalar> w, const Normalizer& norm,
              GradOut& grad) const {
     const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, norm, grad);
-    detail::check_quality(kName, quality, labels, x.rows());
+    detail::check_quality(kName, quality, labels);  // labels: N, checked above
     const double floor = static_cast<double>(config_.min_quality);
     if (floor == 0.0)
       for (Index i = 0; i < x.rows(); ++i)

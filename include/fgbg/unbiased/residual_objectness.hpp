@@ -54,6 +54,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 #include "../core/checks.hpp"
 #include "../core/dense.hpp"
@@ -216,10 +217,14 @@ class ResidualObjectnessLoss {
     if (state.started && !(std::isfinite(state.num_pos_ema) && state.num_pos_ema > 0.0))
       detail::throw_invalid(kName, "state.num_pos_ema must be finite and > 0 once started, got ",
                             state.num_pos_ema);
-    for (const double a : {r.obj_normalizer, r.cls_normalizer, r.box_normalizer})
-      if (!std::isnormal(a))
-        detail::throw_invalid(kName, "a normaliser scale times the EMA of the positive count (",
-                              e_obj, ") must be a positive normal number, got ", a);
+    const std::pair<const char*, double> normalizers[] = {
+        {"obj", r.obj_normalizer}, {"cls", r.cls_normalizer}, {"box", r.box_normalizer}};
+    for (const auto& [name, a] : normalizers)
+      if (!(std::isnormal(a) && a > 0.0))
+        detail::throw_invalid(kName, "the ", name, " normaliser (", name,
+                              "_normalizer_scale times the EMA of the positive count) must be a "
+                              "positive normal number, got ",
+                              a);
 
     // 3. Values and gradients (nothing below throws).
     if constexpr (kGrad) {
