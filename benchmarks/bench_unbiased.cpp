@@ -128,7 +128,7 @@ void BM_ResidualObjectness(benchmark::State& state) {
   const fgbg::ResidualObjectnessLoss<float> loss;
   fgbg::ResidualObjectnessState st;
   for (auto _ : state) {
-    const auto r = loss.value_and_grad(d.stages, d.x, d.y, d.grad_stages, d.grad, st);
+    const auto r = loss.value_and_grad(d.x, d.y, d.stages, d.grad, d.grad_stages, st);
     benchmark::DoNotOptimize(r.loss);
     benchmark::ClobberMemory();
   }

@@ -20,8 +20,9 @@ inline void add_dr_rows(const Batch& b, Table& table) {
   auto add = [&](const char* name, const Batch& batch, bool per_image, const std::string& note) {
     double value = 0;
     const double ms = time_ms([&] {
-      value = per_image ? dr.value_and_grad(batch.logits, batch.labels, grad, batch.image)
-                        : dr.value_and_grad(batch.logits, batch.labels, grad);
+      value = per_image
+                  ? dr.value_and_grad(batch.logits, batch.labels, grad, fgbg::groups(batch.image))
+                  : dr.value_and_grad(batch.logits, batch.labels, grad);
     });
     table.add({name, value, "none", gradient_shares(batch, grad), ms, note});
   };

@@ -64,7 +64,7 @@ inline void add_unbiased_rows(const Batch& b, Table& table) {
   fgbg::ResidualObjectnessResult r;
   const double ms = time_ms([&] {
     fgbg::ResidualObjectnessState state;  // a fresh EMA each call: E = 100 -> three updates
-    r = resobj.value_and_grad(stages, b.logits, b.labels, grad_stages, grad_cls, state);
+    r = resobj.value_and_grad(b.logits, b.labels, stages, grad_cls, grad_stages, state);
   });
   char note[200];
   std::snprintf(note, sizeof note,

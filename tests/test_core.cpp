@@ -62,8 +62,8 @@ TEST_CASE("normaliser: avg_factor must be finite, positive and invertible in flo
   RowArray<float> x = RowArray<float>::Constant(2, 2, 0.5f), g(2, 2);
   fgbg::LabelVector y(2);
   y << 1, 0;
-  const float v = fgbg::SigmoidFocalLoss<float>().value_and_grad(
-      x, y, g, {}, fgbg::Normalizer::avg_factor(1e-30));
+  const float v =
+      fgbg::SigmoidFocalLoss<float>().value_and_grad(x, y, g, fgbg::Normalizer::avg_factor(1e-30));
   CHECK(std::isfinite(v));
   CHECK(g.isFinite().all());
 }

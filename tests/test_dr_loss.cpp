@@ -120,7 +120,7 @@ TEMPLATE_TEST_CASE("DR loss matches the authors' module (reference vectors)", "[
       RowArray<S> g2(n, k);
       const Eigen::ArrayXi one_group = Eigen::ArrayXi::Zero(n);
       if (n > 0) {
-        CHECK(loss.value_and_grad(x, y, g2, one_group) == v);
+        CHECK(loss.value_and_grad(x, y, g2, fgbg::groups(one_group)) == v);
         CHECK((g2 == g).all());
       }
     }
@@ -181,9 +181,9 @@ TEST_CASE("DR loss: gradient equals central differences", "[dr][gradcheck]") {
     // Grouped: three images of 5, 5 and 3 anchors.
     Eigen::ArrayXi groups(13);
     groups << 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 4, 4, 4;
-    dr.value_and_grad(x, y, g, groups);
-    const auto numg =
-        numeric_grad([&](const RowArray<double>& xx) { return dr.value(xx, y, groups); }, x);
+    dr.value_and_grad(x, y, g, fgbg::groups(groups));
+    const auto numg = numeric_grad(
+        [&](const RowArray<double>& xx) { return dr.value(xx, y, fgbg::groups(groups)); }, x);
     CHECK(rel_max_diff(g, numg) < 1e-8);
   };
   check({}, "defaults");
@@ -309,13 +309,13 @@ TEMPLATE_TEST_CASE("DR loss: per-image groups equal separate calls summed", "[dr
     sum += dr.value_and_grad(xk, yk, gk);
     gs.middleRows(r0, sizes[k]) = gk;
   }
-  const S v = dr.value_and_grad(x, y, g, groups);
+  const S v = dr.value_and_grad(x, y, g, fgbg::groups(groups));
   CHECK(v == Approx(sum).epsilon(std::is_same<S, double>::value ? 1e-14 : 1e-6));
   // Not bit for bit: a group starts at another offset inside a tile than a separate call, so an
   // element can fall on the vectorised or the scalar-tail path of exp (1 ulp apart).
   CHECK(rel_max_diff(g.template cast<double>(), gs.template cast<double>()) <
         (std::is_same<S, double>::value ? 1e-14 : 1e-6));
-  CHECK(dr.value(x, y, groups) == v);
+  CHECK(dr.value(x, y, fgbg::groups(groups)) == v);
   CHECK(g.middleRows(401, 150).isZero(0));
   // Pooled is a different loss.
   CHECK(std::abs(dr.value(x, y) - v) > 1e-3);
@@ -361,10 +361,10 @@ TEMPLATE_TEST_CASE("DR loss: layouts, Maps, blocks, expressions and aliasing agr
   CHECK(same_v(dr.value_and_grad(inplace, y, inplace)));
   CHECK(same(inplace));
 
-  // Labels as a row vector of another integer type; an empty Weights is accepted.
+  // Labels as a row vector of another integer type.
   Eigen::Array<std::int64_t, 1, Eigen::Dynamic> y64 = y.transpose().template cast<std::int64_t>();
-  CHECK(same_v(dr.value_and_grad(x, y64, g2, fgbg::Weights<S>{})));
-  CHECK(dr.value(x, y64, fgbg::Weights<S>{}) == v_ref);
+  CHECK(same_v(dr.value_and_grad(x, y64, g2)));
+  CHECK(dr.value(x, y64) == v_ref);
 }
 
 TEMPLATE_TEST_CASE("DR loss: edge cases", "[dr][edge]", float, double) {
@@ -376,7 +376,7 @@ TEMPLATE_TEST_CASE("DR loss: edge cases", "[dr][edge]", float, double) {
     CHECK(dr.value_and_grad(x, y, g) == Approx(kEmptyValue));
     CHECK(dr.value(x, y) == Approx(kEmptyValue));
     // No groups at all: the sum over zero groups.
-    CHECK(dr.value(x, y, Eigen::ArrayXi(0)) == S(0));
+    CHECK(dr.value(x, y, fgbg::groups(Eigen::ArrayXi(0))) == S(0));
   }
   SECTION("all ignored: constant value, zero gradient written") {
     RowArray<S> x = RowArray<S>::Constant(5, 3, S(1.5)), g = RowArray<S>::Constant(5, 3, S(9));
@@ -471,7 +471,7 @@ TEST_CASE("DR loss: bad inputs throw and leave the gradient untouched", "[dr][er
                       "fgbg::DRLoss: labels(1) = 3 is outside -1..2 (-1 ignore, 0 background, "
                       "1..C class)");
     y[1] = -2;
-    CHECK_THROWS_AS(dr.value_and_grad(x, y, g, groups), std::invalid_argument);
+    CHECK_THROWS_AS(dr.value_and_grad(x, y, g, fgbg::groups(groups)), std::invalid_argument);
     CHECK_THROWS_AS(dr.value(x, y), std::invalid_argument);
   }
   SECTION("labels of the wrong length") {
@@ -489,7 +489,8 @@ TEST_CASE("DR loss: bad inputs throw and leave the gradient untouched", "[dr][er
   SECTION("NaN and inf logits") {
     x(2, 1) = std::numeric_limits<double>::quiet_NaN();
     CHECK_THROWS_AS(dr.value_and_grad(x, y, g), std::domain_error);
-    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, groups), Catch::Contains("logits(2, 1) is nan"));
+    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, fgbg::groups(groups)),
+                      Catch::Contains("logits(2, 1) is nan"));
     x(2, 1) = 0;
     x(1, 0) = -std::numeric_limits<double>::infinity();
     CHECK_THROWS_WITH(dr.value_and_grad(x, y, g), Catch::Contains("logits(1, 0) is -inf"));
@@ -497,24 +498,18 @@ TEST_CASE("DR loss: bad inputs throw and leave the gradient untouched", "[dr][er
     x(1, 0) = 0;
     x(0, 0) = std::numeric_limits<double>::infinity();  // the positive entry
     CHECK_THROWS_WITH(dr.value_and_grad(x, y, g), Catch::Contains("logits(0, 0) is inf"));
-    CHECK_THROWS_WITH(dr.value(x, y, groups), Catch::Contains("logits(0, 0) is inf"));
+    CHECK_THROWS_WITH(dr.value(x, y, fgbg::groups(groups)), Catch::Contains("logits(0, 0) is inf"));
   }
   SECTION("groups of the wrong length or not sorted") {
     Eigen::ArrayXi g2(2);
     g2 << 0, 1;
-    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, g2),
+    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, fgbg::groups(g2)),
                       Catch::Contains("groups must be a vector of 3 entries, got 2 x 1"));
     groups << 1, 0, 1;
-    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, groups),
+    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, fgbg::groups(groups)),
                       Catch::Contains("groups must be non-decreasing (each group one run of "
                                       "consecutive anchors), but groups(1) = 0 < groups(0) = 1"));
-    CHECK_THROWS_AS(dr.value(x, y, groups), std::invalid_argument);
-  }
-  SECTION("weights are refused") {
-    Eigen::ArrayXd w = Eigen::ArrayXd::Ones(3);
-    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, fgbg::Weights<double>(w)),
-                      Catch::Contains("weights are not supported"));
-    CHECK_THROWS_AS(dr.value(x, y, fgbg::Weights<double>(w)), std::invalid_argument);
+    CHECK_THROWS_AS(dr.value(x, y, fgbg::groups(groups)), std::invalid_argument);
   }
   CHECK(untouched());
 }
@@ -552,9 +547,9 @@ TEMPLATE_TEST_CASE("DR loss allocates nothing in steady state", "[dr][alloc]", f
   {
     NoAllocScope guard;
     v += dr.value_and_grad(x, y, g);
-    v += dr.value_and_grad(x, y, g, groups);
+    v += dr.value_and_grad(x, y, g, fgbg::groups(groups));
     v += dr.value(x, y);
-    v += dr.value(x, y, groups);
+    v += dr.value(x, y, fgbg::groups(groups));
     CHECK(guard.count() == 0);
   }
   CHECK(std::isfinite(v));

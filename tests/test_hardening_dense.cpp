@@ -371,7 +371,7 @@ TEST_CASE("hardening: residual objectness sums do not overflow", "[hardening]") 
   z.setZero();
   LabelVector y = LabelVector::Zero(4);
   fgbg::ResidualObjectnessState st;
-  const auto r = loss.value_and_grad(s, z, y, gs, gz, st);
+  const auto r = loss.value_and_grad(z, y, s, gz, gs, st);
   CHECK(std::isfinite(r.obj_loss));
   CHECK(r.obj_loss == Approx(4 * 1.7e38 / r.obj_normalizer).epsilon(1e-6));
   RowArray<double> sd(4, 1), zd(4, 3), gsd, gzd;
@@ -379,7 +379,7 @@ TEST_CASE("hardening: residual objectness sums do not overflow", "[hardening]") 
   zd.setZero();
   fgbg::ResidualObjectnessState std_;
   const auto rd =
-      fgbg::ResidualObjectnessLoss<double>(cfg).value_and_grad(sd, zd, y, gsd, gzd, std_);
+      fgbg::ResidualObjectnessLoss<double>(cfg).value_and_grad(zd, y, sd, gzd, gsd, std_);
   CHECK(std::isfinite(rd.obj_loss));
   CHECK(rd.obj_loss == Approx(9e307 / rd.obj_normalizer * 4).epsilon(1e-14));
 }
@@ -516,7 +516,7 @@ TEST_CASE("hardening: positive BCE does not cancel for x > 16 (float)", "[harden
   s << 12.0f, 8.0f;
   z << 20.0f, -3.0f;
   fgbg::ResidualObjectnessState st;
-  const auto r = fgbg::ResidualObjectnessLoss<float>().value_and_grad(s, z, y1, gs, gz, st);
+  const auto r = fgbg::ResidualObjectnessLoss<float>().value_and_grad(z, y1, s, gz, gs, st);
   CHECK(std::fabs(r.obj_loss - sp_l(-20) / r.obj_normalizer) <=
         1e-6L * sp_l(-20) / r.obj_normalizer);
   CHECK(std::fabs(gs(0, 0) + sig_l(-20) / r.obj_normalizer) <=
@@ -874,12 +874,12 @@ TEMPLATE_TEST_CASE("hardening: residual objectness does not depend on layout or 
   const fgbg::ResidualObjectnessLoss<S> l;
   RowArray<S> gs_ref(n, 2), gz_ref(n, c);
   fgbg::ResidualObjectnessState st0;
-  const double ref = l.value_and_grad(s, z, y, gs_ref, gz_ref, st0).loss;
+  const double ref = l.value_and_grad(z, y, s, gz_ref, gs_ref, st0).loss;
   // Class logits and their gradient in every layout (the stage logits as they are).
   check_layouts<S>(z, [&](const auto& zz, auto& g) {
     fgbg::ResidualObjectnessState st;
     RowArray<S> gs(n, 2);
-    const auto r = l.value_and_grad(s, zz, y, gs, g, st);
+    const auto r = l.value_and_grad(zz, y, s, g, gs, st);
     CHECK(same_bits(r.loss, ref));
     CHECK((gs == gs_ref).all());
     return static_cast<S>(r.loss);
@@ -888,7 +888,7 @@ TEMPLATE_TEST_CASE("hardening: residual objectness does not depend on layout or 
   check_layouts<S>(s, [&](const auto& ss, auto& g) {
     fgbg::ResidualObjectnessState st;
     RowArray<S> gz(n, c);
-    const auto r = l.value_and_grad(ss, z, y, g, gz, st);
+    const auto r = l.value_and_grad(z, y, ss, gz, g, st);
     CHECK((gz == gz_ref).all());
     return static_cast<S>(r.loss);
   });
@@ -1023,8 +1023,7 @@ TEMPLATE_TEST_CASE("hardening: dense losses against a long-double oracle on extr
       const Oracle o = sigmoid_oracle<S>(x, y, wl, A, ones, elem);
       if (!oracle_representable_all(o, lmax)) return 0;
       RowArray<S> g(x.rows(), x.cols());
-      const S v =
-          weighted ? loss.value_and_grad(x, y, g, w, nz) : loss.value_and_grad(x, y, g, {}, nz);
+      const S v = weighted ? loss.value_and_grad(x, y, g, w, nz) : loss.value_and_grad(x, y, g, nz);
       check_against(o, v, g, std::string(name) + " case " + std::to_string(it), &x);
       return 1;
     };
@@ -1056,8 +1055,8 @@ TEMPLATE_TEST_CASE("hardening: dense losses against a long-double oracle on extr
           const Oracle o = sigmoid_oracle<S>(x, y, wl, A, ql, qfl_elem(2));
           if (!oracle_representable_all(o, lmax)) return 0;
           RowArray<S> g(x.rows(), x.cols());
-          const S v = weighted ? qfl.value_and_grad(x, y, q, g, w, nz)
-                               : qfl.value_and_grad(x, y, q, g, {}, nz);
+          const S v =
+              weighted ? qfl.value_and_grad(x, y, q, g, w, nz) : qfl.value_and_grad(x, y, q, g, nz);
           check_against(o, v, g, "QFL case " + std::to_string(it), &x);
           return 1;
         });
@@ -1070,8 +1069,7 @@ TEMPLATE_TEST_CASE("hardening: dense losses against a long-double oracle on extr
       const Oracle o = softmax_oracle<S>(x, y, wl, A, focal, alpha, gamma);
       if (!oracle_representable_all(o, lmax)) return 0;
       RowArray<S> g(x.rows(), x.cols());
-      const S v =
-          weighted ? loss.value_and_grad(x, y, g, w, nz) : loss.value_and_grad(x, y, g, {}, nz);
+      const S v = weighted ? loss.value_and_grad(x, y, g, w, nz) : loss.value_and_grad(x, y, g, nz);
       check_against(o, v, g, std::string(name) + " case " + std::to_string(it), &x);
       return 1;
     };

@@ -100,7 +100,7 @@ TEMPLATE_TEST_CASE("DR loss: a gradient sharing memory with the logits is reject
   Eigen::Array<int, Eigen::Dynamic, 1> groups(4);
   groups << 0, 0, 1, 1;
   Map g1(buf.data() + 1, 4, 2);
-  CHECK_THROWS_WITH(dr.value_and_grad(x, y, g1, groups),
+  CHECK_THROWS_WITH(dr.value_and_grad(x, y, g1, fgbg::groups(groups)),
                     Catch::Contains("grad must not share memory with the logits"));
   CHECK(buf == before);
   // a disjoint Map right after the logits is fine
@@ -615,7 +615,8 @@ TEMPLATE_TEST_CASE("DR loss: zero classes with groups", "[dr][hardening][edge]",
   Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> g(4, 0);
   const S empty = dr.value(RowArray<S>(0, 0), LabelVector(0));
   // The grouped value sums the groups' values: three groups, each the empty constant.
-  CHECK(dr.value_and_grad(x, y, g, groups) == Approx(3.0 * static_cast<double>(empty)));
+  CHECK(dr.value_and_grad(x, y, g, fgbg::groups(groups)) ==
+        Approx(3.0 * static_cast<double>(empty)));
   CHECK(dr.value_and_grad(x, y, g) == empty);
   CHECK(g.size() == 0);
 }

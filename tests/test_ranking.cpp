@@ -864,16 +864,16 @@ TEMPLATE_TEST_CASE("ranking losses: per-group rankings equal separate calls, ave
       return ((got.template cast<double>() - want / div).abs() <= tol * scale).all();
     };
     const double dap = std::max(1, ap_groups), drs = std::max(1, rs_groups);
-    const S v = ap.value_and_grad_per_group(x, y, groups, g, ws);
+    const S v = ap.value_and_grad(x, y, g, fgbg::groups(groups), ws);
     CHECK(std::abs(v - ap_sum / dap) <= tol);
     CHECK(close_arr(g, ap_g, dap));
-    const auto va = alrp.value_and_grad_per_group(x, y, loc, groups, g, gl, rank, ws);
+    const auto va = alrp.value_and_grad(x, y, loc, g, gl, rank, fgbg::groups(groups), ws);
     CHECK(std::abs(va.cls - cls_sum / dap) <= tol);
     CHECK(std::abs(va.loc - loc_sum / dap) <= tol);
     CHECK(close_arr(g, alrp_g, dap));
     CHECK(close_arr(gl, alrp_gl, dap));
     CHECK(close_arr(rank, alrp_rank, 1.0));
-    const auto vr = rs.value_and_grad_per_group(x, y, iou, groups, g, ws);
+    const auto vr = rs.value_and_grad(x, y, iou, g, fgbg::groups(groups), ws);
     CHECK(std::abs(vr.rank - rank_sum / drs) <= tol);
     CHECK(std::abs(vr.sort - sort_sum / drs) <= tol);
     CHECK(close_arr(g, rs_g, drs));
@@ -892,19 +892,20 @@ TEST_CASE("ranking losses: per-group errors leave outputs untouched", "[groups][
   RowArray<double> g = RowArray<double>::Constant(4, 2, 42.0);
   Vec<double> gl = Vec<double>::Constant(4, 42.0), rank = Vec<double>::Constant(4, 42.0);
   fgbg::RankingWorkspace ws;
-  CHECK_THROWS_AS(fgbg::APLoss<double>().value_and_grad_per_group(x, y, groups, g, ws),
-                  std::invalid_argument);
-  CHECK_THROWS_AS(fgbg::RankSortLoss<double>().value_and_grad_per_group(x, y, iou, groups, g, ws),
+  CHECK_THROWS_AS(fgbg::APLoss<double>().value_and_grad(x, y, g, fgbg::groups(groups), ws),
                   std::invalid_argument);
   CHECK_THROWS_AS(
-      fgbg::ALRPLoss<double>().value_and_grad_per_group(x, y, iou, groups, g, gl, rank, ws),
+      fgbg::RankSortLoss<double>().value_and_grad(x, y, iou, g, fgbg::groups(groups), ws),
+      std::invalid_argument);
+  CHECK_THROWS_AS(
+      fgbg::ALRPLoss<double>().value_and_grad(x, y, iou, g, gl, rank, fgbg::groups(groups), ws),
       std::invalid_argument);
   Eigen::ArrayXi short_groups = Eigen::ArrayXi::Zero(3);
-  CHECK_THROWS_AS(fgbg::APLoss<double>().value_and_grad_per_group(x, y, short_groups, g, ws),
+  CHECK_THROWS_AS(fgbg::APLoss<double>().value_and_grad(x, y, g, fgbg::groups(short_groups), ws),
                   std::invalid_argument);
   x(3, 1) = std::nan("");
   groups << 0, 0, 1, 1;
-  CHECK_THROWS_AS(fgbg::APLoss<double>().value_and_grad_per_group(x, y, groups, g, ws),
+  CHECK_THROWS_AS(fgbg::APLoss<double>().value_and_grad(x, y, g, fgbg::groups(groups), ws),
                   std::domain_error);
   CHECK((g == 42.0).all());
   CHECK((gl == 42.0).all());

@@ -228,9 +228,9 @@ TEST_CASE("sigmoid losses: bad inputs throw and leave the gradient untouched", "
     CHECK_THROWS_WITH(focal.value_and_grad(x, y, g, w2), Catch::Contains("weights must be"));
   }
   SECTION("bad normaliser") {
-    CHECK_THROWS_WITH(focal.value_and_grad(x, y, g, {}, fgbg::Normalizer::avg_factor(0)),
+    CHECK_THROWS_WITH(focal.value_and_grad(x, y, g, fgbg::Normalizer::avg_factor(0)),
                       Catch::Contains("avg_factor must be finite and > 0, got 0"));
-    CHECK_THROWS_AS(focal.value_and_grad(x, y, g, {}, fgbg::Normalizer::avg_factor(-2)),
+    CHECK_THROWS_AS(focal.value_and_grad(x, y, g, fgbg::Normalizer::avg_factor(-2)),
                     std::invalid_argument);
   }
   CHECK(untouched());

@@ -605,7 +605,7 @@ TEST_CASE("residual objectness: hand-checked values", "[resobj][spec]") {
   y << 1, 0, -1;
   const fgbg::ResidualObjectnessLoss<double> loss;
   fgbg::ResidualObjectnessState state;
-  const auto r = loss.value_and_grad(s, z, y, gs, gz, state);
+  const auto r = loss.value_and_grad(z, y, s, gz, gs, state);
   // E₀ = 100, m = 1: E₁ = 90.1, E₂ = 81.19, E₃ = 73.171 (three updates per call, released).
   CHECK(r.obj_normalizer == Approx(20 * 90.1).epsilon(1e-14));
   CHECK(r.cls_normalizer == Approx(10 * 81.19).epsilon(1e-14));
@@ -629,15 +629,15 @@ TEST_CASE("residual objectness: hand-checked values", "[resobj][spec]") {
   // The second call starts from E₃; value() reports it without recording it (regression: it
   // used to advance the EMA like a training call).
   const fgbg::ResidualObjectnessState& frozen = state;
-  const auto r2 = loss.value(s, z, y, frozen);
+  const auto r2 = loss.value(z, y, s, frozen);
   CHECK(r2.obj_normalizer == Approx(20 * (0.9 * 73.171 + 0.1)).epsilon(1e-14));
   CHECK(state.calls == 1);
   CHECK(state.num_pos_ema == Approx(73.171).epsilon(1e-14));
-  const auto r2b = loss.value(s, z, y, frozen);  // same state, same answer
+  const auto r2b = loss.value(z, y, s, frozen);  // same state, same answer
   CHECK(r2b.obj_normalizer == r2.obj_normalizer);
   CHECK(r2b.loss == r2.loss);
   RowArray<double> gs2(1, 2), gz2(1, 3);
-  const auto r3 = loss.value_and_grad(s, z, y, gs2, gz2, state);  // what value() predicted
+  const auto r3 = loss.value_and_grad(z, y, s, gz2, gs2, state);  // what value() predicted
   CHECK(r3.loss == r2.loss);
   CHECK(r3.obj_normalizer == r2.obj_normalizer);
   CHECK(r3.box_normalizer == r2.box_normalizer);
@@ -646,16 +646,16 @@ TEST_CASE("residual objectness: hand-checked values", "[resobj][spec]") {
   fgbg::ResidualObjectnessConfig one;
   one.ema_updates = fgbg::EmaUpdates::one_per_call;
   fgbg::ResidualObjectnessState s1;
-  const auto r1 = fgbg::ResidualObjectnessLoss<double>(one).value(s, z, y, s1);
+  const auto r1 = fgbg::ResidualObjectnessLoss<double>(one).value(z, y, s, s1);
   CHECK(r1.obj_normalizer == Approx(20 * 90.1).epsilon(1e-14));
   CHECK(r1.cls_normalizer == Approx(10 * 90.1).epsilon(1e-14));
   CHECK(r1.box_normalizer == Approx(90.1).epsilon(1e-14));
   CHECK(!s1.started);
-  fgbg::ResidualObjectnessLoss<double>(one).value_and_grad(s, z, y, gs2, gz2, s1);
+  fgbg::ResidualObjectnessLoss<double>(one).value_and_grad(z, y, s, gz2, gs2, s1);
   CHECK(s1.num_pos_ema == Approx(90.1).epsilon(1e-14));
   state.reset();
   CHECK(!state.started);
-  CHECK(loss.value(s, z, y, state).obj_normalizer == Approx(20 * 90.1).epsilon(1e-14));
+  CHECK(loss.value(z, y, s, state).obj_normalizer == Approx(20 * 90.1).epsilon(1e-14));
 }
 
 TEMPLATE_TEST_CASE("residual objectness matches an independent scalar loop", "[resobj][reference]",
@@ -672,7 +672,7 @@ TEMPLATE_TEST_CASE("residual objectness matches an independent scalar loop", "[r
     state.num_pos_ema = 42.5;
     const fgbg::ResidualObjectnessLoss<S> loss;
     RowArray<S> gs(n, k), gz(n, c);
-    const auto r = loss.value_and_grad(s, z, y, gs, gz, state);
+    const auto r = loss.value_and_grad(z, y, s, gz, gs, state);
     const ResObjRef ref = resobj_reference(s.template cast<double>(), z.template cast<double>(), y,
                                            r.obj_normalizer, r.cls_normalizer);
     INFO("K = " << k);
@@ -694,11 +694,11 @@ TEST_CASE("residual objectness: gradients equal central differences", "[resobj][
   const fgbg::ResidualObjectnessState start;  // each evaluation starts from the same state
   RowArray<double> gs(n, k), gz(n, c);
   fgbg::ResidualObjectnessState st = start;
-  loss.value_and_grad(s, z, y, gs, gz, st);
+  loss.value_and_grad(z, y, s, gz, gs, st);
   const auto num_s =
-      numeric_grad([&](const RowArray<double>& ss) { return loss.value(ss, z, y, start).loss; }, s);
+      numeric_grad([&](const RowArray<double>& ss) { return loss.value(z, y, ss, start).loss; }, s);
   const auto num_z =
-      numeric_grad([&](const RowArray<double>& zz) { return loss.value(s, zz, y, start).loss; }, z);
+      numeric_grad([&](const RowArray<double>& zz) { return loss.value(zz, y, s, start).loss; }, z);
   CHECK(rel_max_diff(gs, num_s) < 1e-9);
   CHECK(rel_max_diff(gz, num_z) < 1e-9);
 }
@@ -710,7 +710,7 @@ TEMPLATE_TEST_CASE("residual objectness: edge cases and inference scores", "[res
   SECTION("N = 0") {
     RowArray<S> s(0, 2), z(0, 80), gs(0, 2), gz(0, 80);
     fgbg::ResidualObjectnessState st;
-    const auto r = loss.value_and_grad(s, z, fgbg::LabelVector(0), gs, gz, st);
+    const auto r = loss.value_and_grad(z, fgbg::LabelVector(0), s, gz, gs, st);
     CHECK(r.loss == 0.0);
     CHECK(st.num_pos_ema == Approx(73.171));  // m = max(0, 1) = 1, three updates
   }
@@ -718,7 +718,7 @@ TEMPLATE_TEST_CASE("residual objectness: edge cases and inference scores", "[res
     RowArray<S> s = RowArray<S>::Constant(5, 2, S(1)), z = RowArray<S>::Constant(5, 3, S(1));
     RowArray<S> gs = RowArray<S>::Constant(5, 2, S(9)), gz = RowArray<S>::Constant(5, 3, S(9));
     fgbg::ResidualObjectnessState st;
-    const auto r = loss.value_and_grad(s, z, fgbg::LabelVector::Constant(5, -1), gs, gz, st);
+    const auto r = loss.value_and_grad(z, fgbg::LabelVector::Constant(5, -1), s, gz, gs, st);
     CHECK(r.loss == 0.0);
     CHECK((gs == S(0)).all());
     CHECK((gz == S(0)).all());
@@ -727,7 +727,7 @@ TEMPLATE_TEST_CASE("residual objectness: edge cases and inference scores", "[res
     RowArray<S> s = RowArray<S>::Constant(5, 2, S(-1)), z = RowArray<S>::Constant(5, 3, S(1));
     RowArray<S> gs(5, 2), gz(5, 3);
     fgbg::ResidualObjectnessState st;
-    const auto r = loss.value_and_grad(s, z, fgbg::LabelVector::Zero(5), gs, gz, st);
+    const auto r = loss.value_and_grad(z, fgbg::LabelVector::Zero(5), s, gz, gs, st);
     CHECK(r.obj_loss > 0.0);
     CHECK(r.cls_loss == 0.0);
     CHECK((gs > S(0)).all());
@@ -740,7 +740,7 @@ TEMPLATE_TEST_CASE("residual objectness: edge cases and inference scores", "[res
     fgbg::LabelVector y(4);
     y << 1, 2, 0, 1;
     fgbg::ResidualObjectnessState st;
-    const auto r = loss.value_and_grad(s, z, y, gs, gz, st);
+    const auto r = loss.value_and_grad(z, y, s, gz, gs, st);
     CHECK(std::isfinite(r.loss));
     CHECK(gs.isFinite().all());
     CHECK(gz.isFinite().all());
@@ -771,10 +771,10 @@ TEMPLATE_TEST_CASE("residual objectness: edge cases and inference scores", "[res
     const fgbg::LabelVector y = random_labels(rng, 1100, 5);
     RowArray<S> gs(1100, 2), gz(1100, 5);
     fgbg::ResidualObjectnessState a, b;
-    const auto r = loss.value_and_grad(s, z, y, gs, gz, a);
+    const auto r = loss.value_and_grad(z, y, s, gz, gs, a);
     Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> sc = s, zc = z, gsc(1100, 2);
     RowArray<S> big = RowArray<S>::Constant(1102, 7, S(3));
-    const auto rc = loss.value_and_grad(sc, zc, y, gsc, big.block(1, 1, 1100, 5), b);
+    const auto rc = loss.value_and_grad(zc, y, sc, big.block(1, 1, 1100, 5), gsc, b);
     CHECK(rc.loss == r.loss);
     CHECK((gsc == gs).all());
     CHECK((big.block(1, 1, 1100, 5) == gz).all());
@@ -796,21 +796,21 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
   st.calls = 5;
   SECTION("labels") {
     y[0] = 5;
-    CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, gs, gz, st),
+    CHECK_THROWS_WITH(loss.value_and_grad(z, y, s, gz, gs, st),
                       Catch::Contains("labels(0) = 5 is outside -1..4"));
     fgbg::LabelVector y2(2);
     y2 << 0, 0;
-    CHECK_THROWS_AS(loss.value(s, z, y2, st), std::invalid_argument);
+    CHECK_THROWS_AS(loss.value(z, y2, s, st), std::invalid_argument);
   }
   SECTION("shapes") {
     RowArray<double> z2 = RowArray<double>::Zero(2, 4), s0(3, 0);
-    CHECK_THROWS_WITH(loss.value_and_grad(s, z2, y, gs, gz, st),
+    CHECK_THROWS_WITH(loss.value_and_grad(z2, y, s, gz, gs, st),
                       Catch::Contains("class_logits must have 3 rows"));
-    CHECK_THROWS_WITH(loss.value(s0, z, y, st), Catch::Contains("at least one column"));
+    CHECK_THROWS_WITH(loss.value(z, y, s0, st), Catch::Contains("at least one column"));
     RowArray<double> big = RowArray<double>::Constant(5, 5, 7.0);
-    CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, big.block(0, 0, 3, 1), gz, st),
+    CHECK_THROWS_WITH(loss.value_and_grad(z, y, s, gz, big.block(0, 0, 3, 1), st),
                       Catch::Contains("grad_stages must be 3 x 2"));
-    CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, gs, big.block(0, 0, 3, 3), st),
+    CHECK_THROWS_WITH(loss.value_and_grad(z, y, s, big.block(0, 0, 3, 3), gs, st),
                       Catch::Contains("grad_classes must be 3 x 4"));
     CHECK((big == 7.0).all());
   }
@@ -820,9 +820,9 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
     for (const double bad : {0.0, -1.0, std::nan(""), std::numeric_limits<double>::infinity()}) {
       fgbg::ResidualObjectnessState b = st;
       b.num_pos_ema = bad;
-      CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, gs, gz, b),
+      CHECK_THROWS_WITH(loss.value_and_grad(z, y, s, gz, gs, b),
                         Catch::Contains("state.num_pos_ema must be finite and > 0"));
-      CHECK_THROWS_AS(loss.value(s, z, y, b), std::invalid_argument);
+      CHECK_THROWS_AS(loss.value(z, y, s, b), std::invalid_argument);
       CHECK(b.calls == 5);
       CHECK((std::isnan(bad) ? std::isnan(b.num_pos_ema) : b.num_pos_ema == bad));
     }
@@ -831,24 +831,24 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
     cf.ema_initial = 0.1;
     const fgbg::ResidualObjectnessLoss<double> tiny(cf);
     fgbg::ResidualObjectnessState fresh;
-    CHECK_THROWS_WITH(tiny.value_and_grad(s, z, y, gs, gz, fresh),
+    CHECK_THROWS_WITH(tiny.value_and_grad(z, y, s, gz, gs, fresh),
                       Catch::Contains("must be a positive normal number"));
     CHECK_FALSE(fresh.started);
     cf.obj_normalizer_scale = 1e300;
     fresh.started = true;
     fresh.num_pos_ema = 1e300;
-    CHECK_THROWS_AS(fgbg::ResidualObjectnessLoss<double>(cf).value(s, z, y, fresh),
+    CHECK_THROWS_AS(fgbg::ResidualObjectnessLoss<double>(cf).value(z, y, s, fresh),
                     std::invalid_argument);
     CHECK((gs == 7.0).all());
     CHECK((gz == 7.0).all());
   }
   SECTION("non-finite logits") {
     s(1, 1) = std::nan("");
-    CHECK_THROWS_WITH(loss.value_and_grad(s, z, y, gs, gz, st),
+    CHECK_THROWS_WITH(loss.value_and_grad(z, y, s, gz, gs, st),
                       Catch::Contains("stage_logits(1, 1) is nan"));
     s(1, 1) = 0;
     z(2, 3) = -std::numeric_limits<double>::infinity();
-    CHECK_THROWS_AS(loss.value_and_grad(s, z, y, gs, gz, st), std::domain_error);
+    CHECK_THROWS_AS(loss.value_and_grad(z, y, s, gz, gs, st), std::domain_error);
     RowArray<double> p = RowArray<double>::Constant(3, 4, 7.0);
     CHECK_THROWS_AS(fgbg::residual_objectness_scores(s, z, p), std::domain_error);
     CHECK((p == 7.0).all());
@@ -860,16 +860,16 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
     Eigen::Map<RowArray<double>> zm(buf.data(), 3, 4);
     zm.setConstant(0.25);
     const RowArray<double> buf_before = buf;
-    CHECK_THROWS_WITH(loss.value_and_grad(s, zm, y, gs, zm, st),
+    CHECK_THROWS_WITH(loss.value_and_grad(zm, y, s, zm, gs, st),
                       Catch::Contains("must not share memory"));
-    CHECK_THROWS_WITH(loss.value_and_grad(s, zm, y, gs, buf.block(0, 1, 3, 4), st),
+    CHECK_THROWS_WITH(loss.value_and_grad(zm, y, s, buf.block(0, 1, 3, 4), gs, st),
                       Catch::Contains("must not share memory"));
     // Stage gradient over the stage logits, or over the class logits (K = C here).
-    CHECK_THROWS_AS(loss.value_and_grad(sb, zm, y, sb, gz, st), std::invalid_argument);
-    CHECK_THROWS_AS(loss.value_and_grad(sb, zm, y, zm, gz, st), std::invalid_argument);
-    CHECK_THROWS_AS(loss.value_and_grad(sb, z, y, gz, sb, st), std::invalid_argument);
+    CHECK_THROWS_AS(loss.value_and_grad(zm, y, sb, gz, sb, st), std::invalid_argument);
+    CHECK_THROWS_AS(loss.value_and_grad(zm, y, sb, gz, zm, st), std::invalid_argument);
+    CHECK_THROWS_AS(loss.value_and_grad(z, y, sb, sb, gz, st), std::invalid_argument);
     // The two gradients over one buffer.
-    CHECK_THROWS_AS(loss.value_and_grad(sb, z, y, gz, gz, st), std::invalid_argument);
+    CHECK_THROWS_AS(loss.value_and_grad(z, y, sb, gz, gz, st), std::invalid_argument);
     CHECK((buf == buf_before).all());
     CHECK((sb == 0.5).all());
     // Scores over either logit array.
@@ -883,9 +883,9 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
     wide.block(0, 0, 3, 4).setConstant(0.3);
     RowArray<double> gz_ref(3, 4), gs_ref(3, 2);
     fgbg::ResidualObjectnessState a = st, b = st;
-    const auto r_ref = loss.value_and_grad(s, wide.block(0, 0, 3, 4).eval(), y, gs_ref, gz_ref, a);
+    const auto r_ref = loss.value_and_grad(wide.block(0, 0, 3, 4).eval(), y, s, gz_ref, gs_ref, a);
     const auto r_blk =
-        loss.value_and_grad(s, wide.block(0, 0, 3, 4), y, gs, wide.block(0, 4, 3, 4), b);
+        loss.value_and_grad(wide.block(0, 0, 3, 4), y, s, wide.block(0, 4, 3, 4), gs, b);
     CHECK(r_blk.loss == r_ref.loss);
     CHECK((wide.block(0, 4, 3, 4) == gz_ref).all());
     gs.setConstant(7.0);  // restored for the checks common to every section
@@ -895,7 +895,7 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
     RowArray<float> sf = RowArray<float>::Constant(2, 2, 3e38f), zf = RowArray<float>::Zero(2, 1);
     RowArray<float> gsf = RowArray<float>::Constant(2, 2, 7.f), gzf(2, 1);
     fgbg::LabelVector yf = fgbg::LabelVector::Zero(2);
-    CHECK_THROWS_WITH(lf.value_and_grad(sf, zf, yf, gsf, gzf, st), Catch::Contains("overflows"));
+    CHECK_THROWS_WITH(lf.value_and_grad(zf, yf, sf, gzf, gsf, st), Catch::Contains("overflows"));
     CHECK((gsf == 7.f).all());
   }
   SECTION("config") {
@@ -943,8 +943,8 @@ TEMPLATE_TEST_CASE("unbiased methods allocate nothing in steady state", "[unbias
   sink += guided.value_and_grad(x, y, 0.5, g).value;
   sink += guided.value_and_grad(x, y, 0.5, g, w).value;
   sink += guided.value(x, y, 0.5).value;
-  sink += resobj.value_and_grad(s, x, y, gs, gz, st).loss;
-  sink += resobj.value(s, x, y, st).loss;
+  sink += resobj.value_and_grad(x, y, s, gz, gs, st).loss;
+  sink += resobj.value(x, y, s, st).loss;
   fgbg::residual_objectness_scores(s, x, p);
   stats.add(y);
   sink += stats.sigmoid_bias();

@@ -60,7 +60,7 @@ void run(In& in) {
   const Index n = in.small(6), c = in.small(3);
   const RowA<S> x = decode_matrix<S>(in, n, c);
   const Labels l = decode_labels(in, n, c);
-  const int gk = in.u8() % 3;  // 0 pooled, 1 groups, 2 weights (must throw)
+  const int gk = in.u8() % 2;  // 0 pooled, 1 groups (weights do not compile for DR)
   Labels groups(n);
   std::int32_t gid = 0;
   for (Index i = 0; i < n; ++i)
@@ -72,21 +72,17 @@ void run(In& in) {
   note_array("x", x), note_array("labels", l), note_array("groups", groups);
   std::optional<fgbg::DRLoss<S>> loss;
   if (!completes(kFam, [&] { loss.emplace(cf); })) return;
-  const Eigen::Array<S, Eigen::Dynamic, 1> w = Eigen::Array<S, Eigen::Dynamic, 1>::Ones(n);
   dense_protocol<S>(
       kFam, in, x, NoState{},
       [&](const auto& xv, auto& g, NoState&) {
-        if (gk == 1) return loss->value_and_grad(xv, l, g, groups);
-        if (gk == 2) return loss->value_and_grad(xv, l, g, fgbg::Weights<S>(w));
+        if (gk == 1) return loss->value_and_grad(xv, l, g, fgbg::groups(groups));
         return loss->value_and_grad(xv, l, g);
       },
       [&](const auto& xv, const NoState&) {
-        if (gk == 1) return loss->value(xv, l, groups);
-        if (gk == 2) return loss->value(xv, l, fgbg::Weights<S>(w));
+        if (gk == 1) return loss->value(xv, l, fgbg::groups(groups));
         return loss->value(xv, l);
       },
       [&](const std::vector<double>& r, const RowA<S>& g) {
-        FZ_CHECK(gk != 2 || n == 0, kFam, "weights accepted");
         FZ_CHECK(all_finite(x), kFam, "non-finite logit accepted");
         for (Index i = 0; i < n; ++i)
           FZ_CHECK(l[i] >= -1 && l[i] <= c, kFam, "label out of range accepted");

@@ -132,7 +132,7 @@ void residual(In& in, Index n, Index c, const Labels& l) {
       RowA<S> go = RowA<S>::Constant(n, k, S(-4.5));
       const RowA<S> go0 = go;
       try {
-        const auto r = loss->value_and_grad(so, zv, l, go, g, s.s);
+        const auto r = loss->value_and_grad(zv, l, so, g, go, s.s);
         std::vector<double> out{r.loss, r.obj_loss, r.cls_loss, r.obj_normalizer, r.cls_normalizer};
         out.insert(out.end(), go.data(), go.data() + go.size());
         return out;
@@ -146,7 +146,7 @@ void residual(In& in, Index n, Index c, const Labels& l) {
     dense_protocol<S>(
         kFam, in, z, st, vg,
         [&](const auto& zv, const RoState& s) -> std::vector<double> {
-          const auto r = loss->value(so, zv, l, s.s);
+          const auto r = loss->value(zv, l, so, s.s);
           std::vector<double> out{r.loss, r.obj_loss, r.cls_loss, r.obj_normalizer,
                                   r.cls_normalizer};
           RowA<S> g;
@@ -171,7 +171,7 @@ void residual(In& in, Index n, Index c, const Labels& l) {
               FZ_CHECK(std::isfinite(r[j]), kFam, "residual objectness stage gradient not finite");
           }
           RowA<S> a, b;
-          loss->value_and_grad(so, z, l, a, b, next.s);
+          loss->value_and_grad(z, l, so, b, a, next.s);
           advanced = true;
         });
     if (!advanced) return;

@@ -158,19 +158,20 @@ double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
 
 }  // namespace detail
 
-/// Base of the sigmoid losses with a unit target at the label column (BCE, focal loss, FL*): it
-/// supplies DenseLoss's `run` (checks, then the shared driver), so a loss only writes its config
-/// and its `negatives` / `element` formulas.
+/// Base of the sigmoid losses with a unit target at the label column (BCE, focal loss, FL*): its
+/// `run` is the checks, then the shared driver, so a loss only writes its config and its
+/// `negatives` / `element` formulas. Call: (logits, labels [, grad] [, weights] [, normalizer]).
 template <typename Derived, typename Scalar>
 class OneHotSigmoidLoss : public DenseLoss<Derived, Scalar> {
  public:
   /// See DenseLoss.
-  template <typename XD, typename LD, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Weights<Scalar> w,
-             const Normalizer& norm, GradOut& grad) const {
-    const LabelStats s = detail::check_sigmoid_call(Derived::kName, x, labels, w, norm, grad);
-    return detail::sigmoid_onehot(static_cast<const Derived&>(*this), x, labels, w,
-                                  norm.resolve(s, x.cols()), grad, detail::UnitTarget{});
+  template <typename Call>
+  double run(Call& c) const {
+    auto& grad = std::get<0>(c.out);
+    const LabelStats s =
+        detail::check_sigmoid_call(Derived::kName, c.x, c.labels, c.option, *c.normalizer, grad);
+    return detail::sigmoid_onehot(static_cast<const Derived&>(*this), c.x, c.labels, c.option,
+                                  c.normalizer->resolve(s, c.x.cols()), grad, detail::UnitTarget{});
   }
 };
 

@@ -114,18 +114,20 @@ double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
 
 }  // namespace detail
 
-/// Base of the softmax-head losses: supplies DenseLoss's `run` (checks, then the row driver), so a
-/// loss only writes its config and its `row` formula.
+/// Base of the softmax-head losses: its `run` is the checks, then the row driver, so a loss only
+/// writes its config and its `row` formula. Call: (logits, labels [, grad] [, weights]
+/// [, normalizer]).
 template <typename Derived, typename Scalar>
 class SoftmaxLoss : public DenseLoss<Derived, Scalar> {
  public:
   /// See DenseLoss.
-  template <typename XD, typename LD, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Weights<Scalar> w,
-             const Normalizer& norm, GradOut& grad) const {
-    const LabelStats s = detail::check_softmax_call(Derived::kName, x, labels, w, norm, grad);
-    return detail::softmax_rows(static_cast<const Derived&>(*this), x, labels, w,
-                                norm.resolve(s, 1), grad);
+  template <typename Call>
+  double run(Call& c) const {
+    auto& grad = std::get<0>(c.out);
+    const LabelStats s =
+        detail::check_softmax_call(Derived::kName, c.x, c.labels, c.option, *c.normalizer, grad);
+    return detail::softmax_rows(static_cast<const Derived&>(*this), c.x, c.labels, c.option,
+                                c.normalizer->resolve(s, 1), grad);
   }
 };
 

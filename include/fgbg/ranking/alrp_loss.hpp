@@ -48,7 +48,7 @@
 #include <cmath>
 #include <limits>
 
-#include "ranking_primitives.hpp"
+#include "ranking_loss.hpp"
 
 namespace fgbg {
 
@@ -138,9 +138,23 @@ class ALRPSelfBalance {
   Index count_ = 0;
 };
 
-/// aLRP loss; see the file comment.
+/// The call signature of ALRPLoss: the ranking losses', with the localisation errors as input,
+/// the update and ∂loc/∂ℓ as outputs, and the ranks as an optional third output.
+struct ALRPSignature : RankingSignature {
+  static constexpr int inputs = 1;
+  static constexpr int outputs = 2;
+  static constexpr int optional_outputs = 1;
+};
+
+/// aLRP loss; see the file comment. Call (ranking_loss.hpp): `value(logits, labels, loc_error
+/// [, fgbg::groups(ids)] [, workspace])` gives both components;
+/// `value_and_grad(logits, labels, loc_error, grad, grad_loc_error [, rank]
+/// [, fgbg::groups(ids)] [, workspace])` also writes the classification update into `grad`
+/// (N × C, NOT ∂cls/∂logits, see the file comment), ∂loc/∂ℓ into `grad_loc_error` (N entries, 0
+/// at non-positive anchors) and, if given, the smoothed rank R_i of every positive anchor into
+/// `rank` (N entries, 0 at non-positive anchors; per group, each group's own ranks).
 template <typename Scalar>
-class ALRPLoss {
+class ALRPLoss : public RankingLoss<ALRPLoss<Scalar>, Scalar, ALRPSignature> {
  public:
   using Config = ALRPLossConfig;
   using Value = ALRPLossValue<Scalar>;
@@ -153,121 +167,55 @@ class ALRPLoss {
 
   const Config& config() const { return config_; }
 
-  /// Both components, no update.
-  template <typename XD, typename LD, typename ED>
-  Value value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-              const Eigen::DenseBase<ED>& loc_error, RankingWorkspace& ws) const {
-    detail::None none;
-    return make(run(logits, labels, loc_error, none, none, none, ws));
-  }
-
-  /// Both components; the classification update into `grad` (N × C, NOT ∂cls/∂logits, see the
-  /// file comment) and ∂loc/∂ℓ into `grad_loc_error` (N entries, 0 at non-positive anchors).
-  template <typename XD, typename LD, typename ED, typename GD, typename GED>
-  Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                       const Eigen::DenseBase<ED>& loc_error, const Eigen::DenseBase<GD>& grad,
-                       const Eigen::DenseBase<GED>& grad_loc_error, RankingWorkspace& ws) const {
-    detail::None none;
-    return make(run(logits, labels, loc_error, detail::writable(grad),
-                    detail::writable(grad_loc_error), none, ws));
-  }
-
-  /// As above, also writing the smoothed rank R_i of every positive anchor into `rank`
-  /// (N entries, 0 at non-positive anchors).
-  template <typename XD, typename LD, typename ED, typename GD, typename GED, typename RD>
-  Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                       const Eigen::DenseBase<ED>& loc_error, const Eigen::DenseBase<GD>& grad,
-                       const Eigen::DenseBase<GED>& grad_loc_error,
-                       const Eigen::DenseBase<RD>& rank, RankingWorkspace& ws) const {
-    return make(run(logits, labels, loc_error, detail::writable(grad),
-                    detail::writable(grad_loc_error), detail::writable(rank), ws));
-  }
-
-  /// value_and_grad with a temporary workspace (allocates).
-  template <typename XD, typename LD, typename ED, typename GD, typename GED>
-  Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                       const Eigen::DenseBase<ED>& loc_error, const Eigen::DenseBase<GD>& grad,
-                       const Eigen::DenseBase<GED>& grad_loc_error) const {
-    RankingWorkspace ws;
-    return value_and_grad(logits, labels, loc_error, grad, grad_loc_error, ws);
-  }
-
-  /// One ranking per group (e.g. per image); see APLoss::value_and_grad_per_group. cls and loc
-  /// are means over the groups with at least one positive, and each group's update and
-  /// ∂loc/∂ℓ are divided by that number; `rank` holds each group's own ranks. Labels, loc
-  /// errors, groups and the vector outputs must be vectors at compile time.
-  template <typename XD, typename LD, typename ED, typename GrD, typename GD, typename GED,
-            typename RD>
-  Value value_and_grad_per_group(const Eigen::DenseBase<XD>& logits,
-                                 const Eigen::DenseBase<LD>& labels,
-                                 const Eigen::DenseBase<ED>& loc_error,
-                                 const Eigen::DenseBase<GrD>& groups,
-                                 const Eigen::DenseBase<GD>& grad,
-                                 const Eigen::DenseBase<GED>& grad_loc_error,
-                                 const Eigen::DenseBase<RD>& rank, RankingWorkspace& ws) const {
-    auto& g = detail::writable(grad);
-    auto& gl = detail::writable(grad_loc_error);
-    auto& rk = detail::writable(rank);
-    const Index n = logits.rows();
-    detail::check_ranking_call<Scalar>(kName, logits, labels, g);
-    detail::check_positive_side_input<Scalar>(kName, "loc_error", loc_error, labels, 0.0,
+  /// @name The pieces RankingLoss drives (see ranking_loss.hpp)
+  /// @{
+  template <typename XD, typename LD, typename In, typename Out>
+  LabelStats check(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, const In& in,
+                   Out& out) const {
+    const LabelStats s = detail::check_ranking_call<Scalar>(kName, x, labels, std::get<0>(out));
+    detail::check_positive_side_input<Scalar>(kName, "loc_error", std::get<0>(in), labels, 0.0,
                                               kMaxLocError, "[0, 2^512 = 1.34e154]");
-    detail::check_groups(kName, groups, n);
-    detail::prepare_vector_output(kName, "grad_loc_error", gl, n, false);
-    detail::prepare_vector_output(kName, "rank", rk, n, false);
-    detail::prepare_output(kName, "grad", g, n, logits.cols());
-    detail::prepare_vector_output(kName, "grad_loc_error", gl, n, true);
-    detail::prepare_vector_output(kName, "rank", rk, n, true);
-    const Index gp = detail::count_groups_with_positives(
-        groups, [&](Index a) { return labels.derived().coeff(a) > 0; });
-    if (gp == 0) {
-      g.derived().setZero();
-      gl.derived().setZero();
-      rk.derived().setZero();
-      return Value{};
-    }
-    double cls = 0, loc = 0;
-    detail::for_each_group(groups, [&](Index first, Index len) {
-      auto gb = g.derived().middleRows(first, len);
-      auto glb = gl.derived().segment(first, len);
-      auto rkb = rk.derived().segment(first, len);
-      const detail::RankValues v = run(
-          logits.derived().middleRows(first, len), labels.derived().segment(first, len),
-          loc_error.derived().segment(first, len), gb, glb, rkb, ws, 1.0 / static_cast<double>(gp));
-      cls += v.first;
-      loc += v.second;
-    });
-    return make({cls / static_cast<double>(gp), loc / static_cast<double>(gp)});
+    detail::prepare_vector_output(kName, "grad_loc_error", std::get<1>(out), x.rows(), false);
+    detail::prepare_vector_output(kName, "rank", std::get<2>(out), x.rows(), false);
+    return s;
   }
-
- private:
-  static Value make(const detail::RankValues& v) {
+  template <typename XD, typename Out>
+  void prepare(const Eigen::DenseBase<XD>& x, Out& out) const {
+    auto& grad = std::get<0>(out);
+    if constexpr (detail::kGiven<detail::Bare<decltype(grad)>>)
+      detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
+    detail::prepare_vector_output(kName, "grad_loc_error", std::get<1>(out), x.rows(), true);
+    detail::prepare_vector_output(kName, "rank", std::get<2>(out), x.rows(), true);
+  }
+  template <typename LD, typename In>
+  bool is_positive(const Eigen::DenseBase<LD>& labels, const In&, Index a) const {
+    return labels.derived().coeff(a) > 0;
+  }
+  Value make(const detail::RankValues& v) const {
     Value out;
     out.cls = static_cast<Scalar>(v.first);
     out.loc = static_cast<Scalar>(v.second);
     return out;
   }
 
-  template <typename XD, typename LD, typename ED, typename GD, typename GED, typename RD>
-  detail::RankValues run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-                         const Eigen::DenseBase<ED>& loc_error, GD& grad, GED& grad_loc, RD& rank,
-                         RankingWorkspace& ws, double scale = 1.0) const {
-    const LabelStats stats = detail::check_ranking_call<Scalar>(kName, x, labels, grad);
-    detail::check_positive_side_input<Scalar>(kName, "loc_error", loc_error, labels, 0.0,
-                                              kMaxLocError, "[0, 2^512 = 1.34e154]");
-    const Index n = x.rows();
-    detail::prepare_vector_output(kName, "grad_loc_error", grad_loc, n, false);
-    detail::prepare_vector_output(kName, "rank", rank, n, false);
-    // every check passed: from here on outputs may be written
-    if constexpr (detail::kGiven<GD>) detail::prepare_output(kName, "grad", grad, n, x.cols());
-    detail::prepare_vector_output(kName, "grad_loc_error", grad_loc, n, true);
-    detail::prepare_vector_output(kName, "rank", rank, n, true);
+  template <typename XD, typename LD, typename In, typename Out>
+  detail::RankValues rank(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+                          const In& in, Out& out, RankingWorkspace& ws, double scale) const {
+    const auto& loc_error = std::get<0>(in);
+    auto& grad = std::get<0>(out);
+    auto& grad_loc = std::get<1>(out);
+    auto& ranks = std::get<2>(out);
+    using GD = detail::Bare<decltype(grad)>;
+    using GED = detail::Bare<decltype(grad_loc)>;
+    using RD = detail::Bare<decltype(ranks)>;
+    const LabelStats stats = check(x, labels, in, out);
+    prepare(x, out);
     detail::zero_output(grad_loc);
-    detail::zero_output(rank);
-    detail::RankValues out;
+    detail::zero_output(ranks);
+    detail::RankValues values;
     if (stats.positives == 0) {
       detail::zero_output(grad);
-      return out;
+      return values;
     }
     constexpr bool kGrad = detail::kGiven<GD>;
     const double delta = config_.delta, eps = config_.eps;
@@ -308,7 +256,7 @@ class ALRPLoss {
         ws.c[k] = 0;
       }
     }
-    out.first = 1.0 - sum_ratio / np;
+    values.first = 1.0 - sum_ratio / np;
     // localisation: order by score descending, ties by flat index ascending
     detail::grow(ws.order, p);
     {
@@ -327,7 +275,7 @@ class ALRPLoss {
       cum += ws.pos[k].aux;
       loc += cum / ws.rank[k];
     }
-    out.second = loc / np;
+    values.second = loc / np;
     if constexpr (detail::kGiven<GED>) {
       double suffix = 0;
       for (std::uint32_t t = p; t-- > 0;) {
@@ -338,12 +286,15 @@ class ALRPLoss {
     }
     if constexpr (detail::kGiven<RD>) {
       for (std::uint32_t k = 0; k < p; ++k)
-        rank.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(ws.rank[k]);
+        ranks.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(ws.rank[k]);
     }
     if constexpr (kGrad) detail::write_updates(ws, x, labels, all, scale / np, grad);
-    return out;
+    return values;
   }
 
+  /// @}
+
+ private:
   Config config_;
 };
 

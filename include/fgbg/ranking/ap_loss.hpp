@@ -42,7 +42,7 @@
 
 #include "../core/requires_cxx17.hpp"
 
-#include "ranking_primitives.hpp"
+#include "ranking_loss.hpp"
 
 namespace fgbg {
 
@@ -52,9 +52,13 @@ struct APLossConfig {
   bool interpolate = true;  ///< interpolated AP (TPAMI / released code); false: CVPR'19 variant
 };
 
-/// AP loss; see the file comment.
+/// AP loss; see the file comment. Call (ranking_loss.hpp): `value(logits, labels
+/// [, fgbg::groups(ids)] [, workspace])`, `value_and_grad(logits, labels, grad
+/// [, fgbg::groups(ids)] [, workspace])`; the value is 1 − mean (interpolated) precision over the
+/// positives, and `grad` (N × C; a plain array is resized, a Map or block must have the shape)
+/// receives the error-driven update (NOT ∂value/∂logits; see the file comment).
 template <typename Scalar>
-class APLoss {
+class APLoss : public RankingLoss<APLoss<Scalar>, Scalar, RankingSignature> {
  public:
   using Config = APLossConfig;
   static constexpr const char* kName = "fgbg::APLoss";
@@ -65,74 +69,33 @@ class APLoss {
 
   const Config& config() const { return config_; }
 
-  /// 1 − mean (interpolated) precision over the positives.
-  template <typename XD, typename LD>
-  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-               RankingWorkspace& ws) const {
-    detail::None none;
-    return static_cast<Scalar>(run(logits, labels, none, ws));
+  /// @name The pieces RankingLoss drives (see ranking_loss.hpp)
+  /// @{
+  template <typename XD, typename LD, typename In, typename Out>
+  void check(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, const In&,
+             const Out& out) const {
+    detail::check_ranking_call<Scalar>(kName, x, labels, std::get<0>(out));
   }
-
-  /// As above with a temporary workspace (allocates).
-  template <typename XD, typename LD>
-  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels) const {
-    RankingWorkspace ws;
-    return value(logits, labels, ws);
+  template <typename XD, typename Out>
+  void prepare(const Eigen::DenseBase<XD>& x, Out& out) const {
+    auto& grad = std::get<0>(out);
+    if constexpr (detail::kGiven<detail::Bare<decltype(grad)>>)
+      detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
   }
-
-  /// Value, and the error-driven update (NOT ∂value/∂logits; see the file comment) into `grad`
-  /// (N × C; a plain array is resized, a Map or block must have the shape).
-  template <typename XD, typename LD, typename GD>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<GD>& grad, RankingWorkspace& ws) const {
-    auto& g = detail::writable(grad);
-    return static_cast<Scalar>(run(logits, labels, g, ws));
+  template <typename LD, typename In>
+  bool is_positive(const Eigen::DenseBase<LD>& labels, const In&, Index a) const {
+    return labels.derived().coeff(a) > 0;
   }
+  double make(double v) const { return v; }
 
-  /// As above with a temporary workspace (allocates).
-  template <typename XD, typename LD, typename GD>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<GD>& grad) const {
-    RankingWorkspace ws;
-    return value_and_grad(logits, labels, grad, ws);
-  }
-
-  /// One ranking per group (e.g. per image) instead of one per call. `groups` holds a group id
-  /// per anchor, non-decreasing (each group a run of consecutive anchors). Value: the mean of
-  /// the groups' values over the groups with at least one positive; update: each group's update
-  /// divided by that number of groups (so it stays the update of the returned value). Groups
-  /// without positives get a zero update. Labels and groups must be vectors at compile time.
-  template <typename XD, typename LD, typename GrD, typename GD>
-  Scalar value_and_grad_per_group(const Eigen::DenseBase<XD>& logits,
-                                  const Eigen::DenseBase<LD>& labels,
-                                  const Eigen::DenseBase<GrD>& groups,
-                                  const Eigen::DenseBase<GD>& grad, RankingWorkspace& ws) const {
-    auto& g = detail::writable(grad);
-    detail::check_ranking_call<Scalar>(kName, logits, labels, g);
-    detail::check_groups(kName, groups, logits.rows());
-    detail::prepare_output(kName, "grad", g, logits.rows(), logits.cols());
-    const Index gp = detail::count_groups_with_positives(
-        groups, [&](Index a) { return labels.derived().coeff(a) > 0; });
-    if (gp == 0) {
-      g.derived().setZero();
-      return Scalar(0);
-    }
-    double sum = 0;
-    detail::for_each_group(groups, [&](Index first, Index len) {
-      auto gb = g.derived().middleRows(first, len);
-      sum += run(logits.derived().middleRows(first, len), labels.derived().segment(first, len), gb,
-                 ws, 1.0 / static_cast<double>(gp));
-    });
-    return static_cast<Scalar>(sum / static_cast<double>(gp));
-  }
-
- private:
-  template <typename XD, typename LD, typename GD>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, GD& grad,
-             RankingWorkspace& ws, double scale = 1.0) const {
-    constexpr bool kGrad = detail::kGiven<GD>;
+  template <typename XD, typename LD, typename In, typename Out>
+  double rank(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, const In& in,
+              Out& out, RankingWorkspace& ws, double scale) const {
+    auto& grad = std::get<0>(out);
+    constexpr bool kGrad = detail::kGiven<detail::Bare<decltype(grad)>>;
     const LabelStats stats = detail::check_ranking_call<Scalar>(kName, x, labels, grad);
-    if constexpr (kGrad) detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
+    (void)in;
+    prepare(x, out);
     if (stats.positives == 0) {
       detail::zero_output(grad);
       return 0.0;
@@ -168,7 +131,9 @@ class APLoss {
     if constexpr (kGrad) detail::write_updates(ws, x, labels, all, scale / np, grad);
     return 1.0 - sum_hat / np;
   }
+  /// @}
 
+ private:
   Config config_;
 };
 

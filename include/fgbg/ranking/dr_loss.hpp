@@ -29,8 +29,8 @@
 ///
 /// Granularity: one call pools every entry of the call into one positive and one negative
 /// distribution. Called on a whole batch this is the released behaviour (maskrcnn-benchmark
-/// concatenates the images of a GPU). Passing `groups` (one integer per anchor, e.g. the image
-/// index, non-decreasing so that each group's anchors are contiguous rows) evaluates DR loss
+/// concatenates the images of a GPU). Passing `fgbg::groups(ids)` (one integer per anchor, e.g.
+/// the image index, non-decreasing so that each group's anchors are contiguous rows) evaluates DR loss
 /// separately on every group and returns the sum of the group values (the gradient is that of
 /// the sum): the paper's per-image ranking. Divide by the number of groups for a mean.
 ///
@@ -45,13 +45,15 @@
 /// (stack tiles of core/dense.hpp). With FGBG_USE_OPENMP the passes run on threads, and results are
 /// bit-identical for any thread count.
 ///
-/// Weights (Ω) are not supported: DR reweights entries itself through its softmaxes, and the
-/// reference has no weights. Passing a non-empty Weights throws; select anchors with label −1.
+/// Call (core/loss_base.hpp): `value(logits, labels [, fgbg::groups(ids)])`,
+/// `value_and_grad(logits, labels, grad [, fgbg::groups(ids)])`. Weights (Ω) are not taken (a
+/// compile-time error): DR reweights entries itself through its softmaxes, and the reference has
+/// no weights; select anchors with label −1.
 ///
 /// Shapes: logits N × C (any Eigen expression, row- or column-major), labels N (integers,
 /// −1 / 0 / 1..C), groups N (integers, non-decreasing), gradient N × C (a plain array is resized).
 ///
-/// @throws std::invalid_argument for a bad config, shape, label, groups or weights;
+/// @throws std::invalid_argument for a bad config, shape, label or groups;
 ///         std::domain_error for a non-finite logit. Nothing is written when a call throws.
 #pragma once
 
@@ -64,6 +66,7 @@
 
 #include "../core/checks.hpp"
 #include "../core/dense.hpp"
+#include "../core/loss_base.hpp"
 #include "../core/numerics.hpp"
 #include "../core/weights.hpp"
 
@@ -163,9 +166,15 @@ void dr_sums(const Scalar* w, const Scalar* d, Index n, double& s0, double& s1) 
 
 }  // namespace detail
 
+/// The call signature of DRLoss: optional groups, no weights, no normaliser.
+struct DRSignature : DefaultSignature {
+  static constexpr CallOption option = CallOption::groups;
+  static constexpr bool normalizer = false;
+};
+
 /// DR loss; see the file comment.
 template <typename Scalar>
-class DRLoss {
+class DRLoss : public DenseLoss<DRLoss<Scalar>, Scalar, DRSignature> {
   static_assert(std::is_floating_point<Scalar>::value, "fgbg::DRLoss: Scalar must be float/double");
 
  public:
@@ -187,61 +196,20 @@ class DRLoss {
 
   const Config& config() const { return config_; }
 
-  /// Value of one call: all entries pooled (the released behaviour).
-  template <typename XD, typename LD>
-  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels) const {
-    detail::None none;
-    return static_cast<Scalar>(run(logits, labels, detail::None{}, none));
-  }
-
-  /// Sum over groups of the per-group value (`groups`: one integer per anchor, non-decreasing).
-  template <typename XD, typename LD, typename GrD>
-  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-               const Eigen::DenseBase<GrD>& groups) const {
-    detail::None none;
-    return static_cast<Scalar>(run(logits, labels, groups, none));
-  }
-
-  /// Uniform surface with the other losses: throws if `weights` are given (not supported).
-  template <typename XD, typename LD>
-  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-               Weights<Scalar> weights) const {
-    reject_weights(weights);
-    return value(logits, labels);
-  }
-
-  /// Value of one call (all entries pooled); writes ∂value/∂logits into `grad`.
-  template <typename XD, typename LD, typename GD>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<GD>& grad) const {
-    return static_cast<Scalar>(run(logits, labels, detail::None{}, grad_output(grad)));
-  }
-
-  /// Sum over groups of the per-group value, and its gradient.
-  template <typename XD, typename LD, typename GD, typename GrD>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<GD>& grad,
-                        const Eigen::DenseBase<GrD>& groups) const {
-    return static_cast<Scalar>(run(logits, labels, groups, grad_output(grad)));
-  }
-
-  /// Uniform surface with the other losses: throws if `weights` are given (not supported).
-  template <typename XD, typename LD, typename GD>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<GD>& grad, Weights<Scalar> weights) const {
-    reject_weights(weights);
-    return value_and_grad(logits, labels, grad);
+  /// See DenseLoss: (logits, labels [, grad] [, fgbg::groups(ids)]). Without groups all entries
+  /// are pooled (the released behaviour); with groups (one integer per anchor, non-decreasing)
+  /// the value is the sum over groups of the per-group value. No weights: DR loss weights
+  /// entries through its own softmaxes (give excluded anchors label −1 instead).
+  template <typename Call>
+  double run(Call& c) const {
+    if constexpr (detail::kGiven<decltype(c.option)>)
+      return evaluate_call(c.x, c.labels, c.option.ids, std::get<0>(c.out));
+    else
+      return evaluate_call(c.x, c.labels, detail::None{}, std::get<0>(c.out));
   }
 
  private:
   using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
-
-  template <typename GD>
-  static Eigen::DenseBase<GD>& grad_output(const Eigen::DenseBase<GD>& grad) {
-    static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
-                  "fgbg::DRLoss: the gradient must have the loss's scalar type");
-    return detail::writable(grad);
-  }
 
   /// True when `x` and `g` are the same elements in the same layout (the in-place gradient).
   template <typename XD, typename GD>
@@ -260,24 +228,17 @@ class DRLoss {
     }
   }
 
-  static void reject_weights(const Weights<Scalar>& weights) {
-    if (weights.given())
-      detail::throw_invalid(kName,
-                            "weights are not supported (DR loss weights entries through its own "
-                            "softmaxes); give excluded anchors label -1 instead");
-  }
-
   /// Validates everything, then evaluates group by group.
   template <typename XD, typename LD, typename Groups, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-             const Groups& groups, GradOut& grad) const {
+  double evaluate_call(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+                       const Groups& groups, GradOut& grad) const {
     static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
                   "fgbg::DRLoss: the logits must have the loss's scalar type");
     constexpr bool kGrouped = detail::kGiven<Groups>;
     constexpr bool kGrad = detail::kGiven<GradOut>;
     const Index n = x.rows(), c = x.cols();
     detail::check_labels(kName, labels, n, c);
-    if constexpr (kGrouped) check_groups(groups, n);
+    if constexpr (kGrouped) detail::check_groups(kName, groups, n);
     if constexpr (kGrad) {
       detail::check_output(kName, "grad", grad, n, c);
       // The exact in-place gradient (the same elements in the same layout) is supported: pass 2
@@ -319,14 +280,6 @@ class DRLoss {
       }
       return total;
     }
-  }
-
-  template <typename GrD>
-  static void check_groups(const Eigen::DenseBase<GrD>& groups, Index n) {
-    static_assert(std::is_integral<typename GrD::Scalar>::value,
-                  "fgbg::DRLoss: the 4th argument is `groups`, one integer (e.g. the image index) "
-                  "per anchor; DR loss takes no weights");
-    detail::check_groups(kName, groups, n);
   }
 
   /// DR loss of rows [r0, r0 + rows) alone; writes those rows of the gradient.

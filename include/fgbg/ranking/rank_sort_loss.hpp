@@ -43,7 +43,7 @@
 
 #include "../core/requires_cxx17.hpp"
 
-#include "ranking_primitives.hpp"
+#include "ranking_loss.hpp"
 
 namespace fgbg {
 
@@ -61,9 +61,19 @@ struct RankSortLossValue {
   Scalar total() const { return rank + sort; }
 };
 
-/// Rank & Sort loss; see the file comment.
+/// The call signature of RankSortLoss: the ranking losses', with the IoUs as input.
+struct RankSortSignature : RankingSignature {
+  static constexpr int inputs = 1;
+};
+
+/// Rank & Sort loss; see the file comment. Call (ranking_loss.hpp): `value(logits, labels, iou
+/// [, fgbg::groups(ids)] [, workspace])` gives loss_rank and loss_sort;
+/// `value_and_grad(logits, labels, iou, grad [, fgbg::groups(ids)] [, workspace])` also writes
+/// the error-driven update (NOT a derivative, see the file comment) into `grad` (N × C; a plain
+/// array is resized, a view must have the shape). Per group, the positives are the anchors with
+/// IoU > 0.
 template <typename Scalar>
-class RankSortLoss {
+class RankSortLoss : public RankingLoss<RankSortLoss<Scalar>, Scalar, RankSortSignature> {
  public:
   using Config = RankSortLossConfig;
   using Value = RankSortLossValue<Scalar>;
@@ -76,84 +86,41 @@ class RankSortLoss {
 
   const Config& config() const { return config_; }
 
-  /// loss_rank and loss_sort, no update.
-  template <typename XD, typename LD, typename YD>
-  Value value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-              const Eigen::DenseBase<YD>& iou, RankingWorkspace& ws) const {
-    detail::None none;
-    return make(run(logits, labels, iou, none, ws));
+  /// @name The pieces RankingLoss drives (see ranking_loss.hpp)
+  /// @{
+  template <typename XD, typename LD, typename In, typename Out>
+  void check(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, const In& in,
+             const Out& out) const {
+    detail::check_ranking_call<Scalar>(kName, x, labels, std::get<0>(out));
+    detail::check_positive_side_input<Scalar>(kName, "iou", std::get<0>(in), labels, 0.0, 1.0,
+                                              "[0, 1]");
   }
-
-  /// loss_rank and loss_sort; the error-driven update (NOT a derivative, see the file comment)
-  /// into `grad` (N × C; a plain array is resized, a view must have the shape).
-  template <typename XD, typename LD, typename YD, typename GD>
-  Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                       const Eigen::DenseBase<YD>& iou, const Eigen::DenseBase<GD>& grad,
-                       RankingWorkspace& ws) const {
-    return make(run(logits, labels, iou, detail::writable(grad), ws));
+  template <typename XD, typename Out>
+  void prepare(const Eigen::DenseBase<XD>& x, Out& out) const {
+    auto& grad = std::get<0>(out);
+    if constexpr (detail::kGiven<detail::Bare<decltype(grad)>>)
+      detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
   }
-
-  /// As above with a temporary workspace (allocates).
-  template <typename XD, typename LD, typename YD, typename GD>
-  Value value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                       const Eigen::DenseBase<YD>& iou, const Eigen::DenseBase<GD>& grad) const {
-    RankingWorkspace ws;
-    return value_and_grad(logits, labels, iou, grad, ws);
+  template <typename LD, typename In>
+  bool is_positive(const Eigen::DenseBase<LD>& labels, const In& in, Index a) const {
+    return labels.derived().coeff(a) > 0 && std::get<0>(in).derived().coeff(a) > Scalar(0);
   }
-
-  /// One ranking per group (e.g. per image); see APLoss::value_and_grad_per_group. Both values
-  /// are means over the groups with at least one positive (IoU > 0), and each group's update is
-  /// divided by that number. Labels, IoUs and groups must be vectors at compile time.
-  template <typename XD, typename LD, typename YD, typename GrD, typename GD>
-  Value value_and_grad_per_group(const Eigen::DenseBase<XD>& logits,
-                                 const Eigen::DenseBase<LD>& labels,
-                                 const Eigen::DenseBase<YD>& iou,
-                                 const Eigen::DenseBase<GrD>& groups,
-                                 const Eigen::DenseBase<GD>& grad, RankingWorkspace& ws) const {
-    auto& g = detail::writable(grad);
-    detail::check_ranking_call<Scalar>(kName, logits, labels, g);
-    detail::check_positive_side_input<Scalar>(kName, "iou", iou, labels, 0.0, 1.0, "[0, 1]");
-    detail::check_groups(kName, groups, logits.rows());
-    detail::prepare_output(kName, "grad", g, logits.rows(), logits.cols());
-    const Index gp = detail::count_groups_with_positives(groups, [&](Index a) {
-      return labels.derived().coeff(a) > 0 && iou.derived().coeff(a) > Scalar(0);
-    });
-    Value out;
-    if (gp == 0) {
-      g.derived().setZero();
-      return out;
-    }
-    double rank = 0, sort = 0;
-    detail::for_each_group(groups, [&](Index first, Index len) {
-      auto gb = g.derived().middleRows(first, len);
-      const detail::RankValues v =
-          run(logits.derived().middleRows(first, len), labels.derived().segment(first, len),
-              iou.derived().segment(first, len), gb, ws, 1.0 / static_cast<double>(gp));
-      rank += v.first;
-      sort += v.second;
-    });
-    out.rank = static_cast<Scalar>(rank / static_cast<double>(gp));
-    out.sort = static_cast<Scalar>(sort / static_cast<double>(gp));
-    return out;
-  }
-
- private:
-  static Value make(const detail::RankValues& v) {
+  Value make(const detail::RankValues& v) const {
     Value out;
     out.rank = static_cast<Scalar>(v.first);
     out.sort = static_cast<Scalar>(v.second);
     return out;
   }
 
-  template <typename XD, typename LD, typename YD, typename GD>
-  detail::RankValues run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-                         const Eigen::DenseBase<YD>& iou, GD& grad, RankingWorkspace& ws,
-                         double scale = 1.0) const {
-    constexpr bool kGrad = detail::kGiven<GD>;
-    detail::check_ranking_call<Scalar>(kName, x, labels, grad);
-    detail::check_positive_side_input<Scalar>(kName, "iou", iou, labels, 0.0, 1.0, "[0, 1]");
-    if constexpr (kGrad) detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
-    detail::RankValues out;
+  template <typename XD, typename LD, typename In, typename Out>
+  detail::RankValues rank(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+                          const In& in, Out& out, RankingWorkspace& ws, double scale) const {
+    const auto& iou = std::get<0>(in);
+    auto& grad = std::get<0>(out);
+    constexpr bool kGrad = detail::kGiven<detail::Bare<decltype(grad)>>;
+    check(x, labels, in, out);
+    prepare(x, out);
+    detail::RankValues values;
     const double delta = config_.delta, eps = config_.eps;
     const auto is_pos = [&](Index a) { return iou.derived().coeff(a) > Scalar(0); };
     detail::gather_positives(
@@ -162,7 +129,7 @@ class RankSortLoss {
     const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
     if (p == 0) {
       detail::zero_output(grad);
-      return out;
+      return values;
     }
     detail::positive_prefix(ws);
     detail::scatter_negatives(ws, x, labels, is_pos, kGrad);
@@ -249,8 +216,8 @@ class RankSortLoss {
       }
       t = b;
     }
-    out.first = sum_rank / np;
-    out.second = sum_sort / np;
+    values.first = sum_rank / np;
+    values.second = sum_sort / np;
     if constexpr (kGrad) {
       // Pass 3 (IoU descending, group queried first): k receives Σ_{i: y_i > y_k} d_i H(s_k − s_i)
       fen.reset(p);
@@ -273,9 +240,12 @@ class RankSortLoss {
       for (std::uint32_t k = 0; k < p; ++k) ws.g[k] = ws.g[k] * scale / np;
       detail::write_updates(ws, x, labels, is_pos, scale / np, grad);
     }
-    return out;
+    return values;
   }
 
+  /// @}
+
+ private:
   Config config_;
 };
 

@@ -66,6 +66,7 @@
 #include <type_traits>
 
 #include "../core/checks.hpp"
+#include "../core/loss_base.hpp"
 #include "../core/numerics.hpp"
 #include "../core/reduction.hpp"
 #include "pisa_common.hpp"
@@ -81,9 +82,18 @@ struct CarlLossConfig {
   Normalizer normalizer = Normalizer::num_positives();
 };
 
+/// The call signature of CarlLoss: the regression loss as input, two outputs, no weights, and
+/// value_and_accumulate_grad.
+struct CarlSignature : DefaultSignature {
+  static constexpr int inputs = 1;
+  static constexpr int outputs = 2;
+  static constexpr CallOption option = CallOption::none;
+  static constexpr bool accumulate = true;
+};
+
 /// CARL loss; see the file comment.
 template <typename Scalar>
-class CarlLoss {
+class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
  public:
   using Config = CarlLossConfig<Scalar>;
   static constexpr const char* kName = "fgbg::CarlLoss";
@@ -101,55 +111,14 @@ class CarlLoss {
 
   const Config& config() const { return config_; }
 
-  /// Normalised CARL value.
-  template <typename XD, typename LD, typename RD>
-  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-               const Eigen::DenseBase<RD>& reg_loss) const {
-    return value(logits, labels, reg_loss, config_.normalizer);
-  }
-  template <typename XD, typename LD, typename RD>
-  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-               const Eigen::DenseBase<RD>& reg_loss, const Normalizer& normalizer) const {
-    Nothing g, r;
-    return static_cast<Scalar>(run<false>(logits, labels, reg_loss, normalizer, g, r));
-  }
-
-  /// Value; writes ∂L/∂logits (N × cols) and ∂L/∂reg_loss (N) into the outputs.
-  template <typename XD, typename LD, typename RD, typename GD, typename GR>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<RD>& reg_loss, const Eigen::DenseBase<GD>& grad,
-                        const Eigen::DenseBase<GR>& grad_reg_loss) const {
-    return value_and_grad(logits, labels, reg_loss, grad, grad_reg_loss, config_.normalizer);
-  }
-  template <typename XD, typename LD, typename RD, typename GD, typename GR>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<RD>& reg_loss, const Eigen::DenseBase<GD>& grad,
-                        const Eigen::DenseBase<GR>& grad_reg_loss,
-                        const Normalizer& normalizer) const {
-    return static_cast<Scalar>(
-        run<false>(logits, labels, reg_loss, normalizer, grad, grad_reg_loss));
-  }
-
-  /// Value; adds ∂L/∂logits and ∂L/∂reg_loss into the outputs (which must have their shapes),
-  /// touching only the positive rows.
-  template <typename XD, typename LD, typename RD, typename GD, typename GR>
-  Scalar value_and_accumulate_grad(const Eigen::DenseBase<XD>& logits,
-                                   const Eigen::DenseBase<LD>& labels,
-                                   const Eigen::DenseBase<RD>& reg_loss,
-                                   const Eigen::DenseBase<GD>& grad,
-                                   const Eigen::DenseBase<GR>& grad_reg_loss) const {
-    return value_and_accumulate_grad(logits, labels, reg_loss, grad, grad_reg_loss,
-                                     config_.normalizer);
-  }
-  template <typename XD, typename LD, typename RD, typename GD, typename GR>
-  Scalar value_and_accumulate_grad(const Eigen::DenseBase<XD>& logits,
-                                   const Eigen::DenseBase<LD>& labels,
-                                   const Eigen::DenseBase<RD>& reg_loss,
-                                   const Eigen::DenseBase<GD>& grad,
-                                   const Eigen::DenseBase<GR>& grad_reg_loss,
-                                   const Normalizer& normalizer) const {
-    return static_cast<Scalar>(
-        run<true>(logits, labels, reg_loss, normalizer, grad, grad_reg_loss));
+  /// See DenseLoss: `value(logits, labels, reg_loss [, normalizer])`, `value_and_grad(logits,
+  /// labels, reg_loss, grad, grad_reg_loss [, normalizer])` (writes ∂L/∂logits, N × cols, and
+  /// ∂L/∂reg_loss, N), and `value_and_accumulate_grad` with the same arguments, which adds both
+  /// into the outputs (which must have their shapes), touching only the positive rows.
+  template <typename Call>
+  double run(Call& c) const {
+    return compute<Call::kAdd>(c.x, c.labels, std::get<0>(c.in), *c.normalizer, std::get<0>(c.out),
+                               std::get<1>(c.out));
   }
 
   /// Writes the CARL weights ŵ (N; 0 outside the positives). reg_loss is not needed.
@@ -172,8 +141,6 @@ class CarlLoss {
   }
 
  private:
-  struct Nothing {};
-
   /// Σu and Σuℓ. Direct mode (b > 0: u ≥ b^k cannot underflow) sums u itself; log mode
   /// (b = 0) streams a log-sum-exp of log u, so ŵ stays finite when every score underflows.
   /// In log mode the key is log(b + (1 − b)s) and k multiplies only differences of keys
@@ -333,10 +300,10 @@ class CarlLoss {
   }
 
   template <bool kAccumulate, typename XD, typename LD, typename RD, typename GD, typename GR>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-             const Eigen::DenseBase<RD>& reg_loss, const Normalizer& normalizer, const GD& grad_,
-             const GR& grad_reg_) const {
-    constexpr bool kGrad = !std::is_same<GD, Nothing>::value;
+  double compute(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+                 const Eigen::DenseBase<RD>& reg_loss, const Normalizer& normalizer, GD& grad_,
+                 GR& grad_reg_) const {
+    constexpr bool kGrad = detail::kGiven<GD>;
     // ---- validation: nothing is written before it completes ----
     const Index n = x.rows();
     const Index c = check_head(x);
@@ -373,13 +340,13 @@ class CarlLoss {
       return value;
     } else {
       // ---- pass 2: gradients of the positive rows ----
-      auto& grad = const_cast<GD&>(grad_);
+      auto& grad = grad_;
       if constexpr (!kAccumulate) {
         detail::prepare_output(kName, "grad", grad, n, x.cols());
         grad.derived().setZero();
       }
-      auto& grad_reg = kAccumulate ? const_cast<GR&>(grad_reg_).derived()
-                                   : detail::pisa_prepare_vector(grad_reg_, n);
+      auto& grad_reg =
+          kAccumulate ? grad_reg_.derived() : detail::pisa_prepare_vector(grad_reg_, n);
       if constexpr (!kAccumulate) grad_reg.setZero();
       if (s.p == 0) return value;
       const double b = static_cast<double>(config_.bias), k = static_cast<double>(config_.k);

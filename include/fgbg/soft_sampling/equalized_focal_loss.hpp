@@ -210,9 +210,16 @@ struct EqualizedFocalKernel {
 
 }  // namespace detail
 
+/// The call signature of EqualizedFocalLoss: DenseLoss's, with its state required.
+struct EqualizedFocalSignature : DefaultSignature {
+  using State = EqualizedFocalState;
+  static constexpr StateUse state = StateUse::required;
+};
+
 /// Equalized focal loss; see the file comment.
 template <typename Scalar>
-class EqualizedFocalLoss {
+class EqualizedFocalLoss
+    : public DenseLoss<EqualizedFocalLoss<Scalar>, Scalar, EqualizedFocalSignature> {
  public:
   using Config = EqualizedFocalLossConfig<Scalar>;
   using State = EqualizedFocalState;
@@ -247,42 +254,25 @@ class EqualizedFocalLoss {
   /// γ_j = γ_b + s (1 − g_j) that a call with `state` uses for class column j.
   Scalar gamma(const State& state, Index j) const { return kernel(state).gamma(j); }
 
-  /// Normalised loss value with the state's current γ_j; the state is not updated.
-  template <typename XD, typename LD>
-  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-               const State& state, Weights<Scalar> weights = {}) const {
-    return value(logits, labels, state, weights, config_.normalizer);
-  }
-
-  /// As above, with an explicit normalizer for this call.
-  template <typename XD, typename LD>
-  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-               const State& state, Weights<Scalar> weights, const Normalizer& normalizer) const {
-    detail::None none;
-    return static_cast<Scalar>(run(logits, labels, state, weights, normalizer, none));
-  }
-
-  /// Normalised loss value; writes ∂value/∂logits (normalisation included) into `grad`, then
-  /// adds this gradient to the state's statistics (see the file comment). Argument order, as for
-  /// every stateful loss of fgbg: inputs, gradient output, state, [weights, [normalizer]].
-  template <typename XD, typename LD, typename GD>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<GD>& grad, State& state,
-                        Weights<Scalar> weights = {}) const {
-    return value_and_grad(logits, labels, grad, state, weights, config_.normalizer);
-  }
-
-  /// As above, with an explicit normalizer for this call.
-  template <typename XD, typename LD, typename GD>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<GD>& grad, State& state, Weights<Scalar> weights,
-                        const Normalizer& normalizer) const {
-    static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
-                  "fgbg: the gradient must have the loss's scalar type");
-    auto& g = detail::writable(grad);
-    const double v = run(logits, labels, state, weights, normalizer, g);
-    state.accumulate(g, labels, config_.decay);
-    return static_cast<Scalar>(v);
+  /// See DenseLoss: (logits, labels [, grad], state [, weights] [, normalizer]). `value` uses the
+  /// state's current γ_j and leaves it as it is; `value_and_grad` then adds this call's gradient
+  /// to the state's statistics (see the file comment).
+  template <typename Call>
+  double run(Call& c) const {
+    const auto& x = c.x;
+    const auto& labels = c.labels;
+    auto& grad = std::get<0>(c.out);
+    const State& state = *c.state;
+    const LabelStats s =
+        detail::check_sigmoid_call(kName, x, labels, c.option, *c.normalizer, grad);
+    if (state.num_classes() != x.cols())
+      detail::throw_invalid(kName, "state has ", state.num_classes(), " classes, the logits ",
+                            x.cols(), " columns");
+    const double v =
+        detail::sigmoid_onehot(kernel(state), x, labels, c.option,
+                               c.normalizer->resolve(s, x.cols()), grad, detail::UnitTarget{});
+    if constexpr (Call::kGrad) c.state->accumulate(grad, labels, config_.decay);
+    return v;
   }
 
  private:
@@ -290,17 +280,6 @@ class EqualizedFocalLoss {
     const bool off = config_.alpha < Scalar(0);
     return {off ? Scalar(1) : config_.alpha, off ? Scalar(1) : Scalar(1) - config_.alpha,
             config_.gamma_b, config_.scale, state.ratio().data()};
-  }
-
-  template <typename XD, typename LD, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, const State& state,
-             Weights<Scalar> w, const Normalizer& norm, GradOut& grad) const {
-    const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, norm, grad);
-    if (state.num_classes() != x.cols())
-      detail::throw_invalid(kName, "state has ", state.num_classes(), " classes, the logits ",
-                            x.cols(), " columns");
-    return detail::sigmoid_onehot(kernel(state), x, labels, w, norm.resolve(s, x.cols()), grad,
-                                  detail::UnitTarget{});
   }
 
   Config config_;

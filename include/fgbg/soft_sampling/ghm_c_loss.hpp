@@ -39,6 +39,7 @@
 
 #include "../core/checks.hpp"
 #include "../core/dense.hpp"
+#include "../core/loss_base.hpp"
 #include "../core/numerics.hpp"
 #include "../core/sigmoid_head.hpp"
 #include "../core/table_lookup.hpp"
@@ -153,9 +154,19 @@ class GhmcState {
   double tot_ = 0;
 };
 
-/// GHM-C loss; see the file comment.
+/// The call signature of GhmcLoss: an optional state (required with momentum), weights as a
+/// validity mask, no normaliser (GHM-C normalises by its own tot).
+struct GhmcSignature : DefaultSignature {
+  using State = GhmcState;
+  static constexpr StateUse state = StateUse::optional;
+  static constexpr bool normalizer = false;
+};
+
+/// GHM-C loss; see the file comment. Call: (logits, labels [, grad] [, state] [, weights]);
+/// `value` with a state gives the value value_and_grad would return, advancing the moving
+/// averages only in a local copy; `value_and_grad` updates the state.
 template <typename Scalar>
-class GhmcLoss {
+class GhmcLoss : public DenseLoss<GhmcLoss<Scalar>, Scalar, GhmcSignature> {
  public:
   using Config = GhmcLossConfig;
   static constexpr const char* kName = "fgbg::GhmcLoss";
@@ -170,35 +181,25 @@ class GhmcLoss {
 
   const Config& config() const { return config_; }
 
-  /// Loss value (μ = 0 only: with momentum pass a GhmcState).
-  template <typename XD, typename LD>
-  Scalar value(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-               Weights<Scalar> w = {}) const {
-    detail::None none;
-    return static_cast<Scalar>(run(x, labels, w, nullptr, nullptr, none));
-  }
-  /// The value value_and_grad would return with this state, without changing the state (the
-  /// moving averages are advanced in a local copy; nothing is recorded).
-  template <typename XD, typename LD>
-  Scalar value(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-               const GhmcState& state, Weights<Scalar> w = {}) const {
-    detail::None none;
-    return static_cast<Scalar>(run(x, labels, w, &state, nullptr, none));
-  }
-  /// Loss value and gradient (μ = 0 only: with momentum pass a GhmcState).
-  template <typename XD, typename LD, typename GD>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<GD>& grad, Weights<Scalar> w = {}) const {
-    auto& g = detail::writable(grad);
-    return static_cast<Scalar>(run(x, labels, w, nullptr, nullptr, g));
-  }
-  /// Loss value and gradient; updates `state` (moving averages and last-call statistics).
-  template <typename XD, typename LD, typename GD>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<GD>& grad, GhmcState& state,
-                        Weights<Scalar> w = {}) const {
-    auto& g = detail::writable(grad);
-    return static_cast<Scalar>(run(x, labels, w, &state, &state, g));
+  /// See DenseLoss and the class comment.
+  template <typename Call>
+  double run(Call& c) const {
+    auto& grad = std::get<0>(c.out);
+    Weights<Scalar>& w = c.option;
+    check_call(c.x, c.labels, w, c.state, grad);
+    // Pass 1: the bin of every element and the histogram of the valid ones.
+    const Histogram h = histogram(c.x, c.labels, w, grad);
+    // The per-bin factors β_k / tot, and the state update.
+    std::array<Scalar, kMaxBins + 1> factor{};
+    GhmcState* update = nullptr;
+    if constexpr (Call::kGrad) update = c.state;
+    bin_factors(h, c.state, update, factor);
+    // Pass 2: loss and gradient.
+    if (h.valid == 0) {
+      if constexpr (Call::kGrad) grad.derived().setZero();
+      return 0.0;
+    }
+    return loss_pass(c.x, c.labels, w, factor, grad);
   }
 
  private:
@@ -206,11 +207,11 @@ class GhmcLoss {
     Index count[kMaxBins];
     Index valid;
   };
+  using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
 
   /// Bin of every g of a tile into `bins` (−1 where g < 0, i.e. invalid; −2 where the fast
   /// float path leaves the element to resolve_bin).
   void bins_of(const Scalar* g, Scalar* bins, Index n) const {
-    using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
     Eigen::Map<Vec>(bins, n) = Eigen::Map<const Vec>(g, n).unaryExpr(
         detail::GhmBinOp<Scalar>{static_cast<Scalar>(config_.bins)});
   }
@@ -227,7 +228,6 @@ class GhmcLoss {
   template <typename LD>
   void to_g(const detail::Tile& t, const Eigen::DenseBase<LD>& labels, const Weights<Scalar>& w,
             Scalar* g) const {
-    using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
     for (Index r = 0; r < t.rows; ++r) {
       const Index row = t.row0 + r;
       const auto lab = labels.derived().coeff(row);
@@ -245,17 +245,15 @@ class GhmcLoss {
     }
   }
 
+  /// Every check, before anything is written; nothing after it throws.
   template <typename XD, typename LD, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, Weights<Scalar> w,
-             const GhmcState* state, GhmcState* update, GradOut& grad) const {
-    constexpr bool kGrad = detail::kGiven<GradOut>;
-    using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+  void check_call(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+                  Weights<Scalar>& w, const GhmcState* state, GradOut& grad) const {
     static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
                   "fgbg: the logits must have the loss's scalar type");
-    // Checks first: nothing below may throw.
     detail::check_labels(kName, labels, x.rows(), x.cols());
     w.bind(kName, x.rows(), x.cols());
-    if constexpr (kGrad) {
+    if constexpr (detail::kGiven<GradOut>) {
       detail::check_output(kName, "grad", grad, x.rows(), x.cols());
       detail::check_no_alias(kName, x, grad);
       w.check_no_alias(kName, grad);
@@ -266,13 +264,18 @@ class GhmcLoss {
       detail::throw_invalid(kName, "momentum ", config_.momentum,
                             " > 0 needs a GhmcState argument");
     detail::check_finite(kName, "logits", x);
-    if constexpr (kGrad) detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
+    if constexpr (detail::kGiven<GradOut>)
+      detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
+  }
 
-    // Pass 1: the bin of every element (−1 if invalid) and the histogram of the valid ones. With
-    // a gradient output the bins are kept in it, so pass 2 need not recompute them.
+  /// Pass 1: the bin of every element (−1 if invalid) and the histogram of the valid ones. With
+  /// a gradient output the bins are kept in it, so pass 2 need not recompute them.
+  template <typename XD, typename LD, typename GradOut>
+  Histogram histogram(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+                      const Weights<Scalar>& w, GradOut& grad) const {
     Histogram init{};
-    auto pass1 = [&](const detail::Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch,
-                     Histogram& acc) {
+    auto tile = [&](const detail::Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch,
+                    Histogram& acc) {
       const Index n = t.size();
       Scalar* g = scratch;
       Scalar* bins = gt ? gt : scratch + detail::kTileElems;
@@ -307,14 +310,17 @@ class GhmcLoss {
       for (int k = 0; k < config_.bins; ++k) total.count[k] += part.count[k];
       total.valid += part.valid;
     };
-    const Histogram h = detail::tiled_reduce<Scalar>(x, grad, init, pass1, merge);
+    return detail::tiled_reduce<Scalar>(x, grad, init, tile, merge);
+  }
 
-    // Per-bin factor β_k / tot, and the state update.
+  /// factor[k + 1] = β_k / tot for bin k (factor[0] = 0 is for invalid elements); records the
+  /// call's statistics and moving averages in `update` when given.
+  void bin_factors(const Histogram& h, const GhmcState* state, GhmcState* update,
+                   std::array<Scalar, kMaxBins + 1>& factor) const {
     const int m = config_.bins;
     const double tot = std::max<double>(1.0, static_cast<double>(h.valid));
     Index nonempty = 0;
     for (int k = 0; k < m; ++k) nonempty += h.count[k] > 0;
-    std::array<double, kMaxBins> factor{};
     const double divide = config_.division == GhmcDivision::bins ? m : std::max<Index>(nonempty, 1);
     for (int k = 0; k < m; ++k) {
       if (h.count[k] == 0) continue;
@@ -323,24 +329,25 @@ class GhmcLoss {
         density = config_.momentum * state->moving_[k] + (1.0 - config_.momentum) * density;
         if (update) update->moving_[k] = density;
       }
-      factor[k] = 1.0 / (density * divide);  // (tot / density / divide) / tot
+      // (tot / density / divide) / tot
+      factor[k + 1] = static_cast<Scalar>(1.0 / (density * divide));
     }
     if (update) {
       for (int k = 0; k < m; ++k) update->counts_[k] = h.count[k];
       update->nonempty_ = nonempty;
       update->tot_ = tot;
     }
+  }
 
-    // Pass 2: loss and gradient.
-    if (h.valid == 0) {
-      if constexpr (kGrad) grad.derived().setZero();
-      return 0.0;
-    }
-    std::array<Scalar, kMaxBins + 1> factor_s{};  // [0] is for invalid elements
-    for (int k = 0; k < m; ++k) factor_s[k + 1] = static_cast<Scalar>(factor[k]);
-    const double sum = detail::tiled_sum<Scalar>(
+  /// Pass 2: Σ f·BCE and the gradient f·(σ − t), f = β/tot per element (0 if invalid).
+  template <typename XD, typename LD, typename GradOut>
+  double loss_pass(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+                   const Weights<Scalar>& w, const std::array<Scalar, kMaxBins + 1>& factor,
+                   GradOut& grad) const {
+    constexpr bool kGrad = detail::kGiven<GradOut>;
+    const int m = config_.bins;
+    return detail::tiled_sum<Scalar>(
         x, grad, [&](const detail::Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch) {
-          // f = β/tot per element (0 if invalid); loss = f·(softplus(x) − t·x), grad = f·(p − t).
           const Index n = t.size();
           Eigen::Map<const Vec> xv(xt, n);
           Eigen::Map<Vec> p(scratch, n), sp(scratch + detail::kTileElems, n),
@@ -364,7 +371,7 @@ class GhmcLoss {
           std::int32_t idx[detail::kTileElems];
           Eigen::Map<Eigen::Array<std::int32_t, Eigen::Dynamic, 1>>(idx, n) =
               Eigen::Map<const Vec>(bins, n).template cast<std::int32_t>() + 1;
-          detail::lookup_table(factor_s.data(), m + 1, idx, f.data(), n);
+          detail::lookup_table(factor.data(), m + 1, idx, f.data(), n);
           if constexpr (kGrad) Eigen::Map<Vec>(gt, n) = f * p;
           // Positive elements: BCE(x, 1) = softplus(−x) directly (softplus(x) − x cancels, and
           // f·softplus(x) − f·x summed apart lost everything for large x), gradient f·(p − 1).
@@ -381,7 +388,6 @@ class GhmcLoss {
           sp *= f;
           return detail::sum_normalised(sp.data(), n, detail::ElementScale(1.0));
         });
-    return sum;
   }
 
   Config config_;

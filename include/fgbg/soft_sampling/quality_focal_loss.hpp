@@ -51,7 +51,7 @@ struct QualityFocalLossConfig {
 
 /// Quality focal loss; see the file comment.
 template <typename Scalar>
-class QualityFocalLoss : public QualityDenseLoss<QualityFocalLoss<Scalar>, Scalar> {
+class QualityFocalLoss : public DenseLoss<QualityFocalLoss<Scalar>, Scalar, QualitySignature> {
  public:
   using Config = QualityFocalLossConfig<Scalar>;
   static constexpr const char* kName = "fgbg::QualityFocalLoss";
@@ -64,17 +64,21 @@ class QualityFocalLoss : public QualityDenseLoss<QualityFocalLoss<Scalar>, Scala
 
   const Config& config() const { return config_; }
 
-  /// See QualityDenseLoss.
-  template <typename XD, typename LD, typename QD, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-             const Eigen::DenseBase<QD>& quality, Weights<Scalar> w, const Normalizer& norm,
-             GradOut& grad) const {
-    const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, norm, grad);
+  /// See DenseLoss: (logits, labels, quality [, grad] [, weights] [, normalizer]).
+  template <typename Call>
+  double run(Call& c) const {
+    const auto& x = c.x;
+    const auto& labels = c.labels;
+    const auto& quality = std::get<0>(c.in);
+    auto& grad = std::get<0>(c.out);
+    auto& w = c.option;
+    const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, *c.normalizer, grad);
     detail::check_quality(kName, quality, labels);  // labels: N, checked above
     const auto target = [&quality](Index row) {
       return static_cast<double>(quality.derived().coeff(row));
     };
-    return detail::sigmoid_onehot(*this, x, labels, w, norm.resolve(s, x.cols()), grad, target);
+    return detail::sigmoid_onehot(*this, x, labels, w, c.normalizer->resolve(s, x.cols()), grad,
+                                  target);
   }
 
   /// t = 0 over a tile: σ^β softplus(x) and σ^β (σ + β(1 − σ) softplus(x)).

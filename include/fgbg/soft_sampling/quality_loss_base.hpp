@@ -1,10 +1,10 @@
 /// @file quality_loss_base.hpp
-/// @brief The call surface of the quality-aware sigmoid losses (QFL, VFL): DenseLoss's overloads
-///        with the per-anchor quality array inserted after the labels, and its validation.
+/// @brief What the quality-aware sigmoid losses (QFL, VFL) take: the per-anchor quality array as
+///        a required input after the labels (QualitySignature), and its validation.
 ///
 /// @code
-///   value(logits, labels, quality [, weights [, normalizer]])
-///   value_and_grad(logits, labels, quality, grad [, weights [, normalizer]])
+///   value(logits, labels, quality [, weights] [, normalizer])
+///   value_and_grad(logits, labels, quality, grad [, weights] [, normalizer])
 /// @endcode
 ///
 /// `quality` is a vector of N entries (any Eigen vector expression of float or double): the
@@ -13,13 +13,9 @@
 /// assigner's max IoU, …) and are not checked. A positive's entry must be finite and in [0, 1]
 /// (VarifocalLoss adds its own lower bound, see there).
 ///
-/// The plain DenseLoss overloads (no quality) are deliberately absent: with them a per-anchor
-/// weight vector passed in third position, or a forgotten quality array, would silently change
-/// meaning. For hard targets (quality 1) pass a vector of ones.
-///
-/// A derived loss implements
-/// `template <class XD, class LD, class QD, class GradOut> double run(x, labels, quality,
-/// Weights, Normalizer, GradOut& grad) const` (validate everything, then compute).
+/// The quality is required: with an optional one a per-anchor weight vector passed in its place,
+/// or a forgotten quality array, would silently change meaning. For hard targets (quality 1)
+/// pass a vector of ones.
 #pragma once
 
 #include "../core/requires_cxx17.hpp"
@@ -28,55 +24,13 @@
 #include <type_traits>
 
 #include "../core/checks.hpp"
-#include "../core/dense.hpp"
-#include "../core/reduction.hpp"
-#include "../core/weights.hpp"
+#include "../core/loss_base.hpp"
 
 namespace fgbg {
 
-/// CRTP base of QualityFocalLoss and VarifocalLoss; see the file comment.
-template <typename Derived, typename Scalar_>
-class QualityDenseLoss {
- public:
-  using Scalar = Scalar_;
-
-  /// Normalised loss value.
-  template <typename XD, typename LD, typename QD>
-  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-               const Eigen::DenseBase<QD>& quality, Weights<Scalar> weights = {}) const {
-    return value(logits, labels, quality, weights, self().config().normalizer);
-  }
-
-  /// Normalised loss value with an explicit normalizer for this call.
-  template <typename XD, typename LD, typename QD>
-  Scalar value(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-               const Eigen::DenseBase<QD>& quality, Weights<Scalar> weights,
-               const Normalizer& normalizer) const {
-    detail::None none;
-    return static_cast<Scalar>(self().run(logits, labels, quality, weights, normalizer, none));
-  }
-
-  /// Normalised loss value; writes ∂value/∂logits (normalisation included) into `grad`.
-  template <typename XD, typename LD, typename QD, typename GD>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<QD>& quality, const Eigen::DenseBase<GD>& grad,
-                        Weights<Scalar> weights = {}) const {
-    return value_and_grad(logits, labels, quality, grad, weights, self().config().normalizer);
-  }
-
-  /// As above, with an explicit normalizer for this call.
-  template <typename XD, typename LD, typename QD, typename GD>
-  Scalar value_and_grad(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
-                        const Eigen::DenseBase<QD>& quality, const Eigen::DenseBase<GD>& grad,
-                        Weights<Scalar> weights, const Normalizer& normalizer) const {
-    static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
-                  "fgbg: the gradient must have the loss's scalar type");
-    auto& g = detail::writable(grad);
-    return static_cast<Scalar>(self().run(logits, labels, quality, weights, normalizer, g));
-  }
-
- private:
-  const Derived& self() const { return static_cast<const Derived&>(*this); }
+/// The call signature of QFL and VFL: DenseLoss's, with the quality as one required input.
+struct QualitySignature : DefaultSignature {
+  static constexpr int inputs = 1;
 };
 
 namespace detail {

@@ -55,7 +55,7 @@ struct VarifocalLossConfig {
 
 /// Varifocal loss; see the file comment.
 template <typename Scalar>
-class VarifocalLoss : public QualityDenseLoss<VarifocalLoss<Scalar>, Scalar> {
+class VarifocalLoss : public DenseLoss<VarifocalLoss<Scalar>, Scalar, QualitySignature> {
  public:
   using Config = VarifocalLossConfig<Scalar>;
   static constexpr const char* kName = "fgbg::VarifocalLoss";
@@ -72,12 +72,15 @@ class VarifocalLoss : public QualityDenseLoss<VarifocalLoss<Scalar>, Scalar> {
 
   const Config& config() const { return config_; }
 
-  /// See QualityDenseLoss.
-  template <typename XD, typename LD, typename QD, typename GradOut>
-  double run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-             const Eigen::DenseBase<QD>& quality, Weights<Scalar> w, const Normalizer& norm,
-             GradOut& grad) const {
-    const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, norm, grad);
+  /// See DenseLoss: (logits, labels, quality [, grad] [, weights] [, normalizer]).
+  template <typename Call>
+  double run(Call& c) const {
+    const auto& x = c.x;
+    const auto& labels = c.labels;
+    const auto& quality = std::get<0>(c.in);
+    auto& grad = std::get<0>(c.out);
+    auto& w = c.option;
+    const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, *c.normalizer, grad);
     detail::check_quality(kName, quality, labels);  // labels: N, checked above
     const double floor = static_cast<double>(config_.min_quality);
     if (floor == 0.0)
@@ -89,7 +92,8 @@ class VarifocalLoss : public QualityDenseLoss<VarifocalLoss<Scalar>, Scalar> {
     const auto target = [&quality, floor](Index row) {
       return std::max(floor, static_cast<double>(quality.derived().coeff(row)));
     };
-    return detail::sigmoid_onehot(*this, x, labels, w, norm.resolve(s, x.cols()), grad, target);
+    return detail::sigmoid_onehot(*this, x, labels, w, c.normalizer->resolve(s, x.cols()), grad,
+                                  target);
   }
 
   /// q = 0 over a tile: α σ^γ softplus(x) and α σ^γ (σ + γ(1 − σ) softplus(x)).

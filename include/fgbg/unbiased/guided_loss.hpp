@@ -19,7 +19,7 @@
 /// untouched. s = `classification_scale`: 1 for RetinaNet and the RPN (default), 2 for the
 /// Faster R-CNN RoI head (the released README's "classification_scale 2.0 for rcnn").
 ///
-/// L_cls is taken in double from the wrapped loss (DenseLoss::run, never rounded to the scalar)
+/// L_cls is taken in double from the wrapped loss (DenseLoss::run_double, never rounded to the scalar)
 /// and s·w is formed in double; if it does not fit the scalar (float: every valid logit below
 /// about −88), the gradient is scaled element-wise in double as (g / L_cls)·s·L_reg, so finite
 /// logits of any magnitude give a finite value and gradient and ignored rows stay 0.
@@ -82,25 +82,14 @@ struct IgnoredAsBackground {
   L operator()(const L& l) const { return l == L(-1) ? L(0) : l; }
 };
 
-/// True if `Loss` has DenseLoss's `double run(x, labels, Weights, Normalizer, GradOut&)` and a
-/// config with a default normaliser.
-template <typename Loss, typename XD, typename LD, typename GradOut, typename = void>
-struct HasDenseRun : std::false_type {};
+/// True if `Loss` derives from DenseLoss (so its value in double is available through
+/// run_double).
+template <typename Loss, typename = void>
+struct IsDenseLoss : std::false_type {};
 
-template <typename Loss, typename XD, typename LD, typename GradOut>
-struct HasDenseRun<Loss, XD, LD, GradOut,
-                   std::void_t<decltype(std::declval<const Loss&>().config().normalizer),
-                               decltype(std::declval<const Loss&>().run(
-                                   std::declval<const Eigen::DenseBase<XD>&>(),
-                                   std::declval<const Eigen::DenseBase<LD>&>(),
-                                   std::declval<Weights<typename Loss::Scalar>>(),
-                                   std::declval<const Normalizer&>(), std::declval<GradOut&>()))>>
-    : std::is_same<decltype(std::declval<const Loss&>().run(
-                       std::declval<const Eigen::DenseBase<XD>&>(),
-                       std::declval<const Eigen::DenseBase<LD>&>(),
-                       std::declval<Weights<typename Loss::Scalar>>(),
-                       std::declval<const Normalizer&>(), std::declval<GradOut&>())),
-                   double> {};
+template <typename Loss>
+struct IsDenseLoss<Loss, std::void_t<typename Loss::Signature>>
+    : std::is_base_of<DenseLoss<Loss, typename Loss::Scalar, typename Loss::Signature>, Loss> {};
 
 }  // namespace detail
 
@@ -197,15 +186,19 @@ class GuidedLoss {
     return finish(cls, reg_loss, g);
   }
 
-  /// L_cls in double. A DenseLoss exposes `run`, whose double result is used as is (casting it to
-  /// a float first would lose an L_cls below ~1e-38, where w = L_reg / L_cls matters most);
+  /// L_cls in double. A DenseLoss exposes `run_double`, whose double result is used as is (casting
+  /// it to a float first would lose an L_cls below ~1e-38, where w = L_reg / L_cls matters most);
   /// another loss type goes through its value / value_and_grad.
   template <typename XD, typename LD, typename GradOut>
   double wrapped(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& lab, Weights<Scalar> w,
                  const Normalizer* norm, GradOut& g) const {
     constexpr bool kGrad = detail::kGiven<GradOut>;
-    if constexpr (detail::HasDenseRun<Loss, XD, LD, GradOut>::value) {
-      return loss_.run(x, lab, w, norm ? *norm : loss_.config().normalizer, g);
+    if constexpr (detail::IsDenseLoss<Loss>::value) {
+      const Normalizer& n = norm ? *norm : loss_.config().normalizer;
+      if constexpr (kGrad)
+        return loss_.template run_double<true>(x, lab, g, w, n);
+      else
+        return loss_.template run_double<false>(x, lab, w, n);
     } else if constexpr (kGrad) {
       return norm ? static_cast<double>(loss_.value_and_grad(x, lab, g, w, *norm))
                   : static_cast<double>(loss_.value_and_grad(x, lab, g, w));

@@ -30,10 +30,12 @@
 /// updates once and uses E₁ for all three. The faithful mode is the default because it is what
 /// produced the published numbers and it only changes how fast the normaliser follows the
 /// positive count, not what is trained. The state lives in ResidualObjectnessState, which the
-/// caller owns and can reset; value_and_grad(stage_logits, class_logits, labels, grad_stages,
-/// grad_classes, state) updates it, value(stage_logits, class_logits, labels, const state)
+/// caller owns and can reset; value_and_grad(class_logits, labels, stage_logits, grad_classes,
+/// grad_stages, state) updates it, value(class_logits, labels, stage_logits, const state)
 /// reports the same normalisers and losses without updating it, and a failed call leaves it
-/// unchanged.
+/// unchanged. The call has the shape of every fgbg loss (core/loss_base.hpp): the classification
+/// logits and labels first, the stage logits as the method's input, then the outputs in the
+/// same order, then the state.
 ///
 /// Inference: score_{n,c} = σ(o_n)·σ(z_{n,c}) (the release then thresholds at 0.05, keeps the
 /// top 1000 per level and runs NMS 0.5). Initialisation used by the release: every stage bias
@@ -58,6 +60,7 @@
 
 #include "../core/checks.hpp"
 #include "../core/dense.hpp"
+#include "../core/loss_base.hpp"
 #include "../core/numerics.hpp"
 
 namespace fgbg {
@@ -98,9 +101,22 @@ struct ResidualObjectnessResult {
   Index num_valid = 0;
 };
 
+/// The call signature of ResidualObjectnessLoss: the stage logits as input, the two gradients
+/// (classes, then stages) as outputs, the state required; no weights, no normaliser argument
+/// (the config's scales and the state's EMA set the normalisers).
+struct ResidualObjectnessSignature : DefaultSignature {
+  static constexpr int inputs = 1;
+  static constexpr int outputs = 2;
+  using State = ResidualObjectnessState;
+  static constexpr StateUse state = StateUse::required;
+  static constexpr CallOption option = CallOption::none;
+  static constexpr bool normalizer = false;
+};
+
 /// Residual objectness loss; see the file comment.
 template <typename Scalar>
-class ResidualObjectnessLoss {
+class ResidualObjectnessLoss
+    : public DenseLoss<ResidualObjectnessLoss<Scalar>, Scalar, ResidualObjectnessSignature> {
  public:
   using Config = ResidualObjectnessConfig;
   static constexpr const char* kName = "fgbg::ResidualObjectnessLoss";
@@ -121,41 +137,23 @@ class ResidualObjectnessLoss {
 
   const Config& config() const { return config_; }
 
-  /// Loss values and normalisers; writes ∂value/∂stage_logits (N × K) and ∂value/∂class_logits
-  /// (N × C); updates `state`. Plain gradient arrays are resized, views must have the shape and
-  /// must not share memory with the logits or with each other. Argument order, as for every
-  /// stateful loss of fgbg: inputs, gradient outputs, state.
-  template <typename OD, typename CD, typename LD, typename GOD, typename GCD>
-  ResidualObjectnessResult value_and_grad(const Eigen::DenseBase<OD>& stage_logits,
-                                          const Eigen::DenseBase<CD>& class_logits,
-                                          const Eigen::DenseBase<LD>& labels,
-                                          const Eigen::DenseBase<GOD>& grad_stages,
-                                          const Eigen::DenseBase<GCD>& grad_classes,
-                                          ResidualObjectnessState& state) const {
-    static_assert(std::is_same<typename GOD::Scalar, Scalar>::value &&
-                      std::is_same<typename GCD::Scalar, Scalar>::value,
-                  "fgbg::ResidualObjectnessLoss: the gradients must have the loss's scalar type");
-    auto& go = detail::writable(grad_stages);
-    auto& gc = detail::writable(grad_classes);
+  /// See DenseLoss: `value_and_grad(class_logits, labels, stage_logits, grad_classes,
+  /// grad_stages, state)` gives the loss values and normalisers, writes ∂value/∂class_logits
+  /// (N × C) and ∂value/∂stage_logits (N × K) and updates `state`; `value(class_logits, labels,
+  /// stage_logits, state)` reports what value_and_grad would with the state as it is, without
+  /// updating it (the EMA step is taken on a local copy). Plain gradient arrays are resized,
+  /// views must have the shape and must not share memory with the logits or with each other.
+  template <typename Call>
+  ResidualObjectnessResult run(Call& c) const {
     double ema = 0.0;
-    const ResidualObjectnessResult r =
-        run<true>(stage_logits, class_logits, labels, state, ema, go, gc);
-    state.num_pos_ema = ema;
-    state.started = true;
-    ++state.calls;
+    const ResidualObjectnessResult r = compute<Call::kGrad>(
+        std::get<0>(c.in), c.x, c.labels, *c.state, ema, std::get<1>(c.out), std::get<0>(c.out));
+    if constexpr (Call::kGrad) {
+      c.state->num_pos_ema = ema;
+      c.state->started = true;
+      ++c.state->calls;
+    }
     return r;
-  }
-
-  /// Loss values and normalisers without gradients: what value_and_grad would report with the
-  /// state as it is. The state is not updated (the EMA step is taken on a local copy).
-  template <typename OD, typename CD, typename LD>
-  ResidualObjectnessResult value(const Eigen::DenseBase<OD>& stage_logits,
-                                 const Eigen::DenseBase<CD>& class_logits,
-                                 const Eigen::DenseBase<LD>& labels,
-                                 const ResidualObjectnessState& state) const {
-    detail::None none;
-    double ema = 0.0;
-    return run<false>(stage_logits, class_logits, labels, state, ema, none, none);
   }
 
  private:
@@ -163,10 +161,10 @@ class ResidualObjectnessLoss {
   static constexpr Index kTile = 1024;
 
   template <bool kGrad, typename OD, typename CD, typename LD, typename GO, typename GC>
-  ResidualObjectnessResult run(const Eigen::DenseBase<OD>& s, const Eigen::DenseBase<CD>& z,
-                               const Eigen::DenseBase<LD>& labels,
-                               const ResidualObjectnessState& state, double& ema_out, GO& go,
-                               GC& gc) const {
+  ResidualObjectnessResult compute(const Eigen::DenseBase<OD>& s, const Eigen::DenseBase<CD>& z,
+                                   const Eigen::DenseBase<LD>& labels,
+                                   const ResidualObjectnessState& state, double& ema_out, GO& go,
+                                   GC& gc) const {
     static_assert(std::is_same<typename OD::Scalar, Scalar>::value &&
                       std::is_same<typename CD::Scalar, Scalar>::value,
                   "fgbg::ResidualObjectnessLoss: the logits must have the loss's scalar type");

@@ -1,0 +1,150 @@
+/// @file ranking_loss.hpp
+/// @brief The base of the ranking losses (AP, aLRP, RS): their call signature, the workspace
+///        handling and the per-group driver, written once.
+///
+/// Every ranking loss is called as every other fgbg loss (core/loss_base.hpp):
+///
+/// @code
+///   value(logits, labels, inputs... [, fgbg::groups(ids)] [, workspace])
+///   value_and_grad(logits, labels, inputs..., outputs... [, fgbg::groups(ids)] [, workspace])
+/// @endcode
+///
+/// Without a RankingWorkspace the call allocates a temporary one; pass one (kept across
+/// iterations) for allocation-free steady state. Without groups the call ranks all its anchors
+/// together (one ranking per call). With `fgbg::groups(ids)` (one id per anchor, non-decreasing,
+/// each group a run of consecutive anchors: e.g. the image index) it ranks each group separately:
+/// every value is the mean of the groups' values over the groups with at least one positive, and
+/// each group's update is divided by that number of groups (so it stays the update of the
+/// returned value); groups without positives get a zero update. With groups, labels, the inputs
+/// and the vector outputs must be vectors at compile time.
+///
+/// A ranking loss derives from RankingLoss and supplies, besides its config:
+///
+/// @code
+///   // every check of a call over rows x (throws; writes nothing)
+///   void check(x, labels, in, out) const;
+///   // makes the outputs hold their shapes (after check; may resize plain arrays)
+///   void prepare(x, out) const;
+///   // whether `anchor` counts as a positive (a group counts when it has one)
+///   bool is_positive(labels, in, anchor) const;
+///   // one ranking over the rows x: check, prepare, compute; updates scaled by `scale`
+///   R rank(x, labels, in, out, RankingWorkspace& ws, double scale) const;
+///   // the public result from the summed R (R is double or detail::RankValues)
+///   auto make(const R&) const;
+/// @endcode
+///
+/// `in` and `out` are std::tuple of the inputs and outputs (None for an output not given); in a
+/// per-group call they hold that group's rows.
+#pragma once
+
+#include "../core/requires_cxx17.hpp"
+
+#include <tuple>
+#include <utility>
+
+#include "../core/loss_base.hpp"
+#include "ranking_primitives.hpp"
+
+namespace fgbg {
+
+/// The call signature of the ranking losses: a reusable RankingWorkspace, optional groups, no
+/// weights, no normaliser (the ranking losses normalise by their positives).
+struct RankingSignature : DefaultSignature {
+  using Workspace = RankingWorkspace;
+  static constexpr CallOption option = CallOption::groups;
+  static constexpr bool normalizer = false;
+};
+
+namespace detail {
+
+inline void add_values(double& total, double v) { total += v; }
+inline void add_values(RankValues& total, const RankValues& v) {
+  total.first += v.first;
+  total.second += v.second;
+}
+inline double divide_values(double v, double d) { return v / d; }
+inline RankValues divide_values(const RankValues& v, double d) {
+  return {v.first / d, v.second / d};
+}
+
+/// Rows [first, first + len) of an input or output: the rows of an N × C array (the logits'
+/// gradient is the only matrix), the entries of a vector, nothing of None.
+template <typename T>
+auto group_rows(T& a, Index first, Index len) {
+  if constexpr (!kGiven<Bare<T>>)
+    return None{};
+  else if constexpr (Bare<decltype(a.derived())>::IsVectorAtCompileTime)
+    return a.derived().segment(first, len);
+  else
+    return a.derived().middleRows(first, len);
+}
+
+template <typename Tuple, std::size_t... I>
+auto group_rows_of(Tuple& t, Index first, Index len, std::index_sequence<I...>) {
+  (void)first, (void)len;  // unused when the tuple is empty
+  return std::make_tuple(group_rows(std::get<I>(t), first, len)...);
+}
+
+/// group_rows of every element of a tuple.
+template <typename Tuple>
+auto group_rows_of(Tuple& t, Index first, Index len) {
+  return group_rows_of(t, first, len, std::make_index_sequence<std::tuple_size<Tuple>::value>{});
+}
+
+/// Zeroes every output that is given.
+template <typename Tuple>
+void zero_outputs(Tuple& out) {
+  std::apply([](auto&... o) { (zero_output(o), ...); }, out);
+}
+
+}  // namespace detail
+
+/// CRTP base of APLoss, ALRPLoss and RankSortLoss; see the file comment.
+template <typename Derived, typename Scalar, typename Sig>
+class RankingLoss : public DenseLoss<Derived, Scalar, Sig> {
+ public:
+  /// See DenseLoss and the file comment.
+  template <typename Call>
+  auto run(Call& c) const {
+    RankingWorkspace& ws = *c.workspace;
+    if constexpr (!detail::kGiven<decltype(c.option)>) {
+      return self().make(self().rank(c.x, c.labels, c.in, c.out, ws, 1.0));
+    } else {
+      return per_group(c, c.option.ids, ws);
+    }
+  }
+
+ private:
+  const Derived& self() const { return static_cast<const Derived&>(*this); }
+
+  /// One ranking per group: every check over the whole call first, then the outputs prepared,
+  /// then the groups one by one, each update scaled by 1 / (groups with positives).
+  template <typename Call, typename GrD>
+  auto per_group(Call& c, const Eigen::DenseBase<GrD>& groups, RankingWorkspace& ws) const {
+    const auto& x = c.x.derived();
+    const auto& labels = c.labels.derived();
+    static_assert(detail::Bare<decltype(labels)>::IsVectorAtCompileTime,
+                  "fgbg: with groups, the labels must be a vector at compile time");
+    self().check(c.x, c.labels, c.in, c.out);
+    detail::check_groups(Derived::kName, groups, x.rows());
+    self().prepare(c.x, c.out);
+    const Index gp = detail::count_groups_with_positives(
+        groups, [&](Index a) { return self().is_positive(c.labels, c.in, a); });
+    using R = decltype(self().rank(c.x, c.labels, c.in, c.out, ws, 1.0));
+    R total{};
+    if (gp == 0) {
+      detail::zero_outputs(c.out);
+      return self().make(total);
+    }
+    const double scale = 1.0 / static_cast<double>(gp);
+    detail::for_each_group(groups, [&](Index first, Index len) {
+      auto in = detail::group_rows_of(c.in, first, len);
+      auto out = detail::group_rows_of(c.out, first, len);
+      detail::add_values(total, self().rank(x.middleRows(first, len), labels.segment(first, len),
+                                            in, out, ws, scale));
+    });
+    return self().make(detail::divide_values(total, static_cast<double>(gp)));
+  }
+};
+
+}  // namespace fgbg
