@@ -206,7 +206,6 @@ class ALRPLoss : public RankingLoss<ALRPLoss<Scalar>, Scalar, ALRPSignature> {
     auto& grad_loc = std::get<1>(out);
     auto& ranks = std::get<2>(out);
     using GD = detail::Bare<decltype(grad)>;
-    using GED = detail::Bare<decltype(grad_loc)>;
     using RD = detail::Bare<decltype(ranks)>;
     const LabelStats stats = check(x, labels, in, out);
     prepare(x, out);
@@ -218,7 +217,7 @@ class ALRPLoss : public RankingLoss<ALRPLoss<Scalar>, Scalar, ALRPSignature> {
       return values;
     }
     constexpr bool kGrad = detail::kGiven<GD>;
-    const double delta = config_.delta, eps = config_.eps;
+    const double delta = config_.delta;
     const auto all = [](Index) { return true; };
     detail::gather_positives(
         ws, x, labels, all,
@@ -226,6 +225,23 @@ class ALRPLoss : public RankingLoss<ALRPLoss<Scalar>, Scalar, ALRPSignature> {
     detail::positive_prefix(ws);
     detail::scatter_negatives(ws, x, labels, all, kGrad);
     const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
+    const double np = static_cast<double>(p);
+    values.first = classification_part(ws, p, scale);
+    values.second = localisation_part(ws, p, scale, grad_loc);
+    if constexpr (detail::kGiven<RD>) {
+      for (std::uint32_t k = 0; k < p; ++k)
+        ranks.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(ws.rank[k]);
+    }
+    if constexpr (kGrad) detail::write_updates(ws, x, labels, all, scale / np, grad);
+    return values;
+  }
+  /// @}
+
+ private:
+  /// The classification part over the p sorted positives: every smoothed rank R_k (ws.rank), the
+  /// update coefficients g and c, and the value 1 − mean(R⁺_k / R_k).
+  double classification_part(RankingWorkspace& ws, std::uint32_t p, double scale) const {
+    const double eps = config_.eps;
     const double np = static_cast<double>(p);
     // ℓ-weighted prefix sums over the sorted positives: weight_sum (Σℓ), weight_offset_sum (Σℓ·u)
     detail::grow(ws.weight, p);
@@ -256,45 +272,40 @@ class ALRPLoss : public RankingLoss<ALRPLoss<Scalar>, Scalar, ALRPSignature> {
         ws.c[k] = 0;
       }
     }
-    values.first = 1.0 - sum_ratio / np;
-    // localisation: order by score descending, ties by flat index ascending
+    return 1.0 - sum_ratio / np;
+  }
+
+  /// The localisation part: positives by score descending (ties by flat index ascending), the
+  /// value mean(Σ_{above} ℓ / R_k), and ∂loc/∂ℓ into `grad_loc` when given.
+  template <typename GED>
+  double localisation_part(RankingWorkspace& ws, std::uint32_t p, double scale,
+                           GED& grad_loc) const {
+    const double np = static_cast<double>(p);
     detail::grow(ws.order, p);
-    {
-      std::uint32_t t = 0;
-      std::uint32_t end = p;
-      while (end > 0) {
-        std::uint32_t begin = end - 1;
-        while (begin > 0 && ws.pos[begin - 1].score == ws.pos[end - 1].score) --begin;
-        for (std::uint32_t k = begin; k < end; ++k) ws.order[t++] = k;
-        end = begin;
-      }
+    std::uint32_t t = 0;
+    for (std::uint32_t end = p; end > 0;) {
+      std::uint32_t begin = end - 1;
+      while (begin > 0 && ws.pos[begin - 1].score == ws.pos[end - 1].score) --begin;
+      for (std::uint32_t k = begin; k < end; ++k) ws.order[t++] = k;
+      end = begin;
     }
     double cum = 0, loc = 0;
-    for (std::uint32_t t = 0; t < p; ++t) {
-      const std::uint32_t k = ws.order[t];
+    for (std::uint32_t q = 0; q < p; ++q) {
+      const std::uint32_t k = ws.order[q];
       cum += ws.pos[k].aux;
       loc += cum / ws.rank[k];
     }
-    values.second = loc / np;
-    if constexpr (detail::kGiven<GED>) {
+    if constexpr (detail::kGiven<detail::Bare<GED>>) {
       double suffix = 0;
-      for (std::uint32_t t = p; t-- > 0;) {
-        const std::uint32_t k = ws.order[t];
+      for (std::uint32_t q = p; q-- > 0;) {
+        const std::uint32_t k = ws.order[q];
         suffix += 1.0 / ws.rank[k];
         grad_loc.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(suffix * scale / np);
       }
     }
-    if constexpr (detail::kGiven<RD>) {
-      for (std::uint32_t k = 0; k < p; ++k)
-        ranks.derived().coeffRef(ws.pos[k].anchor) = static_cast<Scalar>(ws.rank[k]);
-    }
-    if constexpr (kGrad) detail::write_updates(ws, x, labels, all, scale / np, grad);
-    return values;
+    return loc / np;
   }
 
-  /// @}
-
- private:
   Config config_;
 };
 

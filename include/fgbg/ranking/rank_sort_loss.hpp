@@ -121,7 +121,7 @@ class RankSortLoss : public RankingLoss<RankSortLoss<Scalar>, Scalar, RankSortSi
     check(x, labels, in, out);
     prepare(x, out);
     detail::RankValues values;
-    const double delta = config_.delta, eps = config_.eps;
+    const double delta = config_.delta;
     const auto is_pos = [&](Index a) { return iou.derived().coeff(a) > Scalar(0); };
     detail::gather_positives(
         ws, x, labels, is_pos, [&](Index a) { return static_cast<double>(iou.derived().coeff(a)); },
@@ -134,9 +134,25 @@ class RankSortLoss : public RankingLoss<RankSortLoss<Scalar>, Scalar, RankSortSi
     detail::positive_prefix(ws);
     detail::scatter_negatives(ws, x, labels, is_pos, kGrad);
     const double np = static_cast<double>(p);
-    const double* u = ws.u.data();
-    const double* ref = ws.ref.data();
-    const double sdelta = ws.delta;  // δ · scale, the δ of the scaled scores u
+    values.first = ranking_part(ws, p) / np;
+    order_by_iou(ws, p);
+    sorting_gaps(ws, p);
+    values.second = sorting_shares(ws, p) / np;
+    if constexpr (kGrad) {
+      sorting_updates(ws, p);
+      for (std::uint32_t k = 0; k < p; ++k) ws.g[k] = ws.g[k] * scale / np;
+      detail::write_updates(ws, x, labels, is_pos, scale / np, grad);
+    }
+    return values;
+  }
+  /// @}
+
+ private:
+  /// The ranking part: for every sorted positive k its ranking error r = F / (R⁺ + F), the
+  /// current sorting error c_k (sort_error) and the ranking part of its update (g, and the
+  /// distribution weight c to the negatives). Returns Σ r. Grows every buffer the phases use.
+  double ranking_part(RankingWorkspace& ws, std::uint32_t p) const {
+    const double eps = config_.eps;
     for (auto* v : {&ws.weight, &ws.sort_error, &ws.sort_gap, &ws.sort_share, &ws.g, &ws.c})
       detail::grow(*v, p);
     detail::grow(ws.weight_sum, p + 1);
@@ -144,7 +160,7 @@ class RankSortLoss : public RankingLoss<RankSortLoss<Scalar>, Scalar, RankSortSi
     // weight = 1 − y, prefix sums weight_sum (Σ(1−y)) and weight_offset_sum (Σ(1−y)·(u − ref))
     // over the sorted positives
     for (std::uint32_t k = 0; k < p; ++k) ws.weight[k] = 1.0 - ws.pos[k].aux;
-    detail::prefix_sums(ws.weight.data(), u, ref, p, ws.weight_sum.data(),
+    detail::prefix_sums(ws.weight.data(), ws.u.data(), ws.ref.data(), p, ws.weight_sum.data(),
                         ws.weight_offset_sum.data());
     double sum_rank = 0;
     for (std::uint32_t k = 0; k < p; ++k) {
@@ -157,23 +173,35 @@ class RankSortLoss : public RankingLoss<RankSortLoss<Scalar>, Scalar, RankSortSi
       ws.g[k] = F > eps ? -r : 0.0;     // ranking part of the update
       ws.c[k] = F > eps ? r / F : 0.0;  // distribution weight to the negatives
     }
-    // positives ordered by IoU descending (ties: score rank ascending)
+    return sum_rank;
+  }
+
+  /// ws.order: the positives by IoU descending (ties: score rank ascending).
+  static void order_by_iou(RankingWorkspace& ws, std::uint32_t p) {
     detail::grow(ws.order, p);
     for (std::uint32_t k = 0; k < p; ++k) ws.order[k] = k;
     std::sort(ws.order.begin(), ws.order.end(), [&](std::uint32_t l, std::uint32_t r) {
       return ws.pos[l].aux > ws.pos[r].aux || (ws.pos[l].aux == ws.pos[r].aux && l < r);
     });
+  }
+
+  /// One past the last position of the run of equal IoU that starts at position t of ws.order.
+  static std::uint32_t iou_run_end(const RankingWorkspace& ws, std::uint32_t t, std::uint32_t p) {
+    std::uint32_t e = t + 1;
+    while (e < p && ws.pos[ws.order[e]].aux == ws.pos[ws.order[t]].aux) ++e;
+    return e;
+  }
+
+  /// Pass 1 (IoU descending, each run of equal IoU inserted before it is queried): T_i and U_i
+  /// over {k : y_k ≥ y_i}, and the sorting gap e_i = c_i − U_i / T_i into sort_gap.
+  static void sorting_gaps(RankingWorkspace& ws, std::uint32_t p) {
+    const double* u = ws.u.data();
+    const double* ref = ws.ref.data();
+    const double sdelta = ws.delta;  // δ · scale, the δ of the scaled scores u
     auto& fen = ws.fenwick;
-    const auto group_end = [&](std::uint32_t t) {
-      std::uint32_t e = t + 1;
-      while (e < p && ws.pos[ws.order[e]].aux == ws.pos[ws.order[t]].aux) ++e;
-      return e;
-    };
-    // Pass 1 (IoU descending, group inserted first): T_i, U_i over {k : y_k ≥ y_i} → e_i in
-    // sort_gap
     fen.reset(p);
     for (std::uint32_t t = 0; t < p;) {
-      const std::uint32_t e = group_end(t);
+      const std::uint32_t e = iou_run_end(ws, t, p);
       for (std::uint32_t q = t; q < e; ++q) {
         const std::uint32_t k = ws.order[q];
         const detail::DD off = detail::two_sum(u[k], -ref[k]);
@@ -190,7 +218,17 @@ class RankSortLoss : public RankingLoss<RankSortLoss<Scalar>, Scalar, RankSortSi
       }
       t = e;
     }
-    // Pass 2 (IoU ascending, group queried first): D_i over {k : y_k < y_i} → d_i in sort_share
+  }
+
+  /// Pass 2 (IoU ascending, each run queried before it is inserted): D_i over {k : y_k < y_i},
+  /// the share d_i = e_i / D_i into sort_share, and the sorting part −e_i of the update.
+  /// Returns Σ e_i.
+  double sorting_shares(RankingWorkspace& ws, std::uint32_t p) const {
+    const double eps = config_.eps;
+    const double* u = ws.u.data();
+    const double* ref = ws.ref.data();
+    const double sdelta = ws.delta;
+    auto& fen = ws.fenwick;
     fen.reset(p);
     double sum_sort = 0;
     for (std::uint32_t t = p; t > 0;) {
@@ -216,36 +254,35 @@ class RankSortLoss : public RankingLoss<RankSortLoss<Scalar>, Scalar, RankSortSi
       }
       t = b;
     }
-    values.first = sum_rank / np;
-    values.second = sum_sort / np;
-    if constexpr (kGrad) {
-      // Pass 3 (IoU descending, group queried first): k receives Σ_{i: y_i > y_k} d_i H(s_k − s_i)
-      fen.reset(p);
-      for (std::uint32_t t = 0; t < p;) {
-        const std::uint32_t e = group_end(t);
-        for (std::uint32_t q = t; q < e; ++q) {
-          const std::uint32_t k = ws.order[q];
-          ws.g[k] += fen.down(ws.win[k], 0, 1, u[k], ref[ws.win[k].lo], sdelta);
-        }
-        for (std::uint32_t q = t; q < e; ++q) {
-          const std::uint32_t k = ws.order[q];
-          const detail::DD w[4] = {{ws.sort_share[k], 0.0},
-                                   detail::dd_mul(detail::two_sum(u[k], -ref[k]), ws.sort_share[k]),
-                                   {},
-                                   {}};
-          fen.add(k, w);
-        }
-        t = e;
-      }
-      for (std::uint32_t k = 0; k < p; ++k) ws.g[k] = ws.g[k] * scale / np;
-      detail::write_updates(ws, x, labels, is_pos, scale / np, grad);
-    }
-    return values;
+    return sum_sort;
   }
 
-  /// @}
+  /// Pass 3 (IoU descending, each run queried before it is inserted): positive k receives
+  /// Σ_{i: y_i > y_k} d_i H(s_k − s_i) in its update.
+  static void sorting_updates(RankingWorkspace& ws, std::uint32_t p) {
+    const double* u = ws.u.data();
+    const double* ref = ws.ref.data();
+    const double sdelta = ws.delta;
+    auto& fen = ws.fenwick;
+    fen.reset(p);
+    for (std::uint32_t t = 0; t < p;) {
+      const std::uint32_t e = iou_run_end(ws, t, p);
+      for (std::uint32_t q = t; q < e; ++q) {
+        const std::uint32_t k = ws.order[q];
+        ws.g[k] += fen.down(ws.win[k], 0, 1, u[k], ref[ws.win[k].lo], sdelta);
+      }
+      for (std::uint32_t q = t; q < e; ++q) {
+        const std::uint32_t k = ws.order[q];
+        const detail::DD w[4] = {{ws.sort_share[k], 0.0},
+                                 detail::dd_mul(detail::two_sum(u[k], -ref[k]), ws.sort_share[k]),
+                                 {},
+                                 {}};
+        fen.add(k, w);
+      }
+      t = e;
+    }
+  }
 
- private:
   Config config_;
 };
 

@@ -57,12 +57,16 @@ struct RankingSignature : DefaultSignature {
 
 namespace detail {
 
-inline void add_values(double& total, double v) { total += v; }
+inline void add_values(double& total, double v) {
+  total += v;
+}
 inline void add_values(RankValues& total, const RankValues& v) {
   total.first += v.first;
   total.second += v.second;
 }
-inline double divide_values(double v, double d) { return v / d; }
+inline double divide_values(double v, double d) {
+  return v / d;
+}
 inline RankValues divide_values(const RankValues& v, double d) {
   return {v.first / d, v.second / d};
 }
