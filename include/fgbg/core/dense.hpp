@@ -163,6 +163,36 @@ Acc tiled_reduce(const Eigen::DenseBase<XD>& x, GradOut& grad, const Acc& init, 
   return total;
 }
 
+/// The gradient-only traversal: runs `kernel(tile, x, g, scratch)` over every tile of `x`, which
+/// writes that tile of `grad` (N × C, already of the right shape) and returns nothing; tiles are
+/// independent and run in the chunks of tiled_reduce. The kernel always writes into an aligned
+/// stack buffer that is then copied out, so its bits do not depend on the caller's alignment
+/// (Eigen peels an unaligned head with scalar code, whose exp may differ from the packet exp in
+/// the last bit), and `grad` may be the logits themselves (each tile is read before it is
+/// written). The kernel must not throw.
+template <typename Scalar, typename XD, typename GD, typename Kernel>
+void tiled_write(const Eigen::DenseBase<XD>& x, Eigen::DenseBase<GD>& grad, Kernel&& kernel) {
+  const TileGrid grid(x.rows(), x.cols());
+  const Index tiles = grid.count();
+  if (tiles == 0) return;
+  const Index chunks = std::min(tiles, kMaxChunks);
+  const bool parallel = chunks > 1 && x.size() >= kParallelMinElems;
+  (void)parallel;
+#if FGBG_OPENMP_ENABLED
+#pragma omp parallel for schedule(static) if (parallel)
+#endif
+  for (Index k = 0; k < chunks; ++k) {
+    alignas(64) Scalar xbuf[kTileElems];
+    alignas(64) Scalar gbuf[kTileElems];
+    alignas(64) Scalar scratch[kScratchBuffers * kTileElems];
+    for (Index i = k * tiles / chunks, last = (k + 1) * tiles / chunks; i < last; ++i) {
+      const Tile t = grid.tile(i);
+      kernel(t, load_tile(x, t, xbuf), gbuf, scratch);
+      store_tile(grad, t, gbuf, gbuf);
+    }
+  }
+}
+
 /// tiled_reduce for the common case: `kernel(tile, x, g, scratch) -> double`, summed in order.
 template <typename Scalar, typename XD, typename GradOut, typename Kernel>
 double tiled_sum(const Eigen::DenseBase<XD>& x, GradOut& grad, Kernel&& kernel) {

@@ -309,38 +309,23 @@ class DRLoss : public DenseLoss<DRLoss<Scalar>, Scalar, DRSignature> {
                     GradOut& grad, BeforeWriting&& before_writing) const {
     constexpr bool kGrad = detail::kGiven<GradOut>;
     constexpr bool kProbe = !std::is_same<std::decay_t<BeforeWriting>, std::nullptr_t>::value;
-    using detail::kTileElems;
     const double beta_neg = static_cast<double>(Scalar(1) / config_.neg_lambda);
     const double beta_pos = 1.0 / static_cast<double>(config_.pos_lambda);
-    const detail::TileGrid grid(x.rows(), x.cols());
-    const Index tiles = grid.count();
-    const Index chunks = std::min(tiles, detail::kMaxChunks);
-    const bool parallel = chunks > 1 && x.size() >= detail::kParallelMinElems;
-    (void)parallel;
-
     // Pass 1: per chunk of tiles, in a fixed order, then merged in order.
-    detail::DrPartial partial[detail::kMaxChunks];
-#if FGBG_OPENMP_ENABLED
-#pragma omp parallel for schedule(static) if (parallel)
-#endif
-    for (Index k = 0; k < chunks; ++k) {
-      alignas(64) Scalar xbuf[kTileElems];
-      alignas(64) Scalar scratch[2 * kTileElems];
-      detail::DrPartial part;
-      for (Index i = k * tiles / chunks, last = (k + 1) * tiles / chunks; i < last; ++i) {
-        const detail::Tile t = grid.tile(i);
-        const Scalar* xt = detail::load_tile(x, t, xbuf);
-        if constexpr (kProbe) part.probe += (Eigen::Map<const Vec>(xt, t.size()) * Scalar(0)).sum();
-        sums_tile(t, xt, labels, label0, part, beta_neg, beta_pos, scratch);
-      }
-      partial[k] = part;
-    }
-    detail::DrPartial total;
-    for (Index k = 0; k < chunks; ++k) {
-      total.neg.merge(partial[k].neg, beta_neg);
-      total.pos.merge(partial[k].pos, beta_pos);
-      total.probe += partial[k].probe;
-    }
+    detail::None no_output;
+    const detail::DrPartial total = detail::tiled_reduce<Scalar>(
+        x, no_output, detail::DrPartial{},
+        [&](const detail::Tile& t, const Scalar* xt, Scalar*, Scalar* scratch,
+            detail::DrPartial& part) {
+          if constexpr (kProbe)
+            part.probe += (Eigen::Map<const Vec>(xt, t.size()) * Scalar(0)).sum();
+          sums_tile(t, xt, labels, label0, part, beta_neg, beta_pos, scratch);
+        },
+        [&](detail::DrPartial& all, const detail::DrPartial& part) {
+          all.neg.merge(part.neg, beta_neg);
+          all.pos.merge(part.pos, beta_pos);
+          all.probe += part.probe;
+        });
     if constexpr (kProbe) before_writing(!(total.probe == 0.0));  // throws on NaN / inf
 
     // The scalar finish, in double.
@@ -370,21 +355,10 @@ class DRLoss : public DenseLoss<DRLoss<Scalar>, Scalar, DRSignature> {
       co.beta_pos = beta_pos;
       co.bm_pos = total.pos.any ? beta_pos * total.pos.offset() : 0.0;
       // Pass 2: every tile independently.
-#if FGBG_OPENMP_ENABLED
-#pragma omp parallel for schedule(static) if (parallel)
-#endif
-      for (Index i = 0; i < tiles; ++i) {
-        alignas(64) Scalar xbuf[kTileElems];
-        alignas(64) Scalar gbuf[kTileElems];
-        alignas(64) Scalar scratch[2 * kTileElems];
-        const detail::Tile t = grid.tile(i);
-        const Scalar* xt = detail::load_tile(x, t, xbuf);
-        // Always into the aligned buffer, then copied out: Eigen peels the unaligned head of a
-        // destination with scalar code, whose exp differs from the packet exp in the last bit,
-        // so writing into the caller's memory made the bits depend on its alignment.
-        grad_tile(t, xt, gbuf, labels, label0, co, scratch);
-        detail::store_tile(grad, t, gbuf, gbuf);
-      }
+      detail::tiled_write<Scalar>(
+          x, grad, [&](const detail::Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch) {
+            grad_tile(t, xt, gt, labels, label0, co, scratch);
+          });
     }
     return value;
   }
