@@ -157,9 +157,6 @@ class ResidualObjectnessLoss
   }
 
  private:
-  /// Anchors per objectness tile, and class columns per chunk of a positive row.
-  static constexpr Index kTile = 1024;
-
   template <bool kGrad, typename OD, typename CD, typename LD, typename GO, typename GC>
   ResidualObjectnessResult compute(const Eigen::DenseBase<OD>& s, const Eigen::DenseBase<CD>& z,
                                    const Eigen::DenseBase<LD>& labels,
@@ -244,69 +241,84 @@ class ResidualObjectnessLoss
     return o;
   }
 
-  /// Σ_valid BCE(o, t) / norm, tile by tile with vectorised numerics.
+  /// Σ_valid BCE(o, t) / norm over the N summed objectness logits o_i, on the dense engine: the
+  /// o_i are a lazy N × 1 expression the engine gathers tile by tile, and each tile's gradient
+  /// (N × 1) is written across the K columns of `go`.
   template <bool kGrad, typename OD, typename LD, typename GO>
   double objectness_part(const Eigen::DenseBase<OD>& s, const Eigen::DenseBase<LD>& labels,
                          double norm, GO& go) const {
     using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
-    alignas(64) Scalar ob[kTile], tb[kTile], vb[kTile], eb[kTile], lb[kTile], gb[kTile];
     const detail::GradFactor<Scalar> inv(1.0, norm);
-    const Index n = s.rows(), k = s.cols();
-    double total = 0.0;
-    for (Index i0 = 0; i0 < n; i0 += kTile) {
-      const Index t = std::min(kTile, n - i0);
-      for (Index i = 0; i < t; ++i) {
-        const auto l = labels.derived().coeff(i0 + i);
-        ob[i] = static_cast<Scalar>(objectness(s, i0 + i));
-        tb[i] = l > 0 ? Scalar(-1) : Scalar(1);  // the sign of z = (1 − 2t)·o
-        vb[i] = l >= 0 ? Scalar(1) : Scalar(0);
-      }
-      Eigen::Map<Vec> o(ob, t), tg(tb, t), v(vb, t), e(eb, t), loss(lb, t), g(gb, t);
-      e = array::exp_neg_abs(o);
-      // BCE(o, t) = softplus((1 − 2t)·o): softplus(−o) for positives directly (softplus(o) − o
-      // cancels to 0 in float for o > 16).
-      loss = ((o * tg).max(Scalar(0)) + e.log1p()) * v;  // softplus(z), z = (1 − 2t)·o
-      total += detail::sum_normalised(lb, t, detail::ElementScale(norm));
-      if constexpr (kGrad) {
-        // ∂softplus(z)/∂o = (1 − 2t)·σ(z): −σ(−o) for positives, without σ(o) − 1 cancelling.
-        g = array::sigmoid_from(o * tg, e) * tg * v;
-        detail::scale_gradient(gb, t, inv);
-        for (Index i = 0; i < t; ++i)
-          for (Index j = 0; j < k; ++j) go.derived().coeffRef(i0 + i, j) = gb[i];
-      }
-    }
-    return total;
+    const Index k = s.cols();
+    const auto o_all =
+        Vec::NullaryExpr(s.rows(), [&s](Index i) { return static_cast<Scalar>(objectness(s, i)); });
+    detail::None none;
+    return detail::tiled_sum<Scalar>(
+        o_all, none, [&](const detail::Tile& tile, const Scalar* op, Scalar*, Scalar* scratch) {
+          const Index t = tile.rows, i0 = tile.row0;
+          Scalar* tb = scratch;
+          Scalar* vb = scratch + detail::kTileElems;
+          for (Index i = 0; i < t; ++i) {
+            const auto l = labels.derived().coeff(i0 + i);
+            tb[i] = l > 0 ? Scalar(-1) : Scalar(1);  // the sign of z = (1 − 2t)·o
+            vb[i] = l >= 0 ? Scalar(1) : Scalar(0);
+          }
+          Eigen::Map<const Vec> o(op, t);
+          Eigen::Map<Vec> tg(tb, t), v(vb, t), e(scratch + 2 * detail::kTileElems, t),
+              loss(scratch + 3 * detail::kTileElems, t);
+          e = array::exp_neg_abs(o);
+          // BCE(o, t) = softplus((1 − 2t)·o): softplus(−o) for positives directly (softplus(o) − o
+          // cancels to 0 in float for o > 16).
+          loss = ((o * tg).max(Scalar(0)) + e.log1p()) * v;  // softplus(z), z = (1 − 2t)·o
+          const double sum = detail::sum_normalised(loss.data(), t, detail::ElementScale(norm));
+          if constexpr (kGrad) {
+            // ∂softplus(z)/∂o = (1 − 2t)·σ(z): −σ(−o) for positives, without σ(o) − 1 cancelling.
+            loss = array::sigmoid_from(o * tg, e) * tg * v;
+            detail::scale_gradient(loss.data(), t, inv);
+            for (Index i = 0; i < t; ++i)
+              for (Index j = 0; j < k; ++j) go.derived().coeffRef(i0 + i, j) = loss[i];
+          }
+          return sum;
+        });
   }
 
-  /// Σ_positive rows Σ_c BCE(z, onehot) / norm; zero gradient on the other rows.
+  /// Σ_positive rows Σ_c BCE(z, onehot) / norm; zero gradient on the other rows. Each positive
+  /// row is one pass of the dense engine (the other rows are never read).
   template <bool kGrad, typename CD, typename LD, typename GC>
   double class_part(const Eigen::DenseBase<CD>& z, const Eigen::DenseBase<LD>& labels, double norm,
                     GC& gc) const {
     using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
-    alignas(64) Scalar xb[kTile], eb[kTile], lb[kTile], gb[kTile];
     const detail::GradFactor<Scalar> inv(1.0, norm);
-    const Index n = z.rows(), c = z.cols();
     if constexpr (kGrad) gc.derived().setZero();
     double total = 0.0;
-    for (Index i = 0; i < n; ++i) {
+    for (Index i = 0; i < z.rows(); ++i) {
       const auto l = labels.derived().coeff(i);
       if (l <= 0) continue;
       const Index col = static_cast<Index>(l) - 1;
-      for (Index c0 = 0; c0 < c; c0 += kTile) {
-        const Index t = std::min(kTile, c - c0);
-        for (Index j = 0; j < t; ++j) xb[j] = z.derived().coeff(i, c0 + j);
-        Eigen::Map<Vec> x(xb, t), e(eb, t), loss(lb, t), g(gb, t);
+      auto row_pass = [&](const detail::Tile& tile, const Scalar* xb, Scalar* gb, Scalar* scratch) {
+        const Index t = tile.cols, c0 = tile.col0;
+        Eigen::Map<const Vec> x(xb, t);
+        Eigen::Map<Vec> e(scratch, t), loss(scratch + detail::kTileElems, t);
         e = array::exp_neg_abs(x);
         loss = array::softplus_from(x, e);
         const bool has_target = col >= c0 && col < c0 + t;
-        if (has_target) lb[col - c0] = softplus(-xb[col - c0]);  // direct form, no cancellation
-        total += detail::sum_normalised(lb, t, detail::ElementScale(norm));
+        if (has_target) loss[col - c0] = softplus(-xb[col - c0]);  // direct form, no cancellation
+        const double sum = detail::sum_normalised(loss.data(), t, detail::ElementScale(norm));
         if constexpr (kGrad) {
+          Eigen::Map<Vec> g(gb, t);
           g = array::sigmoid_from(x, e);
           if (has_target) gb[col - c0] = -sigmoid(-xb[col - c0]);  // σ(z) − 1 = −σ(−z)
           detail::scale_gradient(gb, t, inv);
-          for (Index j = 0; j < t; ++j) gc.derived().coeffRef(i, c0 + j) = gb[j];
         }
+        return sum;
+      };
+      const auto zr = z.derived().row(i);
+      if constexpr (kGrad) {
+        auto gr = gc.derived().row(i);
+        total += detail::tiled_sum<Scalar>(zr, gr, row_pass);
+      } else {
+        detail::None none;
+        total += detail::tiled_sum<Scalar>(zr, none, row_pass);
       }
     }
     return total;
