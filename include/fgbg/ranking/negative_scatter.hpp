@@ -2,8 +2,9 @@
 /// @brief The positive–negative sums F_i = Σ_{j∈N} H_δ(s_j − s_i), computed without sorting the
 ///        negatives (scatter_negatives).
 ///
-/// Every relevant negative finds its slot in the NegativeGrid and is added to a histogram; prefix
-/// sums over the slots then give F_i and the count of negatives with H > 0 for every positive.
+/// Every relevant negative finds its slot in the NegativeGrid and is added to a histogram
+/// (histogram_negatives); prefix sums over the slots (slot_prefix_sums) then give F_i and the
+/// count of negatives with H > 0 for every positive (negatives_above_positives).
 #pragma once
 
 #include "../core/requires_cxx17.hpp"
@@ -22,30 +23,14 @@
 namespace fgbg {
 namespace detail {
 
-/// Computes F_i = Σ_{j∈N} H_δ(s_j − s_i) and the integer count of negatives with H > 0 for every
-/// sorted positive i (ws.F, ws.count). Every relevant negative j finds its slot t_j in the
-/// NegativeGrid (one search) and is counted in a histogram of count and offset sum per slot
-/// (offsets s_j − r_t from the slot's smallest double r_t, in double-double: the same multiset of
-/// negatives gives the same sums in any order, to about 2^-100). With prefix sums N(t) and
-/// chain-relative offset sums S(t) over the slots and a = pos_lo(k), b = pos_hi(k), for positive k
-///
-///   count_k = N_rel − N(b)          (negatives with s_j − u_k > −δ: H > 0)
-///   full_k  = N_rel − N(a)          (negatives with s_j − u_k ≥ δ: H = 1)
-///   F_k     = full_k + ½ (cw + (S(a) − S(b) − cw·(u_k − ref_k))/δ),  cw = count_k − full_k.
-///
-/// With `keep_slots` the slots are stored (ws.neg_slots, in anchor-major order) for
-/// write_updates. Negatives are the entries (n, c) with label ≥ 0 other than the
-/// positive entry of their anchor.
+/// Phase 1 of scatter_negatives: puts every relevant negative into its slot of ws.grid (one
+/// search) and adds it to that slot's ScatterCell (count and offset sum s − slot_ref[t]); with
+/// `keep_slots` also stores the slot in ws.neg_slots (anchor-major order). ws.grid and ws.cells
+/// must be built for the p ≥ 1 sorted positives. Returns N_rel, the number of relevant negatives.
 template <typename XD, typename LD, typename IsPos>
-void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
-                       const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, bool keep_slots) {
-  const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
-  ws.relevant_negatives = 0;
-  if (p == 0) return;
-  const double delta = ws.delta;
-  const double* u = ws.u.data();
-  ws.grid.build(u, p, delta);
-  ws.cells.assign(2 * static_cast<std::size_t>(p) + 1, ScatterCell{});
+Index histogram_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
+                          const Eigen::DenseBase<LD>& labels, const IsPos& is_pos,
+                          bool keep_slots) {
   // locals, so that the hot loop keeps them in registers
   const double scale = ws.scale, first_key = ws.grid.keys()[0];
   const double* const slot_ref = ws.grid.slot_refs();
@@ -90,11 +75,15 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
     }
     relevant += row;
   }
-  ws.relevant_negatives = relevant;
-  grow(ws.F, p);
-  grow(ws.count, p);
-  // prefix sums over the slots: counts in place; S(t) = Σ_{t' ≤ t} (offset sum + count·(key −
-  // ref)) over the slots inside a window (the others are never part of a window's difference)
+  return relevant;
+}
+
+/// Phase 2 of scatter_negatives: prefix sums over the 2p + 1 slots of the histogram. The counts
+/// become N(t) in place (ws.cells); ws.slot_sums gets S(t) = Σ_{t' ≤ t} (offset sum + count·(key
+/// − ref)) over the slots inside a window (the others are never part of a window's difference).
+inline void slot_prefix_sums(RankingWorkspace& ws, std::uint32_t p) {
+  ScatterCell* const cell = ws.cells.data();
+  const double* const slot_ref = ws.grid.slot_refs();
   const std::size_t slots_n = 2 * static_cast<std::size_t>(p) + 1;
   grow(ws.slot_sums, slots_n);
   DD* const S = ws.slot_sums.data();
@@ -111,6 +100,16 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
     S[t] = dd_add(S[t - 1], contrib);
     cell[t].count += cell[t - 1].count;
   }
+}
+
+/// Phase 3 of scatter_negatives: F_k and count_k of every sorted positive k (ws.F, ws.count,
+/// already sized p) from the slot prefix sums and the positive's two key positions a = pos_lo(k),
+/// b = pos_hi(k) (see scatter_negatives). `relevant` is N_rel.
+inline void negatives_above_positives(RankingWorkspace& ws, std::uint32_t p, Index relevant) {
+  const double delta = ws.delta;
+  const double* u = ws.u.data();
+  const ScatterCell* const cell = ws.cells.data();
+  const DD* const S = ws.slot_sums.data();
   for (std::uint32_t k = 0; k < p; ++k) {
     const std::uint32_t ta = ws.grid.pos_lo(k), tb = ws.grid.pos_hi(k);
     const std::int64_t full = relevant - cell[ta].count, count = relevant - cell[tb].count;
@@ -124,6 +123,36 @@ void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
     ws.count[k] = count;
     ws.F[k] = count == 0 ? 0.0 : f;
   }
+}
+
+/// Computes F_i = Σ_{j∈N} H_δ(s_j − s_i) and the integer count of negatives with H > 0 for every
+/// sorted positive i (ws.F, ws.count). Every relevant negative j finds its slot t_j in the
+/// NegativeGrid (one search) and is counted in a histogram of count and offset sum per slot
+/// (offsets s_j − r_t from the slot's smallest double r_t, in double-double: the same multiset of
+/// negatives gives the same sums in any order, to about 2^-100). With prefix sums N(t) and
+/// chain-relative offset sums S(t) over the slots and a = pos_lo(k), b = pos_hi(k), for positive k
+///
+///   count_k = N_rel − N(b)          (negatives with s_j − u_k > −δ: H > 0)
+///   full_k  = N_rel − N(a)          (negatives with s_j − u_k ≥ δ: H = 1)
+///   F_k     = full_k + ½ (cw + (S(a) − S(b) − cw·(u_k − ref_k))/δ),  cw = count_k − full_k.
+///
+/// With `keep_slots` the slots are stored (ws.neg_slots, in anchor-major order) for
+/// write_updates. Negatives are the entries (n, c) with label ≥ 0 other than the
+/// positive entry of their anchor.
+template <typename XD, typename LD, typename IsPos>
+void scatter_negatives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
+                       const Eigen::DenseBase<LD>& labels, const IsPos& is_pos, bool keep_slots) {
+  const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
+  ws.relevant_negatives = 0;
+  if (p == 0) return;
+  ws.grid.build(ws.u.data(), p, ws.delta);
+  ws.cells.assign(2 * static_cast<std::size_t>(p) + 1, ScatterCell{});
+  const Index relevant = histogram_negatives(ws, x, labels, is_pos, keep_slots);
+  ws.relevant_negatives = relevant;
+  grow(ws.F, p);
+  grow(ws.count, p);
+  slot_prefix_sums(ws, p);
+  negatives_above_positives(ws, p, relevant);
 }
 
 }  // namespace detail
