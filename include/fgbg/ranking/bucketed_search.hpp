@@ -63,6 +63,9 @@ inline std::uint32_t bound_in(const double* v, std::uint32_t begin, std::uint32_
 /// +inf). The worst case (all elements in one bucket) is the plain O(log n) search.
 class BucketedSearch {
  public:
+  /// A bucket range of at most kScan elements is settled by counting kScan elements, branch-free,
+  /// instead of a search; with about one element per bucket (kBucketsPerElement) almost every
+  /// range is that short. The copy carries kScan +inf sentinels so the count may run past the end.
   static constexpr std::uint32_t kScan = 2;
   /// Buckets per element: a query's bucket then holds about one element on average, so the
   /// kScan-element count settles almost every search.

@@ -56,10 +56,14 @@ class NegativeGrid {
     pos_lo_.resize(p);
     pos_hi_.resize(p);
     constexpr double kInf = std::numeric_limits<double>::infinity();
+    // The estimate u_k ± δ and the predicate's difference c − u_k are each rounded once, so the
+    // threshold is almost always within an ulp or two of the estimate: kNextafterSteps single
+    // steps settle it; the bisection (at most 64 halvings of the ordinals) is the exact fallback.
+    constexpr int kNextafterSteps = 4;
     // largest double c with !pred(c), pred monotone (false at -DBL_MAX, true at DBL_MAX),
     // starting from the estimate c: a few nextafter steps, else a bisection over the doubles
     const auto threshold = [&](double c, auto pred) {
-      for (int i = 0; i < 4; ++i) {
+      for (int i = 0; i < kNextafterSteps; ++i) {
         if (pred(c)) {
           c = std::nextafter(c, -kInf);
         } else if (!pred(std::nextafter(c, kInf))) {

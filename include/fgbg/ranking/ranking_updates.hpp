@@ -40,6 +40,12 @@ inline int scale_down_weights(double* w, std::uint32_t n) {
   return m;
 }
 
+/// Cap on a negative's offset (s − r_t)/δ from its slot's smallest double in write_updates. A slot
+/// inside a window is at most 2δ wide, so the cap (twice that) never changes a used offset; a slot
+/// with an empty window (slope 0) may be arbitrarily wide, and there the cap keeps the offset
+/// finite so that 0 · offset stays 0 instead of 0 · inf = NaN.
+inline constexpr double kMaxSlotOffset = 4.0;
+
 /// Writes the update of every entry: 0 for ignored entries and irrelevant negatives;
 /// scale · Σ_i c_i H_δ(s_j − s_i) for a relevant negative j, with c from ws.c over the sorted
 /// positives; ws.g[k] (final, normalisation included) for the sorted positive k. Requires
@@ -97,7 +103,7 @@ void write_updates(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
       const double s = static_cast<double>(x.derived().coeff(a, col)) * sscale;
       if (col != pc && first_key < s) {
         const SlotUpdate& q = su[*slot++];
-        out = static_cast<GS>(q.base + q.slope * std::min((s - q.ref) * inv_delta, 4.0));
+        out = static_cast<GS>(q.base + q.slope * std::min((s - q.ref) * inv_delta, kMaxSlotOffset));
       }
       grad.coeffRef(a, col) = out;
     }

@@ -19,6 +19,14 @@
 namespace fgbg {
 namespace detail {
 
+/// Score bound of gather_positives: when the largest |positive score| or δ exceeds
+/// kMaxUnscaledScore = 2^kMaxScoreExp, scores and δ are multiplied by a power of 2 (exact) that
+/// brings the largest below 2^kMaxScoreExp. The 2^124 left to DBL_MAX keeps every difference,
+/// window width 2δ and window sum finite (kMaxWeightExp, ranking_updates.hpp, budgets the weights
+/// against it).
+inline constexpr int kMaxScoreExp = 900;
+inline constexpr double kMaxUnscaledScore = 0x1p900;  ///< 2^kMaxScoreExp
+
 /// Collects the positive entries of an N × C sigmoid layout: entry (n, labels[n] − 1) for every
 /// anchor with a foreground label for which `is_pos(n)` holds. `aux(n)` gives the side input.
 /// Sorts them by (score, flat index), chooses the scale (a power of 2, exact: 1 unless the
@@ -43,7 +51,7 @@ void gather_positives(RankingWorkspace& ws, const Eigen::DenseBase<XD>& x,
   std::sort(ws.pos.begin(), ws.pos.end(), [](const RankedPositive& l, const RankedPositive& r) {
     return l.score < r.score || (l.score == r.score && l.flat < r.flat);
   });
-  ws.scale = big > 0x1p900 ? std::ldexp(1.0, 899 - std::ilogb(big)) : 1.0;
+  ws.scale = big > kMaxUnscaledScore ? std::ldexp(1.0, kMaxScoreExp - 1 - std::ilogb(big)) : 1.0;
   ws.delta = delta * ws.scale;
   const std::uint32_t p = static_cast<std::uint32_t>(ws.pos.size());
   grow(ws.u, p);

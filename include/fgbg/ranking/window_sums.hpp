@@ -58,7 +58,11 @@ inline Window window_at(const double* v, std::uint32_t n, double t, double delta
 /// negative) lies inside one chain, so window sums of w·(u − ref) never mix far-apart scores:
 /// the cancellation of a window sum is relative to the chain's spread, not to the outliers.
 inline void chain_refs(const double* u, std::uint32_t n, double delta, double* ref) {
-  const double gap = delta * (1 + 0x1p-40);
+  // Relative widening of the 2δ chain gap: far above the few ulps by which the rounded half
+  // difference 0.5·(u_k − u_{k−1}) can exceed the exact one, so a pair within 2δ is never split,
+  // and far below any δ that matters (a wider chain only shifts the reference).
+  constexpr double kChainGapSlack = 0x1p-40;
+  const double gap = delta * (1 + kChainGapSlack);
   for (std::uint32_t k = 0; k < n; ++k)
     ref[k] = (k > 0 && !(0.5 * (u[k] - u[k - 1]) > gap)) ? ref[k - 1] : u[k];
 }
