@@ -124,35 +124,37 @@ void nms_match_sorted(Index v, double iou_thr, NmsMatchWorkspace<Scalar>& ws,
   for (Index t = 0; t < ntiles; ++t)
     ws.tiles[t].load(boxes, t * Tile::kSize, std::min(Tile::kSize, v - t * Tile::kSize));
   ws.local_rank.assign(static_cast<std::size_t>(v), 0);
-  // alive[t]: bit j set while box t·64 + j is neither suppressed nor visited, so each kept box
-  // looks only at live boxes after it, and exhausted tiles are skipped.
-  static_assert(Tile::kSize == 64, "one 64-bit mask per tile");
+  // alive[t]: bit j set while box t·kMaskBits + j is neither suppressed nor visited, so each kept
+  // box looks only at live boxes after it, and exhausted tiles are skipped.
+  constexpr Index kMaskBits = 64;  // the bits of one std::uint64_t mask: one per box of a tile
+  static_assert(Tile::kSize == kMaskBits, "one 64-bit mask per tile");
   ws.alive.resize(static_cast<std::size_t>(ntiles));
   for (Index t = 0; t < ntiles; ++t)
-    ws.alive[t] = ws.tiles[t].n == 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << ws.tiles[t].n) - 1;
+    ws.alive[t] =
+        ws.tiles[t].n == kMaskBits ? ~std::uint64_t(0) : (std::uint64_t(1) << ws.tiles[t].n) - 1;
   const Scalar thr = static_cast<Scalar>(iou_thr);
   typename Tile::Vec iou;
   for (Index i = 0; i < v; ++i) {
-    const std::uint64_t bit = std::uint64_t(1) << (i % 64);
-    if (!(ws.alive[i / 64] & bit)) continue;  // suppressed
-    ws.alive[i / 64] &= ~bit;                 // visited (kept)
+    const std::uint64_t bit = std::uint64_t(1) << (i % kMaskBits);
+    if (!(ws.alive[i / kMaskBits] & bit)) continue;  // suppressed
+    ws.alive[i / kMaskBits] &= ~bit;                 // visited (kept)
     if (groups) {
       groups->begin.push_back(static_cast<Index>(groups->members.size()));
       groups->members.push_back(i);
     }
     Index rank = 0;
     const Scalar* b = ws.sorted.data() + 4 * i;
-    for (Index t = i / 64; t < ntiles; ++t) {
+    for (Index t = i / kMaskBits; t < ntiles; ++t) {
       if (ws.alive[t] == 0) continue;
       ws.tiles[t].iou_with(b[0], b[1], b[2], b[3], iou);
       std::uint64_t hit = 0;
-      for (int j = 0; j < 64; ++j) hit |= std::uint64_t(iou[j] >= thr) << j;
+      for (int j = 0; j < kMaskBits; ++j) hit |= std::uint64_t(iou[j] >= thr) << j;
       hit &= ws.alive[t];
       ws.alive[t] &= ~hit;
       while (hit) {  // in increasing position, i.e. score order
         const int j = pisa_lowest_bit(hit);
         hit &= hit - 1;
-        const Index p = t * 64 + j;
+        const Index p = t * kMaskBits + j;
         ws.local_rank[p] = ++rank;
         if (groups) groups->members.push_back(p);
       }
@@ -475,10 +477,14 @@ class ScoreHlrSampler {
     }
   }
 
+  /// Exponent of the fallback's scaling: ℓ/2 ≤ DBL_MAX and every weight v ≤ 1, so with the
+  /// 2^-64 the sums of up to 2^63 (any Index count of) sampled negatives stay below DBL_MAX.
+  static constexpr int kFallbackLossExp = 64;
+
   /// The overflow fallback of the ratio's sums. A double logit row with max − x0 beyond DBL_MAX
   /// has ℓ = inf, or the sums overflow. The ratio is scale-free: `num` and `den` are recomputed
-  /// with ℓ · 2^-65 = (lse / 2 − x0 / 2) · 2^-64 (finite for every finite row; the rows it is
-  /// taken for are the sampled negatives).
+  /// with ℓ · 2^-65 = (lse / 2 − x0 / 2) · 2^-kFallbackLossExp (finite for every finite row; the
+  /// rows it is taken for are the sampled negatives).
   template <typename XD>
   static void scaled_loss_sums(const Eigen::DenseBase<XD>& logits, Index c, const Sample& out,
                                double& num, double& den) {
@@ -490,7 +496,7 @@ class ScoreHlrSampler {
       double sum = 0.0;
       for (Index col = 0; col <= c; ++col) sum += std::exp(static_cast<double>(row.coeff(col)) - m);
       const double half = (0.5 * m + 0.5 * std::log(sum)) - 0.5 * static_cast<double>(row.coeff(0));
-      const double l = std::ldexp(half, -64);
+      const double l = std::ldexp(half, -kFallbackLossExp);
       num += l;
       den += l * out.negative_weights[q];
     }
