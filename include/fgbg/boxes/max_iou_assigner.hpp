@@ -172,6 +172,10 @@ class MaxIouAssigner {
   }
 
  private:
+  /// Start value of every running maximum (a candidate's best IoU, a GT's best IoU): below every
+  /// IoU (≥ 0), so the first GT (or tile) always replaces it and ties then keep the first.
+  static constexpr double kBelowAnyIou = -1.0;
+
   template <typename LD>
   static void check_gt_labels(const Eigen::DenseBase<LD>& gt_labels, Index g_count) {
     static_assert(std::is_integral<typename LD::Scalar>::value,
@@ -208,7 +212,7 @@ class MaxIouAssigner {
     for (Index begin = 0; begin < n; begin += Tile::kSize) {
       const Index count = std::min(Tile::kSize, n - begin);
       load(tile, begin, count);
-      best.setConstant(Scalar(-1));
+      best.setConstant(Scalar(kBelowAnyIou));
       arg.setZero();
       for (Index g = 0; g < g_count; ++g) {
         column(tile, begin, count, col, g);
@@ -240,9 +244,9 @@ class MaxIouAssigner {
     std::fill(out.iou_storage.begin(), out.iou_storage.end(), 0.0);
   }
 
-  /// Empties the per-GT best IoU (−1) and the candidates reaching it, for g_count GTs.
+  /// Empties the per-GT best IoU (kBelowAnyIou) and the candidates reaching it, for g_count GTs.
   static void reset_gt_best(Index g_count, Assignment& out) {
-    out.gt_best_.assign(static_cast<std::size_t>(g_count), -1.0);
+    out.gt_best_.assign(static_cast<std::size_t>(g_count), kBelowAnyIou);
     if (out.gt_argbest_.size() < static_cast<std::size_t>(g_count))
       out.gt_argbest_.resize(static_cast<std::size_t>(g_count));
     for (Index g = 0; g < g_count; ++g) out.gt_argbest_[g].clear();
