@@ -172,6 +172,10 @@ class MaxIouAssigner {
   }
 
  private:
+  /// Start value of every running maximum (a candidate's best IoU, a GT's best IoU): below every
+  /// IoU (≥ 0), so the first GT (or tile) always replaces it and ties then keep the first.
+  static constexpr double kBelowAnyIou = -1.0;
+
   template <typename LD>
   static void check_gt_labels(const Eigen::DenseBase<LD>& gt_labels, Index g_count) {
     static_assert(std::is_integral<typename LD::Scalar>::value,
@@ -189,34 +193,26 @@ class MaxIouAssigner {
            ColFn&& column, LoadFn&& load) const {
     using Tile = detail::BoxTile<Scalar>;
     using Vec = typename Tile::Vec;
-    const Config& c = config_;
     out.label_storage.resize(static_cast<std::size_t>(n));
     out.gt_storage.resize(static_cast<std::size_t>(n));
     out.iou_storage.resize(static_cast<std::size_t>(n));
     out.num_gts = g_count;
     out.num_gt_proposals = 0;
     if (g_count == 0) {
-      std::fill(out.label_storage.begin(), out.label_storage.end(), Label(0));
-      std::fill(out.gt_storage.begin(), out.gt_storage.end(), -1);
-      std::fill(out.iou_storage.begin(), out.iou_storage.end(), 0.0);
+      assign_without_gts(out);
       return;
     }
-    const bool low_quality = c.match_low_quality;
-    if (low_quality) {
-      out.gt_best_.assign(static_cast<std::size_t>(g_count), -1.0);
-      if (out.gt_argbest_.size() < static_cast<std::size_t>(g_count))
-        out.gt_argbest_.resize(static_cast<std::size_t>(g_count));
-      for (Index g = 0; g < g_count; ++g) out.gt_argbest_[g].clear();
-    }
-    const Scalar pos_thr = static_cast<Scalar>(c.pos_iou_thr);
-    const Scalar neg_thr = static_cast<Scalar>(c.neg_iou_thr);
-    const Scalar neg_lo = static_cast<Scalar>(c.neg_iou_lo);
+    const bool low_quality = config_.match_low_quality;
+    if (low_quality) reset_gt_best(g_count, out);
+    const Thresholds<Scalar> thr{static_cast<Scalar>(config_.pos_iou_thr),
+                                 static_cast<Scalar>(config_.neg_iou_thr),
+                                 static_cast<Scalar>(config_.neg_iou_lo)};
     Tile tile;
     Vec col = Vec::Zero(), best, arg;
     for (Index begin = 0; begin < n; begin += Tile::kSize) {
       const Index count = std::min(Tile::kSize, n - begin);
       load(tile, begin, count);
-      best.setConstant(Scalar(-1));
+      best.setConstant(Scalar(kBelowAnyIou));
       arg.setZero();
       for (Index g = 0; g < g_count; ++g) {
         column(tile, begin, count, col, g);
@@ -228,53 +224,97 @@ class MaxIouAssigner {
           best[t] = better ? col[t] : best[t];
           arg[t] = better ? gs : arg[t];
         }
-        if (low_quality) {
-          const Scalar tile_max = col.maxCoeff();  // padded lanes hold IoU 0
-          double& gb = out.gt_best_[g];
-          const double tm = static_cast<double>(tile_max);
-          if (tm >= gb) {
-            auto& list = out.gt_argbest_[g];
-            if (tm > gb) {
-              gb = tm;
-              list.clear();
-            }
-            // Zero-IoU candidates are recorded only to reproduce the reference quirk.
-            const bool record = tm > 0 || c.low_quality_zero_iou;
-            if (record && (c.gt_max_assign_all || list.empty()))
-              for (Index t = 0; t < count; ++t)
-                if (col[t] == tile_max) {
-                  list.push_back(begin + t);
-                  if (!c.gt_max_assign_all) break;
-                }
-          }
-        }
+        if (low_quality) track_gt_best<Scalar>(col, begin, count, g, out);
       }
-      for (Index t = 0; t < count; ++t) {
-        const Index i = begin + t;
-        const Scalar m = best[t];
-        Label label = kIgnore;
-        std::int32_t gi = -1;
-        if (m >= neg_lo && m < neg_thr) label = kBackground;
-        if (m >= pos_thr) {
-          gi = static_cast<std::int32_t>(arg[t]);
-          label = static_cast<Label>(gt_labels.derived().coeff(gi));
-        }
-        out.label_storage[i] = label;
-        out.gt_storage[i] = gi;
-        out.iou_storage[i] = static_cast<double>(m);
-      }
+      label_tile(thr, best, arg, begin, count, gt_labels, out);
     }
-    if (low_quality) {
-      const Scalar min_pos = static_cast<Scalar>(c.min_pos_iou);
-      for (Index g = 0; g < g_count; ++g) {
-        const Scalar gb = static_cast<Scalar>(out.gt_best_[g]);
-        if (!(gb >= min_pos)) continue;
-        if (gb <= Scalar(0) && !c.low_quality_zero_iou) continue;
-        const Label label = static_cast<Label>(gt_labels.derived().coeff(g));
-        for (const Index i : out.gt_argbest_[g]) {
-          out.gt_storage[i] = static_cast<std::int32_t>(g);
-          out.label_storage[i] = label;
-        }
+    if (low_quality) apply_low_quality_matches<Scalar>(gt_labels, g_count, out);
+  }
+
+  /// The label thresholds in the IoU's scalar type (see the file comment).
+  template <typename Scalar>
+  struct Thresholds {
+    Scalar pos, neg, neg_lo;
+  };
+
+  /// Step 5 of the file comment: no GT, every candidate negative with IoU 0.
+  static void assign_without_gts(Assignment& out) {
+    std::fill(out.label_storage.begin(), out.label_storage.end(), Label(0));
+    std::fill(out.gt_storage.begin(), out.gt_storage.end(), -1);
+    std::fill(out.iou_storage.begin(), out.iou_storage.end(), 0.0);
+  }
+
+  /// Empties the per-GT best IoU (kBelowAnyIou) and the candidates reaching it, for g_count GTs.
+  static void reset_gt_best(Index g_count, Assignment& out) {
+    out.gt_best_.assign(static_cast<std::size_t>(g_count), kBelowAnyIou);
+    if (out.gt_argbest_.size() < static_cast<std::size_t>(g_count))
+      out.gt_argbest_.resize(static_cast<std::size_t>(g_count));
+    for (Index g = 0; g < g_count; ++g) out.gt_argbest_[g].clear();
+  }
+
+  /// Low-quality bookkeeping for GT g and one tile of IoUs `col` (candidates begin..begin+count):
+  /// raises GT g's best IoU and records the candidates reaching it (all of them with
+  /// gt_max_assign_all, else the first).
+  template <typename Scalar, typename Vec>
+  void track_gt_best(const Vec& col, Index begin, Index count, Index g, Assignment& out) const {
+    const Config& c = config_;
+    const Scalar tile_max = col.maxCoeff();  // padded lanes hold IoU 0
+    double& gb = out.gt_best_[g];
+    const double tm = static_cast<double>(tile_max);
+    if (tm >= gb) {
+      auto& list = out.gt_argbest_[g];
+      if (tm > gb) {
+        gb = tm;
+        list.clear();
+      }
+      // Zero-IoU candidates are recorded only to reproduce the reference quirk.
+      const bool record = tm > 0 || c.low_quality_zero_iou;
+      if (record && (c.gt_max_assign_all || list.empty()))
+        for (Index t = 0; t < count; ++t)
+          if (col[t] == tile_max) {
+            list.push_back(begin + t);
+            if (!c.gt_max_assign_all) break;
+          }
+    }
+  }
+
+  /// Steps 1–3 of the file comment for one tile: from each candidate's best IoU `best` and its
+  /// GT `arg`, the label (ignored, negative or the GT's class), GT index and max IoU.
+  template <typename Scalar, typename Vec, typename LD>
+  static void label_tile(const Thresholds<Scalar>& thr, const Vec& best, const Vec& arg,
+                         Index begin, Index count, const Eigen::DenseBase<LD>& gt_labels,
+                         Assignment& out) {
+    const Scalar pos_thr = thr.pos, neg_thr = thr.neg, neg_lo = thr.neg_lo;
+    for (Index t = 0; t < count; ++t) {
+      const Index i = begin + t;
+      const Scalar m = best[t];
+      Label label = kIgnore;
+      std::int32_t gi = -1;
+      if (m >= neg_lo && m < neg_thr) label = kBackground;
+      if (m >= pos_thr) {
+        gi = static_cast<std::int32_t>(arg[t]);
+        label = static_cast<Label>(gt_labels.derived().coeff(gi));
+      }
+      out.label_storage[i] = label;
+      out.gt_storage[i] = gi;
+      out.iou_storage[i] = static_cast<double>(m);
+    }
+  }
+
+  /// Step 4 of the file comment: for g = 0..G−1 in order, the recorded candidates of a GT whose
+  /// best IoU passes min_pos_iou (and is > 0 unless low_quality_zero_iou) become positive to g.
+  template <typename Scalar, typename LD>
+  void apply_low_quality_matches(const Eigen::DenseBase<LD>& gt_labels, Index g_count,
+                                 Assignment& out) const {
+    const Scalar min_pos = static_cast<Scalar>(config_.min_pos_iou);
+    for (Index g = 0; g < g_count; ++g) {
+      const Scalar gb = static_cast<Scalar>(out.gt_best_[g]);
+      if (!(gb >= min_pos)) continue;
+      if (gb <= Scalar(0) && !config_.low_quality_zero_iou) continue;
+      const Label label = static_cast<Label>(gt_labels.derived().coeff(g));
+      for (const Index i : out.gt_argbest_[g]) {
+        out.gt_storage[i] = static_cast<std::int32_t>(g);
+        out.label_storage[i] = label;
       }
     }
   }

@@ -56,33 +56,30 @@ void check_gt_index(const char* where, const Eigen::DenseBase<LD>& labels,
                     " must be >= 0 for a positive (label ", labels.derived().coeff(i), ")");
 }
 
-/// Instance-balanced choice of at most p_exp positives into `out` (ascending). Inputs checked.
-template <typename LD, typename GD, typename URBG>
-void instance_balanced_positives(const Eigen::DenseBase<LD>& labels,
-                                 const Eigen::DenseBase<GD>& gt_index, Index p_exp,
-                                 InstanceBalanceMode mode, URBG& rng, SampleScratch& s,
-                                 std::vector<Index>& out) {
-  // The scratch buffers by role: the positives, the positives grouped by GT, the starts of the
-  // groups in by_gt, and a working list (running positions, then one draw).
-  auto &positives = s.a, &by_gt = s.b, &work = s.c, &group_start = s.d;
-  collect(
-      labels, [](auto l) { return l > 0; }, positives);
-  out.clear();
-  if (static_cast<Index>(positives.size()) <= p_exp) {
-    out = positives;
-    return;
-  }
-  // Group positives by GT: by_gt = the positives, groups ascending by GT id, members ascending
-  // by index; group k is by_gt[group_start[k] .. group_start[k + 1]) (possibly empty). Ids of
-  // positives are ≥ 0 (checked), so as unsigned 64-bit keys they keep their order. Memory never
-  // depends on the id values:
-  //  - compact ids (max id < 2P + 64, e.g. an Assignment's 0..G−1): a stable counting sort,
-  //    O(P), over a buffer bounded by a function of P (reserved up front, so it never grows
-  //    with the ids once warm);
-  //  - anything else (e.g. batch-unique ids like 2·10⁹): std::sort of (id, index) pairs,
-  //    O(P log P).
+/// GT ids count as compact when max id < kCompactIdFactor · P + kCompactIdSlack: the counting
+/// sort's buffers then have O(P) entries (max id + 2). The factor admits ids up to twice the
+/// positives (GTs without positives in between); the slack lets an image with few positives but
+/// GT ids up to a few dozen (an Assignment's 0..G−1) take the counting path too.
+inline constexpr Index kCompactIdFactor = 2;
+inline constexpr Index kCompactIdSlack = 64;
+
+/// Groups the positives by GT: by_gt = the positives, groups ascending by GT id, members ascending
+/// by index; group k is by_gt[group_start[k] .. group_start[k + 1]) (possibly empty). Ids of
+/// positives are ≥ 0 (checked), so as unsigned 64-bit keys they keep their order. Memory never
+/// depends on the id values:
+///  - compact ids (max id < kCompactIdFactor · P + kCompactIdSlack, e.g. an Assignment's
+///    0..G−1): a stable counting sort, O(P), over a buffer bounded by a function of P (reserved
+///    up front, so it never grows with the ids once warm);
+///  - anything else (e.g. batch-unique ids like 2·10⁹): std::sort of (id, index) pairs,
+///    O(P log P).
+/// `work` is a scratch list (the counting sort's running positions).
+template <typename GD>
+void group_by_gt(const Eigen::DenseBase<GD>& gt_index, const std::vector<Index>& positives,
+                 SampleScratch& s, std::vector<Index>& by_gt, std::vector<Index>& group_start,
+                 std::vector<Index>& work) {
   const Index n_pos = static_cast<Index>(positives.size());
-  const std::uint64_t compact = static_cast<std::uint64_t>(2 * n_pos + 64);
+  const std::uint64_t compact =
+      static_cast<std::uint64_t>(kCompactIdFactor * n_pos + kCompactIdSlack);
   auto id_of = [&](Index i) { return static_cast<std::uint64_t>(gt_index.derived().coeff(i)); };
   std::uint64_t max_gt = 0;
   for (const Index i : positives) max_gt = std::max(max_gt, id_of(i));
@@ -110,6 +107,13 @@ void instance_balanced_positives(const Eigen::DenseBase<LD>& labels,
     }
     group_start.push_back(n_pos);
   }
+}
+
+/// From every non-empty group of by_gt: all its positives if at most q = round(p_exp / |G|) + 1
+/// (half to even), else q at random; appended to `out`. `work` holds one group's draw.
+template <typename URBG>
+void take_per_gt(const std::vector<Index>& by_gt, const std::vector<Index>& group_start,
+                 Index p_exp, URBG& rng, std::vector<Index>& work, std::vector<Index>& out) {
   Index groups = 0;
   for (std::size_t k = 0; k + 1 < group_start.size(); ++k)
     groups += (group_start[k + 1] > group_start[k]);
@@ -123,6 +127,15 @@ void instance_balanced_positives(const Eigen::DenseBase<LD>& labels,
     choose_k(work, q, rng, false);
     out.insert(out.end(), work.begin(), work.end());
   }
+}
+
+/// Brings the per-GT draw `out` to p_exp: fills from Pos \ taken (clean) or from all of Pos
+/// (faithful, the reference's set difference removes nothing), or keeps p_exp at random; then
+/// sorts and deduplicates.
+template <typename URBG>
+void fill_or_trim_positives(const std::vector<Index>& positives, Index p_exp,
+                            InstanceBalanceMode mode, URBG& rng, std::vector<Index>& work,
+                            std::vector<Index>& out) {
   const Index taken = static_cast<Index>(out.size());
   if (taken < p_exp) {
     const Index extra = p_exp - taken;
@@ -141,6 +154,27 @@ void instance_balanced_positives(const Eigen::DenseBase<LD>& labels,
   }
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
+}
+
+/// Instance-balanced choice of at most p_exp positives into `out` (ascending). Inputs checked.
+template <typename LD, typename GD, typename URBG>
+void instance_balanced_positives(const Eigen::DenseBase<LD>& labels,
+                                 const Eigen::DenseBase<GD>& gt_index, Index p_exp,
+                                 InstanceBalanceMode mode, URBG& rng, SampleScratch& s,
+                                 std::vector<Index>& out) {
+  // The scratch buffers by role: the positives, the positives grouped by GT, the starts of the
+  // groups in by_gt, and a working list (running positions, then one draw).
+  auto &positives = s.a, &by_gt = s.b, &work = s.c, &group_start = s.d;
+  collect(
+      labels, [](auto l) { return l > 0; }, positives);
+  out.clear();
+  if (static_cast<Index>(positives.size()) <= p_exp) {
+    out = positives;
+    return;
+  }
+  group_by_gt(gt_index, positives, s, by_gt, group_start, work);
+  take_per_gt(by_gt, group_start, p_exp, rng, work, out);
+  fill_or_trim_positives(positives, p_exp, mode, rng, work, out);
 }
 
 }  // namespace detail

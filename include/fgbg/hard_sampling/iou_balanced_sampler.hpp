@@ -171,8 +171,10 @@ class IouBalancedSampler {
     const auto& iou = iou_.derived();
     auto v = [&](Index i) { return static_cast<double>(iou.coeff(i)); };
     // The scratch buffers by role: all negatives, the floor set F (IoU below the floor
-    // threshold), the binned set S, and the candidates of one draw.
+    // threshold), the binned set S, the candidates of one draw, and per candidate whether it is
+    // already in `out`.
     auto &negatives = s.a, &floor_set = s.b, &binned_set = s.c, &drawn = s.d;
+    auto& taken = s.marks;
     detail::collect(
         labels, [](auto l) { return l == 0; }, negatives);  // Neg, ascending
     if (static_cast<Index>(negatives.size()) <= n_exp) {
@@ -182,10 +184,48 @@ class IouBalancedSampler {
     const bool faithful = config_.mode == IouBalanceMode::faithful;
     const double tau = faithful ? state->floor_thr : config_.floor_thr;
     out.clear();
-    // The floor set F and the binned set S, both ascending.
+    const double tau_eff = split_floor_and_binned(negatives, tau, v, floor_set, binned_set);
+    if (tau < 0 && faithful) state->floor_thr = 0;  // mmdet's permanent reset
+
+    // ⌊N_exp · (1 − floor_fraction)⌋ ≤ N_exp, clamped in double (N_exp may be INT64_MAX).
+    const Index n_s =
+        detail::min_with_floor(n_exp, static_cast<double>(n_exp) * (1.0 - config_.floor_fraction));
+    const Index neg_count = static_cast<Index>(negatives.size());
+    taken.assign(static_cast<std::size_t>(labels.size()), 0);
+    if (static_cast<Index>(binned_set.size()) > n_s) {
+      if (config_.num_bins >= 2) {
+        const double m = bin_upper(labels.size(), negatives, v);
+        draw_per_bin(binned_set, tau_eff, m, n_s, v, rng, drawn, out, taken);
+      } else {
+        drawn = binned_set;
+        detail::choose_k(drawn, n_s, rng, false);
+        take(drawn, out, taken);
+      }
+    } else {
+      take(binned_set, out, taken);
+    }
+    const Index n_f = n_exp - static_cast<Index>(out.size());
+    detail::choose_k(floor_set, n_f, rng, false);
+    take(floor_set, out, taken);
+    const Index have = static_cast<Index>(out.size());
+    if (have < n_exp && have < neg_count) {
+      drawn.clear();
+      for (const Index i : negatives)
+        if (!taken[i]) drawn.push_back(i);
+      detail::choose_k(drawn, n_exp - have, rng, false);
+      out.insert(out.end(), drawn.begin(), drawn.end());
+    }
+    std::sort(out.begin(), out.end());
+  }
+
+  /// Splits the negatives into the floor set F and the binned set S (both ascending) by the
+  /// floor threshold τ (see the file comment); returns τ_eff, the lower end of the bins.
+  template <typename V>
+  static double split_floor_and_binned(const std::vector<Index>& negatives, double tau, const V& v,
+                                       std::vector<Index>& floor_set,
+                                       std::vector<Index>& binned_set) {
     floor_set.clear();
     binned_set.clear();
-    double tau_eff = 0;
     for (const Index i : negatives) {
       const double x = v(i);
       bool in_f, in_s;
@@ -202,79 +242,59 @@ class IouBalancedSampler {
       if (in_f) floor_set.push_back(i);
       if (in_s) binned_set.push_back(i);
     }
-    if (tau > 0) tau_eff = tau;
-    if (tau < 0 && faithful) state->floor_thr = 0;  // mmdet's permanent reset
+    return tau > 0 ? tau : 0.0;
+  }
 
-    // ⌊N_exp · (1 − floor_fraction)⌋ ≤ N_exp, clamped in double (N_exp may be INT64_MAX).
-    const Index n_s =
-        detail::min_with_floor(n_exp, static_cast<double>(n_exp) * (1.0 - config_.floor_fraction));
-    const Index neg_count = static_cast<Index>(negatives.size());
-    s.marks.assign(static_cast<std::size_t>(labels.size()), 0);
-    if (static_cast<Index>(binned_set.size()) > n_s) {
-      if (config_.num_bins >= 2) {
-        double m = 0;
-        if (config_.range_upper == IouRangeUpper::global_max) {
-          for (Index i = 0; i < labels.size(); ++i) m = std::max(m, v(i));
-        } else if (config_.range_upper == IouRangeUpper::neg_max) {
-          for (const Index i : negatives) m = std::max(m, v(i));
-        } else {
-          m = config_.fixed_upper;
-        }
-        const Index k_bins = config_.num_bins;
-        const double delta = (m - tau_eff) / static_cast<double>(k_bins);
-        const Index q = n_s / k_bins;
-        for (Index k = 0; k < k_bins; ++k) {
-          const double lo = tau_eff + static_cast<double>(k) * delta;
-          const double hi = tau_eff + static_cast<double>(k + 1) * delta;
-          drawn.clear();
-          for (const Index i : binned_set)
-            if (v(i) >= lo && v(i) < hi) drawn.push_back(i);
-          detail::choose_k(drawn, q, rng, false);
-          for (const Index i : drawn) {
-            out.push_back(i);
-            s.marks[i] = 1;
-          }
-        }
-        const Index taken = static_cast<Index>(out.size());
-        if (taken < n_s) {
-          drawn.clear();
-          for (const Index i : binned_set)
-            if (!s.marks[i]) drawn.push_back(i);
-          detail::choose_k(drawn, n_s - taken, rng, false);
-          for (const Index i : drawn) {
-            out.push_back(i);
-            s.marks[i] = 1;
-          }
-        }
-      } else {
-        drawn = binned_set;
-        detail::choose_k(drawn, n_s, rng, false);
-        for (const Index i : drawn) {
-          out.push_back(i);
-          s.marks[i] = 1;
-        }
-      }
+  /// Upper end m of the IoU bins (config range_upper): over all `n` candidates, over the
+  /// negatives, or the fixed value.
+  template <typename V>
+  double bin_upper(Index n, const std::vector<Index>& negatives, const V& v) const {
+    double m = 0;
+    if (config_.range_upper == IouRangeUpper::global_max) {
+      for (Index i = 0; i < n; ++i) m = std::max(m, v(i));
+    } else if (config_.range_upper == IouRangeUpper::neg_max) {
+      for (const Index i : negatives) m = std::max(m, v(i));
     } else {
-      for (const Index i : binned_set) {
-        out.push_back(i);
-        s.marks[i] = 1;
-      }
+      m = config_.fixed_upper;
     }
-    const Index n_f = n_exp - static_cast<Index>(out.size());
-    detail::choose_k(floor_set, n_f, rng, false);
-    for (const Index i : floor_set) {
-      out.push_back(i);
-      s.marks[i] = 1;
-    }
-    const Index have = static_cast<Index>(out.size());
-    if (have < n_exp && have < neg_count) {
+    return m;
+  }
+
+  /// K ≥ 2 bins over [τ_eff, m): q = ⌊n_s / K⌋ drawn at random from each bin, then the draw is
+  /// filled to n_s from the binned set's untaken members. Appends to `out`, marks `taken`.
+  template <typename V, typename URBG>
+  void draw_per_bin(const std::vector<Index>& binned_set, double tau_eff, double m, Index n_s,
+                    const V& v, URBG& rng, std::vector<Index>& drawn, std::vector<Index>& out,
+                    std::vector<unsigned char>& taken) const {
+    const Index k_bins = config_.num_bins;
+    const double delta = (m - tau_eff) / static_cast<double>(k_bins);
+    const Index q = n_s / k_bins;
+    for (Index k = 0; k < k_bins; ++k) {
+      const double lo = tau_eff + static_cast<double>(k) * delta;
+      const double hi = tau_eff + static_cast<double>(k + 1) * delta;
       drawn.clear();
-      for (const Index i : negatives)
-        if (!s.marks[i]) drawn.push_back(i);
-      detail::choose_k(drawn, n_exp - have, rng, false);
-      out.insert(out.end(), drawn.begin(), drawn.end());
+      for (const Index i : binned_set)
+        if (v(i) >= lo && v(i) < hi) drawn.push_back(i);
+      detail::choose_k(drawn, q, rng, false);
+      take(drawn, out, taken);
     }
-    std::sort(out.begin(), out.end());
+    const Index taken_count = static_cast<Index>(out.size());
+    if (taken_count < n_s) {
+      drawn.clear();
+      for (const Index i : binned_set)
+        if (!taken[i]) drawn.push_back(i);
+      detail::choose_k(drawn, n_s - taken_count, rng, false);
+      take(drawn, out, taken);
+    }
+  }
+
+  /// Appends `chosen` to `out` and marks them taken.
+  static void take(const std::vector<Index>& chosen, std::vector<Index>& out,
+                   std::vector<unsigned char>& taken) {
+    for (const Index i : chosen) {
+      out.push_back(i);
+      taken[i] = 1;
+    }
   }
 
   Config config_;

@@ -32,9 +32,15 @@ inline Index min_with_floor(Index n, double x) {
 /// thread makes every sampler thread-safe; capacity is kept, so steady-state calls never
 /// allocate).
 struct SampleScratch {
+  /// Four index lists whose role depends on the sampler: each sampler binds them to role names
+  /// where it starts (IouBalancedSampler: negatives, floor_set, binned_set, drawn;
+  /// instance-balanced positives: positives, by_gt, work, group_start; OhemSampler: pos_pool,
+  /// neg_pool, pos_kept, neg_kept; OhemPaperSampler: pool, kept).
   std::vector<Index> a, b, c, d;
-  std::vector<double> losses;
+  std::vector<double> losses;                   ///< the loss callback's output for one pool (OHEM)
   std::vector<std::pair<double, Index>> keyed;  ///< (key, index) pairs for top-k selection
+  /// One flag per candidate: already taken (IouBalancedSampler) or already seen (the duplicate
+  /// check of sample_weights).
   std::vector<unsigned char> marks;
   std::vector<std::pair<std::uint64_t, Index>> grouped;  ///< (GT id, index) of positives
 };

@@ -124,35 +124,37 @@ void nms_match_sorted(Index v, double iou_thr, NmsMatchWorkspace<Scalar>& ws,
   for (Index t = 0; t < ntiles; ++t)
     ws.tiles[t].load(boxes, t * Tile::kSize, std::min(Tile::kSize, v - t * Tile::kSize));
   ws.local_rank.assign(static_cast<std::size_t>(v), 0);
-  // alive[t]: bit j set while box t·64 + j is neither suppressed nor visited, so each kept box
-  // looks only at live boxes after it, and exhausted tiles are skipped.
-  static_assert(Tile::kSize == 64, "one 64-bit mask per tile");
+  // alive[t]: bit j set while box t·kMaskBits + j is neither suppressed nor visited, so each kept
+  // box looks only at live boxes after it, and exhausted tiles are skipped.
+  constexpr Index kMaskBits = 64;  // the bits of one std::uint64_t mask: one per box of a tile
+  static_assert(Tile::kSize == kMaskBits, "one 64-bit mask per tile");
   ws.alive.resize(static_cast<std::size_t>(ntiles));
   for (Index t = 0; t < ntiles; ++t)
-    ws.alive[t] = ws.tiles[t].n == 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << ws.tiles[t].n) - 1;
+    ws.alive[t] =
+        ws.tiles[t].n == kMaskBits ? ~std::uint64_t(0) : (std::uint64_t(1) << ws.tiles[t].n) - 1;
   const Scalar thr = static_cast<Scalar>(iou_thr);
   typename Tile::Vec iou;
   for (Index i = 0; i < v; ++i) {
-    const std::uint64_t bit = std::uint64_t(1) << (i % 64);
-    if (!(ws.alive[i / 64] & bit)) continue;  // suppressed
-    ws.alive[i / 64] &= ~bit;                 // visited (kept)
+    const std::uint64_t bit = std::uint64_t(1) << (i % kMaskBits);
+    if (!(ws.alive[i / kMaskBits] & bit)) continue;  // suppressed
+    ws.alive[i / kMaskBits] &= ~bit;                 // visited (kept)
     if (groups) {
       groups->begin.push_back(static_cast<Index>(groups->members.size()));
       groups->members.push_back(i);
     }
     Index rank = 0;
     const Scalar* b = ws.sorted.data() + 4 * i;
-    for (Index t = i / 64; t < ntiles; ++t) {
+    for (Index t = i / kMaskBits; t < ntiles; ++t) {
       if (ws.alive[t] == 0) continue;
       ws.tiles[t].iou_with(b[0], b[1], b[2], b[3], iou);
       std::uint64_t hit = 0;
-      for (int j = 0; j < 64; ++j) hit |= std::uint64_t(iou[j] >= thr) << j;
+      for (int j = 0; j < kMaskBits; ++j) hit |= std::uint64_t(iou[j] >= thr) << j;
       hit &= ws.alive[t];
       ws.alive[t] &= ~hit;
       while (hit) {  // in increasing position, i.e. score order
         const int j = pisa_lowest_bit(hit);
         hit &= hit - 1;
-        const Index p = t * 64 + j;
+        const Index p = t * kMaskBits + j;
         ws.local_rank[p] = ++rank;
         if (groups) groups->members.push_back(p);
       }
@@ -274,6 +276,36 @@ class ScoreHlrSampler {
     // ---- validation and the deterministic part; nothing is written to `out` or `rng` ----
     const Index n = assigned.size();
     detail::check_vector(kName, "assigned", assigned, n);
+    const Index c = check_shapes(n, logits, boxes);
+    split_candidates(assigned, ws);
+    score_negatives(logits, boxes, c, ws);
+    const Index n_pos = static_cast<Index>(ws.pos.size());
+    ScoreHlrResult r = plan_counts(n_pos, static_cast<Index>(ws.neg.size()),
+                                   static_cast<Index>(ws.nms.order.size()));
+    const Index n_prime = r.expected_negatives;
+    const bool ranked = r.valid > 0 && n_prime > 0;
+    if (ranked) rank_valid_negatives(boxes, r.valid, ws);
+
+    // ---- random draws (positives first, as mmdetection), then the output ----
+    out.clear();
+    draw_positives(n_pos, r.positives, rng, ws, out);
+    if (n_prime == 0) return r;
+    if (!ranked) {
+      draw_unranked_negatives(n_prime, rng, ws, out);
+      return r;
+    }
+    double num = 0.0, den = 0.0;  // Σ_sel ℓ and Σ_sel ℓ·v
+    weigh_ranked_negatives(r, n_prime, rng, ws, out, num, den);
+    if (!(std::isfinite(num) && std::isfinite(den))) scaled_loss_sums(logits, c, out, num, den);
+    r.ratio = apply_loss_ratio(num, den, out);
+    return r;
+  }
+
+ private:
+  /// Checks the shapes of the logits (N × (C+1), C ≥ 1) and boxes (N × 4 or N × 4C); returns C.
+  template <typename XD, typename BD>
+  static Index check_shapes(Index n, const Eigen::DenseBase<XD>& logits,
+                            const Eigen::DenseBase<BD>& boxes) {
     if (logits.rows() != n || logits.cols() < 2)
       detail::throw_invalid(kName, "logits must be ", n,
                             " x (C+1) with C >= 1 (column 0 is background), got ", logits.rows(),
@@ -282,9 +314,17 @@ class ScoreHlrSampler {
     if (boxes.rows() != n || (boxes.cols() != 4 && boxes.cols() != 4 * c))
       detail::throw_invalid(kName, "boxes must be ", n, " x 4 (class-agnostic) or ", n, " x ",
                             4 * c, " (class-specific), got ", boxes.rows(), " x ", boxes.cols());
+    return c;
+  }
+
+  /// Checks the assignment values and splits the candidates into ws.pos (> 0) and ws.neg (= 0,
+  /// ascending).
+  template <typename AD>
+  static void split_candidates(const Eigen::DenseBase<AD>& assigned,
+                               ScoreHlrWorkspace<Scalar>& ws) {
     ws.pos.clear();
     ws.neg.clear();
-    for (Index i = 0; i < n; ++i) {
+    for (Index i = 0; i < assigned.size(); ++i) {
       const long long a = static_cast<long long>(assigned.derived().coeff(i));
       if (a < -1)
         detail::throw_invalid(kName, "assigned(", i, ") = ", a,
@@ -292,6 +332,14 @@ class ScoreHlrSampler {
       if (a > 0) ws.pos.push_back(i);
       if (a == 0) ws.neg.push_back(i);
     }
+  }
+
+  /// Scores every negative j from its logits row (s_j, ℓ_j, a_j into ws.score, ws.loss, ws.cls;
+  /// the row is checked finite). Valid negatives (s_j > score_thr) go to ws.nms.order as negative
+  /// positions, their class-a_j box checked; the others to ws.invalid as candidate ids.
+  template <typename XD, typename BD>
+  void score_negatives(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<BD>& boxes,
+                       Index c, ScoreHlrWorkspace<Scalar>& ws) const {
     const Index n_neg = static_cast<Index>(ws.neg.size());
     ws.score.resize(ws.neg.size());
     ws.loss.resize(ws.neg.size());
@@ -330,61 +378,80 @@ class ScoreHlrSampler {
         ws.invalid.push_back(i);
       }
     }
+  }
 
+  /// The counts of the call (P, N', |V|, n_hlr, n_rand) from the pool sizes.
+  ScoreHlrResult plan_counts(Index n_pos, Index n_neg, Index n_valid) const {
     ScoreHlrResult r;
-    const Index n_pos = static_cast<Index>(ws.pos.size());
     // The batch rule of every sampler (SamplerConfig: clamped in double, so num = INT64_MAX or a
     // bound of 1e30 cannot overflow); 0 ≤ P ≤ num.
     const SamplerConfig batch = config_.batch();
     r.positives = std::min(n_pos, batch.expected_positives());
     r.expected_negatives = std::min(n_neg, batch.expected_negatives(r.positives));
-    r.valid = static_cast<Index>(ws.nms.order.size());
+    r.valid = n_valid;
     const Index n_prime = r.expected_negatives;
-    const bool ranked = r.valid > 0 && n_prime > 0;
-    if (ranked) {
+    if (r.valid > 0 && n_prime > 0) {
       r.ranked = std::min(r.valid, n_prime);
       r.random = n_prime - r.ranked;
-      // NMS matching of the valid negatives' boxes, then the importance order.
-      detail::nms_sort_and_gather(
-          ws.nms, [&](Index j) { return ws.score[j]; },
-          [&](Index j, int q) {
-            const Index off = boxes.cols() == 4 ? 0 : 4 * (ws.cls[j] - 1);
-            return boxes.derived().coeff(ws.neg[j], off + q);
-          });
-      detail::nms_match_sorted(r.valid, config_.iou_thr, ws.nms, nullptr);
-      ws.hlr.resize(static_cast<std::size_t>(r.valid));
-      for (Index p = 0; p < r.valid; ++p) ws.hlr[p] = p;
-      const auto& rank = ws.nms.local_rank;
-      std::sort(ws.hlr.begin(), ws.hlr.end(), [&](Index a, Index b) {
-        if (rank[a] != rank[b]) return rank[a] < rank[b];
-        return a < b;  // sorted position: score desc, index asc
-      });
     } else {
       r.random = n_prime;
     }
+    return r;
+  }
 
-    // ---- random draws (positives first, as mmdetection), then the output ----
-    out.clear();
-    if (n_pos > r.positives) choose_in_place(ws.pos, r.positives, rng);
-    out.positives.assign(ws.pos.begin(), ws.pos.begin() + r.positives);
+  /// NMS matching of the `valid` negatives' boxes, then their importance order (local rank
+  /// ascending, then sorted position: score descending, index ascending) into ws.hlr.
+  template <typename BD>
+  void rank_valid_negatives(const Eigen::DenseBase<BD>& boxes, Index valid,
+                            ScoreHlrWorkspace<Scalar>& ws) const {
+    detail::nms_sort_and_gather(
+        ws.nms, [&](Index j) { return ws.score[j]; },
+        [&](Index j, int q) {
+          const Index off = boxes.cols() == 4 ? 0 : 4 * (ws.cls[j] - 1);
+          return boxes.derived().coeff(ws.neg[j], off + q);
+        });
+    detail::nms_match_sorted(valid, config_.iou_thr, ws.nms, nullptr);
+    ws.hlr.resize(static_cast<std::size_t>(valid));
+    for (Index p = 0; p < valid; ++p) ws.hlr[p] = p;
+    const auto& rank = ws.nms.local_rank;
+    std::sort(ws.hlr.begin(), ws.hlr.end(), [&](Index a, Index b) {
+      if (rank[a] != rank[b]) return rank[a] < rank[b];
+      return a < b;  // sorted position: score desc, index asc
+    });
+  }
+
+  /// The first draw: `chosen` of the n_pos positives uniformly, into out.positives ascending.
+  template <typename URBG>
+  static void draw_positives(Index n_pos, Index chosen, URBG& rng, ScoreHlrWorkspace<Scalar>& ws,
+                             Sample& out) {
+    if (n_pos > chosen) choose_in_place(ws.pos, chosen, rng);
+    out.positives.assign(ws.pos.begin(), ws.pos.begin() + chosen);
     std::sort(out.positives.begin(), out.positives.end());
-    if (n_prime == 0) return r;
+  }
 
-    if (!ranked) {
-      ws.invalid.assign(ws.neg.begin(), ws.neg.end());
-      choose_in_place(ws.invalid, n_prime, rng);
-      out.negatives.assign(ws.invalid.begin(), ws.invalid.begin() + n_prime);
-      std::sort(out.negatives.begin(), out.negatives.end());
-      out.negative_weights.assign(static_cast<std::size_t>(n_prime), 1.0);
-      return r;
-    }
+  /// No valid negative: n_prime negatives uniformly, ascending, with weight 1.
+  template <typename URBG>
+  static void draw_unranked_negatives(Index n_prime, URBG& rng, ScoreHlrWorkspace<Scalar>& ws,
+                                      Sample& out) {
+    ws.invalid.assign(ws.neg.begin(), ws.neg.end());
+    choose_in_place(ws.invalid, n_prime, rng);
+    out.negatives.assign(ws.invalid.begin(), ws.invalid.begin() + n_prime);
+    std::sort(out.negatives.begin(), out.negatives.end());
+    out.negative_weights.assign(static_cast<std::size_t>(n_prime), 1.0);
+  }
+
+  /// The r.ranked negatives in importance order with weights v_j, then r.random invalid ones
+  /// drawn uniformly (ascending) with the padding weight; adds Σ ℓ to `num` and Σ ℓ·v to `den`.
+  template <typename URBG>
+  void weigh_ranked_negatives(const ScoreHlrResult& r, Index n_prime, URBG& rng,
+                              ScoreHlrWorkspace<Scalar>& ws, Sample& out, double& num,
+                              double& den) const {
     const double u = static_cast<double>(std::max(n_prime, r.valid));
     const double b = config_.bias, k = config_.k;
     auto map = [&](double v) {
       const double base = b + (1.0 - b) * v;
       return pow_fast(base, k, [&] { return std::pow(base, k); });
     };
-    double num = 0.0, den = 0.0;
     for (Index j = 0; j < r.ranked; ++j) {
       const Index neg_pos = ws.nms.order[ws.hlr[j]];
       const double w = map((u - static_cast<double>(j)) / u);
@@ -408,32 +475,42 @@ class ScoreHlrSampler {
         den += ws.loss[neg_pos] * w;
       }
     }
-    if (!(std::isfinite(num) && std::isfinite(den))) {
-      // A double logit row with max − x0 beyond DBL_MAX has ℓ = inf, or the sums overflow. The
-      // ratio is scale-free: recompute it with ℓ · 2^-65 = (lse / 2 − x0 / 2) · 2^-64 (finite
-      // for every finite row; the rows it is taken for are the sampled negatives).
-      num = den = 0.0;
-      for (std::size_t q = 0; q < out.negatives.size(); ++q) {
-        const auto row = logits.derived().row(out.negatives[q]);
-        double m = -std::numeric_limits<double>::infinity();
-        for (Index col = 0; col <= c; ++col) m = std::max(m, static_cast<double>(row.coeff(col)));
-        double sum = 0.0;
-        for (Index col = 0; col <= c; ++col)
-          sum += std::exp(static_cast<double>(row.coeff(col)) - m);
-        const double half =
-            (0.5 * m + 0.5 * std::log(sum)) - 0.5 * static_cast<double>(row.coeff(0));
-        const double l = std::ldexp(half, -64);
-        num += l;
-        den += l * out.negative_weights[q];
-      }
-    }
-    const double ratio = num / den;
-    r.ratio = (den > 0.0 && std::isfinite(ratio)) ? ratio : 1.0;
-    for (double& w : out.negative_weights) w *= r.ratio;
-    return r;
   }
 
- private:
+  /// Exponent of the fallback's scaling: ℓ/2 ≤ DBL_MAX and every weight v ≤ 1, so with the
+  /// 2^-64 the sums of up to 2^63 (any Index count of) sampled negatives stay below DBL_MAX.
+  static constexpr int kFallbackLossExp = 64;
+
+  /// The overflow fallback of the ratio's sums. A double logit row with max − x0 beyond DBL_MAX
+  /// has ℓ = inf, or the sums overflow. The ratio is scale-free: `num` and `den` are recomputed
+  /// with ℓ · 2^-65 = (lse / 2 − x0 / 2) · 2^-kFallbackLossExp (finite for every finite row; the
+  /// rows it is taken for are the sampled negatives).
+  template <typename XD>
+  static void scaled_loss_sums(const Eigen::DenseBase<XD>& logits, Index c, const Sample& out,
+                               double& num, double& den) {
+    num = den = 0.0;
+    for (std::size_t q = 0; q < out.negatives.size(); ++q) {
+      const auto row = logits.derived().row(out.negatives[q]);
+      double m = -std::numeric_limits<double>::infinity();
+      for (Index col = 0; col <= c; ++col) m = std::max(m, static_cast<double>(row.coeff(col)));
+      double sum = 0.0;
+      for (Index col = 0; col <= c; ++col) sum += std::exp(static_cast<double>(row.coeff(col)) - m);
+      const double half = (0.5 * m + 0.5 * std::log(sum)) - 0.5 * static_cast<double>(row.coeff(0));
+      const double l = std::ldexp(half, -kFallbackLossExp);
+      num += l;
+      den += l * out.negative_weights[q];
+    }
+  }
+
+  /// Multiplies the negative weights by the loss-preserving ratio num / den (1 when den is 0 or
+  /// the ratio is not finite) and returns it.
+  static double apply_loss_ratio(double num, double den, Sample& out) {
+    const double ratio = num / den;
+    const double applied = (den > 0.0 && std::isfinite(ratio)) ? ratio : 1.0;
+    for (double& w : out.negative_weights) w *= applied;
+    return applied;
+  }
+
   Config config_;
 };
 

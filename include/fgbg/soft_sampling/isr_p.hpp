@@ -192,6 +192,32 @@ class IsrP {
     static_assert(std::is_same<typename OD::Scalar, Scalar>::value,
                   "fgbg::IsrP: the output weights must have the class's scalar type");
     // ---- validation: nothing is written before it completes ----
+    check_inputs(labels, gt_index, iou, cls_loss, lw, num_classes, out_);
+    std::vector<Entry>& e = ws.entries;
+    gather_positives(labels, gt_index, iou, cls_loss, lw, num_classes, e);
+
+    IsrPResult result;
+    result.positives = static_cast<Index>(e.size());
+    auto& out = detail::pisa_prepare_vector(out_, labels.size());
+
+    // ---- IoU-HLR ranks, weights, loss-preserving normalisation ----
+    if (!e.empty()) {
+      result.max_class_positives = assign_local_ranks(e);
+      const LossSums sums = weigh_by_global_rank(e, result.max_class_positives);
+      normalise(e, sums, result);
+      check_representable(e, result);
+    }
+
+    // ---- write: background keeps lw, ignored 0, positives w·ratio ----
+    write_weights(labels, lw, e, result, out);
+    return result;
+  }
+
+  /// The argument checks of run() (shapes, value ranges of the side inputs, output shape).
+  template <typename LD, typename GD, typename ID, typename CD, typename LW, typename OD>
+  static void check_inputs(const Eigen::DenseBase<LD>& labels, const Eigen::DenseBase<GD>& gt_index,
+                           const Eigen::DenseBase<ID>& iou, const Eigen::DenseBase<CD>& cls_loss,
+                           const LW* lw, Index num_classes, const Eigen::DenseBase<OD>& out_) {
     if (num_classes < 1)
       detail::throw_invalid(kName, "num_classes must be >= 1, got ", num_classes);
     const Index n = labels.size();
@@ -206,9 +232,15 @@ class IsrP {
       detail::pisa_check_nonnegative(kName, "label_weights", *lw);
     }
     detail::pisa_check_output_vector(kName, "weights", out_, n);
+  }
 
-    // One pass over the labels: range check, and gather (and check) the positives.
-    std::vector<Entry>& e = ws.entries;
+  /// One pass over the labels: range check, and gather (and check) the positives into `e`.
+  template <typename LD, typename GD, typename ID, typename CD, typename LW>
+  static void gather_positives(const Eigen::DenseBase<LD>& labels,
+                               const Eigen::DenseBase<GD>& gt_index,
+                               const Eigen::DenseBase<ID>& iou,
+                               const Eigen::DenseBase<CD>& cls_loss, const LW* lw,
+                               Index num_classes, std::vector<Entry>& e) {
     e.clear();
     detail::pisa_scan_labels(labels, [&](Index i, auto l) {
       if (l < -1 || l > num_classes)
@@ -223,81 +255,104 @@ class IsrP {
       detail::pisa_check_value(kName, "cls_loss", i, li, 0.0, -1.0, ">= 0", "a positive anchor");
       e.push_back(Entry{i, g, v, li, lw_at(lw, i), static_cast<Label>(l), 0, 0.0, 0.0});
     });
+  }
 
-    IsrPResult result;
-    result.positives = static_cast<Index>(e.size());
-    auto& out = detail::pisa_prepare_vector(out_, n);
+  /// Sorts `e` by (class, GT, IoU desc, anchor asc) and sets the local rank ρ within each
+  /// (class, GT). Returns n_max, the largest number of positives of one class.
+  static Index assign_local_ranks(std::vector<Entry>& e) {
+    std::sort(e.begin(), e.end(), [](const Entry& a, const Entry& b) {
+      if (a.cls != b.cls) return a.cls < b.cls;
+      if (a.gt != b.gt) return a.gt < b.gt;
+      if (a.iou != b.iou) return a.iou > b.iou;
+      return a.anchor < b.anchor;
+    });
+    Index n_max = 0;
+    for (std::size_t i = 0, class_begin = 0; i < e.size(); ++i) {
+      if (i > 0 && e[i].cls == e[i - 1].cls && e[i].gt == e[i - 1].gt)
+        e[i].local_rank = e[i - 1].local_rank + 1;
+      if (i > 0 && e[i].cls != e[i - 1].cls) class_begin = i;
+      n_max = std::max<Index>(n_max, static_cast<Index>(i - class_begin + 1));
+    }
+    return n_max;
+  }
 
-    // ---- IoU-HLR ranks ----
-    if (!e.empty()) {
-      // (class, GT, IoU desc, anchor asc) → local rank ρ within each (class, GT); class sizes.
-      std::sort(e.begin(), e.end(), [](const Entry& a, const Entry& b) {
-        if (a.cls != b.cls) return a.cls < b.cls;
-        if (a.gt != b.gt) return a.gt < b.gt;
-        if (a.iou != b.iou) return a.iou > b.iou;
-        return a.anchor < b.anchor;
-      });
-      Index n_max = 0;
-      for (std::size_t i = 0, class_begin = 0; i < e.size(); ++i) {
-        if (i > 0 && e[i].cls == e[i - 1].cls && e[i].gt == e[i - 1].gt)
-          e[i].local_rank = e[i - 1].local_rank + 1;
-        if (i > 0 && e[i].cls != e[i - 1].cls) class_begin = i;
-        n_max = std::max<Index>(n_max, static_cast<Index>(i - class_begin + 1));
-      }
-      result.max_class_positives = n_max;
-      // (class, κ desc, anchor asc) → global rank r within each class.
-      std::sort(e.begin(), e.end(), [](const Entry& a, const Entry& b) {
-        if (a.cls != b.cls) return a.cls < b.cls;
-        return kappa_before(a, b);
-      });
-      const double b = static_cast<double>(config_.bias), k = static_cast<double>(config_.k);
-      const double nm = static_cast<double>(n_max);
-      double num = 0.0, den = 0.0;
-      bool den_zero = true;  // Σℓ·w = 0 exactly: every term has ℓ = 0 or w = 0
-      Index r = 0;
-      for (std::size_t i = 0; i < e.size(); ++i) {
-        r = (i > 0 && e[i].cls == e[i - 1].cls) ? r + 1 : 0;
-        const double u = e[i].lw * ((nm - static_cast<double>(r)) / nm);
-        const double base = b + u * (1.0 - b);
-        e[i].base = base;
-        e[i].w = pow_fast(base, k, [&] { return std::pow(base, k); });
-        num += e[i].loss * e[i].lw;
-        den += e[i].loss * e[i].w;
-        den_zero = den_zero && (e[i].loss == 0.0 || (base == 0.0 && k > 0.0));
-      }
-      const double ratio = num / den;
-      result.guarded = den_zero;
-      // The direct form is exact when nothing overflowed or underflowed: Σℓ·lw and Σℓ·w finite
-      // and normal, ratio finite. Otherwise (a large k or label weight: w = base^k = inf, or
-      // every w underflowing) the weights are formed in scaled form (rescale()).
-      const bool direct = std::isfinite(num) && std::isfinite(den) &&
-                          den >= std::numeric_limits<double>::min() && std::isfinite(ratio) &&
-                          std::isfinite(ratio * max_w(e));
-      if (result.guarded) {
-        result.ratio = 1.0;
-      } else if (direct) {
-        result.ratio = ratio;
-        for (Entry& en : e) en.w *= ratio;
-      } else {
-        result.ratio = rescale(e, k);
-      }
-      for (const Entry& en : e)
-        if (!std::isfinite(en.w))
-          throw std::domain_error(detail::concat(
-              kName, ": the ISR-P weight of anchor ", en.anchor,
-              " overflows double (its exact value w_i · Σℓ·lw / Σℓ·w is not representable)"));
-      if constexpr (std::is_same<Scalar, float>::value) {
-        for (const Entry& en : e) {
-          const double v = result.guarded ? en.lw : en.w;
-          if (!(v <= static_cast<double>(std::numeric_limits<float>::max())))
-            throw std::domain_error(detail::concat(kName, ": the ISR-P weight of anchor ",
-                                                   en.anchor, " is ", v, ", beyond FLT_MAX"));
-        }
+  /// The sums of the loss-preserving ratio Σℓ·lw / Σℓ·w.
+  struct LossSums {
+    double num = 0.0;      ///< Σℓ·lw
+    double den = 0.0;      ///< Σℓ·w
+    bool den_zero = true;  ///< Σℓ·w = 0 exactly: every term has ℓ = 0 or w = 0
+  };
+
+  /// Sorts `e` by (class, κ desc, anchor asc), gives each positive its global rank r within its
+  /// class and its weight w = (b + u (1 − b))^k, u = lw · (n_max − r) / n_max; returns the sums.
+  LossSums weigh_by_global_rank(std::vector<Entry>& e, Index n_max) const {
+    std::sort(e.begin(), e.end(), [](const Entry& a, const Entry& b) {
+      if (a.cls != b.cls) return a.cls < b.cls;
+      return kappa_before(a, b);
+    });
+    const double b = static_cast<double>(config_.bias), k = static_cast<double>(config_.k);
+    const double nm = static_cast<double>(n_max);
+    LossSums sums;
+    Index r = 0;
+    for (std::size_t i = 0; i < e.size(); ++i) {
+      r = (i > 0 && e[i].cls == e[i - 1].cls) ? r + 1 : 0;
+      const double u = e[i].lw * ((nm - static_cast<double>(r)) / nm);
+      const double base = b + u * (1.0 - b);
+      e[i].base = base;
+      e[i].w = pow_fast(base, k, [&] { return std::pow(base, k); });
+      sums.num += e[i].loss * e[i].lw;
+      sums.den += e[i].loss * e[i].w;
+      sums.den_zero = sums.den_zero && (e[i].loss == 0.0 || (base == 0.0 && k > 0.0));
+    }
+    return sums;
+  }
+
+  /// Applies the ratio to the weights (result.ratio, result.guarded): none when guarded, the
+  /// direct product when nothing overflowed or underflowed, else rescale().
+  void normalise(std::vector<Entry>& e, const LossSums& sums, IsrPResult& result) const {
+    const double k = static_cast<double>(config_.k);
+    const double ratio = sums.num / sums.den;
+    result.guarded = sums.den_zero;
+    // The direct form is exact when nothing overflowed or underflowed: Σℓ·lw and Σℓ·w finite
+    // and normal, ratio finite. Otherwise (a large k or label weight: w = base^k = inf, or
+    // every w underflowing) the weights are formed in scaled form (rescale()).
+    const bool direct = std::isfinite(sums.num) && std::isfinite(sums.den) &&
+                        sums.den >= std::numeric_limits<double>::min() && std::isfinite(ratio) &&
+                        std::isfinite(ratio * max_w(e));
+    if (result.guarded) {
+      result.ratio = 1.0;
+    } else if (direct) {
+      result.ratio = ratio;
+      for (Entry& en : e) en.w *= ratio;
+    } else {
+      result.ratio = rescale(e, k);
+    }
+  }
+
+  /// Throws std::domain_error if a final weight overflows double, or (float) exceeds FLT_MAX.
+  static void check_representable(const std::vector<Entry>& e, const IsrPResult& result) {
+    for (const Entry& en : e)
+      if (!std::isfinite(en.w))
+        throw std::domain_error(detail::concat(
+            kName, ": the ISR-P weight of anchor ", en.anchor,
+            " overflows double (its exact value w_i · Σℓ·lw / Σℓ·w is not representable)"));
+    if constexpr (std::is_same<Scalar, float>::value) {
+      for (const Entry& en : e) {
+        const double v = result.guarded ? en.lw : en.w;
+        if (!(v <= static_cast<double>(std::numeric_limits<float>::max())))
+          throw std::domain_error(detail::concat(kName, ": the ISR-P weight of anchor ", en.anchor,
+                                                 " is ", v, ", beyond FLT_MAX"));
       }
     }
+  }
 
-    // ---- write: background keeps lw, ignored 0, positives w·ratio ----
-    // (Reads of lw happen before the write of the same anchor, so out may alias label_weights.)
+  /// Writes every anchor's weight: background keeps lw, ignored 0, positives their final w (lw
+  /// when guarded). Reads of lw happen before the write of the same anchor, so `out` may alias
+  /// label_weights.
+  template <typename LD, typename LW, typename O>
+  static void write_weights(const Eigen::DenseBase<LD>& labels, const LW* lw,
+                            const std::vector<Entry>& e, const IsrPResult& result, O& out) {
+    const Index n = labels.size();
     for (Index i = 0; i < n; ++i) {  // branch-free: ignored anchors are not predictable
       const Scalar keep = labels.derived().coeff(i) != kIgnore ? Scalar(1) : Scalar(0);
       if constexpr (!detail::kGiven<LW>)
@@ -307,7 +362,6 @@ class IsrP {
     }
     for (const Entry& en : e)
       out.coeffRef(en.anchor) = static_cast<Scalar>(result.guarded ? en.lw : en.w);
-    return result;
   }
 
   static double max_w(const std::vector<Entry>& e) {
