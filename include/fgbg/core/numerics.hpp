@@ -7,7 +7,7 @@
 ///   log σ(x)       = -softplus(-x)
 ///   log(1 - σ(x))  = -softplus(x)
 ///   σ(x)           = 1/(1+e) for x ≥ 0, e/(1+e) otherwise
-/// Finite for every finite x, float and double (spec sampling-and-soft-losses §0, §5.1).
+/// Finite for every finite x, float and double.
 #pragma once
 
 #include "requires_cxx17.hpp"

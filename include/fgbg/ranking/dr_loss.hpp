@@ -5,7 +5,7 @@
 /// Qian, Chen, Li, Jin, "DR Loss: Improving Object Detection by Distributional Ranking",
 /// CVPR 2020. Matches the authors' released module (`SigmoidDRLoss` of idstcv/DR_loss,
 /// sigmoid_dr_loss.py, run in double precision) and its autograd gradient; reference vectors in
-/// tests/data/dr_loss.json, hand-checked values in spec ranking-and-unbiased §6 and §10.2.
+/// tests/data/dr_loss.json, hand-checked values in tests/test_dr_loss.cpp.
 ///
 /// Entries: the N × C logits are read as N·C (anchor, class) entries. Entry (n, c) is positive
 /// iff labels[n] == c+1, ignored iff labels[n] == −1, and negative otherwise (so the other

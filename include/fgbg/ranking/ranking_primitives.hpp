@@ -1,6 +1,6 @@
 /// @file ranking_primitives.hpp
 /// @brief The sort-based machinery shared by AP loss, aLRP loss and Rank & Sort loss
-///        (spec ranking-and-unbiased §5.1–§5.2), written once.
+///        (docs/ranking.md §4), written once.
 ///
 /// All three losses need, for every positive i, sums of the form Σ_k w_k H_δ(s_k − s_i) over a
 /// set, and the transposed sums Σ_i c_i H_δ(s_j − s_i) for every other entry j, where
@@ -42,7 +42,7 @@
 ///  - Rank & Sort's IoU-conditioned sums use a Fenwick tree over the positives' score ranks
 ///    (RankFenwick) with the same window formula.
 ///
-/// Numerics (issue 9; docs/ranking.md §4): H's argument is always the computed difference
+/// Numerics (docs/ranking.md §4): H's argument is always the computed difference
 /// s_j − s_i (windows and keys are exact thresholds of those predicates, so δ below an ulp of
 /// the scores still gives ties ½). Every window lies in one chain of the sorted positives
 /// (consecutive scores within 2δ) and its sums are taken relative to the chain's first score,

@@ -1,6 +1,6 @@
 /// @file window_sums.hpp
 /// @brief Windows of a query point in a sorted set and the window sums Up and Down evaluated from
-///        prefix sums (Primitive A and Primitive B of spec ranking-and-unbiased §5.1).
+///        prefix sums (docs/ranking.md §4).
 ///
 /// Holds Window (a half-open index range [lo, hi)), window_at (the exact window at ±δ by the
 /// computed differences), chain_refs (the chain reference of each sorted positive),

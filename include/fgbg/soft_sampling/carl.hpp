@@ -4,8 +4,7 @@
 ///
 /// Cao, Chen, Loy, Lin, "Prime Sample Attention in Object Detection", CVPR 2020.
 /// Matches `carl_loss` of mmdetection's `models/losses/pisa_loss.py` (the authors' release) and
-/// its autograd gradients, in double precision (spec sampling-and-soft-losses §7.3; reference
-/// vectors tests/data/carl.json).
+/// its autograd gradients, in double precision (reference vectors tests/data/carl.json).
 ///
 /// For the P positives i (labels 1..C) with regression loss ℓ_i (the head's per-coordinate
 /// regression loss summed over the 4 coordinates, regression weights not applied):

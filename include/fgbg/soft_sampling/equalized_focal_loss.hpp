@@ -5,7 +5,7 @@
 /// Li et al., "Equalized Focal Loss for Dense Long-Tailed Object
 /// Detection", CVPR 2022. Matches `EqualizedFocalLoss` and its gradient hook in
 /// ModelTC/United-Perception (`up/tasks/det/plugins/efl/models/losses/efl.py`,
-/// `…/efl/utils/hook_helper.py`; spec sampling-and-soft-losses §8.3).
+/// `…/efl/utils/hook_helper.py`).
 ///
 /// State per class j: accumulated gradient magnitudes G⁺_j (from positive elements) and G⁻_j
 /// (from negative elements), and the ratio g_j = clamp(G⁺_j / (G⁻_j + 1e-10), 0, 1), which

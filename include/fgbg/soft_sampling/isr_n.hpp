@@ -5,8 +5,7 @@
 ///
 /// Cao, Chen, Loy, Lin, "Prime Sample Attention in Object Detection", CVPR 2020.
 /// Matches `ScoreHLRSampler` of mmdetection (`task_modules/samplers/score_hlr_sampler.py`, the
-/// authors' release) and mmcv's `nms_match`, as written down in spec sampling-and-soft-losses
-/// §7.2 (hand-checked weights: §11.6).
+/// authors' release) and mmcv's `nms_match` (hand-checked weights in tests/test_pisa.cpp).
 ///
 /// Per image, over N candidates (proposals, GT boxes prepended by the caller if wanted) with an
 /// assignment `assigned` (−1 ignore, 0 negative, ≥ 1 positive: mmdetection's gt_inds or the

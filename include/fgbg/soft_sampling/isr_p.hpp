@@ -4,8 +4,7 @@
 ///
 /// Cao, Chen, Loy, Lin, "Prime Sample Attention in Object Detection", CVPR 2020.
 /// Matches `isr_p` of mmdetection's `models/losses/pisa_loss.py` (the authors' release, PR #2626)
-/// computed in double precision (spec sampling-and-soft-losses §7.1; reference vectors
-/// tests/data/isr_p.json).
+/// computed in double precision (reference vectors tests/data/isr_p.json).
 ///
 /// For the positives i (labels 1..C) with class c_i, assigned GT g_i, IoU_i ∈ [0, 1] between the
 /// box decoded from the current prediction and its target, detached classification loss ℓ_i and

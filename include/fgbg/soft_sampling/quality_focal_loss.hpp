@@ -5,7 +5,7 @@
 /// Li et al., "Generalized Focal Loss: Learning Qualified and
 /// Distributed Bounding Boxes for Dense Object Detection", NeurIPS 2020.
 /// Matches mmdetection's `quality_focal_loss` (`mmdet/models/losses/gfocal_loss.py`, value and
-/// autograd gradient; spec sampling-and-soft-losses §8.1). The original `implus/GFocal` code
+/// autograd gradient). The original `implus/GFocal` code
 /// raised the *signed* difference to β (NaN for non-integer β, implus/GFocal); like mmdetection
 /// this uses |y − σ|^β.
 ///

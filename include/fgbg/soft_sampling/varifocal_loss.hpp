@@ -3,7 +3,7 @@
 ///
 /// Zhang et al., "VarifocalNet: An IoU-aware Dense Object Detector",
 /// CVPR 2021. Matches mmdetection's `varifocal_loss` (`mmdet/models/losses/varifocal_loss.py`,
-/// value and autograd gradient; spec sampling-and-soft-losses §8.2).
+/// value and autograd gradient).
 ///
 /// Per element, with σ = σ(x) and target q = the anchor's quality (IoU) at the label column of a
 /// positive anchor, 0 everywhere else:

@@ -4,7 +4,7 @@
 ///
 /// J. Chen et al., "Is Heuristic Sampling Necessary in Training Deep Object
 /// Detectors?", IEEE TIP 2021 (arXiv 1909.04868), the "class-adaptive threshold" ingredient.
-/// Spec ranking-and-unbiased §7.3.
+/// Reference: ChenJoya/sampling-free (the adaptive thresholds at inference).
 ///
 /// Released (ChenJoya/sampling-free @ 5f133dc, modeling/rpn/retinanet/inference.py): one global
 /// pre-NMS threshold for a RetinaNet head trained with the optimal bias,

@@ -6,7 +6,7 @@
 /// J. Chen et al., "Is Heuristic Sampling Necessary in Training Deep Object
 /// Detectors?", IEEE TIP 2021 (arXiv 1909.04868), the "guided loss" ingredient. Matches
 /// ChenJoya/sampling-free @ 5f133dc (modeling/rpn/retinanet/loss.py, modeling/rpn/loss.py,
-/// modeling/roi_heads/box_head/loss.py); spec ranking-and-unbiased §7.2.
+/// modeling/roi_heads/box_head/loss.py).
 ///
 ///   w = L_reg / L_cls          (computed without gradient: w is a constant)
 ///   L̃ = s · w · L_cls          value: s · L_reg

@@ -5,7 +5,7 @@
 /// J. Chen et al., "Is Heuristic Sampling Necessary in Training Deep Object
 /// Detectors?", IEEE TIP 2021 (arXiv 1909.04868), the "optimal bias initialisation" ingredient.
 /// Matches ChenJoya/sampling-free @ 5f133dc (maskrcnn_benchmark/modeling/sampling_free.py and the
-/// cached init_prior.json); spec ranking-and-unbiased §7.1.
+/// cached init_prior.json).
 ///
 /// Statistics: run the detector's own assigner over the training set once and count
 ///   N_fg = anchors with a foreground label (1..C; includes low-quality best matches),

@@ -7,7 +7,7 @@
 ///
 /// J. Chen et al., "Residual Objectness for Imbalance Reduction", arXiv 1908.09075
 /// (2019); Pattern Recognition 130:108781 (2022). Matches chenjoya/resobj @ 15da804
-/// (resobj/resobj_retinanet.py, the detectron2 port); spec ranking-and-unbiased §8.
+/// (resobj/resobj_retinanet.py, the detectron2 port).
 ///
 /// Inputs, per anchor n: K stage logits s_{n,1..K} (N × K; the released head has K = 2, a conv on
 /// the objectness tower plus a residual conv), C class logits z_{n,c} (N × C, no background
