@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 #include "config.hpp"
@@ -94,6 +95,63 @@ struct functor_traits<fgbg::detail::SigmoidFromOp<Scalar>> {
 namespace fgbg {
 
 /// Vectorised forms over any Eigen array expression (evaluated lazily; materialise shared parts).
+namespace detail {
+
+/// Streaming softmax sums over keys k_i with inverse temperature β, relative to the running
+/// maximum M of the keys: s0 = Σ exp(β(k_i − M)) and s1 = Σ exp(β(k_i − M))·v_i, both rescaled
+/// by e^{β(M_old − M)} whenever M grows, so no term overflows whatever β and the keys. With
+/// `kOffsets` the v_i are the offsets k_i − M themselves (they move with M; s1/s0 is then the
+/// mean key's offset: DR loss); without, a value given with each key (CARL's Σ u·ℓ). The result
+/// depends only on the order of the calls.
+template <bool kOffsets>
+struct StreamingExpSums {
+  double max = -std::numeric_limits<double>::infinity();
+  double s0 = 0.0, s1 = 0.0;
+  bool any = false;
+
+  /// Moves the reference point up to m (no-op if m ≤ max), rescaling the sums by
+  /// f = e^{β(M − m)}; with offsets every k − M also becomes (k − M) + (M − m).
+  void raise_to(double m, double beta) {
+    if (!(m > max)) return;
+    if (any) {
+      const double f = std::exp(beta * (max - m));
+      if constexpr (kOffsets)
+        s1 = f * s1 + f * (max - m) * s0;  // DR's keys are probabilities: M − m is in [−2, 0]
+      else
+        s1 *= f;
+      s0 *= f;
+    }
+    max = m;
+  }
+  /// Adds one entry with key k and value v (ignored with offsets).
+  void add(double k, double v, double beta) {
+    raise_to(k, beta);
+    const double w = std::exp(beta * (k - max));
+    s0 += w;
+    if constexpr (kOffsets)
+      s1 += w * (k - max);
+    else
+      s1 += w * v;
+    any = true;
+  }
+  /// Adds another partial sum (in order: the result depends only on the order of the calls).
+  void merge(const StreamingExpSums& o, double beta) {
+    if (!o.any) return;
+    raise_to(o.max, beta);
+    const double f = std::exp(beta * (o.max - max));
+    s0 += o.s0 * f;
+    if constexpr (kOffsets)
+      s1 += o.s1 * f + f * (o.max - max) * o.s0;
+    else
+      s1 += o.s1 * f;
+    any = true;
+  }
+  /// s1 / s0: with offsets, the mean key's offset (≤ 0), the mean key being max + offset().
+  double offset() const { return s1 / s0; }
+};
+
+}  // namespace detail
+
 namespace array {
 
 /// exp(-|x|), the one transcendental every other form starts from, as exp(−|x|/2)²: Eigen's

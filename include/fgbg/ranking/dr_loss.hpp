@@ -84,51 +84,15 @@ struct DRLossConfig {
 
 namespace detail {
 
-/// Streaming softmax sums over keys k (p for negatives, −p for positives) with inverse
-/// temperature β, relative to the running maximum M of the keys:
-/// s0 = Σ exp(β(k − M)), s1 = Σ exp(β(k − M))·(k − M), rescaled whenever M grows.
+/// DR's streaming softmax sums: keys k (p for negatives, −p for positives), and s1 the sum of
+/// the weighted offsets k − M, so the mean key is M + s1/s0 (StreamingExpSums).
 ///
-/// The mean key is M + s1/s0, and every gradient factor 1 ± (p − D)β is 1 + β(k − M) −
-/// β·s1/s0, formed from offsets to M: with p − D formed directly, the rounding of D (an ulp of
-/// p) was multiplied by β, and a huge β (λ = 1e-301) turned a factor of exactly 1 into 1e284 and
-/// the gradient into inf. β·s1/s0 = Σ t e^t / Σ e^t with t = β(k − M) ≤ 0 and Σ e^t ≥ 1 (the
-/// maximum's term) is at most (number of entries)/e in magnitude, so nothing there overflows.
-struct DrSoftmaxSums {
-  double max = -std::numeric_limits<double>::infinity();
-  double s0 = 0.0, s1 = 0.0;
-  bool any = false;
-
-  /// Moves the reference point up to m (no-op if m ≤ max), rescaling the sums: every offset
-  /// k − M becomes k − m = (k − M) + (M − m), every weight is multiplied by f = e^{β(M − m)}.
-  void raise_to(double m, double beta) {
-    if (!(m > max)) return;
-    if (any) {
-      const double f = std::exp(beta * (max - m));
-      s1 = f * s1 + f * (max - m) * s0;  // keys are probabilities: M − m is in [−2, 0]
-      s0 *= f;
-    }
-    max = m;
-  }
-  /// Adds one entry with key k.
-  void add(double k, double beta) {
-    raise_to(k, beta);
-    const double w = std::exp(beta * (k - max));
-    s0 += w;
-    s1 += w * (k - max);
-    any = true;
-  }
-  /// Adds another partial sum (in order: the result depends only on the order of the calls).
-  void merge(const DrSoftmaxSums& o, double beta) {
-    if (!o.any) return;
-    raise_to(o.max, beta);
-    const double f = std::exp(beta * (o.max - max));
-    s0 += o.s0 * f;
-    s1 += o.s1 * f + f * (o.max - max) * o.s0;
-    any = true;
-  }
-  /// The mean key offset s1/s0 (≤ 0): the mean key Σ q·k is max + offset().
-  double offset() const { return s1 / s0; }
-};
+/// Every gradient factor 1 ± (p − D)β is 1 + β(k − M) − β·s1/s0, formed from offsets to M: with
+/// p − D formed directly, the rounding of D (an ulp of p) was multiplied by β, and a huge β
+/// (λ = 1e-301) turned a factor of exactly 1 into 1e284 and the gradient into inf. β·s1/s0 =
+/// Σ t e^t / Σ e^t with t = β(k − M) ≤ 0 and Σ e^t ≥ 1 (the maximum's term) is at most (number of
+/// entries)/e in magnitude, so nothing there overflows.
+using DrSoftmaxSums = StreamingExpSums<true>;
 
 /// Partial sums of one chunk of tiles.
 struct DrPartial {
@@ -412,7 +376,7 @@ class DRLoss : public DenseLoss<DRLoss<Scalar>, Scalar, DRSignature> {
     for_non_negatives(t, labels, label0, [&](Index j, Index count, bool positive) {
       if (positive) {
         const double pj = sigmoid(static_cast<double>(xp[j]));
-        part.pos.add(-pj, beta_pos);
+        part.pos.add(-pj, 0.0, beta_pos);
       }
       std::fill(pp + j, pp + j + count, Scalar(-1));
     });

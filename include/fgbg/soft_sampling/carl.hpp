@@ -148,9 +148,9 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
     bool direct = true;
     double k = 1;  ///< the exponent, applied to key differences in log mode
     double p = 0;  ///< number of positives
-    double m = -std::numeric_limits<double>::infinity();  ///< log mode: running max of log u
-    double su = 0;                                        ///< Σ u (log mode: Σ exp(log u − m))
-    double sul = 0;                                       ///< Σ u ℓ (log mode: scaled alike)
+    /// s0 = Σ u and s1 = Σ u ℓ: plain sums in direct mode, streamed relative to the running
+    /// maximum of log u (β = k) in log mode.
+    detail::StreamingExpSums<false> sum;
     /// ℓ is summed as ℓ · scale: 1, or 2^-128 when some ℓ exceeds 2^896 (then Σ u ℓ could
     /// overflow although ℓ̄ ≤ max ℓ is finite; a power of two keeps every large ℓ exact).
     double scale = 1.0;
@@ -158,23 +158,16 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
       l *= scale;
       p += 1;
       if (direct) {
-        su += key;
-        sul += key * l;
-      } else if (key > m) {
-        const double f = std::exp(k * (m - key));  // 0 on the first call
-        su = su * f + 1.0;
-        sul = sul * f + l;
-        m = key;
+        sum.s0 += key;
+        sum.s1 += key * l;
       } else {
-        const double e = std::exp(k * (key - m));
-        su += e;
-        sul += e * l;
+        sum.add(key, l, k);
       }
     }
     double weight(double key) const {  ///< ŵ from u (direct) or log u
-      return direct ? p * key / su : p * std::exp(k * (key - m)) / su;
+      return direct ? p * key / sum.s0 : p * std::exp(k * (key - sum.max)) / sum.s0;
     }
-    double mean_loss() const { return sul / su / scale; }  ///< ℓ̄ (≤ max ℓ: finite)
+    double mean_loss() const { return sum.s1 / sum.s0 / scale; }  ///< ℓ̄ (≤ max ℓ: finite)
   };
 
   /// What CARL needs of one positive row: s, 1 − s (sigmoid heads), the row's log-sum-exp
