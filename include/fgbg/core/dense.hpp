@@ -99,6 +99,76 @@ void store_tile(Eigen::DenseBase<Derived>& g, const Tile& t, const Scalar* writt
         Eigen::Map<const RowArray<Scalar>>(buf, t.rows, t.cols);
 }
 
+/// The logits of a call with their layout erased at the tile boundary: all a kernel needs is each
+/// tile as contiguous row-major memory, so the driver code behind it is compiled once per loss
+/// and scalar type instead of once per caller layout (row- or column-major array, Map, strided
+/// Map, block, expression). One indirect call per tile (thousands of elements).
+template <typename Scalar>
+struct ErasedInput {
+  const void* obj;
+  Index n, c;
+  const Scalar* (*load_fn)(const void*, const Tile&, Scalar*);
+  template <typename XD>
+  explicit ErasedInput(const Eigen::DenseBase<XD>& x)
+      : obj(&x.derived()),
+        n(x.rows()),
+        c(x.cols()),
+        load_fn([](const void* o, const Tile& t, Scalar* buf) {
+          return load_tile(*static_cast<const XD*>(o), t, buf);
+        }) {}
+  Index rows() const { return n; }
+  Index cols() const { return c; }
+  Index size() const { return n * c; }
+};
+
+/// The gradient output of a call with its layout erased (see ErasedInput).
+template <typename Scalar>
+struct ErasedOutput {
+  void* obj;
+  Scalar* (*out_fn)(void*, const Tile&, Scalar*);
+  void (*store_fn)(void*, const Tile&, const Scalar*, const Scalar*);
+  template <typename GD>
+  explicit ErasedOutput(Eigen::DenseBase<GD>& g)
+      : obj(&g.derived()),
+        out_fn([](void* o, const Tile& t, Scalar* buf) {
+          return output_tile(*static_cast<GD*>(o), t, buf);
+        }),
+        store_fn([](void* o, const Tile& t, const Scalar* written, const Scalar* buf) {
+          store_tile(*static_cast<GD*>(o), t, written, buf);
+        }) {}
+};
+
+/// Tile `t` of erased logits (load_tile for ErasedInput).
+template <typename Scalar>
+const Scalar* load_tile(const ErasedInput<Scalar>& x, const Tile& t, Scalar* buf) {
+  return x.load_fn(x.obj, t, buf);
+}
+/// output_tile for ErasedOutput.
+template <typename Scalar>
+Scalar* output_tile(ErasedOutput<Scalar>& g, const Tile& t, Scalar* buf) {
+  return g.out_fn(g.obj, t, buf);
+}
+/// store_tile for ErasedOutput.
+template <typename Scalar>
+void store_tile(ErasedOutput<Scalar>& g, const Tile& t, const Scalar* written, const Scalar* buf) {
+  g.store_fn(g.obj, t, written, buf);
+}
+
+/// The labels of a call with their type erased (see ErasedInput): `gather(row0, rows, out)`
+/// copies labels row0 .. row0 + rows − 1 into `out` as Label (they are checked to lie in
+/// −1..C first, so they fit).
+struct ErasedLabels {
+  const void* obj;
+  void (*gather_fn)(const void*, Index, Index, Label*);
+  template <typename LD>
+  explicit ErasedLabels(const Eigen::DenseBase<LD>& labels)
+      : obj(&labels.derived()), gather_fn([](const void* o, Index row0, Index rows, Label* out) {
+          const LD& l = *static_cast<const LD*>(o);
+          for (Index r = 0; r < rows; ++r) out[r] = static_cast<Label>(l.coeff(row0 + r));
+        }) {}
+  void gather(Index row0, Index rows, Label* out) const { gather_fn(obj, row0, rows, out); }
+};
+
 /// The one "nothing here" tag: an output that is not wanted (no gradient in a value-only call,
 /// no rank) or an input that is not given (no groups, unit label weights).
 struct None {};
@@ -119,16 +189,15 @@ Eigen::DenseBase<D>& writable(const Eigen::DenseBase<D>& out) {
   return const_cast<Eigen::DenseBase<D>&>(out);
 }
 
-/// Runs `kernel(tile, x, g, scratch, acc)` over every tile of `x` (and of `grad` unless it is
-/// None, in which case `g` is nullptr). Each chunk folds its tiles, in order, into its own `Acc`
+/// Runs `kernel(tile, x, g, scratch, acc)` over every tile of `x` (an Eigen object or an
+/// ErasedInput; and of `grad`, an Eigen object or an ErasedOutput, unless it is None, in which case `g` is nullptr). Each chunk folds its tiles, in order, into its own `Acc`
 /// (copied from `init`); the chunk results are then merged in chunk order with
 /// `merge(total, chunk)`. `scratch` holds kScratchBuffers × kTileElems elements. The kernel must
 /// not throw. Chunk bounds depend only on the shape, so the result is the same for any number of
 /// threads.
-template <typename Scalar, typename Acc, typename XD, typename GradOut, typename Kernel,
+template <typename Scalar, typename Acc, typename X, typename GradOut, typename Kernel,
           typename Merge>
-Acc tiled_reduce(const Eigen::DenseBase<XD>& x, GradOut& grad, const Acc& init, Kernel&& kernel,
-                 Merge&& merge) {
+Acc tiled_reduce(const X& x, GradOut& grad, const Acc& init, Kernel&& kernel, Merge&& merge) {
   const TileGrid grid(x.rows(), x.cols());
   const Index tiles = grid.count();
   Acc total = init;
@@ -194,8 +263,8 @@ void tiled_write(const Eigen::DenseBase<XD>& x, Eigen::DenseBase<GD>& grad, Kern
 }
 
 /// tiled_reduce for the common case: `kernel(tile, x, g, scratch) -> double`, summed in order.
-template <typename Scalar, typename XD, typename GradOut, typename Kernel>
-double tiled_sum(const Eigen::DenseBase<XD>& x, GradOut& grad, Kernel&& kernel) {
+template <typename Scalar, typename X, typename GradOut, typename Kernel>
+double tiled_sum(const X& x, GradOut& grad, Kernel&& kernel) {
   return tiled_reduce<Scalar>(
       x, grad, 0.0,
       [&](const Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch, double& acc) {

@@ -91,23 +91,20 @@ struct UnitTarget {
   double operator()(Index) const { return 1.0; }
 };
 
-/// Σ_i Ω_i ℓ_i / A over an N × C sigmoid head (see the file comment). `target(row)` gives the
-/// target at the label column of a foreground row. Gradients are scaled by Ω/A; `grad` is
-/// resized if it is a plain array. Call after check_sigmoid_call.
-///
-/// Ω and 1/A are never multiplied in the scalar type: the loss of a row (per-anchor weights) or
-/// of a run (no weights) is summed first and then scaled by Ω/A in double (weighted_sum), and a
-/// gradient row is multiplied by Ω/A rounded once to the scalar when that is a normal number,
-/// element by element through double otherwise (GradFactor, decided once per row). Per-element
-/// weights go through double element by element. So the value and the gradient are finite
-/// whenever each element's loss and gradient and the exact results are.
-template <typename Scalar, typename Elem, typename XD, typename LD, typename GradOut,
-          typename TargetFn>
-double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
-                      const Eigen::DenseBase<LD>& labels, const Weights<Scalar>& w, double norm,
-                      GradOut& grad, const TargetFn& target) {
-  constexpr bool kGrad = kGiven<GradOut>;
-  if constexpr (kGrad) prepare_output("", "grad", grad, x.rows(), x.cols());
+/// The target at the label column of each foreground row, with its type erased: 1 (BCE, focal
+/// loss) when `fn` is nullptr, else fn(obj, row).
+struct ErasedTarget {
+  const void* obj = nullptr;
+  double (*fn)(const void*, Index) = nullptr;
+  double operator()(Index row) const { return fn ? fn(obj, row) : 1.0; }
+};
+
+/// The tiles of sigmoid_onehot behind the erased views: compiled once per method, scalar type and
+/// kGrad, whatever the caller's layouts.
+template <typename Scalar, bool kGrad, typename Elem, typename GradOut>
+double sigmoid_onehot_tiles(const Elem& elem, const ErasedInput<Scalar>& x,
+                            const ErasedLabels& labels, const Weights<Scalar>& w, double norm,
+                            GradOut& grad, const ErasedTarget& target) {
   const GradFactor<Scalar> unit(1.0, norm);
   const ElementScale per_element(norm);
   using Kind = typename Weights<Scalar>::Kind;
@@ -116,11 +113,13 @@ double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
     Scalar* loss = scratch;
     const Index n = t.size();
     elem.negatives(t, xt, loss, gt, scratch + kTileElems);
+    Label lab_of[kTileElems];
+    labels.gather(t.row0, t.rows, lab_of);
     Scalar dummy = 0;
     double sum = 0.0;
     for (Index r = 0; r < t.rows; ++r) {
       const Index row = t.row0 + r;
-      const auto lab = labels.derived().coeff(row);
+      const Label lab = lab_of[r];
       Scalar* lp = loss + r * t.cols;
       Eigen::Map<Vec> lr(lp, t.cols);
       if (lab == kIgnore) {
@@ -154,6 +153,42 @@ double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
     return sum_normalised(loss, n, per_element);
   };
   return tiled_sum<Scalar>(x, grad, kernel);
+}
+
+/// Σ_i Ω_i ℓ_i / A over an N × C sigmoid head (see the file comment). `target(row)` gives the
+/// target at the label column of a foreground row. Gradients are scaled by Ω/A; `grad` is
+/// resized if it is a plain array. Call after check_sigmoid_call.
+///
+/// Ω and 1/A are never multiplied in the scalar type: the loss of a row (per-anchor weights) or
+/// of a run (no weights) is summed first and then scaled by Ω/A in double (weighted_sum), and a
+/// gradient row is multiplied by Ω/A rounded once to the scalar when that is a normal number,
+/// element by element through double otherwise (GradFactor, decided once per row). Per-element
+/// weights go through double element by element. So the value and the gradient are finite
+/// whenever each element's loss and gradient and the exact results are.
+///
+/// The logits, labels, gradient and target are erased at the tile boundary (ErasedInput): the
+/// tiles are compiled once per method, not once per layout.
+template <typename Scalar, typename Elem, typename XD, typename LD, typename GradOut,
+          typename TargetFn>
+double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
+                      const Eigen::DenseBase<LD>& labels, const Weights<Scalar>& w, double norm,
+                      GradOut& grad, const TargetFn& target) {
+  constexpr bool kGrad = kGiven<GradOut>;
+  ErasedTarget t;
+  if constexpr (!std::is_same<TargetFn, UnitTarget>::value) {
+    t.obj = &target;
+    t.fn = [](const void* o, Index row) { return (*static_cast<const TargetFn*>(o))(row); };
+  }
+  const ErasedInput<Scalar> xe(x);
+  const ErasedLabels le(labels);
+  if constexpr (kGrad) {
+    prepare_output("", "grad", grad, x.rows(), x.cols());
+    ErasedOutput<Scalar> ge(grad);
+    return sigmoid_onehot_tiles<Scalar, true>(elem, xe, le, w, norm, ge, t);
+  } else {
+    None none;
+    return sigmoid_onehot_tiles<Scalar, false>(elem, xe, le, w, norm, none, t);
+  }
 }
 
 }  // namespace detail
