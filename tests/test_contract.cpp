@@ -220,16 +220,21 @@ std::vector<Bad<F>> all_bad_inputs(const F& f) {
                  c2.p.labels[c.p.rows()] = 0;
                  f.grad(c2, c.p.logits, g, a);
                },
-               false, "labels must be a vector of"});
-  v.push_back({"NaN logit", grad, true, "is nan", logit(std::nan(""))});
-  v.push_back({"+inf logit", grad, true, "is inf", logit(inf)});
-  v.push_back({"-inf logit", grad, true, "is -inf", logit(-inf)});
-  v.push_back({"value(): NaN logit", value, true, "is nan", logit(std::nan(""))});
+               false, "labels must be a vector of 23 entries, got 24 x 1"});
+  // Row 0 is the first positive of the suite's bad-input case; its label column is read.
+  const std::string at = "logits(0, " + std::to_string(F::kSoftmax ? 1 : 0) + ") is ";
+  v.push_back({"NaN logit", grad, true, at + "nan", logit(std::nan(""))});
+  v.push_back({"+inf logit", grad, true, at + "inf", logit(inf)});
+  v.push_back({"-inf logit", grad, true, at + "-inf", logit(-inf)});
+  v.push_back({"value(): NaN logit", value, true, at + "nan", logit(std::nan(""))});
+  const std::string k = std::to_string(F::kSoftmax                                     ? 6
+                                       : std::is_same<F, ResObjStageFixture<S>>::value ? 2
+                                                                                       : 5);
   v.push_back({"gradient view of the wrong shape",
                [&f](Case<S>& c, RowArray<S>& g, Aux& a) {
                  f.grad(c, c.p.logits, g.topRows(c.p.rows() - 1), a);
                },
-               false, "must be"});
+               false, "must be 23 x " + k + ", got 22 x " + k});
   v.push_back({"gradient view with a column too many",
                [&f](Case<S>& c, RowArray<S>&, Aux& a) {
                  RowArray<S> big = RowArray<S>::Constant(c.p.rows(), c.p.cols() + 1, kSentinel<S>);
@@ -240,7 +245,7 @@ std::vector<Bad<F>> all_bad_inputs(const F& f) {
                    throw;
                  }
                },
-               false, "must be"});
+               false, "must be 23 x " + k + ", got 23 x "});
   if (F::kExactAlias)
     v.push_back({"gradient = the logits",
                  [&f](Case<S>& c, RowArray<S>&, Aux& a) {
@@ -252,7 +257,7 @@ std::vector<Bad<F>> all_bad_inputs(const F& f) {
                      throw;
                    }
                  },
-                 false, "must not share memory"});
+                 false, "must not share memory with"});
   v.push_back({"gradient overlapping the logits, shifted by one column",
                [&f](Case<S>& c, RowArray<S>&, Aux& a) {
                  const Index n = c.p.rows(), k = c.p.cols();
@@ -308,7 +313,7 @@ TEMPLATE_LIST_TEST_CASE("contract: bad inputs throw and leave outputs and state 
     const F f(v);
     for (const auto& bad : all_bad_inputs(f)) {
       Case<S> c = make_case<S>(6, options_for<F>(23, 5), false);
-      c.p.labels[0] = 1;  // a positive in row 0, a background row 1, an ignored row 2
+      c.p.labels[0] = 1;  // a positive of class 1 in row 0, a background row 1, an ignored row 2
       c.p.labels[1] = 0;
       c.p.labels[2] = -1;
       auto a = f.make_aux(c);
@@ -420,6 +425,18 @@ void check_layouts(const RowArray<typename F::Scalar>& x0, Call&& call) {
     RowArray<S> g(n, c);
     compare(call(xm, g), g, "Map of const", 0);
   }
+  {
+    RowArray<S> g(n, c);
+    compare(call(x0 * S(1), g), g, "expression", 0);
+  }
+  {
+    RowArray<S> both(n, 2 * c);  // logits and gradient in disjoint blocks of one buffer
+    both.leftCols(c) = x0;
+    both.rightCols(c).setConstant(kSentinel<S>);
+    auto g = both.rightCols(c);
+    compare(call(both.leftCols(c), g), g, "disjoint blocks of one buffer", 0);
+    CHECK(same_array(both.leftCols(c), x0));
+  }
 }
 
 }  // namespace
@@ -428,25 +445,30 @@ TEMPLATE_LIST_TEST_CASE("contract: every layout, stride and alignment gives the 
                         "[contract][layout]", FixtureList) {
   using F = TestType;
   using S = typename F::Scalar;
-  for (int v = 0; v < F::kVariants; ++v)
-    for (bool w : weight_modes<F>()) {
-      const F f(v);
-      Case<S> c = make_case<S>(7, options_for<F>(29, 13), w);
-      c.p.labels[0] = 1;
-      c.p.labels[1] = 0;
-      c.p.labels[2] = static_cast<fgbg::Label>(std::min<Index>(3, label_classes<F>(c)));
-      // Extreme logits where every loss must stay exact (huge, and a saturated positive).
-      c.p.logits(0, 0) = kMax<S> / 4;
-      c.p.logits(1, 1) = -kMax<S> / 4;
-      c.p.logits(2, std::min<Index>(2, c.p.cols() - 1)) = S(40);
-      INFO(describe<F>(v, w));
-      const auto warm = f.make_aux(c);
-      check_layouts<F>(c.p.logits, [&](const auto& x, auto&& g) {
-        auto a = warm;
-        const Values r = f.grad(c, x, g, a);
-        return std::make_pair(r, a);
-      });
-    }
+  // One tile (29 x 13), and several tiles whose size is not a multiple of the tile (157 x 37).
+  for (const auto& [n, classes] : {std::pair<Index, Index>{29, 13}, {157, 37}})
+    for (int v = 0; v < F::kVariants; ++v)
+      for (bool w : weight_modes<F>()) {
+        const F f(v);
+        Case<S> c = make_case<S>(7, options_for<F>(n, classes), w);
+        c.p.labels[0] = 1;
+        c.p.labels[1] = 0;
+        c.p.labels[2] = static_cast<fgbg::Label>(std::min<Index>(3, label_classes<F>(c)));
+        // Extreme logits where every loss must stay exact (huge, and a saturated positive).
+        c.p.logits(0, 0) = kMax<S> / 4;
+        c.p.logits(1, 1) = -kMax<S> / 4;
+        c.p.logits(2, std::min<Index>(2, c.p.cols() - 1)) = S(40);
+        c.weights[3] = 0;  // a zero weight, and a large one
+        c.weights[4] = S(9.9);
+        c.p.quality[0] = 0;  // a positive of quality 0 (VFL clamps it, RS makes it a negative)
+        INFO(describe<F>(v, w) << ", " << n << " x " << classes);
+        const auto warm = f.make_aux(c);
+        check_layouts<F>(c.p.logits, [&](const auto& x, auto&& g) {
+          auto a = warm;
+          const Values r = f.grad(c, x, g, a);
+          return std::make_pair(r, a);
+        });
+      }
 }
 
 // ---------------------------------------------------------------------------------------------

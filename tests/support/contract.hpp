@@ -215,10 +215,10 @@ struct FocalFixture : DenseFixtureBase<S, fgbg::SigmoidFocalLoss<S>, false> {
 template <typename S>
 struct FocalStarFixture : DenseFixtureBase<S, fgbg::FocalLossStar<S>, false> {
   static constexpr const char* kName = "FocalLossStar";
-  static constexpr int kVariants = 1;
-  explicit FocalStarFixture(int)
+  static constexpr int kVariants = 2;  // α = 0.25, γ = 3; fvcore's defaults α off, γ = 1
+  explicit FocalStarFixture(int v)
       : DenseFixtureBase<S, fgbg::FocalLossStar<S>, false>(
-            fgbg::FocalLossStar<S>({S(0.25), S(3)})) {}
+            v == 0 ? fgbg::FocalLossStar<S>({S(0.25), S(3)}) : fgbg::FocalLossStar<S>()) {}
 };
 
 template <typename S>
@@ -261,10 +261,13 @@ template <typename S, typename Loss>
 struct QualityFixtureBase : DenseFixtureBase<S, Loss, false> {
   using Aux = NoAux;
   explicit QualityFixtureBase(Loss l) : DenseFixtureBase<S, Loss, false>(std::move(l)) {}
+  /// The quality goes in as a Map here and as an array in value(), so that value() ==
+  /// value_and_grad() also says that the quality's storage does not matter.
   template <typename XD, typename GD>
   Values grad(const Case<S>& c, const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<GD>& g,
               Aux&) const {
-    return Values(dense_grad(this->loss, c, x, g, c.p.quality));
+    const Eigen::Map<const Vec<S>> q(c.p.quality.data(), c.p.quality.size());
+    return Values(dense_grad(this->loss, c, x, g, q));
   }
   template <typename XD>
   Values value(const Case<S>& c, const Eigen::DenseBase<XD>& x, Aux&) const {
@@ -283,16 +286,16 @@ struct QualityFixtureBase : DenseFixtureBase<S, Loss, false> {
     };
     const double inf = std::numeric_limits<double>::infinity();
     return {{"quality > 1 at a positive", with_q(1.5, 0), false,
-             "of a positive anchor must be in [0, 1]"},
+             "quality(0) = 1.5 of a positive anchor must be in [0, 1]"},
             {"quality < 0 at a positive", with_q(-0.01, 0), false, "must be in [0, 1]"},
-            {"NaN quality at a positive", with_q(std::nan(""), 0), true, "is nan"},
+            {"NaN quality at a positive", with_q(std::nan(""), 0), true, "quality(0, 0) is nan"},
             {"inf quality at a positive", with_q(inf, 0), true, "is inf"},
             {"quality of the wrong length",
              [this](Case<S>& c, RowArray<S>& g, Aux&) {
                const Vec<S> q2 = Vec<S>::Constant(c.p.rows() + 1, S(0.5));
                this->loss.value_and_grad(c.p.logits, c.p.labels, q2, g);
              },
-             false, "quality must be a vector of"},
+             false, "quality must be a vector of 23 entries, got 24 x 1"},
             {"an N x C quality (weights mistaken for it)",
              [this](Case<S>& c, RowArray<S>& g, Aux&) {
                const RowArray<S> qm = RowArray<S>::Constant(c.p.rows(), c.p.cols(), S(0.5));
@@ -394,7 +397,7 @@ struct EflFixture {
                  throw;
                }
              },
-             false, "classes, the logits"},
+             false, "state has 6 classes, the logits 5 columns"},
             {"value() with a state of the wrong number of classes",
              [this](Case<S>& c, RowArray<S>&, Aux&) {
                const fgbg::EqualizedFocalState s3(c.p.cols() + 1);
@@ -454,12 +457,12 @@ struct GhmcFixture {
                fgbg::GhmcState s5(5);
                loss.value_and_grad(c.p.logits, c.p.labels, g, s5);
              },
-             false, "bins"},
+             false, "state has 5 bins, the loss " + std::to_string(loss.config().bins)},
             {"momentum without a state",
              [](Case<S>& c, RowArray<S>& g, Aux&) {
                fgbg::GhmcLoss<S>({30, 0.75}).value_and_grad(c.p.logits, c.p.labels, g);
              },
-             false, ""}};
+             false, "needs a GhmcState"}};
   }
 };
 
