@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "support/problems.hpp"
 #include "support/reference.hpp"
 
 using namespace fgbg_test;
@@ -79,20 +80,22 @@ Oracle oracle(const RowArray<Scalar>& x, const fgbg::LabelVector& y,
   return o;
 }
 
-/// Random batch: logits ~ N(mu, sd), labels uniform in -1..C with the given fractions.
+/// Random batch (support/problems.hpp): logits ~ N(mu, sd), labels −1 (10 %), 1..C (20 %), 0.
 template <typename Scalar>
 void random_batch(Index n, Index c, std::uint64_t seed, RowArray<Scalar>& x, fgbg::LabelVector& y,
                   double mu = -2.0, double sd = 2.5) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> nd(mu, sd);
-  std::uniform_real_distribution<double> u(0, 1);
-  x.resize(n, c);
-  y.resize(n);
-  for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<Scalar>(nd(rng));
-  for (Index i = 0; i < n; ++i) {
-    const double r = u(rng);
-    y[i] = r < 0.1 ? -1 : (r < 0.3 ? 1 + static_cast<int>(u(rng) * c) % static_cast<int>(c) : 0);
-  }
+  ProblemOptions o;
+  o.n = n;
+  o.classes = c;
+  o.positive_fraction = 0.2;
+  o.ignored_fraction = 0.1;
+  o.logit_centre = mu;
+  o.logit_spread = sd;
+  o.positive_lift = 0;
+  o.at_least_one_positive = false;
+  Problem<Scalar> p = random_problem<Scalar>(seed, o);
+  x = std::move(p.logits);
+  y = std::move(p.labels);
 }
 
 const double kEmptyValue = 4.0 / 6.0 * std::log1p(std::exp(-3.0));  // D+ = 1, D- = 0

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "support/problems.hpp"
 #include "support/reference.hpp"
 
 using namespace fgbg_test;
@@ -45,29 +46,31 @@ void run_quality_reference(const char* file, const std::function<Loss(const json
   }
 }
 
-/// Random logits, labels in -1..C and qualities in [0.05, 1] (positives) for the gradient checks.
-struct Problem {
+/// Random logits, labels in -1..C and qualities in [0.05, 1] (positives; 0 elsewhere) for the
+/// gradient checks: support/problems.hpp with uniform labels and centred logits.
+struct QProblem {
   RowArray<double> x;
   fgbg::LabelVector y;
   Eigen::ArrayXd q, w;
 };
 
-Problem make_problem(Index n, Index k, std::uint64_t seed, double spread = 3.0) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> nd(0.0, spread);
-  std::uniform_int_distribution<int> ld(-1, static_cast<int>(k));
-  std::uniform_real_distribution<double> ud(0.05, 1.0);
-  Problem p;
-  p.x.resize(n, k);
-  for (Index i = 0; i < p.x.size(); ++i) p.x.data()[i] = nd(rng);
-  p.y.resize(n);
-  p.q.resize(n);
-  p.w.resize(n);
-  for (Index i = 0; i < n; ++i) {
-    p.y[i] = ld(rng);
-    p.q[i] = p.y[i] > 0 ? ud(rng) : 0.0;
-    p.w[i] = 0.5 + 0.1 * static_cast<double>(i % 7);
-  }
+QProblem make_problem(Index n, Index k, std::uint64_t seed, double spread = 3.0) {
+  fgbg_test::ProblemOptions o;
+  o.n = n;
+  o.classes = k;
+  o.positive_fraction = double(k) / double(k + 2);
+  o.ignored_fraction = 1.0 / double(k + 2);
+  o.logit_centre = 0;
+  o.logit_spread = spread;
+  o.positive_lift = 0;
+  o.min_quality = 0.05;
+  o.min_weight = 0.5;
+  o.max_weight = 1.1;
+  o.at_least_one_positive = false;
+  fgbg_test::Problem<double> r = fgbg_test::random_problem<double>(seed, o);
+  QProblem p{std::move(r.logits), std::move(r.labels), std::move(r.quality), std::move(r.weights)};
+  for (Index i = 0; i < n; ++i)
+    if (p.y[i] <= 0) p.q[i] = 0.0;
   return p;
 }
 
@@ -176,7 +179,7 @@ TEMPLATE_TEST_CASE("QFL and VFL: per-element vectors", "[qfl][vfl][spec]", float
 TEMPLATE_TEST_CASE("QFL with quality 1 is focal loss without α, γ = β", "[qfl][focal]", float,
                    double) {
   using S = TestType;
-  const Problem p = make_problem(57, 11, 5);
+  const QProblem p = make_problem(57, 11, 5);
   const RowArray<S> x = p.x.template cast<S>();
   const Vec<S> ones = Vec<S>::Ones(x.rows());
   for (S beta : {S(2), S(1.5)}) {
@@ -194,7 +197,7 @@ TEMPLATE_TEST_CASE("QFL with quality 1 is focal loss without α, γ = β", "[qfl
 // Gradients
 
 TEST_CASE("QFL, VFL, EFL: gradient equals central differences", "[qfl][vfl][efl][gradcheck]") {
-  const Problem p = make_problem(13, 5, 11);
+  const QProblem p = make_problem(13, 5, 11);
   const Index n = p.x.rows(), k = p.x.cols();
   auto check_quality = [&](const auto& loss, const char* what) {
     INFO(what);
@@ -249,7 +252,7 @@ TEST_CASE("QFL, VFL, EFL: gradient equals central differences", "[qfl][vfl][efl]
 // EFL statistics
 
 TEST_CASE("EFL with a fresh state is the focal loss", "[efl][focal]") {
-  const Problem p = make_problem(40, 6, 21);
+  const QProblem p = make_problem(40, 6, 21);
   fgbg::EqualizedFocalState state(6);
   const fgbg::EqualizedFocalLoss<double> efl;
   const fgbg::SigmoidFocalLoss<double> focal;
@@ -266,7 +269,7 @@ TEST_CASE("EFL statistics evolve as a plain re-computation says", "[efl][state]"
   const Index k = 7;
   // Class 7 never has a positive (its γ rises to γ_b + s); class 1 has many.
   auto batch = [&](std::uint64_t seed, Index n) {
-    Problem p = make_problem(n, k, seed, 2.5);
+    QProblem p = make_problem(n, k, seed, 2.5);
     for (Index i = 0; i < n; ++i) {
       if (p.y[i] == 7) p.y[i] = 0;
       if (i % 5 == 0) p.y[i] = 1;
@@ -283,7 +286,7 @@ TEST_CASE("EFL statistics evolve as a plain re-computation says", "[efl][state]"
       plain.decay = decay;
       for (int call = 0; call < 5; ++call) {
         INFO("call " << call);
-        const Problem p = batch(100 + call, 30 + 7 * call);
+        const QProblem p = batch(100 + call, 30 + 7 * call);
         RowArray<double> g(p.x.rows(), k), g_plain;
         for (Index j = 0; j < k; ++j) CHECK(efl.gamma(state, j) == Approx(plain.gamma(j)));
         const double v = efl.value_and_grad(p.x, p.y, g, state);
@@ -335,7 +338,7 @@ TEST_CASE("EFL: argument order is inputs, gradient, state; value() takes a const
   STATIC_REQUIRE_FALSE(CallsValueAndGrad<Efl, State&, RowArray<double>&>::value);
   STATIC_REQUIRE(CallsValue<Efl, const State&>::value);
   // With weights and an explicit normaliser, the state stays right after the gradient.
-  const Problem p = make_problem(40, 5, 7);
+  const QProblem p = make_problem(40, 5, 7);
   const Efl efl;
   State state(5), twin(5);
   RowArray<double> g(40, 5), g2(40, 5);
@@ -353,7 +356,7 @@ TEST_CASE("EFL: argument order is inputs, gradient, state; value() takes a const
 TEMPLATE_TEST_CASE("EFL: value() does not update, float follows double", "[efl][state]", float,
                    double) {
   using S = TestType;
-  const Problem p = make_problem(300, 9, 31);
+  const QProblem p = make_problem(300, 9, 31);
   const RowArray<S> x = p.x.template cast<S>();
   const fgbg::EqualizedFocalLoss<S> efl;
   fgbg::EqualizedFocalState state(9);
