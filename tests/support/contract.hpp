@@ -511,7 +511,7 @@ struct DrFixture {
              [this](Case<S>& c, RowArray<S>& g, Aux&) {
                loss.value_and_grad(c.p.logits, c.p.labels, g, fgbg::Weights<S>(c.p.weights));
              },
-             false, "weights"},
+             false, "weights are not supported"},
             {"value(): weights (not supported)",
              [this](Case<S>& c, RowArray<S>&, Aux&) {
                loss.value(c.p.logits, c.p.labels, fgbg::Weights<S>(c.p.weights));
@@ -524,13 +524,23 @@ struct DrFixture {
                gr[1] = 0;
                loss.value_and_grad(c.p.logits, c.p.labels, g, gr);
              },
-             false, "groups"},
+             false,
+             "groups must be non-decreasing (each group one run of consecutive anchors), but "
+             "groups(1) = 0 < groups(0) = 1"},
+            {"value(): decreasing groups",
+             [this](Case<S>& c, RowArray<S>&, Aux&) {
+               Eigen::ArrayXi gr = c.p.groups;
+               gr[0] = 1;
+               gr[1] = 0;
+               loss.value(c.p.logits, c.p.labels, gr);
+             },
+             false, "groups must be non-decreasing"},
             {"groups of the wrong length",
              [this](Case<S>& c, RowArray<S>& g, Aux&) {
                const Eigen::ArrayXi gr = Eigen::ArrayXi::Zero(c.p.rows() + 1);
                loss.value_and_grad(c.p.logits, c.p.labels, g, gr);
              },
-             false, "groups"}};
+             false, "groups must be a vector of 23 entries, got 24 x 1"}};
   }
 };
 
