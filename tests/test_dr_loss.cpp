@@ -1,12 +1,12 @@
 // DR loss: reference vectors (the authors' module, torch autograd), the spec's hand-checked
-// values, central differences, a long-double oracle on multi-tile inputs, grouping, layouts,
-// edge cases, errors and allocation.
-#include "support/no_alloc.hpp"
-// (no_alloc.hpp must come first)
+// values, central differences, a long-double oracle on multi-tile inputs, grouping, layouts
+// (in place, label types), edge cases and hyper-parameter errors. What every loss promises (bad
+// inputs, layouts, allocation) is in test_contract.cpp.
 #include <fgbg/ranking/dr_loss.hpp>
 #include <random>
 #include <vector>
 
+#include "support/problems.hpp"
 #include "support/reference.hpp"
 
 using namespace fgbg_test;
@@ -79,20 +79,22 @@ Oracle oracle(const RowArray<Scalar>& x, const fgbg::LabelVector& y,
   return o;
 }
 
-/// Random batch: logits ~ N(mu, sd), labels uniform in -1..C with the given fractions.
+/// Random batch (support/problems.hpp): logits ~ N(mu, sd), labels −1 (10 %), 1..C (20 %), 0.
 template <typename Scalar>
 void random_batch(Index n, Index c, std::uint64_t seed, RowArray<Scalar>& x, fgbg::LabelVector& y,
                   double mu = -2.0, double sd = 2.5) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> nd(mu, sd);
-  std::uniform_real_distribution<double> u(0, 1);
-  x.resize(n, c);
-  y.resize(n);
-  for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<Scalar>(nd(rng));
-  for (Index i = 0; i < n; ++i) {
-    const double r = u(rng);
-    y[i] = r < 0.1 ? -1 : (r < 0.3 ? 1 + static_cast<int>(u(rng) * c) % static_cast<int>(c) : 0);
-  }
+  ProblemOptions o;
+  o.n = n;
+  o.classes = c;
+  o.positive_fraction = 0.2;
+  o.ignored_fraction = 0.1;
+  o.logit_centre = mu;
+  o.logit_spread = sd;
+  o.positive_lift = 0;
+  o.at_least_one_positive = false;
+  Problem<Scalar> p = random_problem<Scalar>(seed, o);
+  x = std::move(p.logits);
+  y = std::move(p.labels);
 }
 
 const double kEmptyValue = 4.0 / 6.0 * std::log1p(std::exp(-3.0));  // D+ = 1, D- = 0
@@ -455,65 +457,6 @@ TEMPLATE_TEST_CASE("DR loss: edge cases", "[dr][edge]", float, double) {
   }
 }
 
-TEST_CASE("DR loss: bad inputs throw and leave the gradient untouched", "[dr][errors]") {
-  const fgbg::DRLoss<double> dr;
-  RowArray<double> x = RowArray<double>::Constant(3, 2, 0.5);
-  RowArray<double> g = RowArray<double>::Constant(3, 2, 7.0);
-  fgbg::LabelVector y(3);
-  y << 1, 0, -1;
-  Eigen::ArrayXi groups(3);
-  groups << 0, 0, 1;
-  auto untouched = [&] { return (g == 7.0).all(); };
-
-  SECTION("label out of range") {
-    y[1] = 3;
-    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g),
-                      "fgbg::DRLoss: labels(1) = 3 is outside -1..2 (-1 ignore, 0 background, "
-                      "1..C class)");
-    y[1] = -2;
-    CHECK_THROWS_AS(dr.value_and_grad(x, y, g, fgbg::groups(groups)), std::invalid_argument);
-    CHECK_THROWS_AS(dr.value(x, y), std::invalid_argument);
-  }
-  SECTION("labels of the wrong length") {
-    fgbg::LabelVector y2(4);
-    y2 << 0, 0, 0, 0;
-    CHECK_THROWS_WITH(dr.value_and_grad(x, y2, g),
-                      Catch::Contains("labels must be a vector of 3 entries, got 4 x 1"));
-  }
-  SECTION("gradient view of the wrong shape") {
-    RowArray<double> big = RowArray<double>::Constant(4, 4, 7.0);
-    CHECK_THROWS_WITH(dr.value_and_grad(x, y, big.block(0, 0, 2, 2)),
-                      Catch::Contains("grad must be 3 x 2, got 2 x 2"));
-    CHECK((big == 7.0).all());
-  }
-  SECTION("NaN and inf logits") {
-    x(2, 1) = std::numeric_limits<double>::quiet_NaN();
-    CHECK_THROWS_AS(dr.value_and_grad(x, y, g), std::domain_error);
-    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, fgbg::groups(groups)),
-                      Catch::Contains("logits(2, 1) is nan"));
-    x(2, 1) = 0;
-    x(1, 0) = -std::numeric_limits<double>::infinity();
-    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g), Catch::Contains("logits(1, 0) is -inf"));
-    CHECK_THROWS_AS(dr.value(x, y), std::domain_error);
-    x(1, 0) = 0;
-    x(0, 0) = std::numeric_limits<double>::infinity();  // the positive entry
-    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g), Catch::Contains("logits(0, 0) is inf"));
-    CHECK_THROWS_WITH(dr.value(x, y, fgbg::groups(groups)), Catch::Contains("logits(0, 0) is inf"));
-  }
-  SECTION("groups of the wrong length or not sorted") {
-    Eigen::ArrayXi g2(2);
-    g2 << 0, 1;
-    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, fgbg::groups(g2)),
-                      Catch::Contains("groups must be a vector of 3 entries, got 2 x 1"));
-    groups << 1, 0, 1;
-    CHECK_THROWS_WITH(dr.value_and_grad(x, y, g, fgbg::groups(groups)),
-                      Catch::Contains("groups must be non-decreasing (each group one run of "
-                                      "consecutive anchors), but groups(1) = 0 < groups(0) = 1"));
-    CHECK_THROWS_AS(dr.value(x, y, fgbg::groups(groups)), std::invalid_argument);
-  }
-  CHECK(untouched());
-}
-
 TEST_CASE("DR loss: invalid hyper-parameters", "[dr][errors]") {
   using D = fgbg::DRLoss<float>;
   using C = fgbg::DRLossConfig<float>;
@@ -532,25 +475,4 @@ TEST_CASE("DR loss: invalid hyper-parameters", "[dr][errors]") {
   CHECK(d.config().L == 6.f);
   CHECK(d.config().tau == 4.f);
   CHECK(d.config().margin == 0.5f);
-}
-
-TEMPLATE_TEST_CASE("DR loss allocates nothing in steady state", "[dr][alloc]", float, double) {
-  using S = TestType;
-  RowArray<S> x;
-  fgbg::LabelVector y;
-  random_batch(3000, 80, 2, x, y);
-  RowArray<S> g(3000, 80);
-  Eigen::ArrayXi groups(3000);
-  for (Index i = 0; i < 3000; ++i) groups[i] = static_cast<int>(i / 1000);
-  const fgbg::DRLoss<S> dr;
-  S v = 0;
-  {
-    NoAllocScope guard;
-    v += dr.value_and_grad(x, y, g);
-    v += dr.value_and_grad(x, y, g, fgbg::groups(groups));
-    v += dr.value(x, y);
-    v += dr.value(x, y, fgbg::groups(groups));
-    CHECK(guard.count() == 0);
-  }
-  CHECK(std::isfinite(v));
 }

@@ -1,6 +1,6 @@
 // Issue 9 (§3, §5) for the dense losses: overflow of the sums, weight × 1/A, cancellations,
-// extreme hyper-parameters, layout and alignment independence, and a long-double oracle on the
-// reported cases and on random extreme inputs.
+// extreme hyper-parameters, and a long-double oracle on the reported cases and on random extreme
+// inputs (layout and alignment independence: the contract suite, test_contract.cpp).
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
@@ -203,93 +203,6 @@ Oracle softmax_oracle(const RowArray<S>& x, const LabelVector& y, const std::vec
     }
   }
   return o;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Layout and alignment: the same data in every supported kind of storage gives the same bits.
-
-template <typename S>
-bool same_bits(S a, S b) {
-  return std::memcmp(&a, &b, sizeof(S)) == 0;
-}
-
-// `call(x, g)` evaluates the loss on logits x (any Eigen object) writing the gradient into g
-// (any writable Eigen object) and returns the value. Returns true when every layout gives the
-// value and gradient of the contiguous row-major reference bit for bit.
-template <typename S, typename Call>
-void check_layouts(const RowArray<S>& x0, Call&& call) {
-  const Index n = x0.rows(), c = x0.cols();
-  RowArray<S> gref(n, c);
-  const S vref = call(x0, gref);
-  auto compare = [&](S v, const auto& g, const char* what, int off) {
-    INFO(what << " offset " << off);
-    CHECK(same_bits(v, vref));
-    bool all = true;
-    for (Index i = 0; i < n; ++i)
-      for (Index j = 0; j < c; ++j) all = all && same_bits(S(g(i, j)), gref(i, j));
-    CHECK(all);
-  };
-  using RowMap = Eigen::Map<RowArray<S>>;
-  using ColArr = Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic>;
-  using ColMap = Eigen::Map<ColArr>;
-  for (int off = 0; off < 8; ++off) {
-    for (int goff = 0; goff < 8; goff += 3) {
-      std::vector<S> xb(static_cast<size_t>(n * c + 16)), gb(static_cast<size_t>(n * c + 16), S(7));
-      RowMap x(xb.data() + off, n, c);
-      x = x0;
-      RowMap g(gb.data() + (off + goff) % 8, n, c);
-      compare(call(x, g), g, "row-major Map", off);
-      ColMap xc(xb.data() + off, n, c);
-      xc = x0;
-      ColMap gc(gb.data() + (off + goff) % 8, n, c);
-      compare(call(xc, gc), gc, "column-major Map", off);
-    }
-  }
-  {
-    ColArr xc = x0, gc(n, c);
-    compare(call(xc, gc), gc, "column-major array", 0);
-  }
-  {
-    std::vector<S> xb(static_cast<size_t>(n * (c + 3) + 8)),
-        gb(static_cast<size_t>(n * (c + 5) + 8));
-    using Strided = Eigen::Map<RowArray<S>, 0, Eigen::OuterStride<>>;
-    Strided x(xb.data() + 1, n, c, Eigen::OuterStride<>(c + 3));
-    x = x0;
-    Strided g(gb.data() + 3, n, c, Eigen::OuterStride<>(c + 5));
-    compare(call(x, g), g, "outer-strided Map", 1);
-    std::vector<S> xb2(static_cast<size_t>(2 * n * c + 8)), gb2(static_cast<size_t>(2 * n * c + 8));
-    using Inner = Eigen::Map<RowArray<S>, 0, Eigen::Stride<Eigen::Dynamic, 2>>;
-    Inner x2(xb2.data() + 1, n, c, Eigen::Stride<Eigen::Dynamic, 2>(2 * c, 2));
-    x2 = x0;
-    Inner g2(gb2.data(), n, c, Eigen::Stride<Eigen::Dynamic, 2>(2 * c, 2));
-    compare(call(x2, g2), g2, "inner-strided Map", 2);
-  }
-  {
-    RowArray<S> xbig = RowArray<S>::Zero(n + 3, c + 5), gbig(n + 2, c + 3);
-    xbig.block(1, 3, n, c) = x0;
-    auto gblk = gbig.block(2, 1, n, c);
-    compare(call(xbig.block(1, 3, n, c), gblk), gblk, "block", 0);
-  }
-}
-
-template <typename S>
-RowArray<S> layout_logits(Index n, Index c, std::mt19937_64& rng) {
-  std::normal_distribution<double> nd(-2.0, 4.0);
-  RowArray<S> x(n, c);
-  for (Index k = 0; k < x.size(); ++k) x.data()[k] = static_cast<S>(nd(rng));
-  x(0, 0) = kMax<S> / 4;
-  x(1, 1) = -kMax<S> / 4;
-  x(2, std::min<Index>(2, c - 1)) = S(40);
-  return x;
-}
-
-LabelVector layout_labels(Index n, Index c, std::mt19937_64& rng) {
-  LabelVector y(n);
-  for (Index i = 0; i < n; ++i) y[i] = static_cast<fgbg::Label>(rng() % (c + 2)) - 1;
-  y[0] = 1;
-  y[1] = 0;
-  y[2] = 3;
-  return y;
 }
 
 }  // namespace
@@ -782,117 +695,8 @@ TEST_CASE("hardening: softmax focal with weights near DBL_MAX", "[hardening]") {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// §5: layout and alignment.
-
-TEMPLATE_TEST_CASE("hardening: sigmoid losses do not depend on layout or alignment",
-                   "[hardening][layout]", float, double) {
-  using S = TestType;
-  std::mt19937_64 rng(7);
-  const Index n = 29, c = 13;
-  const RowArray<S> x = layout_logits<S>(n, c, rng);
-  const LabelVector y = layout_labels(n, c, rng);
-  Eigen::Array<S, Eigen::Dynamic, 1> q(n), w(n);
-  for (Index i = 0; i < n; ++i) {
-    q[i] = static_cast<S>((rng() % 1000) / 1000.0);
-    w[i] = static_cast<S>((rng() % 100) / 10.0);
-  }
-  SECTION("BCE") {
-    const fgbg::SigmoidCrossEntropyLoss<S> l;
-    check_layouts<S>(x, [&](const auto& xx, auto& g) { return l.value_and_grad(xx, y, g); });
-    check_layouts<S>(x, [&](const auto& xx, auto& g) { return l.value_and_grad(xx, y, g, w); });
-  }
-  SECTION("focal") {
-    for (S gamma : {S(2), S(1.5)}) {
-      const fgbg::SigmoidFocalLoss<S> l({S(0.25), gamma});
-      check_layouts<S>(x, [&](const auto& xx, auto& g) { return l.value_and_grad(xx, y, g); });
-    }
-  }
-  SECTION("FL*") {
-    const fgbg::FocalLossStar<S> l({S(0.25), S(3)});
-    check_layouts<S>(x, [&](const auto& xx, auto& g) { return l.value_and_grad(xx, y, g); });
-  }
-  SECTION("QFL") {
-    const fgbg::QualityFocalLoss<S> l({S(2.5)});
-    check_layouts<S>(x, [&](const auto& xx, auto& g) { return l.value_and_grad(xx, y, q, g); });
-  }
-  SECTION("VFL") {
-    const fgbg::VarifocalLoss<S> l;
-    check_layouts<S>(x, [&](const auto& xx, auto& g) { return l.value_and_grad(xx, y, q, g); });
-  }
-  SECTION("EFL") {
-    const fgbg::EqualizedFocalLoss<S> l;
-    fgbg::EqualizedFocalState warm(c);
-    RowArray<S> g0(n, c);
-    l.value_and_grad(x, y, g0, warm);  // non-trivial γ_j
-    check_layouts<S>(x, [&](const auto& xx, auto& g) {
-      fgbg::EqualizedFocalState st = warm;
-      return l.value_and_grad(xx, y, g, st);
-    });
-  }
-  SECTION("GHM-C") {
-    const fgbg::GhmcLoss<S> l({30, 0.75});
-    check_layouts<S>(x, [&](const auto& xx, auto& g) {
-      fgbg::GhmcState st(30);
-      return l.value_and_grad(xx, y, g, st);
-    });
-  }
-}
-
-TEMPLATE_TEST_CASE("hardening: softmax losses do not depend on layout or alignment",
-                   "[hardening][layout]", float, double) {
-  using S = TestType;
-  std::mt19937_64 rng(11);
-  const Index n = 31, k = 12;
-  const RowArray<S> x = layout_logits<S>(n, k, rng);
-  const LabelVector y = layout_labels(n, k - 1, rng);
-  Eigen::Array<S, Eigen::Dynamic, 1> w(n);
-  for (Index i = 0; i < n; ++i) w[i] = static_cast<S>((rng() % 100) / 10.0);
-  SECTION("CE") {
-    const fgbg::SoftmaxCrossEntropyLoss<S> l;
-    check_layouts<S>(x, [&](const auto& xx, auto& g) { return l.value_and_grad(xx, y, g); });
-    check_layouts<S>(x, [&](const auto& xx, auto& g) { return l.value_and_grad(xx, y, g, w); });
-  }
-  SECTION("softmax focal") {
-    for (S gamma : {S(2), S(0.5)}) {
-      const fgbg::SoftmaxFocalLoss<S> l({S(0.25), gamma});
-      check_layouts<S>(x, [&](const auto& xx, auto& g) { return l.value_and_grad(xx, y, g); });
-    }
-  }
-}
-
-TEMPLATE_TEST_CASE("hardening: residual objectness does not depend on layout or alignment",
-                   "[hardening][layout]", float, double) {
-  using S = TestType;
-  std::mt19937_64 rng(5);
-  const Index n = 37, c = 9;
-  const RowArray<S> z = layout_logits<S>(n, c, rng);
-  RowArray<S> s = layout_logits<S>(n, 2, rng);
-  s(0, 0) = s(0, 1) = S(3);
-  s(1, 0) = s(1, 1) = S(-3);
-  const LabelVector y = layout_labels(n, c, rng);
-  const fgbg::ResidualObjectnessLoss<S> l;
-  RowArray<S> gs_ref(n, 2), gz_ref(n, c);
-  fgbg::ResidualObjectnessState st0;
-  const double ref = l.value_and_grad(z, y, s, gz_ref, gs_ref, st0).loss;
-  // Class logits and their gradient in every layout (the stage logits as they are).
-  check_layouts<S>(z, [&](const auto& zz, auto& g) {
-    fgbg::ResidualObjectnessState st;
-    RowArray<S> gs(n, 2);
-    const auto r = l.value_and_grad(zz, y, s, g, gs, st);
-    CHECK(same_bits(r.loss, ref));
-    CHECK((gs == gs_ref).all());
-    return static_cast<S>(r.loss);
-  });
-  // And the stage logits.
-  check_layouts<S>(s, [&](const auto& ss, auto& g) {
-    fgbg::ResidualObjectnessState st;
-    RowArray<S> gz(n, c);
-    const auto r = l.value_and_grad(z, y, ss, gz, g, st);
-    CHECK((gz == gz_ref).all());
-    return static_cast<S>(r.loss);
-  });
-}
+// §5 (layout and alignment independence of every dense loss, residual objectness included) is
+// checked by the contract suite: tests/test_contract.cpp, "every layout, stride and alignment".
 
 // ---------------------------------------------------------------------------------------------
 // §6 (numerics part): random extreme inputs against the long-double oracle.

@@ -367,42 +367,6 @@ TEST_CASE("ranking losses: balance identities", "[ap][alrp][rs][identity]") {
 // Layouts
 // ------------------------------------------------------------------------------------------
 
-TEMPLATE_TEST_CASE("ranking losses: row-major, column-major, Map and block give identical results",
-                   "[ap][alrp][rs][layout]", float, double) {
-  using S = TestType;
-  std::mt19937_64 rng(3);
-  RandomCase rc;
-  do rc = random_case(rng, 2);
-  while (rc.x.rows() < 20);
-  const Index n = rc.x.rows(), c = rc.x.cols();
-  const RowArray<S> xr = rc.x.cast<S>();
-  const Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> xc = xr;  // column-major copy
-  const Vec<S> iou = rc.aux.cast<S>();
-  fgbg::RankingWorkspace ws;
-  RowArray<S> g1(n, c);
-  Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> g2(n, c);
-  std::vector<S> buf(static_cast<std::size_t>(n * c));
-  Eigen::Map<RowArray<S>> g3(buf.data(), n, c);
-  RowArray<S> big = RowArray<S>::Constant(n + 2, c + 3, S(7));
-  const auto v1 = fgbg::RankSortLoss<S>().value_and_grad(xr, rc.y, iou, g1, ws);
-  const auto v2 = fgbg::RankSortLoss<S>().value_and_grad(xc, rc.y, iou, g2, ws);
-  const auto v3 = fgbg::RankSortLoss<S>().value_and_grad(
-      Eigen::Map<const RowArray<S>>(xr.data(), n, c), rc.y, iou, g3, ws);
-  const auto v4 = fgbg::RankSortLoss<S>().value_and_grad(xr, rc.y, iou, big.block(1, 2, n, c), ws);
-  CHECK(v1.rank == v2.rank);
-  CHECK(v1.rank == v3.rank);
-  CHECK(v1.sort == v4.sort);
-  CHECK((g1 == g2).all());
-  CHECK((g1 == g3).all());
-  CHECK((g1 == big.block(1, 2, n, c)).all());
-  CHECK((big.col(0) == S(7)).all());
-  CHECK((big.row(0) == S(7)).all());
-}
-
-// ------------------------------------------------------------------------------------------
-// Edge cases
-// ------------------------------------------------------------------------------------------
-
 TEMPLATE_TEST_CASE("ranking losses: edge cases", "[ap][alrp][rs][edge]", float, double) {
   using S = TestType;
   fgbg::RankingWorkspace ws;

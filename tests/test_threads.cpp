@@ -1,69 +1,52 @@
-// Threads: the dense engine gives bit-identical values and gradients for 1 and 2 threads. This
-// executable is always built with OpenMP (tests/CMakeLists.txt), whatever FGBG_USE_OPENMP says.
+// Threads: every loss gives bit-identical values, gradients, side outputs and states for 1 and 2
+// threads (the dense engine and DR loss run their passes on threads; the others must not care).
+// This executable is always built with OpenMP (tests/CMakeLists.txt), whatever FGBG_USE_OPENMP
+// says; the losses are the fixtures of the contract suite (support/contract.hpp).
 #include <catch2/catch.hpp>
 #include <fgbg/fgbg.hpp>
-#include <random>
+#include <tuple>
+#include <vector>
 
-using fgbg::Index;
-using fgbg::RowArray;
+#include "support/contract.hpp"
 
 #if FGBG_OPENMP_ENABLED
 namespace {
-template <typename S>
-struct Big {
-  RowArray<S> x, xs;
-  fgbg::LabelVector y;
-  Big() {
-    const Index n = 4001, c = 80;  // > kParallelMinElems and not a multiple of the tile
-    std::mt19937_64 rng(3);
-    std::normal_distribution<double> nd(-3.0, 2.5);
-    x.resize(n, c);
-    for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<S>(nd(rng));
-    xs.resize(n, c + 1);
-    xs.col(0).setZero();
-    xs.rightCols(c) = x;
-    y.resize(n);
-    for (Index i = 0; i < n; ++i) y[i] = static_cast<int>((i * 7) % (c + 2)) - 1;
-  }
-};
+using namespace fgbg_test::contract;
 
+/// Values, gradient and aux (state, side outputs) of one call with `threads` threads.
 template <typename F>
-void same_for_1_and_2_threads(F&& call) {
-  omp_set_num_threads(1);
-  const auto [v1, g1] = call();
-  omp_set_num_threads(2);
-  const auto [v2, g2] = call();
-  CHECK(v1 == v2);
-  CHECK((g1 == g2).all());
+auto call_with_threads(const F& f, const Case<typename F::Scalar>& c, const typename F::Aux& warm,
+                       int threads) {
+  omp_set_num_threads(threads);
+  auto a = warm;
+  RowArray<typename F::Scalar> g(c.p.rows(), c.p.cols());
+  const Values v = f.grad(c, c.p.logits, g, a);
+  return std::make_tuple(v, g, a);
 }
 }  // namespace
 
-TEMPLATE_TEST_CASE("dense losses are bit-identical for 1 and 2 threads", "[threads]", float,
-                   double) {
-  using S = TestType;
-  const Big<S> b;
+// Every loss of the contract suite (support/contract.hpp), on a problem above
+// kParallelMinElems whose size is not a multiple of the tile.
+TEMPLATE_LIST_TEST_CASE("every loss is bit-identical for 1 and 2 threads", "[threads][contract]",
+                        FixtureList) {
+  using F = TestType;
+  using S = typename F::Scalar;
   REQUIRE(fgbg::max_threads() >= 1);
-  auto sig = [&](const auto& loss) {
-    return [&] {
-      RowArray<S> g(b.x.rows(), b.x.cols());
-      const S v = loss.value_and_grad(b.x, b.y, g);
-      return std::make_pair(v, g);
-    };
-  };
-  same_for_1_and_2_threads(sig(fgbg::SigmoidCrossEntropyLoss<S>()));
-  same_for_1_and_2_threads(sig(fgbg::SigmoidFocalLoss<S>()));
-  same_for_1_and_2_threads(sig(fgbg::FocalLossStar<S>()));
-  same_for_1_and_2_threads([&] {
-    RowArray<S> g(b.x.rows(), b.x.cols());
-    fgbg::GhmcState state(30);
-    const S v = fgbg::GhmcLoss<S>({30, 0.75}).value_and_grad(b.x, b.y, g, state);
-    return std::make_pair(v, g);
-  });
-  same_for_1_and_2_threads([&] {
-    RowArray<S> g(b.xs.rows(), b.xs.cols());
-    const S v = fgbg::SoftmaxFocalLoss<S>().value_and_grad(b.xs, b.y, g);
-    return std::make_pair(v, g);
-  });
+  const Index n = 1001, classes = 80;
+  REQUIRE(n * classes > fgbg::detail::kParallelMinElems);
+  for (int v = 0; v < F::kVariants; ++v)
+    for (bool w : F::kWeights ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+      const F f(v);
+      const Case<S> c = make_case<S>(3, options_for<F>(n, classes), w);
+      const auto warm = f.make_aux(c);
+      INFO(F::kName << " variant " << v << (w ? " weights" : ""));
+      const auto [v1, g1, a1] = call_with_threads(f, c, warm, 1);
+      const auto [v2, g2, a2] = call_with_threads(f, c, warm, 2);
+      INFO(v1 << " vs " << v2);
+      CHECK(same(v1, v2));
+      CHECK(same_array(g1, g2));
+      CHECK(F::same(a1, a2));
+    }
   omp_set_num_threads(2);
 }
 #else
