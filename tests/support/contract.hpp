@@ -943,11 +943,16 @@ using AllFixtures =
                AlrpFixture<S>, RsFixture<S>, ResObjClassFixture<S>, ResObjStageFixture<S>,
                GuidedFixture<S>>;
 
+#if defined(FGBG_CONTRACT_SCALAR)
+/// The fixture list of one half of the typed suite (test_contract_float, test_contract_double).
+using FixtureList = AllFixtures<FGBG_CONTRACT_SCALAR>;
+#else
 template <typename... A, typename... B>
 std::tuple<A..., B...> cat_types(std::tuple<A...>*, std::tuple<B...>*);
 /// The fixture list of the typed suite: every fixture in float, then in double.
 using FixtureList = decltype(cat_types(static_cast<AllFixtures<float>*>(nullptr),
                                        static_cast<AllFixtures<double>*>(nullptr)));
+#endif
 
 /// The problem options of a fixture for a call of n anchors and c classes.
 template <typename F>

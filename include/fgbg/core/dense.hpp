@@ -189,9 +189,27 @@ Eigen::DenseBase<D>& writable(const Eigen::DenseBase<D>& out) {
   return const_cast<Eigen::DenseBase<D>&>(out);
 }
 
+/// Cuts the tiles of `grid` into at most kMaxChunks chunks whose bounds depend only on the shape,
+/// and runs `chunk(k, first_tile, last_tile)` for each, on OpenMP threads when the input has at
+/// least kParallelMinElems elements (`size`). The one chunked loop of the engine.
+template <typename ChunkFn>
+Index for_each_chunk(const TileGrid& grid, Index size, ChunkFn&& chunk) {
+  const Index tiles = grid.count();
+  if (tiles == 0) return 0;
+  const Index chunks = std::min(tiles, kMaxChunks);
+  const bool parallel = chunks > 1 && size >= kParallelMinElems;
+  (void)parallel;
+#if FGBG_OPENMP_ENABLED
+#pragma omp parallel for schedule(static) if (parallel)
+#endif
+  for (Index k = 0; k < chunks; ++k) chunk(k, k * tiles / chunks, (k + 1) * tiles / chunks);
+  return chunks;
+}
+
 /// Runs `kernel(tile, x, g, scratch, acc)` over every tile of `x` (an Eigen object or an
-/// ErasedInput; and of `grad`, an Eigen object or an ErasedOutput, unless it is None, in which case `g` is nullptr). Each chunk folds its tiles, in order, into its own `Acc`
-/// (copied from `init`); the chunk results are then merged in chunk order with
+/// ErasedInput; and of `grad`, an Eigen object or an ErasedOutput, unless it is None, in which
+/// case `g` is nullptr). Each chunk (for_each_chunk) folds its tiles, in order, into its own
+/// `Acc` (copied from `init`); the chunk results are then merged in chunk order with
 /// `merge(total, chunk)`. `scratch` holds kScratchBuffers × kTileElems elements. The kernel must
 /// not throw. Chunk bounds depend only on the shape, so the result is the same for any number of
 /// threads.
@@ -199,22 +217,13 @@ template <typename Scalar, typename Acc, typename X, typename GradOut, typename 
           typename Merge>
 Acc tiled_reduce(const X& x, GradOut& grad, const Acc& init, Kernel&& kernel, Merge&& merge) {
   const TileGrid grid(x.rows(), x.cols());
-  const Index tiles = grid.count();
   Acc total = init;
-  if (tiles == 0) return total;
-  const Index chunks = std::min(tiles, kMaxChunks);
   Acc partial[kMaxChunks];
-  const bool parallel = chunks > 1 && x.size() >= kParallelMinElems;
-  (void)parallel;
-#if FGBG_OPENMP_ENABLED
-#pragma omp parallel for schedule(static) if (parallel)
-#endif
-  for (Index k = 0; k < chunks; ++k) {
+  const Index chunks = for_each_chunk(grid, x.size(), [&](Index k, Index first, Index last) {
     alignas(64) Scalar xbuf[kTileElems];
     alignas(64) Scalar gbuf[kTileElems];
     alignas(64) Scalar scratch[kScratchBuffers * kTileElems];
     Acc acc = init;
-    const Index first = k * tiles / chunks, last = (k + 1) * tiles / chunks;
     for (Index i = first; i < last; ++i) {
       const Tile t = grid.tile(i);
       const Scalar* xt = load_tile(x, t, xbuf);
@@ -227,7 +236,7 @@ Acc tiled_reduce(const X& x, GradOut& grad, const Acc& init, Kernel&& kernel, Me
       }
     }
     partial[k] = acc;
-  }
+  });
   for (Index k = 0; k < chunks; ++k) merge(total, partial[k]);
   return total;
 }
@@ -242,24 +251,16 @@ Acc tiled_reduce(const X& x, GradOut& grad, const Acc& init, Kernel&& kernel, Me
 template <typename Scalar, typename XD, typename GD, typename Kernel>
 void tiled_write(const Eigen::DenseBase<XD>& x, Eigen::DenseBase<GD>& grad, Kernel&& kernel) {
   const TileGrid grid(x.rows(), x.cols());
-  const Index tiles = grid.count();
-  if (tiles == 0) return;
-  const Index chunks = std::min(tiles, kMaxChunks);
-  const bool parallel = chunks > 1 && x.size() >= kParallelMinElems;
-  (void)parallel;
-#if FGBG_OPENMP_ENABLED
-#pragma omp parallel for schedule(static) if (parallel)
-#endif
-  for (Index k = 0; k < chunks; ++k) {
+  for_each_chunk(grid, x.size(), [&](Index, Index first, Index last) {
     alignas(64) Scalar xbuf[kTileElems];
     alignas(64) Scalar gbuf[kTileElems];
     alignas(64) Scalar scratch[kScratchBuffers * kTileElems];
-    for (Index i = k * tiles / chunks, last = (k + 1) * tiles / chunks; i < last; ++i) {
+    for (Index i = first; i < last; ++i) {
       const Tile t = grid.tile(i);
       kernel(t, load_tile(x, t, xbuf), gbuf, scratch);
       store_tile(grad, t, gbuf, gbuf);
     }
-  }
+  });
 }
 
 /// tiled_reduce for the common case: `kernel(tile, x, g, scratch) -> double`, summed in order.

@@ -181,9 +181,7 @@ class ALRPLoss : public RankingLoss<ALRPLoss<Scalar>, Scalar, ALRPSignature> {
   }
   template <typename XD, typename Out>
   void prepare(const Eigen::DenseBase<XD>& x, Out& out) const {
-    auto& grad = std::get<0>(out);
-    if constexpr (detail::kGiven<detail::Bare<decltype(grad)>>)
-      detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
+    detail::prepare_ranking_grad(kName, x, out);
     detail::prepare_vector_output(kName, "grad_loc_error", std::get<1>(out), x.rows(), true);
     detail::prepare_vector_output(kName, "rank", std::get<2>(out), x.rows(), true);
   }

@@ -78,9 +78,7 @@ class APLoss : public RankingLoss<APLoss<Scalar>, Scalar, RankingSignature> {
   }
   template <typename XD, typename Out>
   void prepare(const Eigen::DenseBase<XD>& x, Out& out) const {
-    auto& grad = std::get<0>(out);
-    if constexpr (detail::kGiven<detail::Bare<decltype(grad)>>)
-      detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
+    detail::prepare_ranking_grad(kName, x, out);
   }
   template <typename LD, typename In>
   bool is_positive(const Eigen::DenseBase<LD>& labels, const In&, Index a) const {

@@ -97,9 +97,7 @@ class RankSortLoss : public RankingLoss<RankSortLoss<Scalar>, Scalar, RankSortSi
   }
   template <typename XD, typename Out>
   void prepare(const Eigen::DenseBase<XD>& x, Out& out) const {
-    auto& grad = std::get<0>(out);
-    if constexpr (detail::kGiven<detail::Bare<decltype(grad)>>)
-      detail::prepare_output(kName, "grad", grad, x.rows(), x.cols());
+    detail::prepare_ranking_grad(kName, x, out);
   }
   template <typename LD, typename In>
   bool is_positive(const Eigen::DenseBase<LD>& labels, const In& in, Index a) const {

@@ -95,6 +95,15 @@ auto group_rows_of(Tuple& t, Index first, Index len) {
   return group_rows_of(t, first, len, std::make_index_sequence<std::tuple_size<Tuple>::value>{});
 }
 
+/// Makes the gradient (the first output, when given) hold N × C (prepare_output); the
+/// `prepare` of AP and RS, and the first step of aLRP's.
+template <typename XD, typename Out>
+void prepare_ranking_grad(const char* where, const Eigen::DenseBase<XD>& x, Out& out) {
+  auto& grad = std::get<0>(out);
+  if constexpr (kGiven<Bare<decltype(grad)>>)
+    prepare_output(where, "grad", grad, x.rows(), x.cols());
+}
+
 /// Zeroes every output that is given.
 template <typename Tuple>
 void zero_outputs(Tuple& out) {

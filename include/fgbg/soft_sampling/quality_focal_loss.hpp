@@ -67,18 +67,15 @@ class QualityFocalLoss : public DenseLoss<QualityFocalLoss<Scalar>, Scalar, Qual
   /// See DenseLoss: (logits, labels, quality [, grad] [, weights] [, normalizer]).
   template <typename Call>
   double run(Call& c) const {
+    const LabelStats s = detail::check_quality_call(kName, c);
     const auto& x = c.x;
     const auto& labels = c.labels;
     const auto& quality = std::get<0>(c.in);
-    auto& grad = std::get<0>(c.out);
-    auto& w = c.option;
-    const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, *c.normalizer, grad);
-    detail::check_quality(kName, quality, labels);  // labels: N, checked above
     const auto target = [&quality](Index row) {
       return static_cast<double>(quality.derived().coeff(row));
     };
-    return detail::sigmoid_onehot(*this, x, labels, w, c.normalizer->resolve(s, x.cols()), grad,
-                                  target);
+    return detail::sigmoid_onehot(*this, x, labels, c.option, c.normalizer->resolve(s, x.cols()),
+                                  std::get<0>(c.out), target);
   }
 
   /// t = 0 over a tile: σ^β softplus(x) and σ^β (σ + β(1 − σ) softplus(x)).

@@ -25,6 +25,7 @@
 
 #include "../core/checks.hpp"
 #include "../core/loss_base.hpp"
+#include "../core/sigmoid_head.hpp"
 
 namespace fgbg {
 
@@ -43,6 +44,16 @@ template <typename QD, typename LD>
 void check_quality(const char* where, const Eigen::DenseBase<QD>& q,
                    const Eigen::DenseBase<LD>& labels) {
   check_positive_values(where, "quality", q, labels, 0.0, 1.0, "[0, 1]");
+}
+
+/// The checks of a QFL or VFL call `c` (see DenseLoss), before anything is written: those of
+/// every sigmoid head, then the quality. Returns the label counts.
+template <typename Call>
+LabelStats check_quality_call(const char* where, Call& c) {
+  const LabelStats s =
+      check_sigmoid_call(where, c.x, c.labels, c.option, *c.normalizer, std::get<0>(c.out));
+  check_quality(where, std::get<0>(c.in), c.labels);  // labels: N, checked above
+  return s;
 }
 }  // namespace detail
 }  // namespace fgbg

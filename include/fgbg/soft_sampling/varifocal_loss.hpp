@@ -75,13 +75,10 @@ class VarifocalLoss : public DenseLoss<VarifocalLoss<Scalar>, Scalar, QualitySig
   /// See DenseLoss: (logits, labels, quality [, grad] [, weights] [, normalizer]).
   template <typename Call>
   double run(Call& c) const {
+    const LabelStats s = detail::check_quality_call(kName, c);
     const auto& x = c.x;
     const auto& labels = c.labels;
     const auto& quality = std::get<0>(c.in);
-    auto& grad = std::get<0>(c.out);
-    auto& w = c.option;
-    const LabelStats s = detail::check_sigmoid_call(kName, x, labels, w, *c.normalizer, grad);
-    detail::check_quality(kName, quality, labels);  // labels: N, checked above
     const double floor = static_cast<double>(config_.min_quality);
     if (floor == 0.0)
       for (Index i = 0; i < x.rows(); ++i)
@@ -92,8 +89,8 @@ class VarifocalLoss : public DenseLoss<VarifocalLoss<Scalar>, Scalar, QualitySig
     const auto target = [&quality, floor](Index row) {
       return std::max(floor, static_cast<double>(quality.derived().coeff(row)));
     };
-    return detail::sigmoid_onehot(*this, x, labels, w, c.normalizer->resolve(s, x.cols()), grad,
-                                  target);
+    return detail::sigmoid_onehot(*this, x, labels, c.option, c.normalizer->resolve(s, x.cols()),
+                                  std::get<0>(c.out), target);
   }
 
   /// q = 0 over a tile: α σ^γ softplus(x) and α σ^γ (σ + γ(1 − σ) softplus(x)).
