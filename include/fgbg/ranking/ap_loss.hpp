@@ -72,9 +72,9 @@ class APLoss : public RankingLoss<APLoss<Scalar>, Scalar, RankingSignature> {
   /// @name The pieces RankingLoss drives (see ranking_loss.hpp)
   /// @{
   template <typename XD, typename LD, typename In, typename Out>
-  void check(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, const In&,
-             const Out& out) const {
-    detail::check_ranking_call<Scalar>(kName, x, labels, std::get<0>(out));
+  LabelStats check(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, const In&,
+                   const Out& out) const {
+    return detail::check_ranking_call<Scalar>(kName, x, labels, std::get<0>(out));
   }
   template <typename XD, typename Out>
   void prepare(const Eigen::DenseBase<XD>& x, Out& out) const {
@@ -91,8 +91,7 @@ class APLoss : public RankingLoss<APLoss<Scalar>, Scalar, RankingSignature> {
               Out& out, RankingWorkspace& ws, double scale) const {
     auto& grad = std::get<0>(out);
     constexpr bool kGrad = detail::kGiven<detail::Bare<decltype(grad)>>;
-    const LabelStats stats = detail::check_ranking_call<Scalar>(kName, x, labels, grad);
-    (void)in;
+    const LabelStats stats = check(x, labels, in, out);
     prepare(x, out);
     if (stats.positives == 0) {
       detail::zero_output(grad);
