@@ -984,6 +984,34 @@ TEMPLATE_TEST_CASE("QFL: a huge beta on a positive whose |sigma - t| rounds to 1
         Approx(static_cast<double>(want_g)).epsilon(sizeof(S) == 8 ? 1e-13 : 1e-6));
 }
 
+// From fuzz_sigmoid in CI (an oracle error, the library was right): a positive of quality 0 at a
+// logit where 1 − σ(x) rounds to 0 even in long double. With β·σ(−x) ≈ 0.4 the modulator's slope
+// term β·σ^(β−1)·σ(1 − σ)·softplus(x) is about 16 times the second term σ^β·σ; a formula that
+// forms 1 − σ or σ^β directly drops it and gives 1 − 0.4 ≈ 0.6 instead of about 10.
+TEMPLATE_TEST_CASE("QFL: the slope term survives where 1 - sigma(x) rounds to 0",
+                   "[hardening][qfl]", float, double) {
+  using S = TestType;
+  const bool dbl = sizeof(S) == 8;
+  const S xs = dbl ? S(40) : S(20), beta = dbl ? S(1e17) : S(2e8);
+  const fgbg::QualityFocalLoss<S> qfl({beta, fgbg::Normalizer::sum()});
+  RowArray<S> x(1, 1), g(1, 1);
+  x << xs;
+  fgbg::LabelVector y(1);
+  y << 1;
+  Eigen::Array<S, Eigen::Dynamic, 1> q(1);
+  q << S(0);
+  const double v = qfl.value_and_grad(x, y, q, g);
+  using LD = long double;
+  const LD xl = xs, bl = beta, qm = std::exp(-xl) / (1 + std::exp(-xl)), s = 1 / (1 + qm);
+  const LD sp = xl + std::log1p(std::exp(-xl)), log_s = std::log1p(-qm);
+  const LD want_v = std::exp(bl * log_s) * sp;
+  const LD want_g = bl * std::exp((bl - 1) * log_s) * s * qm * sp + std::exp(bl * log_s) * s;
+  REQUIRE(static_cast<double>(want_g) > 5.0);  // the slope term dominates
+  CHECK(v == Approx(static_cast<double>(want_v)).epsilon(dbl ? 1e-12 : 1e-6));
+  CHECK(static_cast<double>(g(0, 0)) ==
+        Approx(static_cast<double>(want_g)).epsilon(dbl ? 1e-12 : 1e-6));
+}
+
 // Regression (fuzz_state, UBSan): EFL's state update took row(i) of an N × 0 gradient for every
 // background anchor, offsetting a null data pointer. C = 0 now adds nothing.
 TEST_CASE("EFL: zero classes leave the statistics empty", "[hardening][efl][edge]") {

@@ -68,7 +68,8 @@ void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
           const LD z = (2 * t - 1) * x, pt = sig(z);
           const LD mod = std::exp(-gm * sp(z));
           ell = at * mod * sp(-z);
-          d = (2 * t - 1) * at * mod * (gm * pt * -sp(-z) + pt - 1);
+          // pt − 1 as −σ(−z): in long double 1 − σ(z) rounds to 0 once z > 45.
+          d = (2 * t - 1) * at * mod * (gm * pt * -sp(-z) - sig(-z));
           break;
         }
         case 2: {  // FL*
@@ -78,13 +79,16 @@ void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
           break;
         }
         case 3: {  // QFL
-          const LD tq = hot ? LD(k.q[i]) : 0, s = sig(x), dd = s - tq, b = k.beta;
+          // |σ − t| and σ(1 − σ) without cancellation: near |σ − t| = 1, 1 − σ(x) rounds to 0
+          // even in long double (x > 45), which would drop the whole modulator-slope term.
+          const LD tq = hot ? LD(k.q[i]) : 0, s = sig(x), q = sig(-x), dd = s - tq, b = k.beta;
           const LD bce = (1 - tq) * sp(x) + tq * sp(-x);
-          const LD ad = std::fabs(dd);
-          ell = std::pow(ad, b) * bce;
+          const LD ad = std::fabs(dd), u = dd > 0 ? tq + q : (1 - tq) + s;  // |σ − t| = 1 − u
+          const LD log_ad = ad > LD(0.5) ? std::log1p(-u) : std::log(ad);
+          const LD mod = ad == 0 ? 0 : std::exp(b * log_ad);
           const LD sg = dd > 0 ? 1 : (dd < 0 ? -1 : 0);
-          d = (sg == 0 ? 0 : b * std::pow(ad, b - 1) * sg * s * (1 - s) * bce) +
-              std::pow(ad, b) * dd;
+          ell = mod * bce;
+          d = (sg == 0 ? 0 : b * std::exp((b - 1) * log_ad) * sg * s * q * bce) + mod * dd;
           break;
         }
         default: {  // VFL
