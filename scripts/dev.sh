@@ -95,28 +95,42 @@ case "$cmd" in
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     mkdir -p build/fuzz/artifacts
-    failed=()
+    bins=(build/fuzz/tests/fuzz/fuzz_*)
+    # Runs "$1 target" for every target, $jobs at a time (one core each); each job writes its
+    # report to $work/<family>.<what> and its status to $work/<family>.<what>.rc, so the
+    # reports print in a fixed order afterwards.
+    pool() {
+      local fn=$1 running=0 bin
+      for bin in "${bins[@]}"; do
+        "$fn" "$bin" &
+        running=$((running + 1))
+        if [ "$running" -ge "$jobs" ]; then
+          wait -n || true
+          running=$((running - 1))
+        fi
+      done
+      wait || true
+    }
     # 1. Strict: every committed input (seeds and the regress-* inputs of past violations) once,
     #    under ASan and UBSan. A failure here always fails the command.
-    replay_failed=()
-    for bin in build/fuzz/tests/fuzz/fuzz_*; do
-      family=${bin##*/fuzz_}
-      if "$bin" -rss_limit_mb=2048 tests/fuzz/corpus/"$family"/* >"$work/replay-$family.log" 2>&1; then
+    replay_one() {
+      local bin=$1 family=${1##*/fuzz_} rc=0
+      "$bin" -rss_limit_mb=2048 tests/fuzz/corpus/"$family"/* >"$work/$family.replay.log" 2>&1 || rc=$?
+      if [ "$rc" -eq 0 ]; then
         echo "fuzz_$family: corpus replay ok ($(ls tests/fuzz/corpus/"$family" | wc -l) inputs)"
       else
-        replay_failed+=("$family")
         echo "fuzz_$family: corpus replay FAILED"
-        grep -m3 -E 'fgbg fuzz violation|runtime error|ERROR:|Running:' "$work/replay-$family.log" | sed 's/^/    | /'
-      fi
-    done
+        grep -m3 -E 'fgbg fuzz violation|runtime error|ERROR:|Running:' "$work/$family.replay.log" | sed 's/^/    | /'
+      fi >"$work/$family.replay"
+      echo "$rc" >"$work/$family.replay.rc"
+    }
     # 2. Exploration for SECONDS per target. FGBG_FUZZ_REPORT_ONLY=1 prints what it finds
-    #    without failing (CI sets it while open findings remain; see tests/fuzz/README.md).
-    for bin in build/fuzz/tests/fuzz/fuzz_*; do
-      family=${bin##*/fuzz_}
+    #    without failing (for local runs; see tests/fuzz/README.md).
+    explore_one() {
+      local bin=$1 family=${1##*/fuzz_} rc=0 seeds runs cov after a what
       mkdir -p "$work/$family/corpus" "$work/$family/artifacts"
       cp tests/fuzz/corpus/"$family"/* "$work/$family/corpus/"
       seeds=$(ls "$work/$family/corpus" | wc -l)
-      rc=0
       # FGBG_FUZZ_SEED seeds libFuzzer's mutations (CI sets 1); unset, a random seed. A seed
       # does not make a run reproducible (the exploration also depends on timing): every run
       # may meet inputs no earlier run met (tests/fuzz/README.md).
@@ -126,19 +140,35 @@ case "$cmd" in
       runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$family/log" | tail -1)
       cov=$({ grep -o 'cov: [0-9]*' "$work/$family/log" || true; } | tail -1 | cut -d' ' -f2)
       after=$(ls "$work/$family/corpus" | wc -l)
-      if [ "$rc" -eq 0 ]; then
-        echo "fuzz_$family: ok, ${runs:-?} runs in ${seconds} s, coverage ${cov:-?}, corpus $seeds -> $after"
-      else
-        failed+=("$family")
-        cp "$work/$family/artifacts/"* build/fuzz/artifacts/ 2>/dev/null || true
-        what=$(grep -m1 -E 'fgbg fuzz violation|runtime error|ERROR: (AddressSanitizer|libFuzzer|LeakSanitizer)' "$work/$family/log" || true)
-        echo "fuzz_$family: FAILED (exit $rc) after ${runs:-?} runs: ${what:-see log}"
-        grep -m1 -A1 'fgbg fuzz violation' "$work/$family/log" | tail -1 || true
-        for a in "$work/$family/artifacts/"*; do
-          [ -e "$a" ] && echo "    input: build/fuzz/artifacts/${a##*/} (reproduce: $bin build/fuzz/artifacts/${a##*/})"
-        done
-        tail -n 40 "$work/$family/log" | sed 's/^/    | /'
-      fi
+      {
+        if [ "$rc" -eq 0 ]; then
+          echo "fuzz_$family: ok, ${runs:-?} runs in ${seconds} s, coverage ${cov:-?}, corpus $seeds -> $after"
+        else
+          cp "$work/$family/artifacts/"* build/fuzz/artifacts/ 2>/dev/null || true
+          what=$(grep -m1 -E 'fgbg fuzz violation|runtime error|ERROR: (AddressSanitizer|libFuzzer|LeakSanitizer)' "$work/$family/log" || true)
+          echo "fuzz_$family: FAILED (exit $rc) after ${runs:-?} runs: ${what:-see log}"
+          grep -m1 -A1 'fgbg fuzz violation' "$work/$family/log" | tail -1 || true
+          for a in "$work/$family/artifacts/"*; do
+            [ -e "$a" ] && echo "    input: build/fuzz/artifacts/${a##*/} (reproduce: $bin build/fuzz/artifacts/${a##*/})"
+          done
+          tail -n 40 "$work/$family/log" | sed 's/^/    | /'
+        fi
+      } >"$work/$family.explore"
+      echo "$rc" >"$work/$family.explore.rc"
+    }
+    replay_failed=()
+    failed=()
+    pool replay_one
+    for bin in "${bins[@]}"; do
+      family=${bin##*/fuzz_}
+      cat "$work/$family.replay"
+      [ "$(cat "$work/$family.replay.rc")" = 0 ] || replay_failed+=("$family")
+    done
+    pool explore_one
+    for bin in "${bins[@]}"; do
+      family=${bin##*/fuzz_}
+      cat "$work/$family.explore"
+      [ "$(cat "$work/$family.explore.rc")" = 0 ] || failed+=("$family")
     done
     if [ ${#replay_failed[@]} -ne 0 ]; then
       echo "fgbg: corpus replay failed for: ${replay_failed[*]}" >&2
