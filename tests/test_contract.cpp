@@ -506,3 +506,17 @@ TEMPLATE_LIST_TEST_CASE("contract: steady-state calls allocate nothing", "[contr
     CHECK(std::isfinite(sink));
   }
 }
+
+// The guard of the test above must see what it is meant to catch, however the test executable
+// is built (with or without the shared precompiled header of tests/CMakeLists.txt).
+TEST_CASE("contract: the allocation guard sees Eigen and operator new allocations",
+          "[contract][alloc]") {
+  fgbg_test::NoAllocScope guard;
+  CHECK_THROWS(RowArray<double>(64, 64));  // Eigen's runtime no-malloc check throws
+#if FGBG_TEST_COUNT_NEW
+  auto* p = new std::vector<int>(100);
+  const long count = guard.count();
+  delete p;
+  CHECK(count >= 2);  // the vector object and its buffer
+#endif
+}

@@ -53,6 +53,15 @@ class NoAllocScope {
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 
+namespace fgbg_test {
+/// The replaced deletes free through this out-of-line call: inlined into an allocator next to
+/// the replaced new, GCC 12 calls std::free on memory "from operator new" a mismatch
+/// (-Wmismatched-new-delete), though the replaced new is std::malloc.
+[[gnu::noinline]] inline void release(void* p) noexcept {
+  std::free(p);
+}
+}  // namespace fgbg_test
+
 void* operator new(std::size_t n) {
   fgbg_test::g_allocations.fetch_add(1);
   if (void* p = std::malloc(n ? n : 1)) return p;
@@ -62,15 +71,15 @@ void* operator new[](std::size_t n) {
   return ::operator new(n);
 }
 void operator delete(void* p) noexcept {
-  std::free(p);
+  fgbg_test::release(p);
 }
 void operator delete[](void* p) noexcept {
-  std::free(p);
+  fgbg_test::release(p);
 }
 void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
+  fgbg_test::release(p);
 }
 void operator delete[](void* p, std::size_t) noexcept {
-  std::free(p);
+  fgbg_test::release(p);
 }
 #endif  // FGBG_TEST_COUNT_NEW

@@ -1,0 +1,1 @@
+// Compiled only to build the unit tests' shared precompiled header (tests/CMakeLists.txt).
