@@ -97,8 +97,8 @@ case "$cmd" in
     mkdir -p build/fuzz/artifacts
     bins=(build/fuzz/tests/fuzz/fuzz_*)
     # Runs "$1 target" for every target, $jobs at a time (one core each); each job writes its
-    # report to $work/<family>.<what> and its status to $work/<family>.<what>.rc, so the
-    # reports print in a fixed order afterwards.
+    # report to $work/<family>.$2 and its status to $work/<family>.$2.rc. Then prints the
+    # reports in target order and lists the failed families in $work/$2.failed.
     pool() {
       local fn=$1 running=0 bin
       for bin in "${bins[@]}"; do
@@ -110,6 +110,13 @@ case "$cmd" in
         fi
       done
       wait || true
+      local family
+      : >"$work/$2.failed"
+      for bin in "${bins[@]}"; do
+        family=${bin##*/fuzz_}
+        cat "$work/$family.$2"
+        [ "$(cat "$work/$family.$2.rc")" = 0 ] || echo "$family" >>"$work/$2.failed"
+      done
     }
     # 1. Strict: every committed input (seeds and the regress-* inputs of past violations) once,
     #    under ASan and UBSan. A failure here always fails the command.
@@ -156,20 +163,10 @@ case "$cmd" in
       } >"$work/$family.explore"
       echo "$rc" >"$work/$family.explore.rc"
     }
-    replay_failed=()
-    failed=()
-    pool replay_one
-    for bin in "${bins[@]}"; do
-      family=${bin##*/fuzz_}
-      cat "$work/$family.replay"
-      [ "$(cat "$work/$family.replay.rc")" = 0 ] || replay_failed+=("$family")
-    done
-    pool explore_one
-    for bin in "${bins[@]}"; do
-      family=${bin##*/fuzz_}
-      cat "$work/$family.explore"
-      [ "$(cat "$work/$family.explore.rc")" = 0 ] || failed+=("$family")
-    done
+    pool replay_one replay
+    mapfile -t replay_failed <"$work/replay.failed"
+    pool explore_one explore
+    mapfile -t failed <"$work/explore.failed"
     if [ ${#replay_failed[@]} -ne 0 ]; then
       echo "fgbg: corpus replay failed for: ${replay_failed[*]}" >&2
       exit 1

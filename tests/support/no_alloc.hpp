@@ -49,10 +49,6 @@ class NoAllocScope {
 #endif
 
 #if FGBG_TEST_COUNT_NEW
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-
 namespace fgbg_test {
 /// The replaced deletes free through this out-of-line call: inlined into an allocator next to
 /// the replaced new, GCC 12 calls std::free on memory "from operator new" a mismatch
