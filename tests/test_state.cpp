@@ -2,7 +2,9 @@
 // header check, the blobs, GHM-C's three steps and its single-process equivalence.
 #include <catch2/catch.hpp>
 
+#include <fgbg/core/ema_normalizer.hpp>
 #include <fgbg/soft_sampling/ghm_c_loss.hpp>
+#include <fgbg/soft_sampling/sigmoid_focal_loss.hpp>
 
 #include <numeric>
 #include <vector>
@@ -72,10 +74,10 @@ void ghmc_equivalence(int workers, double momentum, bool weighted) {
     std::vector<fgbg::GhmcState> states(workers, dist);
     for (int r = 0; r < workers; ++r) {
       auto g = g_dist.middleRows(c[r], c[r + 1] - c[r]);
-      const S v = weighted ? loss.value_and_grad(shards[r].logits, shards[r].labels, g, states[r],
-                                                 shards[r].weights, reduced)
-                           : loss.value_and_grad(shards[r].logits, shards[r].labels, g, states[r],
-                                                 reduced);
+      const S v =
+          weighted ? loss.value_and_grad(shards[r].logits, shards[r].labels, g, states[r],
+                                         shards[r].weights, reduced)
+                   : loss.value_and_grad(shards[r].logits, shards[r].labels, g, states[r], reduced);
       // value with the reduced buffer only reads the state and returns the same number.
       const fgbg::GhmcState before = dist;
       CHECK(loss.value(shards[r].logits, shards[r].labels, before, reduced) == v);
@@ -90,8 +92,8 @@ void ghmc_equivalence(int workers, double momentum, bool weighted) {
     // by at most one rounding: |Δg_i| ≤ 2·eps(S)·|g_i| (observed: 0 in double, ≤ 1 ulp in float).
     const double gdiff = (g_dist - g_whole).abs().template cast<double>().maxCoeff();
     const double gmax = g_whole.abs().template cast<double>().maxCoeff();
-    INFO("W = " << workers << " step " << step << " momentum " << momentum << " max |Δg| "
-                << gdiff << " of max |g| " << gmax);
+    INFO("W = " << workers << " step " << step << " momentum " << momentum << " max |Δg| " << gdiff
+                << " of max |g| " << gmax);
     const S eps_s = std::numeric_limits<S>::epsilon();
     CHECK(((g_dist - g_whole).abs() <= S(2) * eps_s * g_whole.abs()).all());
     // State: bit-identical (integer counts, identical double arithmetic).
@@ -255,4 +257,62 @@ TEST_CASE("GHM-C: W workers with the reduced histogram equal one process", "[sta
     ghmc_equivalence<double>(w, 0.75, false);
     ghmc_equivalence<double>(w, 0.0, true);
   }
+}
+
+TEST_CASE("Normalisers: global positive count and detectron2's EMA", "[state]") {
+  fgbg_test::ProblemOptions o;
+  o.n = 2000;
+  o.classes = 6;
+  const auto p = fgbg_test::random_problem<double>(31, o);
+  const fgbg::SigmoidFocalLoss<double> focal;
+  fgbg::RowArray<double> g_whole, g_dist(p.rows(), p.cols());
+  const double v_whole = focal.value_and_grad(p.logits, p.labels, g_whole);
+  for (int w : {2, 3}) {
+    const auto c = cuts(p.rows(), w);
+    fgbg::ReduceBuffer sum = fgbg::positive_count_buffer(p.labels.segment(0, c[1]), 6);
+    for (int r = 1; r < w; ++r)
+      sum += fgbg::positive_count_buffer(p.labels.segment(c[r], c[r + 1] - c[r]), 6);
+    const fgbg::GlobalCounts gc = fgbg::reduced_counts(sum, 6);
+    CHECK(gc.positives == p.positives());
+    CHECK(gc.valid == (p.labels >= 0).count());
+    CHECK(gc.workers == w);
+    double v = 0;
+    for (int r = 0; r < w; ++r) {
+      auto g = g_dist.middleRows(c[r], c[r + 1] - c[r]);
+      v += focal.value_and_grad(p.logits.middleRows(c[r], c[r + 1] - c[r]),
+                                p.labels.segment(c[r], c[r + 1] - c[r]), g, gc.avg_factor());
+    }
+    const double eps = std::numeric_limits<double>::epsilon();
+    CHECK(((g_dist - g_whole).abs() <= 2 * eps * g_whole.abs()).all());
+    CHECK(std::abs(v - v_whole) <= 8 * eps * v_whole);
+    // Classes that differ across ranks are detected in the reduced header.
+    fgbg::ReduceBuffer mixed = fgbg::positive_count_buffer(p.labels.segment(0, c[1]), 6);
+    mixed += fgbg::positive_count_buffer(p.labels.segment(c[1], c[2] - c[1]), 7);
+    CHECK_THROWS_WITH(fgbg::reduced_counts(mixed, 6), Catch::Contains("classes differs"));
+    CHECK_THROWS_WITH(fgbg::reduced_counts(sum, 5), Catch::Contains("classes is 6"));
+  }
+  // detectron2: v0 = 100, v ← 0.9 v + 0.1 max(P, 1).
+  fgbg::EmaNormalizer ema;
+  double ref = 100.0;
+  for (double pos : {0.0, 3.0, 250.0, 1.0}) {
+    ref = ref * 0.9 + std::max(pos, 1.0) * (1 - 0.9);
+    CHECK(ema.update(pos) == ref);
+  }
+  CHECK(ema.normalizer().factor == ref);
+  fgbg::EmaNormalizer back;
+  CHECK(back != ema);
+  back.load(ema.save());
+  CHECK(back == ema);
+  fgbg::EmaNormalizer snap;
+  snap.restore(ema.snapshot());
+  CHECK(snap == ema);
+  const auto blob = ema.save();
+  for (std::size_t i = 0; i < blob.size(); ++i) {
+    auto bad = blob;
+    bad[i] ^= 0x01;
+    CHECK_THROWS_AS(back.load(bad), std::invalid_argument);
+  }
+  CHECK_THROWS_AS(back.load(fgbg::GhmcState(4).save()), std::invalid_argument);
+  CHECK(back == ema);
+  CHECK_THROWS_AS(ema.update(-1.0), std::invalid_argument);
 }

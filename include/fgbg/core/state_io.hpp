@@ -79,9 +79,9 @@ inline const char* state_method_name(std::uint32_t tag) {
 /// `data(), size()` to an all-reduce with SUM, then pass it to the commit step.
 class ReduceBuffer {
  public:
-  static constexpr int kChunks = 4;                 ///< 16-bit chunks per field
-  static constexpr int kSlotsPerField = 2 * kChunks;  ///< each chunk as c and c²
-  static constexpr double kMaxWorkers = 1048576.0;  ///< 2^20
+  static constexpr int kChunks = 4;                          ///< 16-bit chunks per field
+  static constexpr int kSlotsPerField = 2 * kChunks;         ///< each chunk as c and c²
+  static constexpr double kMaxWorkers = 1048576.0;           ///< 2^20
   static constexpr double kExactLimit = 9007199254740992.0;  ///< 2^53
 
   ReduceBuffer() = default;
@@ -149,8 +149,7 @@ class ReduceBuffer {
       detail::throw_invalid(where, "reduce buffer's worker count must be an integer in 1..2^20, ",
                             "got ", w, " (is it a SUM all-reduce, every worker writing 1?)");
     for (std::size_t f = 0; f < fields_; ++f) {
-      const char* name =
-          f == 0 ? "method tag" : f == 1 ? "format version" : names[f - 2];
+      const char* name = f == 0 ? "method tag" : f == 1 ? "format version" : names[f - 2];
       for (int k = 0; k < kChunks; ++k) {
         const double sum = data_[1 + f * kSlotsPerField + 2 * k];
         const double sq = data_[1 + f * kSlotsPerField + 2 * k + 1];
@@ -173,8 +172,7 @@ class ReduceBuffer {
 
   /// After check(): throws std::invalid_argument unless header field `f` (0-based among the
   /// fields after tag and version) equals this rank's `value`, naming it.
-  void expect_field(const char* where, std::size_t f, const char* name,
-                    std::uint64_t value) const {
+  void expect_field(const char* where, std::size_t f, const char* name, std::uint64_t value) const {
     if (decode(2 + f) != value)
       detail::throw_invalid(where, "reduce buffer's ", name, " is ", decode(2 + f),
                             " (as bits for a real), this rank's is ", value,
