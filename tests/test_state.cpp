@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <fgbg/core/ema_normalizer.hpp>
+#include <fgbg/soft_sampling/equalized_focal_loss.hpp>
 #include <fgbg/soft_sampling/ghm_c_loss.hpp>
 #include <fgbg/soft_sampling/sigmoid_focal_loss.hpp>
 
@@ -315,4 +316,122 @@ TEST_CASE("Normalisers: global positive count and detectron2's EMA", "[state]") 
   CHECK_THROWS_AS(back.load(fgbg::GhmcState(4).save()), std::invalid_argument);
   CHECK(back == ema);
   CHECK_THROWS_AS(ema.update(-1.0), std::invalid_argument);
+}
+
+namespace {
+
+template <typename S>
+void efl_equivalence(int workers, double decay, double tol) {
+  fgbg::EqualizedFocalLossConfig<S> cfg;
+  cfg.decay = decay;
+  const fgbg::EqualizedFocalLoss<S> loss(cfg);
+  fgbg_test::ProblemOptions o;
+  o.n = 2500;
+  o.classes = 9;
+  fgbg::EqualizedFocalState whole(9), dist(9);
+  for (int step = 0; step < 4; ++step) {
+    const auto p = fgbg_test::random_problem<S>(500 + step, o);
+    fgbg::RowArray<S> g_whole, g_dist(p.rows(), p.cols());
+    const double v_whole = loss.value_and_grad(p.logits, p.labels, g_whole, whole, p.weights);
+    const auto c = cuts(p.rows(), workers);
+    fgbg::ReduceBuffer counts = fgbg::positive_count_buffer(p.labels.segment(0, c[1]), 9);
+    for (int r = 1; r < workers; ++r)
+      counts += fgbg::positive_count_buffer(p.labels.segment(c[r], c[r + 1] - c[r]), 9);
+    const fgbg::Normalizer a = fgbg::reduced_counts(counts, 9).avg_factor();
+    fgbg::ReduceBuffer sum;
+    double v = 0;
+    for (int r = 0; r < workers; ++r) {
+      const auto sh = shard(p, c[r], c[r + 1]);
+      auto g = g_dist.middleRows(c[r], c[r + 1] - c[r]);
+      fgbg::ReduceBuffer local;
+      const fgbg::EqualizedFocalState before = dist;
+      v += loss.value_and_grad(sh.logits, sh.labels, g, dist, sh.weights, a, local);
+      CHECK(dist == before);  // the buffer path does not commit
+      if (r == 0)
+        sum = local;
+      else
+        sum += local;
+    }
+    dist.commit(sum);
+    const double gmax = g_whole.abs().template cast<double>().maxCoeff();
+    INFO("W = " << workers << " step " << step);
+    // Step 0: same γ_j, the shards differ only by an element's vectorised or scalar path in
+    // its tile. Later steps: γ_j from G summed in another order (see the header's bound), so
+    // gradients, values and G agree to `tol` relative.
+    CHECK((g_dist - g_whole).abs().template cast<double>().maxCoeff() <= tol * gmax);
+    CHECK(std::abs(v - v_whole) <= tol * std::abs(v_whole));
+    CHECK(dist.updates() == whole.updates());
+    CHECK(((dist.pos_grad() - whole.pos_grad()).abs() <= tol * whole.pos_grad().abs()).all());
+    CHECK(((dist.neg_grad() - whole.neg_grad()).abs() <= tol * whole.neg_grad().abs()).all());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("EFL: statistics into a buffer, summed, committed equal one process", "[state]") {
+  for (int w : {2, 3}) {
+    efl_equivalence<double>(w, 1.0, 1e-11);
+    efl_equivalence<double>(w, 0.9, 1e-11);
+    efl_equivalence<float>(w, 1.0, 1e-4);
+  }
+  // W = 1: the local buffer committed is bit-identical to the plain call.
+  const fgbg::EqualizedFocalLoss<float> loss;
+  const auto p = fgbg_test::random_problem<float>(3);
+  fgbg::EqualizedFocalState a(p.cols()), b(p.cols());
+  for (int step = 0; step < 3; ++step) {
+    fgbg::RowArray<float> ga, gb;
+    fgbg::ReduceBuffer buf;
+    CHECK(loss.value_and_grad(p.logits, p.labels, ga, a) ==
+          loss.value_and_grad(p.logits, p.labels, gb, b, buf));
+    b.commit(buf);
+    CHECK((ga == gb).all());
+    CHECK(a == b);
+  }
+}
+
+TEST_CASE("EqualizedFocalState: save / load, snapshot / restore, bad blobs and buffers",
+          "[state]") {
+  const fgbg::EqualizedFocalLoss<double> loss;
+  const auto p = fgbg_test::random_problem<double>(11);
+  fgbg::EqualizedFocalState s(p.cols());
+  fgbg::RowArray<double> g;
+  loss.value_and_grad(p.logits, p.labels, g, s);
+  loss.value_and_grad(p.logits, p.labels, g, s);
+  fgbg::EqualizedFocalState t;
+  t.load(s.save());
+  CHECK(t == s);
+  fgbg::EqualizedFocalState u;
+  u.restore(s.snapshot());
+  CHECK(u == s);
+  const auto blob = s.save();
+  for (std::size_t i = 0; i < blob.size(); ++i) {
+    auto bad = blob;
+    bad[i] ^= 0x80;
+    CHECK_THROWS_AS(t.load(bad), std::invalid_argument);
+  }
+  std::vector<std::uint8_t> cut(blob.begin(), blob.end() - 9);
+  CHECK_THROWS_AS(t.load(cut), std::invalid_argument);
+  CHECK_THROWS_WITH(t.load(fgbg::GhmcState(5).save()), Catch::Contains("method GHM-C"));
+  CHECK(t == s);
+  // Buffers: wrong size, classes or hyper-parameters differing across ranks.
+  fgbg::ReduceBuffer buf;
+  loss.value_and_grad(p.logits, p.labels, g, s, buf);
+  fgbg::EqualizedFocalState other(p.cols() + 1);
+  CHECK_THROWS_WITH(other.commit(buf), Catch::Contains("doubles, expected"));
+  fgbg::EqualizedFocalLossConfig<double> cfg2;
+  cfg2.scale = 4;
+  fgbg::ReduceBuffer buf2;
+  fgbg::EqualizedFocalState s2 = s;
+  fgbg::EqualizedFocalLoss<double>(cfg2).value_and_grad(p.logits, p.labels, g, s2, buf2);
+  fgbg::ReduceBuffer mixed = buf;
+  mixed += buf2;
+  CHECK_THROWS_WITH(s.commit(mixed), Catch::Contains("scale differs across ranks"));
+  fgbg::ReduceBuffer neg = buf;
+  neg.payload()[0] = -1.0;
+  CHECK_THROWS_AS(s.commit(neg), std::invalid_argument);
+  CHECK(s == t);
+  fgbg::ReduceBuffer short_buf =
+      fgbg::ReduceBuffer::make(fgbg::StateMethod::equalized_focal, 1, {0, 0, 0, 0, 0}, 1);
+  CHECK_THROWS_AS(s.commit(short_buf), std::invalid_argument);
+  CHECK(s == t);
 }

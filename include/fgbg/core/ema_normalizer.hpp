@@ -66,9 +66,9 @@ struct GlobalCounts {
 /// ranks or from `classes`, or counts that are not exact integers below 2^53.
 inline GlobalCounts reduced_counts(const ReduceBuffer& b, Index classes) {
   constexpr const char* kName = "fgbg::reduced_counts";
-  const double w = b.check(kName, StateMethod::positive_count, kPositiveCountVersion,
-                           ReduceBuffer::make(StateMethod::positive_count, 1, {0}, 2).size(),
-                           {"classes"});
+  const double w =
+      b.check(kName, StateMethod::positive_count, kPositiveCountVersion,
+              ReduceBuffer::make(StateMethod::positive_count, 1, {0}, 2).size(), {"classes"});
   b.expect_field(kName, 0, "classes", static_cast<std::uint64_t>(classes));
   GlobalCounts g;
   g.positives = b.count(kName, "positive count", 0);
@@ -92,9 +92,9 @@ class EmaNormalizer {
 
   /// Every field, as a plain struct.
   struct Snapshot {
-    double value = 100.0;     ///< v
-    double momentum = 0.9;    ///< μ
-    double initial = 100.0;   ///< v before the first update (and after reset())
+    double value = 100.0;      ///< v
+    double momentum = 0.9;     ///< μ
+    double initial = 100.0;    ///< v before the first update (and after reset())
     std::int64_t updates = 0;  ///< updates since the last reset
     friend bool operator==(const Snapshot& a, const Snapshot& b) {
       return a.value == b.value && a.momentum == b.momentum && a.initial == b.initial &&
