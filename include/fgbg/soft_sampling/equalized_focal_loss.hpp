@@ -408,12 +408,13 @@ class EqualizedFocalLoss
         detail::sigmoid_onehot(kernel(state), x, labels, c.option,
                                c.normalizer->resolve(s, x.cols()), grad, detail::UnitTarget{});
     if constexpr (Call::kReduce) {
-      static_assert(Call::kGrad,
-                    "fgbg: EqualizedFocalLoss writes its statistics into a ReduceBuffer from the "
-                    "gradient: pass it to value_and_grad, not value");
+      static_assert(
+          Call::kGrad,
+          "fgbg: this loss (EqualizedFocalLoss) writes its statistics into a ReduceBuffer "
+          "from the gradient: pass it to value_and_grad, not value");
       static_assert(!std::is_const<std::remove_pointer_t<decltype(c.reduce)>>::value,
-                    "fgbg: EqualizedFocalLoss writes its statistics into the ReduceBuffer: pass a "
-                    "non-const one");
+                    "fgbg: this loss (EqualizedFocalLoss) writes its statistics into the "
+                    "ReduceBuffer: pass a non-const one");
       c.state->batch_into(grad, labels, header(x.cols()), *c.reduce);
     } else if constexpr (Call::kGrad) {
       c.state->accumulate(grad, labels, config_.decay);
