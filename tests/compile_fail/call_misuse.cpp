@@ -1,5 +1,5 @@
 // Calls that break the one call interface of core/loss_base.hpp (logits, labels, inputs...,
-// outputs..., [state], [option], [workspace], [normalizer]) and must stop at compile time with
+// outputs..., [state], [option], [workspace], [normalizer], [reduce]) and must stop at compile time with
 // fgbg's message (check_messages.cmake compiles this file once per FGBG_CASE).
 #include <fgbg/fgbg.hpp>
 
@@ -11,7 +11,8 @@ int main() {
   fgbg::EqualizedFocalState st(3);
   const fgbg::EqualizedFocalState cst(3);
   const auto norm = fgbg::Normalizer::mean();
-  (void)q, (void)w, (void)st, (void)cst, (void)norm;
+  fgbg::ReduceBuffer buf;
+  (void)q, (void)w, (void)st, (void)cst, (void)norm, (void)buf;
 #if FGBG_CASE == 0
   // EFL's state before the gradient (its order before the stateful convention).
   fgbg::EqualizedFocalLoss<float>().value_and_grad(x, y, st, g);
@@ -39,6 +40,15 @@ int main() {
 #elif FGBG_CASE == 8
   // Two weights.
   fgbg::SigmoidFocalLoss<float>().value(x, y, w, w);
+#elif FGBG_CASE == 9
+  // The reduce buffer before the normaliser (it comes last).
+  fgbg::EqualizedFocalLoss<float>().value_and_grad(x, y, g, st, buf, norm);
+#elif FGBG_CASE == 10
+  // A reduce buffer for a loss without statistics to reduce.
+  fgbg::SigmoidFocalLoss<float>().value_and_grad(x, y, g, buf);
+#elif FGBG_CASE == 11
+  // EFL's statistics come from the gradient: value() cannot write them.
+  fgbg::EqualizedFocalLoss<float>().value(x, y, cst, buf);
 #endif
   return 0;
 }

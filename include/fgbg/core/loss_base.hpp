@@ -6,9 +6,10 @@
 /// Every call has the same shape, whatever the loss:
 ///
 /// @code
-///   value(logits, labels, inputs...,               [state], [option], [workspace], [normalizer])
+///   value(logits, labels, inputs...,               [state], [option], [workspace], [normalizer],
+///         [reduce])
 ///   value_and_grad(logits, labels, inputs..., outputs..., [state], [option], [workspace],
-///                  [normalizer])
+///                  [normalizer], [reduce])
 /// @endcode
 ///
 /// - `inputs`: the method's further per-anchor inputs, positional and required (QFL's quality,
@@ -22,6 +23,9 @@
 ///   AP, aLRP, RS).
 /// - `workspace`: reusable buffers (ranking losses); without one the call allocates a temporary.
 /// - `normalizer`: a Normalizer for this call instead of the one in the loss's config.
+/// - `reduce`: a ReduceBuffer (core/state_io.hpp) for the losses whose statistics are reduced
+///   across data-parallel workers: GHM-C reads the reduced histogram from it, EFL writes this
+///   worker's gradient statistics into it instead of committing them (docs/data_parallel.md).
 ///
 /// The trailing arguments are recognised by their type, so each may be left out independently
 /// (`value(x, labels, Normalizer::avg_factor(a))` needs no empty weights), but they must come in
@@ -48,6 +52,7 @@
 
 #include "dense.hpp"
 #include "reduction.hpp"
+#include "state_io.hpp"
 #include "weights.hpp"
 
 namespace fgbg {
@@ -78,6 +83,7 @@ struct DefaultSignature {
   using Workspace = detail::None;            ///< reusable buffers; a temporary one when not passed
   static constexpr bool normalizer = true;   ///< takes a Normalizer (the config has a default)
   static constexpr bool accumulate = false;  ///< also value_and_accumulate_grad (CARL)
+  static constexpr bool reduce = false;      ///< takes a ReduceBuffer last (GHM-C, EFL)
 };
 
 /// A group id per anchor (an integer vector, non-decreasing: each group a run of consecutive
@@ -113,7 +119,8 @@ struct IsGroups : std::false_type {};
 template <typename GD>
 struct IsGroups<Groups<GD>> : std::true_type {};
 
-/// Slot of a trailing argument of type A: 1 state, 2 option, 3 workspace, 4 normaliser, 0 none.
+/// Slot of a trailing argument of type A: 1 state, 2 option, 3 workspace, 4 normaliser,
+/// 5 reduce buffer, 0 none.
 template <typename Sig, typename Scalar, typename A>
 constexpr int trailing_slot() {
   using T = Bare<A>;
@@ -129,6 +136,8 @@ constexpr int trailing_slot() {
     return 3;
   else if constexpr (Sig::normalizer && std::is_same<T, Normalizer>::value)
     return 4;
+  else if constexpr (Sig::reduce && std::is_same<T, ReduceBuffer>::value)
+    return 5;
   else
     return 0;
 }
@@ -182,9 +191,10 @@ struct CallLayout {
 /// given and for every output of a value-only call), so `std::get<0>(c.out)` is the gradient or
 /// None. `state` is a pointer (const for `value`; nullptr when an optional state is not given),
 /// `option` the Weights, the Groups or None, `normalizer` the normaliser of this call (nullptr for
-/// a loss without one).
+/// a loss without one). `reduce` points to the ReduceBuffer (const when the caller passed a const
+/// one), nullptr when not given; `kReduce` says whether it was given.
 template <typename XD, typename LD, typename In, typename Out, typename StatePtr, typename Option,
-          typename Workspace, bool kAccumulate>
+          typename Workspace, bool kAccumulate, typename ReducePtr = std::nullptr_t>
 struct Call {
   /// Whether the outputs are written (value_and_grad) or not (value).
   static constexpr bool kGrad = kGiven<std::tuple_element_t<0, Out>>;
@@ -198,6 +208,9 @@ struct Call {
   Option option;
   Workspace* workspace;
   const Normalizer* normalizer;
+  ReducePtr reduce;
+  /// Whether a ReduceBuffer was passed.
+  static constexpr bool kReduce = !std::is_same<ReducePtr, std::nullptr_t>::value;
 };
 
 template <typename D>
@@ -283,8 +296,9 @@ class DenseLoss {
                   "arrays; see the loss's header for its arguments");
     static_assert(L::trailing_ok(),
                   "fgbg: after the outputs a loss call takes, in this order and each at most "
-                  "once, [state] [weights or fgbg::groups(ids)] [workspace] [Normalizer]; an "
-                  "argument here fits none of the slots this loss has, or is out of order");
+                  "once, [state] [weights or fgbg::groups(ids)] [workspace] [Normalizer] "
+                  "[ReduceBuffer]; an argument here fits none of the slots this loss has, or is "
+                  "out of order");
     static_assert(L::state_ok(), "fgbg: this loss needs its state object in every call");
     auto all = std::forward_as_tuple(std::forward<A>(args)...);
     auto in = slice<0>(
@@ -303,26 +317,36 @@ class DenseLoss {
       if constexpr (L::position(3) < L::n) {
         ws = &std::get<L::position(3)>(all);
         return run<kAdd>(logits, labels, in, out, state, option, ws,
-                         normalizer_of<L::position(4)>(all));
+                         normalizer_of<L::position(4)>(all), reduce_of<L::position(5)>(all));
       } else {
         Ws local;
         ws = &local;
         return run<kAdd>(logits, labels, in, out, state, option, ws,
-                         normalizer_of<L::position(4)>(all));
+                         normalizer_of<L::position(4)>(all), reduce_of<L::position(5)>(all));
       }
     } else {
       return run<kAdd>(logits, labels, in, out, state, option, ws,
-                       normalizer_of<L::position(4)>(all));
+                       normalizer_of<L::position(4)>(all), reduce_of<L::position(5)>(all));
     }
   }
 
   template <bool kAdd, typename XD, typename LD, typename In, typename Out, typename StatePtr,
-            typename Option, typename Ws>
+            typename Option, typename Ws, typename ReducePtr>
   auto run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, In& in, Out& out,
-           StatePtr state, Option& option, Ws* ws, const Normalizer* norm) const {
-    detail::Call<XD, LD, In, Out, StatePtr, Option, Ws, kAdd> c{x,     labels, in, out,
-                                                                state, option, ws, norm};
+           StatePtr state, Option& option, Ws* ws, const Normalizer* norm, ReducePtr rb) const {
+    detail::Call<XD, LD, In, Out, StatePtr, Option, Ws, kAdd, ReducePtr> c{
+        x, labels, in, out, state, option, ws, norm, rb};
     return self().run(c);
+  }
+
+  /// Pointer to the ReduceBuffer at position P (const if the caller's is const), or nullptr
+  /// (of type std::nullptr_t) if not given.
+  template <std::size_t P, typename Tup>
+  static auto reduce_of(Tup& all) {
+    if constexpr (P < std::tuple_size<Tup>::value)
+      return &std::get<P>(all);
+    else
+      return nullptr;
   }
 
   /// std::tuple of f(argument) for the arguments at Off + I.

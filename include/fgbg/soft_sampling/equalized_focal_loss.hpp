@@ -40,6 +40,13 @@
 /// @throws std::invalid_argument for a bad config, shape, label, weight, normaliser or a state
 ///         of the wrong number of classes; std::domain_error for a non-finite logit or weight.
 ///         A call that throws writes no output and leaves the state unchanged.
+///
+/// Data parallelism (docs/data_parallel.md): value_and_grad(…, state, [weights], [normalizer],
+/// buffer) writes this worker's batch sums into `buffer` (a ReduceBuffer; header: C, decay, α,
+/// γ_b, s) and does not commit them; the caller sums the buffers of all workers and calls
+/// state.commit(buffer) on every rank. The sums are real-valued, so the committed G equals one
+/// process's to rounding: each sum of n non-negative terms is within (n − 1)·2^−53 relative of
+/// the exact one whatever the order, so two orders differ by at most 2(n − 1)·2^−53 relative.
 #pragma once
 
 #include "../core/requires_cxx17.hpp"
@@ -51,6 +58,7 @@
 #include "../core/loss_base.hpp"
 #include "../core/numerics.hpp"
 #include "../core/sigmoid_head.hpp"
+#include "../core/state_io.hpp"
 
 namespace fgbg {
 
@@ -93,6 +101,107 @@ class EqualizedFocalState {
   /// Number of value_and_grad calls that updated the statistics since the last reset.
   long long updates() const { return updates_; }
 
+  static constexpr const char* kName = "fgbg::EqualizedFocalState";
+  static constexpr std::uint32_t kVersion = 1;        ///< blob format
+  static constexpr std::uint32_t kReduceVersion = 1;  ///< statistics buffer format
+
+  /// Every field of the state as a plain struct (g is recomputed from G⁺, G⁻ on restore).
+  struct Snapshot {
+    std::vector<double> pos, neg;  ///< G⁺_j, G⁻_j
+    std::vector<double> ratio;     ///< g_j
+    long long updates = 0;
+    friend bool operator==(const Snapshot& a, const Snapshot& b) {
+      return a.pos == b.pos && a.neg == b.neg && a.ratio == b.ratio && a.updates == b.updates;
+    }
+    friend bool operator!=(const Snapshot& a, const Snapshot& b) { return !(a == b); }
+  };
+  Snapshot snapshot() const {
+    auto v = [](const Eigen::ArrayXd& a) {
+      return std::vector<double>(a.data(), a.data() + a.size());
+    };
+    return {v(pos_), v(neg_), v(ratio_), updates_};
+  }
+  /// Takes every field. Throws std::invalid_argument (state untouched) unless the three
+  /// vectors have one length ≤ 2^24, G finite and ≥ 0, g in [0, 1] and updates ≥ 0.
+  void restore(const Snapshot& s) {
+    const std::size_t c = s.pos.size();
+    if (c > static_cast<std::size_t>(kMaxStateClasses) || s.neg.size() != c || s.ratio.size() != c)
+      detail::throw_invalid(kName, "snapshot has ", c, ", ", s.neg.size(), " and ", s.ratio.size(),
+                            " classes; they must agree and be at most ", kMaxStateClasses);
+    for (std::size_t j = 0; j < c; ++j)
+      if (!(std::isfinite(s.pos[j]) && s.pos[j] >= 0 && std::isfinite(s.neg[j]) && s.neg[j] >= 0 &&
+            s.ratio[j] >= 0 && s.ratio[j] <= 1))
+        detail::throw_invalid(kName, "snapshot class ", j, " has G+ = ", s.pos[j],
+                              ", G- = ", s.neg[j], ", g = ", s.ratio[j],
+                              "; G must be finite and >= 0, g in [0, 1]");
+    if (s.updates < 0)
+      detail::throw_invalid(kName, "snapshot updates must be >= 0, got ", s.updates);
+    const Index n = static_cast<Index>(c);
+    *this = EqualizedFocalState(n);
+    pos_ = Eigen::Map<const Eigen::ArrayXd>(s.pos.data(), n);
+    neg_ = Eigen::Map<const Eigen::ArrayXd>(s.neg.data(), n);
+    ratio_ = Eigen::Map<const Eigen::ArrayXd>(s.ratio.data(), n);
+    updates_ = s.updates;
+  }
+  /// Versioned, little-endian, checksummed blob (core/state_io.hpp): C, G⁺, G⁻, g (IEEE bits),
+  /// updates.
+  std::vector<std::uint8_t> save() const {
+    BlobWriter w(StateMethod::equalized_focal, kVersion);
+    w.u64(static_cast<std::uint64_t>(num_classes()));
+    for (const Eigen::ArrayXd* a : {&pos_, &neg_, &ratio_})
+      for (Index j = 0; j < a->size(); ++j) w.f64((*a)[j]);
+    w.i64(updates_);
+    return w.finish();
+  }
+  /// Loads a blob of save(); throws std::invalid_argument (state untouched) for another method
+  /// or version, a truncated or corrupted blob, or contents restore() rejects.
+  void load(const std::vector<std::uint8_t>& bytes) {
+    BlobReader r(kName, bytes, StateMethod::equalized_focal, kVersion);
+    const std::uint64_t c = r.u64();
+    if (c > static_cast<std::uint64_t>(kMaxStateClasses) || r.remaining() != (3 * c + 1) * 8)
+      detail::throw_invalid(kName, "blob of ", c, " classes has ", r.remaining(), " payload bytes");
+    Snapshot s;
+    for (std::vector<double>* a : {&s.pos, &s.neg, &s.ratio}) {
+      a->resize(c);
+      for (auto& v : *a) v = r.f64();
+    }
+    s.updates = r.i64();
+    r.done();
+    restore(s);
+  }
+  friend bool operator==(const EqualizedFocalState& a, const EqualizedFocalState& b) {
+    return a.snapshot() == b.snapshot();
+  }
+  friend bool operator!=(const EqualizedFocalState& a, const EqualizedFocalState& b) {
+    return !(a == b);
+  }
+
+  /// Step 3 of data parallelism: commits the sum over workers of the statistics buffers that
+  /// value_and_grad(…, buffer) wrote: G ← decay·G + Σ_r batch_r, then g. The decay comes from
+  /// the buffer's header (every rank's loss config). Throws std::invalid_argument (state
+  /// untouched) for a buffer of the wrong size or method, classes or hyper-parameters that
+  /// differ across ranks or classes not this state's, or a sum that is negative or NaN.
+  void commit(const ReduceBuffer& b) {
+    b.check(kName, StateMethod::equalized_focal, kReduceVersion, buffer_size(num_classes()),
+            {"classes", "decay", "alpha", "gamma_b", "scale"});
+    b.expect_field(kName, 0, "classes", static_cast<std::uint64_t>(num_classes()));
+    const double decay = bits_double(b.decode(3));
+    const Index c = num_classes();
+    for (Index j = 0; j < 2 * c; ++j)
+      if (!(b.payload()[j] >= 0.0))
+        detail::throw_invalid(kName, "reduced gradient sum ", j, " is ", b.payload()[j],
+                              "; it must be >= 0");
+    batch_pos_ = Eigen::Map<const Eigen::ArrayXd>(b.payload(), c);
+    batch_neg_ = Eigen::Map<const Eigen::ArrayXd>(b.payload() + c, c);
+    apply_batch(decay);
+  }
+  /// Length in doubles of a statistics buffer for `classes` classes.
+  static std::size_t buffer_size(Index classes) {
+    return ReduceBuffer::make(StateMethod::equalized_focal, kReduceVersion, {0, 0, 0, 0, 0}, 0)
+               .size() +
+           2 * static_cast<std::size_t>(classes);
+  }
+
  private:
   template <typename>
   friend class EqualizedFocalLoss;
@@ -121,6 +230,32 @@ class EqualizedFocalState {
         }
       }
     }
+    apply_batch(decay);
+  }
+
+  /// Writes this call's batch sums (as accumulate() forms them) into a statistics buffer with
+  /// the loss's header; the state's G and g are not changed.
+  template <typename GD, typename LD>
+  void batch_into(const Eigen::DenseBase<GD>& grad, const Eigen::DenseBase<LD>& labels,
+                  const std::vector<std::uint64_t>& header, ReduceBuffer& out) {
+    const Eigen::ArrayXd keep_pos = pos_, keep_neg = neg_, keep_ratio = ratio_;
+    const long long keep_updates = updates_;
+    accumulate(grad, labels, 1.0);  // forms batch_pos_ / batch_neg_ exactly as the local path
+    pos_ = keep_pos;
+    neg_ = keep_neg;
+    ratio_ = keep_ratio;
+    updates_ = keep_updates;
+    const Index c = num_classes();
+    out = ReduceBuffer::make(StateMethod::equalized_focal, kReduceVersion, header,
+                             2 * static_cast<std::size_t>(c));
+    for (Index j = 0; j < c; ++j) {
+      out.payload()[j] = batch_pos_[j];
+      out.payload()[c + j] = batch_neg_[j];
+    }
+  }
+
+  /// G ← decay·G + batch (saturated), then g (never throws).
+  void apply_batch(double decay) {
     if (decay != 1.0) {
       pos_ *= decay;
       neg_ *= decay;
@@ -214,6 +349,7 @@ struct EqualizedFocalKernel {
 struct EqualizedFocalSignature : DefaultSignature {
   using State = EqualizedFocalState;
   static constexpr StateUse state = StateUse::required;
+  static constexpr bool reduce = true;  ///< value_and_grad(…, buffer): statistics, no commit
 };
 
 /// Equalized focal loss; see the file comment.
@@ -271,8 +407,27 @@ class EqualizedFocalLoss
     const double v =
         detail::sigmoid_onehot(kernel(state), x, labels, c.option,
                                c.normalizer->resolve(s, x.cols()), grad, detail::UnitTarget{});
-    if constexpr (Call::kGrad) c.state->accumulate(grad, labels, config_.decay);
+    if constexpr (Call::kReduce) {
+      static_assert(
+          Call::kGrad,
+          "fgbg: this loss (EqualizedFocalLoss) writes its statistics into a ReduceBuffer "
+          "from the gradient: pass it to value_and_grad, not value");
+      static_assert(!std::is_const<std::remove_pointer_t<decltype(c.reduce)>>::value,
+                    "fgbg: this loss (EqualizedFocalLoss) writes its statistics into the "
+                    "ReduceBuffer: pass a non-const one");
+      c.state->batch_into(grad, labels, header(x.cols()), *c.reduce);
+    } else if constexpr (Call::kGrad) {
+      c.state->accumulate(grad, labels, config_.decay);
+    }
     return v;
+  }
+
+  /// The header of this loss's statistics buffers: classes, decay, α, γ_b, s (IEEE bits).
+  std::vector<std::uint64_t> header(Index classes) const {
+    return {static_cast<std::uint64_t>(classes), double_bits(config_.decay),
+            double_bits(static_cast<double>(config_.alpha)),
+            double_bits(static_cast<double>(config_.gamma_b)),
+            double_bits(static_cast<double>(config_.scale))};
   }
 
  private:

@@ -24,8 +24,15 @@
 /// Shapes: logits N × C, labels N (−1 / 0 / 1..C), optional weights N or N × C, gradient N × C.
 /// Cost: two vectorised passes (histogram, then loss and gradient).
 ///
+/// Data parallelism (docs/data_parallel.md): `batch_statistics(logits, labels [, weights])`
+/// returns this worker's R_k and valid count in a ReduceBuffer; the caller sums the buffers of
+/// all workers; a call given the reduced buffer as its last argument uses the global R_k, n and
+/// tot for its factors (and value_and_grad commits the moving average from them), so every
+/// worker's gradient equals the rows of the single-process gradient of the whole batch.
+///
 /// @throws std::invalid_argument for a bad config, shape, label, weight, a state of the wrong
-///         size, or μ > 0 without a state; std::domain_error for a non-finite logit or weight.
+///         size, μ > 0 without a state, or a reduce buffer of the wrong size, of another method,
+///         or whose bins, momentum or division differ across ranks; std::domain_error for a non-finite logit or weight.
 ///         A failed call leaves the state as it was.
 #pragma once
 
@@ -42,6 +49,7 @@
 #include "../core/loss_base.hpp"
 #include "../core/numerics.hpp"
 #include "../core/sigmoid_head.hpp"
+#include "../core/state_io.hpp"
 #include "../core/table_lookup.hpp"
 #include "../core/weights.hpp"
 
@@ -140,6 +148,77 @@ class GhmcState {
   /// tot of the last call.
   double tot() const { return tot_; }
 
+  /// Every field of the state as a plain struct (restore() takes it back).
+  struct Snapshot {
+    std::vector<double> moving;  ///< S_k
+    std::vector<Index> counts;   ///< R_k of the last call
+    Index nonempty = 0;          ///< n of the last call
+    double tot = 0;              ///< tot of the last call
+    friend bool operator==(const Snapshot& a, const Snapshot& b) {
+      return a.moving == b.moving && a.counts == b.counts && a.nonempty == b.nonempty &&
+             a.tot == b.tot;
+    }
+    friend bool operator!=(const Snapshot& a, const Snapshot& b) { return !(a == b); }
+  };
+  static constexpr std::uint32_t kVersion = 1;  ///< blob format of GhmcState
+  static constexpr const char* kName = "fgbg::GhmcState";
+
+  /// A copy of every field.
+  Snapshot snapshot() const { return {moving_, counts_, nonempty_, tot_}; }
+  /// Takes every field from `s`. Throws std::invalid_argument (state untouched) unless it has
+  /// 1..256 bins, counts and moving averages of equal length, S_k finite and ≥ 0, R_k ≥ 0,
+  /// n ≤ bins and tot ≥ 0 finite.
+  void restore(const Snapshot& s) {
+    const std::size_t m = s.moving.size();
+    if (m < 1 || m > 256 || s.counts.size() != m)
+      detail::throw_invalid(kName, "snapshot has ", m, " moving averages and ", s.counts.size(),
+                            " counts; both must be one equal number in 1..256");
+    for (std::size_t k = 0; k < m; ++k)
+      if (!(std::isfinite(s.moving[k]) && s.moving[k] >= 0.0) || s.counts[k] < 0)
+        detail::throw_invalid(kName, "snapshot bin ", k, " has S = ", s.moving[k],
+                              ", R = ", s.counts[k], "; both must be finite and >= 0");
+    if (s.nonempty < 0 || s.nonempty > static_cast<Index>(m) || !(std::isfinite(s.tot)) ||
+        s.tot < 0.0)
+      detail::throw_invalid(kName, "snapshot has n = ", s.nonempty, ", tot = ", s.tot,
+                            "; n must be in 0..bins, tot finite and >= 0");
+    moving_ = s.moving;
+    counts_ = s.counts;
+    nonempty_ = s.nonempty;
+    tot_ = s.tot;
+  }
+  /// The state as a versioned, little-endian, checksummed blob (core/state_io.hpp): bins, then
+  /// S_k (IEEE-754 bits), R_k, n, tot.
+  std::vector<std::uint8_t> save() const {
+    BlobWriter w(StateMethod::ghm_c, kVersion);
+    w.u64(moving_.size());
+    for (double v : moving_) w.f64(v);
+    for (Index v : counts_) w.i64(v);
+    w.i64(nonempty_);
+    w.f64(tot_);
+    return w.finish();
+  }
+  /// Loads a blob written by save(), of any number of bins. Throws std::invalid_argument for a
+  /// blob of another method or version, a truncated or corrupted one (checksum) or invalid
+  /// contents (as restore()); the state is untouched then.
+  void load(const std::vector<std::uint8_t>& bytes) {
+    BlobReader r(kName, bytes, StateMethod::ghm_c, kVersion);
+    const std::uint64_t m = r.u64();
+    if (m < 1 || m > 256) detail::throw_invalid(kName, "blob has ", m, " bins, not in 1..256");
+    Snapshot s;
+    s.moving.resize(m);
+    s.counts.resize(m);
+    for (auto& v : s.moving) v = r.f64();
+    for (auto& v : s.counts) v = r.i64();
+    s.nonempty = r.i64();
+    s.tot = r.f64();
+    r.done();
+    restore(s);
+  }
+  friend bool operator==(const GhmcState& a, const GhmcState& b) {
+    return a.snapshot() == b.snapshot();
+  }
+  friend bool operator!=(const GhmcState& a, const GhmcState& b) { return !(a == b); }
+
  private:
   // Validated before the members are sized (a negative count used to reach std::vector first).
   static std::size_t checked_bins(int bins) {
@@ -160,6 +239,7 @@ struct GhmcSignature : DefaultSignature {
   using State = GhmcState;
   static constexpr StateUse state = StateUse::optional;
   static constexpr bool normalizer = false;
+  static constexpr bool reduce = true;  ///< the reduced histogram of batch_statistics
 };
 
 /// GHM-C loss; see the file comment. Call: (logits, labels [, grad] [, state] [, weights]);
@@ -181,21 +261,52 @@ class GhmcLoss : public DenseLoss<GhmcLoss<Scalar>, Scalar, GhmcSignature> {
 
   const Config& config() const { return config_; }
 
+  static constexpr std::uint32_t kReduceVersion = 1;  ///< format of the statistics buffer
+
+  /// Step 1 of data parallelism: this worker's histogram as a ReduceBuffer. Header: bins,
+  /// momentum (IEEE bits), division; payload: R_0 … R_{M−1}, then the valid count (exact
+  /// integers). Sum the buffers of every worker (SUM all-reduce over `data(), size()`), then
+  /// pass the result as the last argument of value / value_and_grad. Throws as a call does
+  /// (shapes, labels, weights, non-finite logits); changes nothing.
+  template <typename XD, typename LD>
+  ReduceBuffer batch_statistics(const Eigen::DenseBase<XD>& logits,
+                                const Eigen::DenseBase<LD>& labels,
+                                Weights<Scalar> weights = {}) const {
+    detail::None none;
+    check_call(logits, labels, weights, nullptr, none, false);
+    const Histogram h = histogram(logits, labels, weights, none);
+    ReduceBuffer b = empty_buffer();
+    for (int k = 0; k < config_.bins; ++k) b.payload()[k] = static_cast<double>(h.count[k]);
+    b.payload()[config_.bins] = static_cast<double>(h.valid);
+    return b;
+  }
+  /// batch_statistics with weights given as any Eigen array (N or N × C).
+  template <typename XD, typename LD, typename WD>
+  ReduceBuffer batch_statistics(const Eigen::DenseBase<XD>& logits,
+                                const Eigen::DenseBase<LD>& labels,
+                                const Eigen::DenseBase<WD>& weights) const {
+    return batch_statistics(logits, labels, Weights<Scalar>(weights));
+  }
+
   /// See DenseLoss and the class comment.
   template <typename Call>
   double run(Call& c) const {
     auto& grad = std::get<0>(c.out);
     Weights<Scalar>& w = c.option;
+    Histogram global{};
+    if constexpr (Call::kReduce) global = reduced_histogram(*c.reduce);
     check_call(c.x, c.labels, w, c.state, grad);
     // Pass 1: the bin of every element and the histogram of the valid ones.
-    const Histogram h = histogram(c.x, c.labels, w, grad);
+    Histogram h = histogram(c.x, c.labels, w, grad);
+    const bool local_empty = h.valid == 0;
+    if constexpr (Call::kReduce) h = global;  // the factors come from the whole batch
     // The per-bin factors β_k / tot, and the state update.
     std::array<Scalar, kMaxBins + 1> factor{};
     GhmcState* update = nullptr;
     if constexpr (Call::kGrad) update = c.state;
     bin_factors(h, c.state, update, factor);
     // Pass 2: loss and gradient.
-    if (h.valid == 0) {
+    if (local_empty) {
       if constexpr (Call::kGrad) grad.derived().setZero();
       return 0.0;
     }
@@ -208,6 +319,36 @@ class GhmcLoss : public DenseLoss<GhmcLoss<Scalar>, Scalar, GhmcSignature> {
     Index valid;
   };
   using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+
+  /// A zeroed statistics buffer with this loss's header.
+  ReduceBuffer empty_buffer() const {
+    return ReduceBuffer::make(
+        StateMethod::ghm_c, kReduceVersion,
+        {static_cast<std::uint64_t>(config_.bins), double_bits(config_.momentum),
+         static_cast<std::uint64_t>(config_.division)},
+        static_cast<std::size_t>(config_.bins) + 1);
+  }
+
+  /// The global histogram of a reduced buffer, after checking its size, header (against this
+  /// loss's config) and counts; throws std::invalid_argument, reads only.
+  Histogram reduced_histogram(const ReduceBuffer& b) const {
+    const std::size_t want = empty_buffer().size();
+    b.check(kName, StateMethod::ghm_c, kReduceVersion, want, {"bins", "momentum", "division"});
+    b.expect_field(kName, 0, "bins", static_cast<std::uint64_t>(config_.bins));
+    b.expect_field(kName, 1, "momentum", double_bits(config_.momentum));
+    b.expect_field(kName, 2, "division", static_cast<std::uint64_t>(config_.division));
+    Histogram h{};
+    std::int64_t sum = 0;
+    for (int k = 0; k < config_.bins; ++k) {
+      h.count[k] = b.count(kName, "bin count", static_cast<std::size_t>(k));
+      sum = detail::checked_count_sum(kName, "sum of the bin counts", sum, h.count[k]);
+    }
+    h.valid = b.count(kName, "valid count", static_cast<std::size_t>(config_.bins));
+    if (sum != h.valid)
+      detail::throw_invalid(kName, "reduced bin counts sum to ", sum, ", the valid count is ",
+                            h.valid, " (a corrupted or partially reduced buffer)");
+    return h;
+  }
 
   /// Bin of every g of a tile into `bins` (−1 where g < 0, i.e. invalid; −2 where the fast
   /// float path leaves the element to resolve_bin).
@@ -248,7 +389,8 @@ class GhmcLoss : public DenseLoss<GhmcLoss<Scalar>, Scalar, GhmcSignature> {
   /// Every check, before anything is written; nothing after it throws.
   template <typename XD, typename LD, typename GradOut>
   void check_call(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-                  Weights<Scalar>& w, const GhmcState* state, GradOut& grad) const {
+                  Weights<Scalar>& w, const GhmcState* state, GradOut& grad,
+                  bool need_state = true) const {
     static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
                   "fgbg: the logits must have the loss's scalar type");
     detail::check_labels(kName, labels, x.rows(), x.cols());
@@ -260,7 +402,7 @@ class GhmcLoss : public DenseLoss<GhmcLoss<Scalar>, Scalar, GhmcSignature> {
     }
     if (state && state->bins() != config_.bins)
       detail::throw_invalid(kName, "state has ", state->bins(), " bins, the loss ", config_.bins);
-    if (!state && config_.momentum > 0.0)
+    if (need_state && !state && config_.momentum > 0.0)
       detail::throw_invalid(kName, "momentum ", config_.momentum,
                             " > 0 needs a GhmcState argument");
     detail::check_finite(kName, "logits", x);
