@@ -4,6 +4,9 @@
 //            Eigen expressions, each materialised into its own array;
 //   floor    one vectorised pass computing only exp(−|x|) and log1p of it per element;
 //   copy     a STREAM-style copy of the same bytes (read the logits, write the gradient).
+//   outputs  focal loss with its per-anchor (N) or per-element (N × C) losses written in the same
+//            pass (fgbg::anchor_losses / element_losses): the cost over BM_focal is the price of
+//            mmdetection's reduction='none' next to the gradient.
 // Counters: items/s = logits per second, bytes/s = logits read + gradient written.
 // Threads: the *_threads benchmarks need the library built with -DFGBG_USE_OPENMP=ON.
 #include <benchmark/benchmark.h>
@@ -77,6 +80,30 @@ void BM_bce(benchmark::State& st) {
 }
 void BM_focal(benchmark::State& st) {
   run_loss(st, fgbg::SigmoidFocalLoss<float>());
+}
+void BM_focal_anchor_losses(benchmark::State& st) {
+  set_threads(st);
+  const Index n = st.range(0);
+  Batch& b = const_cast<Batch&>(batch(n));
+  const fgbg::SigmoidFocalLoss<float> loss;
+  Eigen::ArrayXf a(n);
+  for (auto _ : st) {
+    benchmark::DoNotOptimize(loss.value_and_grad(b.x, b.y, b.g, fgbg::anchor_losses(a)));
+    benchmark::ClobberMemory();
+  }
+  set_counters(st, n);
+}
+void BM_focal_element_losses(benchmark::State& st) {
+  set_threads(st);
+  const Index n = st.range(0);
+  Batch& b = const_cast<Batch&>(batch(n));
+  const fgbg::SigmoidFocalLoss<float> loss;
+  Mat e(n, kClasses);
+  for (auto _ : st) {
+    benchmark::DoNotOptimize(loss.value_and_grad(b.x, b.y, b.g, fgbg::element_losses(e)));
+    benchmark::ClobberMemory();
+  }
+  set_counters(st, n);
 }
 void BM_ghm_c(benchmark::State& st) {
   set_threads(st);
@@ -168,6 +195,8 @@ BENCHMARK(BM_stream_copy)->Apply(sizes);
 BENCHMARK(BM_floor_exp_log1p)->Apply(sizes);
 BENCHMARK(BM_bce)->Apply(sizes_threads);
 BENCHMARK(BM_focal)->Apply(sizes_threads);
+BENCHMARK(BM_focal_anchor_losses)->Apply(sizes_threads);
+BENCHMARK(BM_focal_element_losses)->Apply(sizes_threads);
 BENCHMARK(BM_ghm_c)->Apply(sizes_threads);
 BENCHMARK(BM_focal_naive)
     ->Args({10000, 1})

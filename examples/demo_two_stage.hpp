@@ -49,18 +49,9 @@ struct Image {
   fgbg::Assignment rpn, ssd, rcnn;
   fgbg::RowArray<float> rpn_logits, rcnn_logits;  // N × 1 objectness, (G + 2000) × C
   fgbg::LabelVector rpn_targets, ssd_targets;     // objectness labels: −1 / 0 / 1
-  Eigen::ArrayXd ssd_loss, rcnn_loss;             // per-candidate BCE (no gradient): SSD, OHEM
+  Eigen::ArrayXf ssd_loss, rcnn_loss;             // per-candidate BCE (no gradient): SSD, OHEM
   Index num_classes = 80;
 };
-
-inline double row_bce(const fgbg::RowArray<float>& x, Index i, int label) {
-  double l = 0;
-  for (Index k = 0; k < x.cols(); ++k) {
-    const double z = x(i, k);
-    l += std::max(z, 0.0) + std::log1p(std::exp(-std::abs(z))) - (label == k + 1 ? z : 0.0);
-  }
-  return l;
-}
 
 inline Image make_image(std::uint64_t seed = 11) {
   Image im;
@@ -107,19 +98,20 @@ inline Image make_image(std::uint64_t seed = 11) {
   im.rpn_logits.resize(n, 1);
   im.rpn_targets.resize(n);
   im.ssd_targets.resize(n);
-  im.ssd_loss.resize(n);
   for (Index i = 0; i < n; ++i) {
     const double iou = im.rpn.max_iou()[i];
     const int l = im.rpn.labels()[i];
     im.rpn_targets[i] = l > 0 ? 1 : l;
     im.rpn_logits(i, 0) = float(l > 0 ? 1.0 : -5.0 + 10.0 * iou) + noise(rng);
     im.ssd_targets[i] = std::min(1, int(im.ssd.labels()[i]));
-    im.ssd_loss[i] = row_bce(im.rpn_logits, i, std::max(0, int(im.ssd_targets[i])));
   }
+  // The miners rank every candidate by its loss: the per-anchor BCE of the same pass that would
+  // give the gradient (fgbg::anchor_losses; ignored candidates are scored as background here).
+  const fgbg::SigmoidCrossEntropyLoss<float> bce;
+  bce.value(im.rpn_logits, im.ssd_targets.cwiseMax(0), fgbg::anchor_losses(im.ssd_loss));
   // R-CNN logits: per class; a negative's nearest-GT class rises with its IoU.
   const Index m = im.rcnn.size(), c = im.num_classes;
   im.rcnn_logits.resize(m, c);
-  im.rcnn_loss.resize(m);
   fgbg::RowArray<float> iou_m;
   fgbg::iou_matrix(im.rcnn_boxes, im.gts, iou_m);
   for (Index i = 0; i < m; ++i) {
@@ -130,8 +122,8 @@ inline Image make_image(std::uint64_t seed = 11) {
     const int l = im.rcnn.labels()[i];
     const Index cls = im.gt_labels[best] - 1;
     im.rcnn_logits(i, cls) += float(l > 0 ? 5.0 : 9.0 * iou);
-    im.rcnn_loss[i] = row_bce(im.rcnn_logits, i, std::max(0, l));
   }
+  bce.value(im.rcnn_logits, im.rcnn.labels().cwiseMax(0), fgbg::anchor_losses(im.rcnn_loss));
   return im;
 }
 

@@ -2,6 +2,7 @@
 // that provide the buffers they assume, so that the documentation cannot drift from the API. Each
 // result is then checked against a plainly written call on owned arrays.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <fgbg/fgbg.hpp>
 #include <fstream>
 #include <random>
@@ -73,6 +74,49 @@ TEST_CASE("README: the focal-loss snippet on Maps equals the call on owned array
   CHECK(weighted == want);
   CHECK((Eigen::Map<const fgbg::RowArray<float>>(b.grad.data(), b.N, b.C) == g).all());
   CHECK(weighted > 0);
+}
+
+namespace {
+
+/// The README's loss-outputs snippet on the buffers of the first one.
+Eigen::ArrayXf readme_anchor_losses(DenseBuffers& b, fgbg::Sample& sample) {
+  Eigen::Map<const fgbg::RowArray<float>> logits(b.logits.data(), b.N, b.C);
+  Eigen::Map<const fgbg::LabelVector> labels(b.labels.data(), b.N);
+  Eigen::Map<fgbg::RowArray<float>> grad(b.grad.data(), b.N, b.C);
+  const fgbg::SigmoidFocalLoss<float> focal;
+  // BEGIN README "Using it", loss-outputs snippet
+  // clang-format off
+  Eigen::ArrayXf per_anchor;                                   // resized to N
+  focal.value_and_grad(logits, labels, grad, fgbg::anchor_losses(per_anchor));
+  fgbg::OhemSampler().sample(labels, per_anchor, sample);     // rank RoIs by their loss
+  // clang-format on
+  // END
+  return per_anchor;
+}
+
+}  // namespace
+
+TEST_CASE("README: the loss-outputs snippet gives each anchor's focal loss", "[readme]") {
+  DenseBuffers b;
+  fgbg::Sample sample;
+  const Eigen::ArrayXf a = readme_anchor_losses(b, sample);
+  REQUIRE(a.size() == b.N);
+  const fgbg::LabelVector y = Eigen::Map<const fgbg::LabelVector>(b.labels.data(), b.N);
+  for (Index i = 0; i < b.N; ++i) {
+    double want = 0;  // torchvision's sigmoid_focal_loss, reduction='none', summed over the row
+    for (Index j = 0; j < b.C && y[i] >= 0; ++j) {
+      const double x = b.logits[static_cast<std::size_t>(i * b.C + j)];
+      const double p = 1 / (1 + std::exp(-x)), t = y[i] == j + 1 ? 1 : 0;
+      const double ce = std::max(x, 0.0) - x * t + std::log1p(std::exp(-std::abs(x)));
+      const double pt = p * t + (1 - p) * (1 - t);
+      want += (0.25 * t + 0.75 * (1 - t)) * ce * (1 - pt) * (1 - pt);
+    }
+    CHECK(std::abs(a[i] - want) <= 1e-6 * want + 1e-30);
+  }
+  CHECK(sample.num_positives() == (y > 0).count());
+  fgbg::Sample again;
+  fgbg::OhemSampler().sample(y, a, again);
+  CHECK(again.negatives == sample.negatives);
 }
 
 TEST_CASE("README: the assign-sample-weight snippet runs and normalises by what was sampled",
@@ -172,5 +216,7 @@ TEST_CASE("README: the snippets compiled above are the README's, line for line",
   first.erase(first.begin(), first.begin() + 2);  // the include and the blank line after it
   CHECK(first == snippet_in_test(src, "// BEGIN README \"Using it\", first snippet"));
   CHECK(snippet_in_readme(readme, 1) ==
+        snippet_in_test(src, "// BEGIN README \"Using it\", loss-outputs snippet"));
+  CHECK(snippet_in_readme(readme, 2) ==
         snippet_in_test(src, "// BEGIN README \"Using it\", second snippet"));
 }

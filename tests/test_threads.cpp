@@ -4,10 +4,12 @@
 // says; the losses are the fixtures of the contract suite (support/contract.hpp).
 #include <catch2/catch.hpp>
 #include <fgbg/fgbg.hpp>
+#include <limits>
 #include <tuple>
 #include <vector>
 
 #include "support/contract.hpp"
+#include "support/problems.hpp"
 
 #if FGBG_OPENMP_ENABLED
 namespace {
@@ -47,6 +49,39 @@ TEMPLATE_LIST_TEST_CASE("every loss is bit-identical for 1 and 2 threads", "[thr
       CHECK(same_array(g1, g2));
       CHECK(F::same(a1, a2));
     }
+  omp_set_num_threads(2);
+}
+
+// Per-anchor losses of rows wider than one tile are summed over the row's column tiles: the
+// engine's chunks hold whole tile rows, so this is race-free and thread-independent.
+TEMPLATE_TEST_CASE("per-anchor and per-element losses are bit-identical for 1 and 2 threads",
+                   "[threads][loss_outputs]", float, double) {
+  using S = TestType;
+  for (Index classes : {Index(80), Index(5000)}) {
+    fgbg_test::ProblemOptions o;
+    o.n = classes == 80 ? 1001 : 41;
+    o.classes = classes;
+    const auto p = fgbg_test::random_problem<S>(5, o);
+    REQUIRE(p.logits.size() > fgbg::detail::kParallelMinElems);
+    const fgbg::SigmoidFocalLoss<S> focal;
+    std::vector<Eigen::Array<S, Eigen::Dynamic, 1>> a(2);
+    std::vector<RowArray<S>> e(2), g(2);
+    std::vector<double> v(2);
+    for (int t = 0; t < 2; ++t) {
+      omp_set_num_threads(t + 1);
+      v[t] = focal.value_and_grad(p.logits, p.labels, g[t], p.weights, fgbg::anchor_losses(a[t]));
+      CHECK(focal.value(p.logits, p.labels, p.weights, fgbg::element_losses(e[t])) == v[t]);
+    }
+    INFO("C = " << classes);
+    CHECK(v[0] == v[1]);
+    CHECK((a[0] == a[1]).all());
+    CHECK((e[0] == e[1]).all());
+    CHECK((g[0] == g[1]).all());
+    // The anchor sums are the sums of the element losses (to the rounding of each run).
+    for (Index i = 0; i < p.rows(); ++i)
+      CHECK(std::abs(double(a[0][i]) - e[0].row(i).template cast<double>().sum()) <=
+            1024 * std::numeric_limits<S>::epsilon() * std::abs(double(a[0][i])) + 1e-300);
+  }
   omp_set_num_threads(2);
 }
 #else

@@ -1,6 +1,6 @@
 // Calls that break the one call interface of core/loss_base.hpp (logits, labels, inputs...,
-// outputs..., [state], [option], [workspace], [normalizer], [reduce]) and must stop at compile time with
-// fgbg's message (check_messages.cmake compiles this file once per FGBG_CASE).
+// outputs..., [state], [option], [workspace], [normalizer], [reduce], [losses]) and must stop at
+// compile time with fgbg's message (check_messages.cmake compiles this file once per FGBG_CASE).
 #include <fgbg/fgbg.hpp>
 
 int main() {
@@ -49,6 +49,22 @@ int main() {
 #elif FGBG_CASE == 11
   // EFL's statistics come from the gradient: value() cannot write them.
   fgbg::EqualizedFocalLoss<float>().value(x, y, cst, buf);
+#elif FGBG_CASE == 12
+  // Per-element losses from a softmax head, which has one loss per anchor.
+  fgbg::SoftmaxCrossEntropyLoss<float>().value(x, y, fgbg::element_losses(g));
+#elif FGBG_CASE == 13
+  // Loss outputs from a loss that does not write them (a ranking loss).
+  fgbg::APLoss<float>().value(x, y, fgbg::anchor_losses(q));
+#elif FGBG_CASE == 14
+  // The loss output before the normaliser (it comes last).
+  fgbg::SigmoidFocalLoss<float>().value(x, y, fgbg::anchor_losses(q), norm);
+#elif FGBG_CASE == 15
+  // A double output for a float loss.
+  Eigen::ArrayXd qd(4);
+  fgbg::SigmoidFocalLoss<float>().value(x, y, fgbg::anchor_losses(qd));
+#elif FGBG_CASE == 16
+  // Per-anchor losses into a matrix.
+  fgbg::SigmoidFocalLoss<float>().value(x, y, fgbg::anchor_losses(g));
 #endif
   return 0;
 }

@@ -1,6 +1,6 @@
 // Misuses that must stop at compile time with fgbg's message (check_messages.cmake compiles this
-// file once per FGBG_CASE and expects the message). Each case passes a read-only gradient: a
-// const Map over the caller's buffer. Before the one output check of core/dense.hpp, QFL, VFL and
+// file once per FGBG_CASE and expects the message). Each case passes a read-only gradient (or
+// loss output): a const Map over the caller's buffer. Before the one output check of core/dense.hpp, QFL, VFL and
 // EFL failed with Eigen's THIS_EXPRESSION_IS_NOT_A_LVALUE inside a kernel instead.
 #include <fgbg/fgbg.hpp>
 
@@ -29,6 +29,9 @@ int main() {
   fgbg::APLoss<float>().value_and_grad(x, y, g);
 #elif FGBG_CASE == 7
   fgbg::SoftmaxCrossEntropyLoss<float>().value_and_grad(x, y, g);
+#elif FGBG_CASE == 8
+  // A read-only per-element loss output.
+  fgbg::SigmoidFocalLoss<float>().value(x, y, fgbg::element_losses(g));
 #endif
   return 0;
 }

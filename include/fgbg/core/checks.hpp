@@ -115,49 +115,74 @@ void check_output(const char* where, const char* arg, const Eigen::DenseBase<Der
                   out.cols());
 }
 
-/// Throws if the output `out` shares memory with the input `in` (computing a gradient in place
-/// over the logits would read overwritten values). Exact for two views with the same layout (e.g.
-/// disjoint column blocks of one row-major buffer are fine); conservative (address ranges) for
-/// views of different layouts. Only objects with direct access can alias.
-template <typename DIn, typename DOut>
-void check_no_alias(const char* where, const Eigen::DenseBase<DIn>& in_,
-                    const Eigen::DenseBase<DOut>& out_, const char* in_name = "logits",
-                    const char* out_name = "grad") {
-  if constexpr (bool(DIn::Flags & Eigen::DirectAccessBit) &&
-                bool(DOut::Flags & Eigen::DirectAccessBit) &&
-                std::is_same<typename DIn::Scalar, typename DOut::Scalar>::value) {
-    const DIn& a = in_.derived();
-    const DOut& b = out_.derived();
-    if (a.size() == 0 || b.size() == 0) return;
-    // Outer/inner extents: (outer index, inner index) of a's and b's last element.
-    const Index a_outer = DIn::IsRowMajor ? a.rows() : a.cols();
-    const Index a_inner = DIn::IsRowMajor ? a.cols() : a.rows();
-    const Index b_outer = DOut::IsRowMajor ? b.rows() : b.cols();
-    const Index b_inner = DOut::IsRowMajor ? b.cols() : b.rows();
-    const auto* pa = a.data();
-    const auto* pb = b.data();
-    const Index a_span = (a_outer - 1) * a.outerStride() + (a_inner - 1) * a.innerStride() + 1;
-    const Index b_span = (b_outer - 1) * b.outerStride() + (b_inner - 1) * b.innerStride() + 1;
-    if (!(pa < pb + b_span && pb < pa + a_span)) return;
-    bool overlap = true;
-    if (bool(DIn::IsRowMajor) == bool(DOut::IsRowMajor) && a.innerStride() == 1 &&
-        b.innerStride() == 1 && a.outerStride() == b.outerStride() && a.outerStride() > 0) {
-      const Index stride = a.outerStride();
-      const Index d = static_cast<Index>(pb - pa);
-      Index d_outer = d / stride, d_inner = d % stride;
-      if (d_inner < 0) {
-        d_inner += stride;
-        --d_outer;
-      }
-      // b's element (o, i) is a's (d_outer + o, d_inner + i), wrapping into the next outer row
-      // when d_inner + i ≥ stride.
-      auto rows_meet = [&](Index first) { return first < a_outer && first + b_outer > 0; };
-      const bool direct = rows_meet(d_outer) && d_inner < a_inner;
-      const bool wrapped = d_inner + b_inner > stride && rows_meet(d_outer + 1);
-      overlap = direct || wrapped;
+/// The memory of an array view, in bytes: `outer` lines of `inner` elements of `elem` bytes,
+/// element (o, i) at p + o·outer_stride + i·inner_stride. Empty (p == nullptr) for an object
+/// without direct access (an expression: nothing to alias) or without elements. The one
+/// description of memory behind every aliasing check (gradients, weights, loss outputs).
+struct MemView {
+  const char* p = nullptr;
+  Index outer = 0, inner = 0, outer_stride = 0, inner_stride = 0, elem = 0;
+
+  /// The view of an Eigen object.
+  template <typename D>
+  static MemView of(const Eigen::DenseBase<D>& a) {
+    if constexpr (bool(D::Flags & Eigen::DirectAccessBit)) {
+      const D& d = a.derived();
+      const Index e = static_cast<Index>(sizeof(typename D::Scalar));
+      return strided(d.data(), D::IsRowMajor ? d.rows() : d.cols(),
+                     D::IsRowMajor ? d.cols() : d.rows(), d.outerStride() * e, d.innerStride() * e,
+                     e);
+    } else {
+      (void)a;
+      return {};
     }
-    if (overlap) throw_invalid(where, out_name, " must not share memory with the ", in_name);
   }
+  /// `outer` × `inner` elements with the given strides (bytes).
+  static MemView strided(const void* p, Index outer, Index inner, Index outer_stride,
+                         Index inner_stride, Index elem) {
+    if (!p || outer == 0 || inner == 0) return {};
+    return {static_cast<const char*>(p), outer, inner, outer_stride, inner_stride, elem};
+  }
+  bool empty() const { return p == nullptr; }
+  /// One past the last byte.
+  const char* end() const {
+    return p + (outer - 1) * outer_stride + (inner - 1) * inner_stride + elem;
+  }
+};
+
+/// Whether two views share a byte. Exact when both are lines of contiguous elements of the same
+/// size with the same line stride (e.g. disjoint column blocks of one row-major buffer do not
+/// overlap, whatever their orientation); otherwise conservative (the address ranges meet).
+inline bool overlaps(const MemView& a, const MemView& b) {
+  if (a.empty() || b.empty() || !(a.p < b.end() && b.p < a.end())) return false;
+  const Index stride = a.outer_stride;
+  const bool exact = a.elem == b.elem && a.inner_stride == a.elem && b.inner_stride == b.elem &&
+                     b.outer_stride == stride && stride >= a.inner * a.elem &&
+                     stride >= b.inner * b.elem;
+  if (!exact) return true;
+  // b's byte at line o, offset i is a's at line d_outer + o, offset d_inner + i, wrapping into
+  // the next line when d_inner + i ≥ stride.
+  const Index d = static_cast<Index>(b.p - a.p);
+  Index d_outer = d / stride, d_inner = d % stride;
+  if (d_inner < 0) {
+    d_inner += stride;
+    --d_outer;
+  }
+  auto lines_meet = [&](Index first) { return first < a.outer && first + b.outer > 0; };
+  const bool direct = lines_meet(d_outer) && d_inner < a.inner * a.elem;
+  const bool wrapped = d_inner + b.inner * b.elem > stride && lines_meet(d_outer + 1);
+  return direct || wrapped;
+}
+
+/// Throws if the output `out` shares memory with the input `in` (computing a gradient in place
+/// over the logits would read overwritten values); see overlaps() for when the test is exact.
+/// Only objects with direct access can alias.
+template <typename DIn, typename DOut>
+void check_no_alias(const char* where, const Eigen::DenseBase<DIn>& in,
+                    const Eigen::DenseBase<DOut>& out, const char* in_name = "logits",
+                    const char* out_name = "grad") {
+  if (overlaps(MemView::of(in), MemView::of(out)))
+    throw_invalid(where, out_name, " must not share memory with the ", in_name);
 }
 
 /// Validates a per-anchor group index (e.g. the image of each anchor) for the per-group

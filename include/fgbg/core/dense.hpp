@@ -124,9 +124,10 @@ struct ErasedInput {
 /// The gradient output of a call with its layout erased (see ErasedInput).
 template <typename Scalar>
 struct ErasedOutput {
-  void* obj;
-  Scalar* (*out_fn)(void*, const Tile&, Scalar*);
-  void (*store_fn)(void*, const Tile&, const Scalar*, const Scalar*);
+  void* obj = nullptr;
+  Scalar* (*out_fn)(void*, const Tile&, Scalar*) = nullptr;
+  void (*store_fn)(void*, const Tile&, const Scalar*, const Scalar*) = nullptr;
+  ErasedOutput() = default;  ///< no output (LossSink without per-element losses)
   template <typename GD>
   explicit ErasedOutput(Eigen::DenseBase<GD>& g)
       : obj(&g.derived()),
@@ -191,18 +192,21 @@ Eigen::DenseBase<D>& writable(const Eigen::DenseBase<D>& out) {
 
 /// Cuts the tiles of `grid` into at most kMaxChunks chunks whose bounds depend only on the shape,
 /// and runs `chunk(k, first_tile, last_tile)` for each, on OpenMP threads when the input has at
-/// least kParallelMinElems elements (`size`). The one chunked loop of the engine.
+/// least kParallelMinElems elements (`size`). The one chunked loop of the engine. A chunk holds
+/// whole rows of tiles, so the column tiles of a row wider than kTileElems run in one chunk, in
+/// order (a per-row result, e.g. a per-anchor loss, is then summed over them without a race).
 template <typename ChunkFn>
 Index for_each_chunk(const TileGrid& grid, Index size, ChunkFn&& chunk) {
-  const Index tiles = grid.count();
-  if (tiles == 0) return 0;
-  const Index chunks = std::min(tiles, kMaxChunks);
+  if (grid.count() == 0) return 0;
+  const Index rows = grid.tiles_r, per_row = grid.tiles_c;
+  const Index chunks = std::min(rows, kMaxChunks);
   const bool parallel = chunks > 1 && size >= kParallelMinElems;
   (void)parallel;
 #if FGBG_OPENMP_ENABLED
 #pragma omp parallel for schedule(static) if (parallel)
 #endif
-  for (Index k = 0; k < chunks; ++k) chunk(k, k * tiles / chunks, (k + 1) * tiles / chunks);
+  for (Index k = 0; k < chunks; ++k)
+    chunk(k, k * rows / chunks * per_row, (k + 1) * rows / chunks * per_row);
   return chunks;
 }
 

@@ -7,9 +7,9 @@
 ///
 /// @code
 ///   value(logits, labels, inputs...,               [state], [option], [workspace], [normalizer],
-///         [reduce])
+///         [reduce], [losses])
 ///   value_and_grad(logits, labels, inputs..., outputs..., [state], [option], [workspace],
-///                  [normalizer], [reduce])
+///                  [normalizer], [reduce], [losses])
 /// @endcode
 ///
 /// - `inputs`: the method's further per-anchor inputs, positional and required (QFL's quality,
@@ -26,6 +26,9 @@
 /// - `reduce`: a ReduceBuffer (core/state_io.hpp) for the losses whose statistics are reduced
 ///   across data-parallel workers: GHM-C reads the reduced histogram from it, EFL writes this
 ///   worker's gradient statistics into it instead of committing them (docs/data_parallel.md).
+/// - `losses`: fgbg::element_losses(out) (N × C) or fgbg::anchor_losses(out) (N), the weighted,
+///   unnormalised loss of each element or anchor, written in the same pass (core/loss_output.hpp)
+///   by the losses whose Signature has `losses` (the sigmoid and softmax heads).
 ///
 /// The trailing arguments are recognised by their type, so each may be left out independently
 /// (`value(x, labels, Normalizer::avg_factor(a))` needs no empty weights), but they must come in
@@ -51,6 +54,7 @@
 #include <utility>
 
 #include "dense.hpp"
+#include "loss_output.hpp"
 #include "reduction.hpp"
 #include "state_io.hpp"
 #include "weights.hpp"
@@ -84,6 +88,8 @@ struct DefaultSignature {
   static constexpr bool normalizer = true;   ///< takes a Normalizer (the config has a default)
   static constexpr bool accumulate = false;  ///< also value_and_accumulate_grad (CARL)
   static constexpr bool reduce = false;      ///< takes a ReduceBuffer last (GHM-C, EFL)
+  /// writes per-element / per-anchor losses (fgbg::element_losses, fgbg::anchor_losses)
+  static constexpr LossOutputs losses = LossOutputs::none;
 };
 
 /// A group id per anchor (an integer vector, non-decreasing: each group a run of consecutive
@@ -120,7 +126,7 @@ template <typename GD>
 struct IsGroups<Groups<GD>> : std::true_type {};
 
 /// Slot of a trailing argument of type A: 1 state, 2 option, 3 workspace, 4 normaliser,
-/// 5 reduce buffer, 0 none.
+/// 5 reduce buffer, 6 loss output, 0 none.
 template <typename Sig, typename Scalar, typename A>
 constexpr int trailing_slot() {
   using T = Bare<A>;
@@ -138,6 +144,9 @@ constexpr int trailing_slot() {
     return 4;
   else if constexpr (Sig::reduce && std::is_same<T, ReduceBuffer>::value)
     return 5;
+  else if constexpr ((Sig::losses == LossOutputs::both && IsElementLosses<T>::value) ||
+                     (Sig::losses != LossOutputs::none && IsAnchorLosses<T>::value))
+    return 6;
   else
     return 0;
 }
@@ -192,7 +201,8 @@ struct CallLayout {
 /// None. `state` is a pointer (const for `value`; nullptr when an optional state is not given),
 /// `option` the Weights, the Groups or None, `normalizer` the normaliser of this call (nullptr for
 /// a loss without one). `reduce` points to the ReduceBuffer (const when the caller passed a const
-/// one), nullptr when not given; `kReduce` says whether it was given.
+/// one), nullptr when not given; `kReduce` says whether it was given. `losses` is the erased
+/// per-element or per-anchor loss output (kind none when not given).
 template <typename XD, typename LD, typename In, typename Out, typename StatePtr, typename Option,
           typename Workspace, bool kAccumulate, typename ReducePtr = std::nullptr_t>
 struct Call {
@@ -209,6 +219,7 @@ struct Call {
   Workspace* workspace;
   const Normalizer* normalizer;
   ReducePtr reduce;
+  LossSink<typename XD::Scalar> losses;
   /// Whether a ReduceBuffer was passed.
   static constexpr bool kReduce = !std::is_same<ReducePtr, std::nullptr_t>::value;
 };
@@ -297,8 +308,8 @@ class DenseLoss {
     static_assert(L::trailing_ok(),
                   "fgbg: after the outputs a loss call takes, in this order and each at most "
                   "once, [state] [weights or fgbg::groups(ids)] [workspace] [Normalizer] "
-                  "[ReduceBuffer]; an argument here fits none of the slots this loss has, or is "
-                  "out of order");
+                  "[ReduceBuffer] [fgbg::element_losses / anchor_losses]; an argument here fits "
+                  "none of the slots this loss has, or is out of order");
     static_assert(L::state_ok(), "fgbg: this loss needs its state object in every call");
     auto all = std::forward_as_tuple(std::forward<A>(args)...);
     auto in = slice<0>(
@@ -317,26 +328,43 @@ class DenseLoss {
       if constexpr (L::position(3) < L::n) {
         ws = &std::get<L::position(3)>(all);
         return run<kAdd>(logits, labels, in, out, state, option, ws,
-                         normalizer_of<L::position(4)>(all), reduce_of<L::position(5)>(all));
+                         normalizer_of<L::position(4)>(all), reduce_of<L::position(5)>(all),
+                         sink_of<L::position(6)>(all));
       } else {
         Ws local;
         ws = &local;
         return run<kAdd>(logits, labels, in, out, state, option, ws,
-                         normalizer_of<L::position(4)>(all), reduce_of<L::position(5)>(all));
+                         normalizer_of<L::position(4)>(all), reduce_of<L::position(5)>(all),
+                         sink_of<L::position(6)>(all));
       }
     } else {
       return run<kAdd>(logits, labels, in, out, state, option, ws,
-                       normalizer_of<L::position(4)>(all), reduce_of<L::position(5)>(all));
+                       normalizer_of<L::position(4)>(all), reduce_of<L::position(5)>(all),
+                       sink_of<L::position(6)>(all));
     }
   }
 
   template <bool kAdd, typename XD, typename LD, typename In, typename Out, typename StatePtr,
             typename Option, typename Ws, typename ReducePtr>
   auto run(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels, In& in, Out& out,
-           StatePtr state, Option& option, Ws* ws, const Normalizer* norm, ReducePtr rb) const {
+           StatePtr state, Option& option, Ws* ws, const Normalizer* norm, ReducePtr rb,
+           const detail::LossSink<Scalar>& sink) const {
     detail::Call<XD, LD, In, Out, StatePtr, Option, Ws, kAdd, ReducePtr> c{
-        x, labels, in, out, state, option, ws, norm, rb};
+        x, labels, in, out, state, option, ws, norm, rb, sink};
     return self().run(c);
+  }
+
+  /// The loss output at position P, erased (kind none if not given).
+  template <std::size_t P, typename Tup>
+  static detail::LossSink<Scalar> sink_of(Tup& all) {
+    if constexpr (P < std::tuple_size<Tup>::value) {
+      using D = std::remove_reference_t<decltype(std::get<P>(all).out)>;
+      static_assert(std::is_same<typename D::Scalar, Scalar>::value,
+                    "fgbg: element_losses / anchor_losses must have the loss's scalar type");
+      return detail::LossSink<Scalar>(std::get<P>(all));
+    } else {
+      return detail::LossSink<Scalar>();
+    }
   }
 
   /// Pointer to the ReduceBuffer at position P (const if the caller's is const), or nullptr

@@ -30,12 +30,14 @@ namespace detail {
 
 /// The checks every dense head runs, in this order, before anything is written: labels in
 /// −1..num_classes, the normaliser, weights (N × weight_cols or N), the gradient's shape and its
-/// aliasing with the logits and the weights, and finite logits. Returns the label counts.
+/// aliasing with the logits and the weights, the loss output's shape and aliasing, and finite
+/// logits. Returns the label counts.
 template <typename Scalar, typename XD, typename LD, typename GradOut>
 LabelStats check_dense_call(const char* where, const Eigen::DenseBase<XD>& x,
                             const Eigen::DenseBase<LD>& labels, Index num_classes,
                             Weights<Scalar>& weights, Index weight_cols,
-                            const Normalizer& normalizer, const GradOut& grad) {
+                            const Normalizer& normalizer, const GradOut& grad,
+                            const LossSink<Scalar>& losses) {
   static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
                 "fgbg: the logits must have the loss's scalar type");
   const LabelStats s = check_labels(where, labels, x.rows(), num_classes);
@@ -46,6 +48,10 @@ LabelStats check_dense_call(const char* where, const Eigen::DenseBase<XD>& x,
     check_no_alias(where, x, grad);
     weights.check_no_alias(where, grad);
   }
+  MemView grad_view;
+  if constexpr (kGiven<GradOut>) grad_view = MemView::of(grad);
+  losses.check(where, x.rows(), x.cols(),
+               {{MemView::of(x), "logits"}, {grad_view, "grad"}, {weights.view(), "weights"}});
   check_finite(where, "logits", x);
   return s;
 }
@@ -54,8 +60,9 @@ LabelStats check_dense_call(const char* where, const Eigen::DenseBase<XD>& x,
 template <typename Scalar, typename XD, typename LD, typename GradOut>
 LabelStats check_sigmoid_call(const char* where, const Eigen::DenseBase<XD>& x,
                               const Eigen::DenseBase<LD>& labels, Weights<Scalar>& weights,
-                              const Normalizer& normalizer, const GradOut& grad) {
-  return check_dense_call(where, x, labels, x.cols(), weights, x.cols(), normalizer, grad);
+                              const Normalizer& normalizer, const GradOut& grad,
+                              const LossSink<Scalar>& losses) {
+  return check_dense_call(where, x, labels, x.cols(), weights, x.cols(), normalizer, grad, losses);
 }
 
 /// The t = 0 formula shared by focal loss, QFL and VFL: a·σ(x)^γ·softplus(x) per element, and
@@ -100,31 +107,44 @@ struct ErasedTarget {
 };
 
 /// The tiles of sigmoid_onehot behind the erased views: compiled once per method, scalar type and
-/// kGrad, whatever the caller's layouts.
+/// kGrad, whatever the caller's layouts. `losses` receives Ω_ij ℓ_ij or Σ_j Ω_ij ℓ_ij, formed
+/// from the unweighted element losses of the tile (before any scaling), so asking for them
+/// changes neither the value nor the gradient.
 template <typename Scalar, bool kGrad, typename Elem, typename GradOut>
 double sigmoid_onehot_tiles(const Elem& elem, const ErasedInput<Scalar>& x,
                             const ErasedLabels& labels, const Weights<Scalar>& w, double norm,
-                            GradOut& grad, const ErasedTarget& target) {
+                            GradOut& grad, const ErasedTarget& target,
+                            const LossSink<Scalar>& losses) {
   const GradFactor<Scalar> unit(1.0, norm);
-  const ElementScale per_element(norm);
+  const ElementScale per_element(norm), unnormalised(1.0);
   using Kind = typename Weights<Scalar>::Kind;
   using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+  using Sink = LossSink<Scalar>;
+  const bool to_elements = losses.kind == Sink::Kind::element;
+  const bool to_anchors = losses.kind == Sink::Kind::anchor;
+  ErasedOutput<Scalar> element_out = losses.element;
   auto kernel = [&](const Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch) {
     Scalar* loss = scratch;
     const Index n = t.size();
     elem.negatives(t, xt, loss, gt, scratch + kTileElems);
     Label lab_of[kTileElems];
     labels.gather(t.row0, t.rows, lab_of);
+    alignas(64) Scalar element_buf[kTileElems];
+    double anchor_of[kTileElems];
+    Scalar* et = to_elements ? output_tile(element_out, t, element_buf) : nullptr;
     Scalar dummy = 0;
     double sum = 0.0;
     for (Index r = 0; r < t.rows; ++r) {
       const Index row = t.row0 + r;
       const Label lab = lab_of[r];
       Scalar* lp = loss + r * t.cols;
+      Scalar* ep = et ? et + r * t.cols : nullptr;
       Eigen::Map<Vec> lr(lp, t.cols);
       if (lab == kIgnore) {
         lr.setZero();
         if constexpr (kGrad) Eigen::Map<Vec>(gt + r * t.cols, t.cols).setZero();
+        if (ep) Eigen::Map<Vec>(ep, t.cols).setZero();
+        anchor_of[r] = 0.0;
         continue;
       }
       const Index col = static_cast<Index>(lab) - 1 - t.col0;
@@ -133,11 +153,8 @@ double sigmoid_onehot_tiles(const Elem& elem, const ErasedInput<Scalar>& x,
         elem.element(xt[r * t.cols + col], static_cast<Scalar>(target(row)), row, lab - 1, lr[col],
                      *gslot);
       }
-      if (w.kind() == Kind::per_anchor) {
-        const double wr = static_cast<double>(w.anchor(row));
-        sum += weighted_sum(lp, t.cols, wr, per_element);
-        if constexpr (kGrad) scale_gradient(gt + r * t.cols, t.cols, GradFactor<Scalar>(wr, norm));
-      } else if (w.kind() == Kind::per_element) {
+      if (w.kind() == Kind::per_element) {
+        double row_sum = 0.0;
         for (Index j = 0; j < t.cols; ++j) {
           const double wj = static_cast<double>(w.at(row, t.col0 + j));
           sum += per_element(lp[j], wj);
@@ -145,9 +162,33 @@ double sigmoid_onehot_tiles(const Elem& elem, const ErasedInput<Scalar>& x,
             Scalar& gj = gt[r * t.cols + j];
             gj = static_cast<Scalar>(per_element(gj, wj));
           }
+          if (to_elements || to_anchors) {
+            const double e = wj == 0.0 ? 0.0 : static_cast<double>(lp[j]) * wj;
+            if (ep) ep[j] = static_cast<Scalar>(e);
+            row_sum += e;
+          }
         }
+        anchor_of[r] = row_sum;
+        continue;
+      }
+      const double wr = w.kind() == Kind::per_anchor ? static_cast<double>(w.anchor(row)) : 1.0;
+      if (w.kind() == Kind::per_anchor) {
+        sum += weighted_sum(lp, t.cols, wr, per_element);
+        if constexpr (kGrad) scale_gradient(gt + r * t.cols, t.cols, GradFactor<Scalar>(wr, norm));
+      }
+      if (to_anchors) anchor_of[r] = weighted_sum(lp, t.cols, wr, unnormalised);
+      if (ep) {
+        if (w.kind() == Kind::per_anchor)
+          for (Index j = 0; j < t.cols; ++j)
+            ep[j] = static_cast<Scalar>(wr == 0.0 ? 0.0 : static_cast<double>(lp[j]) * wr);
+        else
+          Eigen::Map<Vec>(ep, t.cols) = lr;
       }
     }
+    if (et) store_tile(element_out, t, et, element_buf);
+    // A row wider than one tile is summed over its column tiles in order (chunks hold whole
+    // rows of tiles: for_each_chunk).
+    if (to_anchors) losses.anchor_fn(losses.obj, t.row0, t.rows, anchor_of, t.col0 > 0);
     if (w.kind() != Kind::none) return sum;
     if constexpr (kGrad) scale_gradient(gt, n, unit);
     return sum_normalised(loss, n, per_element);
@@ -156,8 +197,9 @@ double sigmoid_onehot_tiles(const Elem& elem, const ErasedInput<Scalar>& x,
 }
 
 /// Σ_i Ω_i ℓ_i / A over an N × C sigmoid head (see the file comment). `target(row)` gives the
-/// target at the label column of a foreground row. Gradients are scaled by Ω/A; `grad` is
-/// resized if it is a plain array. Call after check_sigmoid_call.
+/// target at the label column of a foreground row. Gradients are scaled by Ω/A; `grad` and the
+/// loss output `losses` (core/loss_output.hpp) are resized if they are plain arrays. Call after
+/// check_sigmoid_call.
 ///
 /// Ω and 1/A are never multiplied in the scalar type: the loss of a row (per-anchor weights) or
 /// of a run (no weights) is summed first and then scaled by Ω/A in double (weighted_sum), and a
@@ -172,7 +214,7 @@ template <typename Scalar, typename Elem, typename XD, typename LD, typename Gra
           typename TargetFn>
 double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
                       const Eigen::DenseBase<LD>& labels, const Weights<Scalar>& w, double norm,
-                      GradOut& grad, const TargetFn& target) {
+                      GradOut& grad, const TargetFn& target, LossSink<Scalar>& losses) {
   constexpr bool kGrad = kGiven<GradOut>;
   ErasedTarget t;
   if constexpr (!std::is_same<TargetFn, UnitTarget>::value) {
@@ -181,32 +223,41 @@ double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
   }
   const ErasedInput<Scalar> xe(x);
   const ErasedLabels le(labels);
+  losses.prepare(x.rows(), x.cols());
   if constexpr (kGrad) {
     prepare_output("", "grad", grad, x.rows(), x.cols());
     ErasedOutput<Scalar> ge(grad);
-    return sigmoid_onehot_tiles<Scalar, true>(elem, xe, le, w, norm, ge, t);
+    return sigmoid_onehot_tiles<Scalar, true>(elem, xe, le, w, norm, ge, t, losses);
   } else {
     None none;
-    return sigmoid_onehot_tiles<Scalar, false>(elem, xe, le, w, norm, none, t);
+    return sigmoid_onehot_tiles<Scalar, false>(elem, xe, le, w, norm, none, t, losses);
   }
 }
 
 }  // namespace detail
 
+/// The call signature of the sigmoid heads: DenseLoss's, plus per-element and per-anchor loss
+/// outputs (fgbg::element_losses, fgbg::anchor_losses).
+struct SigmoidSignature : DefaultSignature {
+  static constexpr LossOutputs losses = LossOutputs::both;
+};
+
 /// Base of the sigmoid losses with a unit target at the label column (BCE, focal loss, FL*): its
 /// `run` is the checks, then the shared driver, so a loss only writes its config and its
-/// `negatives` / `element` formulas. Call: (logits, labels [, grad] [, weights] [, normalizer]).
+/// `negatives` / `element` formulas. Call: (logits, labels [, grad] [, weights] [, normalizer]
+/// [, element_losses / anchor_losses]).
 template <typename Derived, typename Scalar>
-class OneHotSigmoidLoss : public DenseLoss<Derived, Scalar> {
+class OneHotSigmoidLoss : public DenseLoss<Derived, Scalar, SigmoidSignature> {
  public:
   /// See DenseLoss.
   template <typename Call>
   double run(Call& c) const {
     auto& grad = std::get<0>(c.out);
-    const LabelStats s =
-        detail::check_sigmoid_call(Derived::kName, c.x, c.labels, c.option, *c.normalizer, grad);
+    const LabelStats s = detail::check_sigmoid_call(Derived::kName, c.x, c.labels, c.option,
+                                                    *c.normalizer, grad, c.losses);
     return detail::sigmoid_onehot(static_cast<const Derived&>(*this), c.x, c.labels, c.option,
-                                  c.normalizer->resolve(s, c.x.cols()), grad, detail::UnitTarget{});
+                                  c.normalizer->resolve(s, c.x.cols()), grad, detail::UnitTarget{},
+                                  c.losses);
   }
 };
 

@@ -39,13 +39,14 @@ namespace detail {
 template <typename Scalar, typename XD, typename LD, typename GradOut>
 LabelStats check_softmax_call(const char* where, const Eigen::DenseBase<XD>& x,
                               const Eigen::DenseBase<LD>& labels, Weights<Scalar>& weights,
-                              const Normalizer& normalizer, const GradOut& grad) {
+                              const Normalizer& normalizer, const GradOut& grad,
+                              const LossSink<Scalar>& losses) {
   if (x.cols() < 2)
     throw_invalid(where, "logits must have C+1 >= 2 columns (column 0 is background), got ",
                   x.cols());
   if (x.cols() > kTileElems)
     throw_invalid(where, "softmax heads support at most ", kTileElems, " columns, got ", x.cols());
-  return check_dense_call(where, x, labels, x.cols() - 1, weights, 1, normalizer, grad);
+  return check_dense_call(where, x, labels, x.cols() - 1, weights, 1, normalizer, grad, losses);
 }
 
 /// Σ_i Ω_i ℓ_i / A over an N × (C+1) softmax head; see the file comment.
@@ -58,17 +59,21 @@ LabelStats check_softmax_call(const char* where, const Eigen::DenseBase<XD>& x,
 template <typename Scalar, typename Elem, typename XD, typename LD, typename GradOut>
 double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
                     const Eigen::DenseBase<LD>& labels, const Weights<Scalar>& w, double norm,
-                    GradOut& grad) {
+                    GradOut& grad, LossSink<Scalar>& losses) {
   constexpr bool kGrad = kGiven<GradOut>;
   if constexpr (kGrad) prepare_output("", "grad", grad, x.rows(), x.cols());
+  losses.prepare(x.rows(), x.cols());
+  const bool to_anchors = losses.kind == LossSink<Scalar>::Kind::anchor;
   const ElementScale row_scale(norm);
   using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
   auto kernel = [&](const Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch) {
     const Index k = t.cols;
+    double anchor_of[kTileElems];  // Ω_i ℓ_i of each row, when asked for
     double sum = 0.0;
     for (Index r = 0; r < t.rows; ++r) {
       const Index row = t.row0 + r;
       const Label y = static_cast<Label>(labels.derived().coeff(row));
+      anchor_of[r] = 0.0;
       if (y == kIgnore) {
         if constexpr (kGrad) Eigen::Map<Vec>(gt + r * k, k).setZero();
         continue;
@@ -99,6 +104,7 @@ double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
       const double wr =
           w.kind() == Weights<Scalar>::Kind::none ? 1.0 : static_cast<double>(w.anchor(row));
       sum += halves ? row_scale(loss, wr) * 2.0 : row_scale(loss, wr);
+      if (to_anchors && wr != 0.0) anchor_of[r] = (halves ? 2.0 * loss : loss) * wr;
       if constexpr (kGrad) {
         Scalar* gr = gt + r * k;
         scale_into(
@@ -107,6 +113,7 @@ double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
         gr[y] = GradFactor<Scalar>(wr, norm)(g_y);
       }
     }
+    if (to_anchors) losses.anchor_fn(losses.obj, t.row0, t.rows, anchor_of, false);
     return sum;
   };
   return tiled_sum<Scalar>(x, grad, kernel);
@@ -114,20 +121,26 @@ double softmax_rows(const Elem& elem, const Eigen::DenseBase<XD>& x,
 
 }  // namespace detail
 
+/// The call signature of the softmax heads: DenseLoss's, plus the per-anchor loss output
+/// (fgbg::anchor_losses; a softmax head has one loss per anchor, not per element).
+struct SoftmaxSignature : DefaultSignature {
+  static constexpr LossOutputs losses = LossOutputs::anchor;
+};
+
 /// Base of the softmax-head losses: its `run` is the checks, then the row driver, so a loss only
 /// writes its config and its `row` formula. Call: (logits, labels [, grad] [, weights]
-/// [, normalizer]).
+/// [, normalizer] [, anchor_losses]).
 template <typename Derived, typename Scalar>
-class SoftmaxLoss : public DenseLoss<Derived, Scalar> {
+class SoftmaxLoss : public DenseLoss<Derived, Scalar, SoftmaxSignature> {
  public:
   /// See DenseLoss.
   template <typename Call>
   double run(Call& c) const {
     auto& grad = std::get<0>(c.out);
-    const LabelStats s =
-        detail::check_softmax_call(Derived::kName, c.x, c.labels, c.option, *c.normalizer, grad);
+    const LabelStats s = detail::check_softmax_call(Derived::kName, c.x, c.labels, c.option,
+                                                    *c.normalizer, grad, c.losses);
     return detail::softmax_rows(static_cast<const Derived&>(*this), c.x, c.labels, c.option,
-                                c.normalizer->resolve(s, 1), grad);
+                                c.normalizer->resolve(s, 1), grad, c.losses);
   }
 };
 

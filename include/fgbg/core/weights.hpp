@@ -75,24 +75,21 @@ class Weights {
       }
   }
 
+  /// The memory of the viewed weights (empty when none), with the smaller stride inner.
+  detail::MemView view() const {
+    if (!given_) return {};
+    const Index e = static_cast<Index>(sizeof(Scalar));
+    return row_stride_ < col_stride_
+               ? detail::MemView::strided(data_, cols_, rows_, col_stride_ * e, row_stride_ * e, e)
+               : detail::MemView::strided(data_, rows_, cols_, row_stride_ * e, col_stride_ * e, e);
+  }
+
   /// Throws if the viewed weights share memory with `out` (the gradient): the drivers read the
-  /// weights after writing gradient tiles. Conservative: compares address ranges.
+  /// weights after writing gradient tiles (detail::overlaps).
   template <typename Derived>
   void check_no_alias(const char* where, const Eigen::DenseBase<Derived>& out) const {
-    if constexpr (bool(Derived::Flags & Eigen::DirectAccessBit)) {
-      if (!given_ || rows_ == 0 || cols_ == 0 || out.size() == 0) return;
-      const auto* w0 = reinterpret_cast<const char*>(data_);
-      const auto* w1 = w0 + ((rows_ - 1) * row_stride_ + (cols_ - 1) * col_stride_ + 1) *
-                                static_cast<Index>(sizeof(Scalar));
-      const Derived& d = out.derived();
-      const Index outer = Derived::IsRowMajor ? d.rows() : d.cols();
-      const Index inner = Derived::IsRowMajor ? d.cols() : d.rows();
-      const auto* g0 = reinterpret_cast<const char*>(d.data());
-      const auto* g1 = g0 + ((outer - 1) * d.outerStride() + (inner - 1) * d.innerStride() + 1) *
-                                static_cast<Index>(sizeof(typename Derived::Scalar));
-      if (w0 < g1 && g0 < w1)
-        detail::throw_invalid(where, "weights must not share memory with grad");
-    }
+    if (detail::overlaps(view(), detail::MemView::of(out)))
+      detail::throw_invalid(where, "weights must not share memory with grad");
   }
 
   /// Weight of anchor r (per-anchor kind).

@@ -345,8 +345,9 @@ struct EqualizedFocalKernel {
 
 }  // namespace detail
 
-/// The call signature of EqualizedFocalLoss: DenseLoss's, with its state required.
-struct EqualizedFocalSignature : DefaultSignature {
+/// The call signature of EqualizedFocalLoss: the sigmoid heads' (with loss outputs), with its
+/// state required.
+struct EqualizedFocalSignature : SigmoidSignature {
   using State = EqualizedFocalState;
   static constexpr StateUse state = StateUse::required;
   static constexpr bool reduce = true;  ///< value_and_grad(…, buffer): statistics, no commit
@@ -400,13 +401,13 @@ class EqualizedFocalLoss
     auto& grad = std::get<0>(c.out);
     const State& state = *c.state;
     const LabelStats s =
-        detail::check_sigmoid_call(kName, x, labels, c.option, *c.normalizer, grad);
+        detail::check_sigmoid_call(kName, x, labels, c.option, *c.normalizer, grad, c.losses);
     if (state.num_classes() != x.cols())
       detail::throw_invalid(kName, "state has ", state.num_classes(), " classes, the logits ",
                             x.cols(), " columns");
-    const double v =
-        detail::sigmoid_onehot(kernel(state), x, labels, c.option,
-                               c.normalizer->resolve(s, x.cols()), grad, detail::UnitTarget{});
+    const double v = detail::sigmoid_onehot(kernel(state), x, labels, c.option,
+                                            c.normalizer->resolve(s, x.cols()), grad,
+                                            detail::UnitTarget{}, c.losses);
     if constexpr (Call::kReduce) {
       static_assert(
           Call::kGrad,

@@ -75,7 +75,7 @@ class QualityFocalLoss : public DenseLoss<QualityFocalLoss<Scalar>, Scalar, Qual
       return static_cast<double>(quality.derived().coeff(row));
     };
     return detail::sigmoid_onehot(*this, x, labels, c.option, c.normalizer->resolve(s, x.cols()),
-                                  std::get<0>(c.out), target);
+                                  std::get<0>(c.out), target, c.losses);
   }
 
   /// t = 0 over a tile: σ^β softplus(x) and σ^β (σ + β(1 − σ) softplus(x)).

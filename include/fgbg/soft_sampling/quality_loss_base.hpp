@@ -29,8 +29,9 @@
 
 namespace fgbg {
 
-/// The call signature of QFL and VFL: DenseLoss's, with the quality as one required input.
-struct QualitySignature : DefaultSignature {
+/// The call signature of QFL and VFL: the sigmoid heads' (with per-element and per-anchor loss
+/// outputs), with the quality as one required input.
+struct QualitySignature : SigmoidSignature {
   static constexpr int inputs = 1;
 };
 
@@ -50,8 +51,8 @@ void check_quality(const char* where, const Eigen::DenseBase<QD>& q,
 /// every sigmoid head, then the quality. Returns the label counts.
 template <typename Call>
 LabelStats check_quality_call(const char* where, Call& c) {
-  const LabelStats s =
-      check_sigmoid_call(where, c.x, c.labels, c.option, *c.normalizer, std::get<0>(c.out));
+  const LabelStats s = check_sigmoid_call(where, c.x, c.labels, c.option, *c.normalizer,
+                                          std::get<0>(c.out), c.losses);
   check_quality(where, std::get<0>(c.in), c.labels);  // labels: N, checked above
   return s;
 }

@@ -90,7 +90,7 @@ class VarifocalLoss : public DenseLoss<VarifocalLoss<Scalar>, Scalar, QualitySig
       return std::max(floor, static_cast<double>(quality.derived().coeff(row)));
     };
     return detail::sigmoid_onehot(*this, x, labels, c.option, c.normalizer->resolve(s, x.cols()),
-                                  std::get<0>(c.out), target);
+                                  std::get<0>(c.out), target, c.losses);
   }
 
   /// q = 0 over a tile: α σ^γ softplus(x) and α σ^γ (σ + γ(1 − σ) softplus(x)).
