@@ -81,8 +81,8 @@ void check_sigmoid_outputs(const Loss& loss, const fgbg_test::Problem<S>& p, con
                                                       : double(we(i, j));
         const double ref = p.labels[i] < 0 ? 0.0 : reference(i, j, w);
         INFO("element (" << i << ", " << j << ") label " << p.labels[i] << " got " << e(i, j)
-                          << " want " << ref << " ulps "
-                          << std::abs(double(e(i, j)) - ref) / (eps * std::abs(ref)));
+                         << " want " << ref << " ulps "
+                         << std::abs(double(e(i, j)) - ref) / (eps * std::abs(ref)));
         CHECK(std::abs(double(e(i, j)) - ref) <= 8 * eps * std::abs(ref) + 1e-300);
         row += double(e(i, j));
       }
@@ -98,8 +98,12 @@ void check_sigmoid_outputs(const Loss& loss, const fgbg_test::Problem<S>& p, con
 
 // References in long double (x87 extended on x86: 11 more bits than double).
 using Wide = long double;
-Wide softplus(Wide x) { return std::max(x, Wide(0)) + std::log1p(std::exp(-std::abs(x))); }
-Wide sigmoid(Wide x) { return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) / (1 + std::exp(x)); }
+Wide softplus(Wide x) {
+  return std::max(x, Wide(0)) + std::log1p(std::exp(-std::abs(x)));
+}
+Wide sigmoid(Wide x) {
+  return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) / (1 + std::exp(x));
+}
 
 }  // namespace
 
@@ -199,7 +203,8 @@ TEMPLATE_TEST_CASE("Loss outputs: softmax heads per anchor", "[loss_outputs]", f
   fgbg::RowArray<S> g0, g1;
   Eigen::Array<S, Eigen::Dynamic, 1> a;
   const double v0 = ce.value_and_grad(p.logits, p.labels, g0, p.weights, norm);
-  const double v1 = ce.value_and_grad(p.logits, p.labels, g1, p.weights, norm, fgbg::anchor_losses(a));
+  const double v1 =
+      ce.value_and_grad(p.logits, p.labels, g1, p.weights, norm, fgbg::anchor_losses(a));
   CHECK(v1 == v0);
   CHECK((g1 == g0).all());
   double total = 0;
@@ -356,9 +361,8 @@ TEST_CASE("Loss outputs: a bad output throws before anything is written", "[loss
   CHECK_THROWS_WITH(
       focal.value_and_grad(p.logits, p.labels, g, fgbg::element_losses(buf.topRows(39))),
       Catch::Contains("element_losses must be 40 x 3, got 39 x 3"));
-  CHECK_THROWS_WITH(
-      focal.value_and_grad(p.logits, p.labels, g, fgbg::anchor_losses(abuf.head(41))),
-      Catch::Contains("anchor_losses must have 40 entries, got 41"));
+  CHECK_THROWS_WITH(focal.value_and_grad(p.logits, p.labels, g, fgbg::anchor_losses(abuf.head(41))),
+                    Catch::Contains("anchor_losses must have 40 entries, got 41"));
   CHECK((g == 5.f).all());
   CHECK((buf == 5.f).all());
   CHECK((abuf == 5.f).all());
@@ -371,10 +375,10 @@ TEST_CASE("Loss outputs: a bad output throws before anything is written", "[loss
   Eigen::ArrayXf w = p.weights;
   CHECK_THROWS_WITH(focal.value(p.logits, p.labels, w, fgbg::anchor_losses(w)),
                     Catch::Contains("anchor_losses must not share memory with the weights"));
-  CHECK_THROWS_WITH(focal.value_and_grad(p.logits, p.labels, g,
-                                         fgbg::anchor_losses(Eigen::Map<Eigen::ArrayXf>(
-                                             g.data() + 30, 40))),
-                    Catch::Contains("anchor_losses must not share memory with the grad"));
+  CHECK_THROWS_WITH(
+      focal.value_and_grad(p.logits, p.labels, g,
+                           fgbg::anchor_losses(Eigen::Map<Eigen::ArrayXf>(g.data() + 30, 40))),
+      Catch::Contains("anchor_losses must not share memory with the grad"));
   CHECK((g == 5.f).all());
   CHECK((x == p.logits).all());
   CHECK((w == p.weights).all());
@@ -398,7 +402,7 @@ TEST_CASE("Loss outputs: a bad output throws before anything is written", "[loss
   Eigen::ArrayXf as = Eigen::ArrayXf::Constant(39, 5.f);
   Eigen::Map<Eigen::ArrayXf> as_view(as.data(), 39);
   CHECK_THROWS_WITH(fgbg::SoftmaxCrossEntropyLoss<float>().value(ps.logits, ps.labels,
-                                                                  fgbg::anchor_losses(as_view)),
+                                                                 fgbg::anchor_losses(as_view)),
                     Catch::Contains("anchor_losses must have 40 entries, got 39"));
   CHECK((as == 5.f).all());
 }

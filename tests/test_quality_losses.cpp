@@ -1,10 +1,12 @@
-// Quality-aware and equalized focal losses: QFL and VFL against the reference vectors and spec
-// §11.3, EFL against a plain re-computation (values, gradients and the evolution of its
+// Quality-aware and equalized focal losses: QFL, VFL and soft-target BCE against the reference
+// vectors and spec §11.3, EFL against a plain re-computation (values, gradients and the evolution of its
 // statistics), central differences, edge cases and hyper-parameter errors. What every loss
 // promises (empty calls, bad inputs, layouts, allocation) is in test_contract.cpp.
 #include <fgbg/soft_sampling/equalized_focal_loss.hpp>
 #include <fgbg/soft_sampling/quality_focal_loss.hpp>
+#include <fgbg/soft_sampling/sigmoid_cross_entropy.hpp>
 #include <fgbg/soft_sampling/sigmoid_focal_loss.hpp>
+#include <fgbg/soft_sampling/soft_target_cross_entropy.hpp>
 #include <fgbg/soft_sampling/varifocal_loss.hpp>
 #include <functional>
 #include <limits>
@@ -141,6 +143,92 @@ TEMPLATE_TEST_CASE("varifocal loss matches mmdetection (torch autograd)", "[vfl]
   });
 }
 
+TEMPLATE_TEST_CASE("soft-target BCE matches ultralytics' BCE (torch autograd)",
+                   "[soft_bce][reference]", float, double) {
+  using S = TestType;
+  const json ref = load_reference("soft_target_bce.json");
+  for (const json& c : ref["cases"]) {
+    SECTION(c["name"].get<std::string>()) {
+      const Index n = c["num_anchors"], k = c["num_classes"];
+      const auto x = matrix<S>(c["logits"], k);
+      const auto y = labels(c["labels"]);
+      const auto t = vector<S>(c["targets"]);
+      const fgbg::SoftTargetCrossEntropyLoss<S> loss;
+      const fgbg::Normalizer norm = normalizer(c["normalization"]);
+      RowArray<S> g(n, k), e;
+      const S v = loss.value_and_grad(x, y, t, g, norm, fgbg::element_losses(e));
+      check_scalar<S>("loss", v, c["expected"]["loss"]);
+      check_array<S>("grad", g, c["expected"]["grad"]);
+      check_array<S>("per_element", e, c["expected"]["per_element"]);
+      check_scalar<S>("value()", loss.value(x, y, t, norm), c["expected"]["loss"]);
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("soft-target BCE: one-hot targets are BCE, target_sum is ultralytics'",
+                   "[soft_bce]", float, double) {
+  using S = TestType;
+  const S eps = std::numeric_limits<S>::epsilon();
+  ProblemOptions o;
+  o.n = 400;
+  o.classes = 6;
+  const auto p = random_problem<S>(21, o);
+  const fgbg::SoftTargetCrossEntropyLoss<S> soft;
+  const fgbg::SigmoidCrossEntropyLoss<S> bce;
+  const auto ones = Vec<S>::Ones(p.rows()).eval();
+  RowArray<S> g_soft, g_bce;
+  for (const auto norm :
+       {fgbg::Normalizer::sum(), fgbg::Normalizer::mean(), fgbg::Normalizer::avg_factor(3.25)}) {
+    const double v_soft = soft.value_and_grad(p.logits, p.labels, ones, g_soft, p.weights, norm);
+    const double v_bce = bce.value_and_grad(p.logits, p.labels, g_bce, p.weights, norm);
+    CHECK(std::abs(v_soft - v_bce) <= 4 * eps * v_bce);
+    CHECK(((g_soft - g_bce).abs() <= 4 * eps * g_bce.abs().maxCoeff()).all());
+  }
+  // target_sum: A = max(1, Σ targets of the positives); ignored and background rows' entries of
+  // the target vector are never read.
+  Vec<S> t = p.quality;
+  double tsum = 0;
+  for (Index i = 0; i < p.rows(); ++i) {
+    if (p.labels[i] > 0) tsum += double(t[i]);
+    if (p.labels[i] <= 0) t[i] = S(7);  // not read
+  }
+  REQUIRE(tsum > 1);
+  Eigen::Array<S, Eigen::Dynamic, 1> a;
+  const double v = soft.value(p.logits, p.labels, t, fgbg::anchor_losses(a));
+  CHECK(v == soft.value(p.logits, p.labels, t, fgbg::Normalizer::avg_factor(tsum)));
+  CHECK(std::abs(a.template cast<double>().sum() / tsum - v) <= 64 * eps * v);
+  // Σ targets below 1 (a batch of a few weak positives) divides by 1.
+  Vec<S> small = t * S(1e-4);
+  CHECK(soft.value(p.logits, p.labels, small) ==
+        soft.value(p.logits, p.labels, small, fgbg::Normalizer::sum()));
+  // target_sum is refused by a loss without soft targets, at construction and per call.
+  CHECK_THROWS_WITH(fgbg::SigmoidCrossEntropyLoss<S>({fgbg::Normalizer::target_sum()}),
+                    Catch::Contains("target_sum() needs a loss with a soft target"));
+  RowArray<S> g = RowArray<S>::Constant(p.rows(), p.cols(), S(3));
+  CHECK_THROWS_WITH(fgbg::SigmoidFocalLoss<S>().value_and_grad(p.logits, p.labels, g,
+                                                               fgbg::Normalizer::target_sum()),
+                    Catch::Contains("fgbg::SigmoidFocalLoss: Normalizer::target_sum() needs"));
+  CHECK((g == S(3)).all());
+  // A well-trained positive (t = σ(x) rounded to S): the gradient σ − t is the tiny rounding
+  // residual. The plain difference in S would be off by about eps(S)·σ, more than the residual
+  // itself; formed in Wide<S> without cancellation (detail::sigmoid_minus) the error is that of
+  // logit(t) in Wide: about eps(Wide)·|logit t|·σ(1 − σ) (Wide = double for float, long double
+  // for double; on a platform where long double is double the double case gains nothing).
+  RowArray<S> x1(1, 1);
+  x1(0, 0) = S(2.5);
+  fgbg::LabelVector y1(1);
+  y1[0] = 1;
+  Vec<S> t1(1);
+  t1[0] = static_cast<S>(1 / (1 + std::exp(-2.5L)));
+  RowArray<S> g1;
+  soft.value_and_grad(x1, y1, t1, g1, fgbg::Normalizer::sum());
+  const long double want = 1 / (1 + std::exp(-2.5L)) - static_cast<long double>(t1[0]);
+  const long double eps_wide = std::numeric_limits<fgbg::detail::Wide<S>>::epsilon();
+  CHECK(want != 0);
+  CHECK(std::abs(static_cast<long double>(g1(0, 0)) - want) <=
+        std::max<long double>(16 * eps_wide * 2.5L * 0.07L, eps * std::abs(want)));
+}
+
 TEMPLATE_TEST_CASE("QFL and VFL: per-element vectors", "[qfl][vfl][spec]", float, double) {
   using S = TestType;
   struct Row {
@@ -212,6 +300,9 @@ TEST_CASE("QFL, VFL, EFL: gradient equals central differences", "[qfl][vfl][efl]
   check_quality(fgbg::QualityFocalLoss<double>({3.0, fgbg::Normalizer::mean()}), "qfl beta=3");
   check_quality(fgbg::QualityFocalLoss<double>({1.0}), "qfl beta=1");
   check_quality(fgbg::VarifocalLoss<double>(), "vfl default");
+  check_quality(fgbg::SoftTargetCrossEntropyLoss<double>(), "soft-target bce, target_sum");
+  check_quality(fgbg::SoftTargetCrossEntropyLoss<double>({fgbg::Normalizer::mean()}),
+                "soft-target bce, mean");
   fgbg::VarifocalLossConfig<double> v2;
   v2.iou_weighted = false;
   v2.gamma = 0.5;

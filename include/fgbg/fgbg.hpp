@@ -29,6 +29,7 @@
 #include "soft_sampling/quality_focal_loss.hpp"
 #include "soft_sampling/sigmoid_cross_entropy.hpp"
 #include "soft_sampling/sigmoid_focal_loss.hpp"
+#include "soft_sampling/soft_target_cross_entropy.hpp"
 #include "soft_sampling/softmax_cross_entropy.hpp"
 #include "soft_sampling/softmax_focal_loss.hpp"
 #include "soft_sampling/varifocal_loss.hpp"

@@ -322,6 +322,15 @@ struct QflFixture : QualityFixtureBase<S, fgbg::QualityFocalLoss<S>> {
 };
 
 template <typename S>
+struct SoftBceFixture : QualityFixtureBase<S, fgbg::SoftTargetCrossEntropyLoss<S>> {
+  static constexpr const char* kName = "SoftTargetCrossEntropyLoss";
+  static constexpr int kVariants = 1;
+  explicit SoftBceFixture(int)
+      : QualityFixtureBase<S, fgbg::SoftTargetCrossEntropyLoss<S>>(
+            fgbg::SoftTargetCrossEntropyLoss<S>()) {}
+};
+
+template <typename S>
 struct VflFixture : QualityFixtureBase<S, fgbg::VarifocalLoss<S>> {
   static constexpr const char* kName = "VarifocalLoss";
   static constexpr int kVariants = 1;
@@ -938,10 +947,10 @@ struct GuidedFixture {
 template <typename S>
 using AllFixtures =
     std::tuple<BceFixture<S>, FocalFixture<S>, FocalStarFixture<S>, SoftmaxCeFixture<S>,
-               SoftmaxFocalFixture<S>, QflFixture<S>, VflFixture<S>, EflFixture<S>, GhmcFixture<S>,
-               DrFixture<S>, CarlSigmoidFixture<S>, CarlSoftmaxFixture<S>, ApFixture<S>,
-               AlrpFixture<S>, RsFixture<S>, ResObjClassFixture<S>, ResObjStageFixture<S>,
-               GuidedFixture<S>>;
+               SoftmaxFocalFixture<S>, QflFixture<S>, SoftBceFixture<S>, VflFixture<S>,
+               EflFixture<S>, GhmcFixture<S>, DrFixture<S>, CarlSigmoidFixture<S>,
+               CarlSoftmaxFixture<S>, ApFixture<S>, AlrpFixture<S>, RsFixture<S>,
+               ResObjClassFixture<S>, ResObjStageFixture<S>, GuidedFixture<S>>;
 
 #if defined(FGBG_CONTRACT_SCALAR)
 /// The fixture list of one half of the typed suite (test_contract_float, test_contract_double).

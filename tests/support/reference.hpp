@@ -63,6 +63,7 @@ inline fgbg::Normalizer normalizer(const json& n) {
   const std::string s = n.get<std::string>();
   if (s == "sum") return fgbg::Normalizer::sum();
   if (s == "mean") return fgbg::Normalizer::mean();
+  if (s == "target_sum") return fgbg::Normalizer::target_sum();
   FAIL("unexpected normalization " << s);
   return {};
 }

@@ -23,6 +23,9 @@ struct LabelStats {
   Index valid = 0;       ///< anchors whose label is not -1
   Index positives = 0;   ///< anchors with a foreground label 1..C
   Index background = 0;  ///< anchors with label 0
+  /// Σ of the soft targets of the positive anchors (losses with one: QFL, VFL, soft-target BCE;
+  /// set by their checks), 0 otherwise.
+  double target_sum = 0.0;
   Index ignored() const { return anchors - valid; }
 };
 

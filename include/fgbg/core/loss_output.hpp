@@ -98,9 +98,9 @@ struct LossSink {
   enum class Kind { none, element, anchor };
   Kind kind = Kind::none;
   void* obj = nullptr;
-  Index rows = 0, cols = 0;  ///< the output's current shape
-  bool resizable = false;    ///< a plain array (resized by prepare), else a view
-  MemView view;              ///< its memory (for the aliasing checks)
+  Index rows = 0, cols = 0;      ///< the output's current shape
+  bool resizable = false;        ///< a plain array (resized by prepare), else a view
+  MemView view;                  ///< its memory (for the aliasing checks)
   ErasedOutput<Scalar> element;  ///< kind == element
   /// kind == anchor: rows row0 .. row0 + n − 1 set to v (add: v added to them).
   void (*anchor_fn)(void*, Index row0, Index n, const double* v, bool add) = nullptr;
@@ -116,7 +116,8 @@ struct LossSink {
         resizable(std::is_base_of<Eigen::PlainObjectBase<D>, D>::value),
         view(MemView::of(e.out)),
         element(e.out),
-        resize_fn([](void* o, Index r, Index c) { prepare_output("", "", *static_cast<D*>(o), r, c); }) {}
+        resize_fn(
+            [](void* o, Index r, Index c) { prepare_output("", "", *static_cast<D*>(o), r, c); }) {}
   template <typename D>
   explicit LossSink(const AnchorLosses<D>& a)
       : kind(Kind::anchor),

@@ -10,6 +10,10 @@
 /// | `mean`          | max(1, number of non-ignored elements)       | torch `reduction='mean'` |
 /// | `avg_factor(A)` | A exactly, given by the caller (finite, > 0) | mmdetection's avg_factor |
 /// | `num_positives` | max(1, #anchors with a foreground label)     | RetinaNet (Detectron)    |
+/// | `target_sum`    | max(1, Σ soft targets of the positive anchors) | ultralytics YOLOv8/11   |
+///
+/// `target_sum` exists only for the losses with a soft target per positive anchor (QFL, VFL,
+/// SoftTargetCrossEntropyLoss): ultralytics' `target_scores_sum = max(target_scores.sum(), 1)`.
 ///
 /// An element is one (anchor, class) pair for sigmoid heads and one anchor for softmax heads;
 /// per-element weights do not change the count. mmdetection divides by `A + FLT_EPSILON`; pass
@@ -26,7 +30,7 @@
 namespace fgbg {
 
 /// The normalisation kinds; see Normalizer.
-enum class Reduction { sum, mean, avg_factor, num_positives };
+enum class Reduction { sum, mean, avg_factor, num_positives, target_sum };
 
 /// A normalisation rule, resolved to a number A on every call from that call's labels.
 struct Normalizer {
@@ -37,10 +41,16 @@ struct Normalizer {
   static constexpr Normalizer mean() { return {Reduction::mean, 1.0}; }
   static constexpr Normalizer avg_factor(double a) { return {Reduction::avg_factor, a}; }
   static constexpr Normalizer num_positives() { return {Reduction::num_positives, 1.0}; }
+  static constexpr Normalizer target_sum() { return {Reduction::target_sum, 1.0}; }
 
   /// Throws unless the rule is usable: an avg_factor must be finite and > 0, and large enough
-  /// that 1/A is a finite float (A ≥ 1e-37), since gradients are scaled by 1/A in the scalar type.
-  void validate(const char* where) const {
+  /// that 1/A is a finite float (A ≥ 1e-37), since gradients are scaled by 1/A in the scalar type;
+  /// target_sum needs a loss with soft targets (`soft_targets`).
+  void validate(const char* where, bool soft_targets = false) const {
+    if (reduction == Reduction::target_sum && !soft_targets)
+      detail::throw_invalid(where,
+                            "Normalizer::target_sum() needs a loss with a soft target per "
+                            "positive anchor (QFL, VFL, SoftTargetCrossEntropyLoss)");
     if (reduction == Reduction::avg_factor && !(std::isfinite(factor) && factor > 0.0))
       detail::throw_invalid(where, "avg_factor must be finite and > 0, got ", factor);
     if (reduction == Reduction::avg_factor && factor < 1e-37)
@@ -59,6 +69,8 @@ struct Normalizer {
         return factor;
       case Reduction::num_positives:
         return std::max<double>(1.0, static_cast<double>(s.positives));
+      case Reduction::target_sum:
+        return std::max(1.0, s.target_sum);
     }
     return 1.0;
   }
@@ -75,6 +87,8 @@ inline const char* to_string(Reduction r) {
       return "avg_factor";
     case Reduction::num_positives:
       return "num_positives";
+    case Reduction::target_sum:
+      return "target_sum";
   }
   return "?";
 }

@@ -31,17 +31,18 @@ namespace detail {
 /// The checks every dense head runs, in this order, before anything is written: labels in
 /// −1..num_classes, the normaliser, weights (N × weight_cols or N), the gradient's shape and its
 /// aliasing with the logits and the weights, the loss output's shape and aliasing, and finite
-/// logits. Returns the label counts.
+/// logits. Returns the label counts. `soft_targets`: the loss has a soft target per positive
+/// anchor (so Normalizer::target_sum() is allowed).
 template <typename Scalar, typename XD, typename LD, typename GradOut>
 LabelStats check_dense_call(const char* where, const Eigen::DenseBase<XD>& x,
                             const Eigen::DenseBase<LD>& labels, Index num_classes,
                             Weights<Scalar>& weights, Index weight_cols,
                             const Normalizer& normalizer, const GradOut& grad,
-                            const LossSink<Scalar>& losses) {
+                            const LossSink<Scalar>& losses, bool soft_targets = false) {
   static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
                 "fgbg: the logits must have the loss's scalar type");
   const LabelStats s = check_labels(where, labels, x.rows(), num_classes);
-  normalizer.validate(where);
+  normalizer.validate(where, soft_targets);
   weights.bind(where, x.rows(), weight_cols);
   if constexpr (kGiven<GradOut>) {
     check_output(where, "grad", grad, x.rows(), x.cols());
@@ -61,8 +62,9 @@ template <typename Scalar, typename XD, typename LD, typename GradOut>
 LabelStats check_sigmoid_call(const char* where, const Eigen::DenseBase<XD>& x,
                               const Eigen::DenseBase<LD>& labels, Weights<Scalar>& weights,
                               const Normalizer& normalizer, const GradOut& grad,
-                              const LossSink<Scalar>& losses) {
-  return check_dense_call(where, x, labels, x.cols(), weights, x.cols(), normalizer, grad, losses);
+                              const LossSink<Scalar>& losses, bool soft_targets = false) {
+  return check_dense_call(where, x, labels, x.cols(), weights, x.cols(), normalizer, grad, losses,
+                          soft_targets);
 }
 
 /// The t = 0 formula shared by focal loss, QFL and VFL: a·σ(x)^γ·softplus(x) per element, and

@@ -59,7 +59,7 @@ class QualityFocalLoss : public DenseLoss<QualityFocalLoss<Scalar>, Scalar, Qual
   explicit QualityFocalLoss(const Config& config = {}) : config_(config) {
     detail::require_param(std::isfinite(config.beta) && config.beta >= Scalar(1), kName, "beta",
                           "finite and >= 1", config.beta);
-    config_.normalizer.validate(kName);
+    config_.normalizer.validate(kName, /*soft_targets=*/true);
   }
 
   const Config& config() const { return config_; }

@@ -47,13 +47,17 @@ void check_quality(const char* where, const Eigen::DenseBase<QD>& q,
   check_positive_values(where, "quality", q, labels, 0.0, 1.0, "[0, 1]");
 }
 
-/// The checks of a QFL or VFL call `c` (see DenseLoss), before anything is written: those of
-/// every sigmoid head, then the quality. Returns the label counts.
+/// The checks of a call `c` with a soft target per positive anchor (QFL, VFL, soft-target BCE;
+/// see DenseLoss), before anything is written: those of every sigmoid head, then the quality.
+/// Returns the label counts with the sum of the positives' targets (Normalizer::target_sum).
 template <typename Call>
 LabelStats check_quality_call(const char* where, Call& c) {
-  const LabelStats s = check_sigmoid_call(where, c.x, c.labels, c.option, *c.normalizer,
-                                          std::get<0>(c.out), c.losses);
-  check_quality(where, std::get<0>(c.in), c.labels);  // labels: N, checked above
+  LabelStats s = check_sigmoid_call(where, c.x, c.labels, c.option, *c.normalizer,
+                                    std::get<0>(c.out), c.losses, /*soft_targets=*/true);
+  const auto& q = std::get<0>(c.in);
+  check_quality(where, q, c.labels);  // labels: N, checked above
+  for (Index i = 0; i < c.x.rows(); ++i)
+    if (c.labels.derived().coeff(i) > 0) s.target_sum += static_cast<double>(q.derived().coeff(i));
   return s;
 }
 }  // namespace detail

@@ -67,7 +67,7 @@ class VarifocalLoss : public DenseLoss<VarifocalLoss<Scalar>, Scalar, QualitySig
                           "finite and >= 0", config.gamma);
     detail::require_param(config.min_quality >= Scalar(0) && config.min_quality <= Scalar(1), kName,
                           "min_quality", "in [0, 1]", config.min_quality);
-    config_.normalizer.validate(kName);
+    config_.normalizer.validate(kName, /*soft_targets=*/true);
   }
 
   const Config& config() const { return config_; }
