@@ -2,6 +2,8 @@
 #   find_package      install fgbg (README's Install command), then find_package(fgbg) from a
 #                     CMake project
 #   add_subdirectory  fgbg as a subdirectory of a CMake project
+#   find_package_mpi  install fgbg, then find_package(fgbg COMPONENTS mpi) and fgbg::mpi: one
+#                     process (singleton MPI_Init) counts its positives through fgbg/mpi.hpp
 #   fetch_content     fgbg through FetchContent
 #   pkg_config        install fgbg, then compile with `$CXX $(pkg-config --cflags fgbg)` and no
 #                     CMake on the consumer side (needs CXX and PKG_CONFIG)
@@ -57,7 +59,7 @@ elseif(MODE STREQUAL "pkg_config")
       -o ${WORK}/build/consumer)
   run(${WORK}/build/consumer)
   return()
-elseif(MODE STREQUAL "find_package")
+elseif(MODE STREQUAL "find_package" OR MODE STREQUAL "find_package_mpi")
   install_fgbg()
   set(extra -DCMAKE_PREFIX_PATH=${WORK}/prefix)
 endif()
