@@ -11,8 +11,9 @@
 /// at all (an empty shard is a valid contribution). An all-reduce in a branch that only some
 /// ranks take leaves the others waiting forever (open-mmlab/mmdetection#4724).
 ///
-/// **Failures are symmetric.** Before the reduce every function runs one small all-reduce of
-/// the buffer sizes and of a failure flag, so that every input error it can detect makes every
+/// **Failures are symmetric.** Before the reduce every function runs one small all-reduce (four
+/// integers: the cost of one more small collective per call) of the buffer sizes and of a
+/// failure flag, so that every input error it can detect makes every
 /// rank throw, instead of one rank throwing and the others hanging in the next collective or
 /// summing buffers of different lengths: buffers of different sizes on different ranks, a
 /// buffer whose worker slot is not a count, and (compute_and_allreduce, global_counts) a compute
