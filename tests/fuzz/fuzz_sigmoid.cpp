@@ -1,9 +1,11 @@
-// Fuzz target: dense sigmoid losses (BCE, sigmoid focal, FL*, QFL, VFL), float and double,
-// checked against the long-double oracle of fuzz_oracle.hpp.
+// Fuzz target: dense sigmoid losses (BCE, sigmoid focal, FL*, QFL, VFL, soft-target BCE), float
+// and double, every normaliser (target_sum included), checked against the long-double oracle of
+// fuzz_oracle.hpp.
 #include <fgbg/soft_sampling/focal_loss_star.hpp>
 #include <fgbg/soft_sampling/quality_focal_loss.hpp>
 #include <fgbg/soft_sampling/sigmoid_cross_entropy.hpp>
 #include <fgbg/soft_sampling/sigmoid_focal_loss.hpp>
+#include <fgbg/soft_sampling/soft_target_cross_entropy.hpp>
 #include <fgbg/soft_sampling/varifocal_loss.hpp>
 #include <optional>
 
@@ -41,10 +43,15 @@ void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
     FZ_CHECK(all_finite(k.w), kFam, "non-finite weight accepted");
     FZ_CHECK((k.w >= S(0)).all(), kFam, "negative weight accepted");
   }
-  const LD a = norm_a(k.nk, k.factor, valid * c, pos);
+  const bool quality = k.method >= 3;
+  // target_sum (nk 4): only the losses with a soft target take it; the others throw before this.
+  FZ_CHECK(k.nk != 4 || quality, kFam, "target_sum accepted by a loss without soft targets");
+  LD tsum = 0;
+  for (Index i = 0; i < n; ++i)
+    if (k.l[i] > 0) tsum += k.q[i];
+  const LD a = k.nk == 4 ? std::max<LD>(1, tsum) : norm_a(k.nk, k.factor, valid * c, pos);
   LD total = 0;
   RowA<LD> g = RowA<LD>::Zero(n, c);
-  const bool quality = k.method >= 3;
   bool terms_representable = true;
   for (Index i = 0; i < n; ++i) {
     if (k.l[i] == -1) continue;
@@ -91,6 +98,12 @@ void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
           d = (sg == 0 ? 0 : b * std::exp((b - 1) * log_ad) * sg * s * q * bce) + mod * dd;
           break;
         }
+        case 5: {  // soft-target BCE
+          const LD tq = hot ? LD(k.q[i]) : 0;
+          ell = (1 - tq) * sp(x) + tq * sp(-x);
+          d = sig(x) - tq;
+          break;
+        }
         default: {  // VFL
           const LD s = sig(x);
           if (hot) {
@@ -118,14 +131,14 @@ void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
 template <typename S>
 void run(In& in) {
   Case<S> k;
-  k.method = in.u8() % 5;
+  k.method = in.u8() % 6;
   const Index n = in.small(5), c = in.small(4);
   k.alpha = in.any<S>();
   k.gamma = in.any<S>();
   k.beta = in.any<S>();
   k.min_q = in.any<S>();
   k.iou_weighted = in.flag();
-  k.nk = in.u8() % 4;
+  k.nk = in.u8() % 5;
   k.factor = in.any<double>();
   k.x = decode_matrix<S>(in, n, c);
   k.l = decode_labels(in, n, c);
@@ -142,11 +155,7 @@ void run(In& in) {
   note("normalizer", k.nk), note("factor", k.factor), note_array("x", k.x),
       note_array("labels", k.l);
   note_array("quality", k.q), note("weights_kind", k.wk), note_array("w", k.w);
-  const fgbg::Normalizer norm{static_cast<fgbg::Reduction>(k.nk == 0   ? 0
-                                                           : k.nk == 1 ? 1
-                                                           : k.nk == 2 ? 2
-                                                                       : 3),
-                              k.factor};
+  const fgbg::Normalizer norm{static_cast<fgbg::Reduction>(k.nk), k.factor};
   const fgbg::Weights<S> w = k.wk == 0   ? fgbg::Weights<S>{}
                              : k.wk == 1 ? fgbg::Weights<S>(k.w.col(0))
                                          : fgbg::Weights<S>(k.w);
@@ -198,6 +207,12 @@ void run(In& in) {
     case 3: {
       std::optional<fgbg::QualityFocalLoss<S>> loss;
       if (completes(kFam, [&] { loss.emplace(fgbg::QualityFocalLossConfig<S>{k.beta, cfg_norm}); }))
+        qual(*loss);
+      break;
+    }
+    case 5: {
+      std::optional<fgbg::SoftTargetCrossEntropyLoss<S>> loss;
+      if (completes(kFam, [&] { loss.emplace(fgbg::SoftTargetCrossEntropyLossConfig{cfg_norm}); }))
         qual(*loss);
       break;
     }
