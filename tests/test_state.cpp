@@ -1169,3 +1169,46 @@ TEST_CASE("State buffer paths allocate nothing in steady state", "[state][alloc]
   CHECK(ro_state.calls() == 3);
   CHECK(stats.num_fg() == 3 * p.positives());
 }
+
+TEST_CASE("GhmcState, EqualizedFocalState: load refuses valid-checksum blobs of bad contents",
+          "[state]") {
+  fgbg::GhmcState g(2);
+  const fgbg::GhmcState g0 = g;
+  auto ghm_blob = [](double s0, std::int64_t r0, std::int64_t n, double tot) {
+    return hand_blob(fgbg::StateMethod::ghm_c, fgbg::GhmcState::kVersion, [&](fgbg::BlobWriter& w) {
+      w.u64(2);
+      w.f64(s0);
+      w.f64(0.0);
+      w.i64(r0);
+      w.i64(0);
+      w.i64(n);
+      w.f64(tot);
+    });
+  };
+  CHECK(ghm_blob(0.0, 0, 0, 0.0) == g.save());  // the format save() writes
+  CHECK_THROWS_WITH(g.load(ghm_blob(-1.0, 0, 0, 0.0)), Catch::Contains("must be finite and >= 0"));
+  CHECK_THROWS_WITH(g.load(ghm_blob(std::nan(""), 0, 0, 0.0)), Catch::Contains("bin 0"));
+  CHECK_THROWS_WITH(g.load(ghm_blob(0.0, -2, 0, 0.0)), Catch::Contains("bin 0"));
+  CHECK_THROWS_WITH(g.load(ghm_blob(0.0, 0, 3, 0.0)), Catch::Contains("n must be in 0..bins"));
+  CHECK_THROWS_WITH(g.load(ghm_blob(0.0, 0, 0, -1.0)), Catch::Contains("tot finite and >= 0"));
+  CHECK(g == g0);
+  fgbg::EqualizedFocalState e(1);
+  const fgbg::EqualizedFocalState e0 = e;
+  auto efl_blob = [](double pos, double neg, double ratio, std::int64_t updates) {
+    return hand_blob(fgbg::StateMethod::equalized_focal, fgbg::EqualizedFocalState::kVersion,
+                     [&](fgbg::BlobWriter& w) {
+                       w.u64(1);
+                       w.f64(pos);
+                       w.f64(neg);
+                       w.f64(ratio);
+                       w.i64(updates);
+                     });
+  };
+  CHECK(efl_blob(0.0, 0.0, 1.0, 0) == e.save());
+  CHECK_THROWS_WITH(e.load(efl_blob(-1.0, 0.0, 1.0, 0)), Catch::Contains("class 0 has G+ = -1"));
+  CHECK_THROWS_WITH(e.load(efl_blob(0.0, std::numeric_limits<double>::infinity(), 1.0, 0)),
+                    Catch::Contains("class 0"));
+  CHECK_THROWS_WITH(e.load(efl_blob(0.0, 0.0, 1.5, 0)), Catch::Contains("g in [0, 1]"));
+  CHECK_THROWS_WITH(e.load(efl_blob(0.0, 0.0, 1.0, -1)), Catch::Contains("updates must be >= 0"));
+  CHECK(e == e0);
+}
