@@ -501,11 +501,11 @@ TEST_CASE("IouBalancedSampler: faithful stateful floor_thr vs clean", "[sampling
   fc.mode = fgbg::IouBalanceMode::faithful;
   const fgbg::IouBalancedSampler faithful(fc), clean;
   fgbg::IouBalancedState state = faithful.initial_state();
-  CHECK(state.floor_thr == -1);
+  CHECK(state.floor_thr() == -1);
   Sample a, b;
   std::mt19937_64 r1(5), r2(5);
   faithful.sample_negatives(l, iou, 30, r1, a, &state);
-  CHECK(state.floor_thr == 0);  // mmdet's permanent reset
+  CHECK(state.floor_thr() == 0);  // mmdet's permanent reset
   clean.sample_negatives(l, iou, 30, r2, b);
   CHECK(a.negatives == b.negatives);  // the first faithful call is the clean behaviour
   // later faithful calls: IoU = 0 negatives are only the floor set, so all ten IoU-0.2
@@ -523,7 +523,7 @@ TEST_CASE("IouBalancedSampler: faithful stateful floor_thr vs clean", "[sampling
   // no sampling needed (|Neg| ≤ N_exp): the state is not reset (as in mmdet)
   fgbg::IouBalancedState fresh = faithful.initial_state();
   faithful.sample_negatives(l, iou, 500, r1, a, &fresh);
-  CHECK(fresh.floor_thr == -1);
+  CHECK(fresh.floor_thr() == -1);
   CHECK(a.num_negatives() == 110);
 }
 

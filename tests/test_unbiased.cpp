@@ -610,7 +610,7 @@ TEST_CASE("residual objectness: hand-checked values", "[resobj][spec]") {
   CHECK(r.obj_normalizer == Approx(20 * 90.1).epsilon(1e-14));
   CHECK(r.cls_normalizer == Approx(10 * 81.19).epsilon(1e-14));
   CHECK(r.box_normalizer == Approx(73.171).epsilon(1e-14));
-  CHECK(state.num_pos_ema == Approx(73.171).epsilon(1e-14));
+  CHECK(state.num_pos_ema() == Approx(73.171).epsilon(1e-14));
   const double ln2 = std::log(2.0);
   CHECK(r.obj_loss == Approx(2 * ln2 / 1802.0).epsilon(1e-14));
   CHECK(r.cls_loss == Approx(2 * ln2 / 811.9).epsilon(1e-14));
@@ -631,8 +631,8 @@ TEST_CASE("residual objectness: hand-checked values", "[resobj][spec]") {
   const fgbg::ResidualObjectnessState& frozen = state;
   const auto r2 = loss.value(z, y, s, frozen);
   CHECK(r2.obj_normalizer == Approx(20 * (0.9 * 73.171 + 0.1)).epsilon(1e-14));
-  CHECK(state.calls == 1);
-  CHECK(state.num_pos_ema == Approx(73.171).epsilon(1e-14));
+  CHECK(state.calls() == 1);
+  CHECK(state.num_pos_ema() == Approx(73.171).epsilon(1e-14));
   const auto r2b = loss.value(z, y, s, frozen);  // same state, same answer
   CHECK(r2b.obj_normalizer == r2.obj_normalizer);
   CHECK(r2b.loss == r2.loss);
@@ -641,7 +641,7 @@ TEST_CASE("residual objectness: hand-checked values", "[resobj][spec]") {
   CHECK(r3.loss == r2.loss);
   CHECK(r3.obj_normalizer == r2.obj_normalizer);
   CHECK(r3.box_normalizer == r2.box_normalizer);
-  CHECK(state.calls == 2);
+  CHECK(state.calls() == 2);
   // One update per call uses E₁ everywhere.
   fgbg::ResidualObjectnessConfig one;
   one.ema_updates = fgbg::EmaUpdates::one_per_call;
@@ -650,11 +650,11 @@ TEST_CASE("residual objectness: hand-checked values", "[resobj][spec]") {
   CHECK(r1.obj_normalizer == Approx(20 * 90.1).epsilon(1e-14));
   CHECK(r1.cls_normalizer == Approx(10 * 90.1).epsilon(1e-14));
   CHECK(r1.box_normalizer == Approx(90.1).epsilon(1e-14));
-  CHECK(!s1.started);
+  CHECK(!s1.started());
   fgbg::ResidualObjectnessLoss<double>(one).value_and_grad(z, y, s, gz2, gs2, s1);
-  CHECK(s1.num_pos_ema == Approx(90.1).epsilon(1e-14));
+  CHECK(s1.num_pos_ema() == Approx(90.1).epsilon(1e-14));
   state.reset();
-  CHECK(!state.started);
+  CHECK(!state.started());
   CHECK(loss.value(z, y, s, state).obj_normalizer == Approx(20 * 90.1).epsilon(1e-14));
 }
 
@@ -668,8 +668,7 @@ TEMPLATE_TEST_CASE("residual objectness matches an independent scalar loop", "[r
     const RowArray<S> z = random_logits<S>(rng, n, c, -1.0, 3.0);
     const fgbg::LabelVector y = random_labels(rng, n, static_cast<int>(c), 0.05, 0.1);
     fgbg::ResidualObjectnessState state;
-    state.started = true;
-    state.num_pos_ema = 42.5;
+    state.restore({42.5, true, 1});
     const fgbg::ResidualObjectnessLoss<S> loss;
     RowArray<S> gs(n, k), gz(n, c);
     const auto r = loss.value_and_grad(z, y, s, gz, gs, state);
@@ -712,7 +711,7 @@ TEMPLATE_TEST_CASE("residual objectness: edge cases and inference scores", "[res
     fgbg::ResidualObjectnessState st;
     const auto r = loss.value_and_grad(z, fgbg::LabelVector(0), s, gz, gs, st);
     CHECK(r.loss == 0.0);
-    CHECK(st.num_pos_ema == Approx(73.171));  // m = max(0, 1) = 1, three updates
+    CHECK(st.num_pos_ema() == Approx(73.171));  // m = max(0, 1) = 1, three updates
   }
   SECTION("all ignored: zero loss and gradients") {
     RowArray<S> s = RowArray<S>::Constant(5, 2, S(1)), z = RowArray<S>::Constant(5, 3, S(1));
@@ -791,9 +790,7 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
   fgbg::LabelVector y(3);
   y << 1, 0, -1;
   fgbg::ResidualObjectnessState st;
-  st.started = true;
-  st.num_pos_ema = 12.0;
-  st.calls = 5;
+  st.restore({12.0, true, 5});
   SECTION("labels") {
     y[0] = 5;
     CHECK_THROWS_WITH(loss.value_and_grad(z, y, s, gz, gs, st),
@@ -816,15 +813,16 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
   }
   SECTION("a state restored with a bad EMA, a normaliser outside the normal range") {
     // Found in review: a hand-set num_pos_ema of 0, NaN or −1 gave a zero or NaN normaliser, and
-    // a normaliser scale of 5e-324 with an EMA below 1 rounded a·Ê to 0 (inf gradients).
+    // a normaliser scale of 5e-324 with an EMA below 1 rounded a·Ê to 0 (inf gradients). The
+    // state's fields are private now: restore() refuses such an EMA and leaves the state as it
+    // was, so no call can see one.
     for (const double bad : {0.0, -1.0, std::nan(""), std::numeric_limits<double>::infinity()}) {
       fgbg::ResidualObjectnessState b = st;
-      b.num_pos_ema = bad;
-      CHECK_THROWS_WITH(loss.value_and_grad(z, y, s, gz, gs, b),
-                        Catch::Contains("state.num_pos_ema must be finite and > 0"));
-      CHECK_THROWS_AS(loss.value(z, y, s, b), std::invalid_argument);
-      CHECK(b.calls == 5);
-      CHECK((std::isnan(bad) ? std::isnan(b.num_pos_ema) : b.num_pos_ema == bad));
+      CHECK_THROWS_WITH(b.restore({bad, true, 5}),
+                        Catch::Contains("num_pos_ema must be finite and > 0"));
+      CHECK(b.calls() == 5);
+      CHECK(b.num_pos_ema() == 12.0);
+      CHECK(b == st);
     }
     fgbg::ResidualObjectnessConfig cf;
     cf.obj_normalizer_scale = std::numeric_limits<double>::denorm_min();
@@ -833,10 +831,9 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
     fgbg::ResidualObjectnessState fresh;
     CHECK_THROWS_WITH(tiny.value_and_grad(z, y, s, gz, gs, fresh),
                       Catch::Contains("must be a positive normal number"));
-    CHECK_FALSE(fresh.started);
+    CHECK_FALSE(fresh.started());
     cf.obj_normalizer_scale = 1e300;
-    fresh.started = true;
-    fresh.num_pos_ema = 1e300;
+    fresh.restore({1e300, true, 1});
     CHECK_THROWS_AS(fgbg::ResidualObjectnessLoss<double>(cf).value(z, y, s, fresh),
                     std::invalid_argument);
     CHECK((gs == 7.0).all());
@@ -912,9 +909,9 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
   }
   CHECK((gs == 7.0).all());
   CHECK((gz == 7.0).all());
-  CHECK(st.started);
-  CHECK(st.num_pos_ema == 12.0);
-  CHECK(st.calls == 5);
+  CHECK(st.started());
+  CHECK(st.num_pos_ema() == 12.0);
+  CHECK(st.calls() == 5);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -151,12 +151,17 @@ void run(In& in) {
           in.flag() ? fgbg::InstanceBalanceMode::faithful : fgbg::InstanceBalanceMode::clean;
       const bool with_state = in.flag();
       fgbg::IouBalancedState st;
-      st.floor_thr = in.flag() ? -1.0 : in.any<double>();
+      const double state_thr = in.flag() ? -1.0 : in.any<double>();
+      try {
+        st.restore({state_thr});  // refused, state untouched, unless -1 or in [0, 1]
+      } catch (const std::invalid_argument&) {
+        FZ_CHECK(st.floor_thr() == -1, kFam, "IoU-balanced state changed by a refused restore");
+      }
       note("floor_thr", ic.floor_thr), note("floor_fraction", ic.floor_fraction),
           note("num_bins", ic.num_bins);
       note("faithful", ic.mode == fgbg::IouBalanceMode::faithful),
           note("range_upper", int(ic.range_upper));
-      note("fixed_upper", ic.fixed_upper), note("state_floor_thr", st.floor_thr);
+      note("fixed_upper", ic.fixed_upper), note("state_floor_thr", st.floor_thr());
       std::optional<fgbg::IouBalancedSampler> smp;
       if (completes(kFam, [&] { smp.emplace(ic); })) {
         const fgbg::IouBalancedState st0 = st;
@@ -169,7 +174,7 @@ void run(In& in) {
               try {
                 smp->sample(l, gt, iou, rng, s, sp);
               } catch (...) {
-                FZ_CHECK(same_bits(st.floor_thr, st0.floor_thr), kFam,
+                FZ_CHECK(same_bits(st.floor_thr(), st0.floor_thr()), kFam,
                          "IoU-balanced state changed by a throw");
                 threw = true;
                 throw;

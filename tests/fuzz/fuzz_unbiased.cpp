@@ -106,8 +106,8 @@ void thresholds(In& in, Index n, Index c, const Labels& l) {
 struct RoState {
   fgbg::ResidualObjectnessState s;
   bool operator==(const RoState& o) const {
-    return same_bits(s.num_pos_ema, o.s.num_pos_ema) && s.started == o.s.started &&
-           s.calls == o.s.calls;
+    return same_bits(s.num_pos_ema(), o.s.num_pos_ema()) && s.started() == o.s.started() &&
+           s.calls() == o.s.calls();
   }
 };
 

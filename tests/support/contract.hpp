@@ -809,7 +809,7 @@ struct ResObjFixture {
     a.grad_other.setZero(a.other.rows(), a.other.cols());
     // Labels must be in range for the class logits: clamp (C of x or of the other).
     RowArray<S> gx(c.p.rows(), c.p.cols());
-    a.state.started = false;
+    a.state.reset();
     if (labels_fit(c)) call(c, c.p.logits, gx, a);  // a state that has seen one call
     return a;
   }
@@ -845,42 +845,51 @@ struct ResObjFixture {
   }
   static bool same(const Aux& a, const Aux& b) {
     return same_array(a.grad_other, b.grad_other) &&
-           same_bits(a.state.num_pos_ema, b.state.num_pos_ema) &&
-           a.state.started == b.state.started && a.state.calls == b.state.calls;
+           same_bits(a.state.num_pos_ema(), b.state.num_pos_ema()) &&
+           a.state.started() == b.state.started() && a.state.calls() == b.state.calls();
   }
   static void fill(Aux& a, S s) { a.grad_other.setConstant(s); }
   /// All ignored: the stage gradient is 0; no positive: the class gradient is 0.
   static bool zero(const Aux& a) { return (a.grad_other == S(0)).all(); }
   std::vector<BadInput<S, Aux>> bad_inputs() const {
-    return {{"grad_stages sharing memory with grad_classes",
-             [this](Case<S>& c, RowArray<S>&, Aux& a) {
-               const Index k = StagesAreX ? a.other.cols() : c.p.cols();
-               RowArray<S> both = RowArray<S>::Constant(c.p.rows(), k + 2, S(7));
-               const RowArray<S> stages = StagesAreX ? c.p.logits : a.other;
-               const RowArray<S> classes = StagesAreX ? a.other : c.p.logits;
-               try {
-                 loss.value_and_grad(classes, c.p.labels, stages, both.middleCols(1, k),
-                                     both.leftCols(2), a.state);
-               } catch (...) {
-                 if (!(both == S(7)).all()) throw std::logic_error("overlapping outputs written");
-                 throw;
-               }
-             },
-             false, "must not share memory"},
-            {"a started state with a non-finite EMA",
-             [this](Case<S>& c, RowArray<S>& g, Aux& a) { call(c, c.p.logits, g, a); }, false,
-             "num_pos_ema",
-             [](Case<S>&, Aux& a) {
-               a.state.started = true;
-               a.state.num_pos_ema = std::nan("");
-             }},
-            {"a started state with a zero EMA",
-             [this](Case<S>& c, RowArray<S>& g, Aux& a) { call(c, c.p.logits, g, a); }, false,
-             "num_pos_ema",
-             [](Case<S>&, Aux& a) {
-               a.state.started = true;
-               a.state.num_pos_ema = 0;
-             }}};
+    return {
+        {"grad_stages sharing memory with grad_classes",
+         [this](Case<S>& c, RowArray<S>&, Aux& a) {
+           const Index k = StagesAreX ? a.other.cols() : c.p.cols();
+           RowArray<S> both = RowArray<S>::Constant(c.p.rows(), k + 2, S(7));
+           const RowArray<S> stages = StagesAreX ? c.p.logits : a.other;
+           const RowArray<S> classes = StagesAreX ? a.other : c.p.logits;
+           try {
+             loss.value_and_grad(classes, c.p.labels, stages, both.middleCols(1, k),
+                                 both.leftCols(2), a.state);
+           } catch (...) {
+             if (!(both == S(7)).all()) throw std::logic_error("overlapping outputs written");
+             throw;
+           }
+         },
+         false, "must not share memory"},
+        // A started state with a NaN or zero EMA can no longer be made (restore() refuses
+        // it: tests/test_state.cpp); a bad reduce buffer is the state's other way in.
+        {"a reduce buffer of another method",
+         [this](Case<S>& c, RowArray<S>& g, Aux& a) {
+           const fgbg::ReduceBuffer other = fgbg::positive_count_buffer(c.p.labels, 1 << 20);
+           if constexpr (StagesAreX)
+             loss.value_and_grad(a.other, c.p.labels, c.p.logits, a.grad_other, g, a.state, other);
+           else
+             loss.value_and_grad(c.p.logits, c.p.labels, a.other, g, a.grad_other, a.state, other);
+         },
+         false, "reduce buffer has"},
+        {"a reduce buffer whose counts are below the call's",
+         [this](Case<S>& c, RowArray<S>& g, Aux& a) {
+           const Index classes = StagesAreX ? a.other.cols() : c.p.cols();
+           fgbg::ReduceBuffer few = loss.batch_statistics(c.p.labels, classes);
+           few.payload()[1] -= 1.0;  // one valid anchor fewer than this call has
+           if constexpr (StagesAreX)
+             loss.value_and_grad(a.other, c.p.labels, c.p.logits, a.grad_other, g, a.state, few);
+           else
+             loss.value_and_grad(c.p.logits, c.p.labels, a.other, g, a.grad_other, a.state, few);
+         },
+         false, "below this call's"}};
   }
 };
 template <typename S>

@@ -66,9 +66,8 @@ struct GlobalCounts {
 /// ranks or from `classes`, or counts that are not exact integers below 2^53.
 inline GlobalCounts reduced_counts(const ReduceBuffer& b, Index classes) {
   constexpr const char* kName = "fgbg::reduced_counts";
-  const double w =
-      b.check(kName, StateMethod::positive_count, kPositiveCountVersion,
-              ReduceBuffer::make(StateMethod::positive_count, 1, {0}, 2).size(), {"classes"});
+  const double w = b.check(kName, StateMethod::positive_count, kPositiveCountVersion,
+                           ReduceBuffer::size_for(1, 2), {"classes"});
   b.expect_field(kName, 0, "classes", static_cast<std::uint64_t>(classes));
   GlobalCounts g;
   g.positives = b.count(kName, "positive count", 0);

@@ -38,9 +38,11 @@
 
 #include "requires_cxx17.hpp"
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,10 +54,13 @@ namespace fgbg {
 
 /// The method tags of the stateful objects (in headers and blobs; never renumbered).
 enum class StateMethod : std::uint32_t {
-  ghm_c = 1,            ///< GhmcState / GhmcLoss statistics
-  equalized_focal = 2,  ///< EqualizedFocalState
-  ema_normalizer = 3,   ///< EmaNormalizer
-  positive_count = 4,   ///< positive_count_buffer (no state: the normaliser's counts)
+  ghm_c = 1,                ///< GhmcState / GhmcLoss statistics
+  equalized_focal = 2,      ///< EqualizedFocalState
+  ema_normalizer = 3,       ///< EmaNormalizer
+  positive_count = 4,       ///< positive_count_buffer (no state: the normaliser's counts)
+  residual_objectness = 5,  ///< ResidualObjectnessState / ResidualObjectnessLoss statistics
+  anchor_statistics = 6,    ///< AnchorStatistics (optimal bias counts)
+  iou_balanced = 7,         ///< IouBalancedState (faithful floor_thr; blob only, no reduction)
 };
 
 /// The name of a method tag, for messages.
@@ -69,6 +74,12 @@ inline const char* state_method_name(std::uint32_t tag) {
       return "EmaNormalizer";
     case 4:
       return "positive_count";
+    case 5:
+      return "ResidualObjectness";
+    case 6:
+      return "AnchorStatistics";
+    case 7:
+      return "IouBalanced";
     default:
       return "unknown";
   }
@@ -86,18 +97,45 @@ class ReduceBuffer {
 
   ReduceBuffer() = default;
 
+  /// Length in doubles of a buffer with `fields` header fields after tag and version and
+  /// `payload` payload slots: 1 + (2 + fields)·kSlotsPerField + payload.
+  static constexpr std::size_t size_for(std::size_t fields, std::size_t payload) {
+    return 1 + (2 + fields) * kSlotsPerField + payload;
+  }
+
   /// A local buffer: count slot 1, the header fields {tag, version, fields...} encoded, and
-  /// `payload` zeroed slots.
+  /// `payload` zeroed slots (size_for(fields.size(), payload) doubles).
+  static ReduceBuffer make(StateMethod method, std::uint32_t version,
+                           std::initializer_list<std::uint64_t> fields, std::size_t payload) {
+    ReduceBuffer b;
+    b.assign(method, version, fields, payload);
+    return b;
+  }
+  /// make() with the fields in a vector.
   static ReduceBuffer make(StateMethod method, std::uint32_t version,
                            const std::vector<std::uint64_t>& fields, std::size_t payload) {
     ReduceBuffer b;
-    b.fields_ = 2 + fields.size();
-    b.data_.assign(1 + b.fields_ * kSlotsPerField + payload, 0.0);
-    b.data_[0] = 1.0;
-    b.encode(0, static_cast<std::uint64_t>(method));
-    b.encode(1, version);
-    for (std::size_t i = 0; i < fields.size(); ++i) b.encode(2 + i, fields[i]);
+    b.assign(method, version, fields, payload);
     return b;
+  }
+
+  /// Turns this buffer into make(method, version, fields, payload) in place, reusing its
+  /// capacity: no allocation once the buffer has held one of at least this size (the
+  /// steady-state form of the compute step).
+  void assign(StateMethod method, std::uint32_t version,
+              std::initializer_list<std::uint64_t> fields, std::size_t payload) {
+    assign_impl(method, version, fields.begin(), fields.size(), payload);
+  }
+  /// assign() with the fields in a vector.
+  void assign(StateMethod method, std::uint32_t version, const std::vector<std::uint64_t>& fields,
+              std::size_t payload) {
+    assign_impl(method, version, fields.data(), fields.size(), payload);
+  }
+  /// assign() with the fields in an array (a header built without allocating).
+  template <std::size_t N>
+  void assign(StateMethod method, std::uint32_t version, const std::array<std::uint64_t, N>& fields,
+              std::size_t payload) {
+    assign_impl(method, version, fields.data(), N, payload);
   }
 
   /// The flat buffer to all-reduce (SUM, in place).
@@ -138,36 +176,21 @@ class ReduceBuffer {
   /// for an integer a ≤ 65535, i.e. Σ(c − a)² = 0), then the method tag and the format version.
   /// `names` names the fields after tag and version. Returns W. Throws std::invalid_argument
   /// naming the size, the count or the field ("… differs across ranks"). Reads only.
+  /// Allocates nothing.
+  double check(const char* where, StateMethod method, std::uint32_t version,
+               std::size_t expected_size, std::initializer_list<const char*> names) const {
+    return check_impl(where, method, version, expected_size, names.begin(), names.size());
+  }
+  /// check() with the field names in a vector.
   double check(const char* where, StateMethod method, std::uint32_t version,
                std::size_t expected_size, const std::vector<const char*>& names) const {
-    if (data_.size() != expected_size || fields_ != 2 + names.size())
-      detail::throw_invalid(where, "reduce buffer has ", data_.size(), " doubles, expected ",
-                            expected_size,
-                            " (a buffer of another method or shape, or cut short by the caller)");
-    const double w = data_[0];
-    if (!(w >= 1.0 && w <= kMaxWorkers && w == std::floor(w)))
-      detail::throw_invalid(where, "reduce buffer's worker count must be an integer in 1..2^20, ",
-                            "got ", w, " (is it a SUM all-reduce, every worker writing 1?)");
-    for (std::size_t f = 0; f < fields_; ++f) {
-      const char* name = f == 0 ? "method tag" : f == 1 ? "format version" : names[f - 2];
-      for (int k = 0; k < kChunks; ++k) {
-        const double sum = data_[1 + f * kSlotsPerField + 2 * k];
-        const double sq = data_[1 + f * kSlotsPerField + 2 * k + 1];
-        const double a = std::floor(sum / w);
-        if (!(a >= 0.0 && a <= 65535.0 && a * w == sum && sq == w * (a * a)))
-          detail::throw_invalid(where, "reduce buffer's ", name, " differs across ranks (",
-                                W_text(w), ")");
-      }
-    }
-    const std::uint64_t tag = decode(0);
-    if (tag != static_cast<std::uint64_t>(method))
-      detail::throw_invalid(where, "reduce buffer of method ",
-                            state_method_name(static_cast<std::uint32_t>(tag)), ", expected ",
-                            state_method_name(static_cast<std::uint32_t>(method)));
-    if (decode(1) != version)
-      detail::throw_invalid(where, "reduce buffer format version ", decode(1), ", expected ",
-                            version);
-    return w;
+    return check_impl(where, method, version, expected_size, names.data(), names.size());
+  }
+  /// check() with the field names in an array.
+  template <std::size_t N>
+  double check(const char* where, StateMethod method, std::uint32_t version,
+               std::size_t expected_size, const std::array<const char*, N>& names) const {
+    return check_impl(where, method, version, expected_size, names.data(), N);
   }
 
   /// After check(): throws std::invalid_argument unless header field `f` (0-based among the
@@ -199,6 +222,47 @@ class ReduceBuffer {
   }
 
  private:
+  double check_impl(const char* where, StateMethod method, std::uint32_t version,
+                    std::size_t expected_size, const char* const* names, std::size_t n) const {
+    if (data_.size() != expected_size || fields_ != 2 + n)
+      detail::throw_invalid(where, "reduce buffer has ", data_.size(), " doubles, expected ",
+                            expected_size,
+                            " (a buffer of another method or shape, or cut short by the caller)");
+    const double w = data_[0];
+    if (!(w >= 1.0 && w <= kMaxWorkers && w == std::floor(w)))
+      detail::throw_invalid(where, "reduce buffer's worker count must be an integer in 1..2^20, ",
+                            "got ", w, " (is it a SUM all-reduce, every worker writing 1?)");
+    for (std::size_t f = 0; f < fields_; ++f) {
+      const char* name = f == 0 ? "method tag" : f == 1 ? "format version" : names[f - 2];
+      for (int k = 0; k < kChunks; ++k) {
+        const double sum = data_[1 + f * kSlotsPerField + 2 * k];
+        const double sq = data_[1 + f * kSlotsPerField + 2 * k + 1];
+        const double a = std::floor(sum / w);
+        if (!(a >= 0.0 && a <= 65535.0 && a * w == sum && sq == w * (a * a)))
+          detail::throw_invalid(where, "reduce buffer's ", name, " differs across ranks (",
+                                W_text(w), ")");
+      }
+    }
+    const std::uint64_t tag = decode(0);
+    if (tag != static_cast<std::uint64_t>(method))
+      detail::throw_invalid(where, "reduce buffer of method ",
+                            state_method_name(static_cast<std::uint32_t>(tag)), ", expected ",
+                            state_method_name(static_cast<std::uint32_t>(method)));
+    if (decode(1) != version)
+      detail::throw_invalid(where, "reduce buffer format version ", decode(1), ", expected ",
+                            version);
+    return w;
+  }
+
+  void assign_impl(StateMethod method, std::uint32_t version, const std::uint64_t* fields,
+                   std::size_t n, std::size_t payload) {
+    fields_ = 2 + n;
+    data_.assign(size_for(n, payload), 0.0);
+    data_[0] = 1.0;
+    encode(0, static_cast<std::uint64_t>(method));
+    encode(1, version);
+    for (std::size_t i = 0; i < n; ++i) encode(2 + i, fields[i]);
+  }
   static std::string W_text(double w) { return detail::concat("W = ", w, " workers"); }
   void encode(std::size_t f, std::uint64_t v) {
     for (int k = 0; k < kChunks; ++k) {

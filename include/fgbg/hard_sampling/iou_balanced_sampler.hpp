@@ -23,7 +23,9 @@
 ///    config) sets its own floor_thr to 0 on its first sampling call (PR #1784/#1800), so only
 ///    the first call bins every negative; later calls bin only IoU > 0 and use IoU = 0
 ///    negatives as the floor set. `Mode::faithful` reproduces this, with the state in an
-///    explicit IouBalancedState passed to every call. `Mode::clean` (the default) is stateless:
+///    explicit IouBalancedState passed to every call (per rank: checkpointed with its save() /
+///    load(), never reduced across ranks; see IouBalancedState). `Mode::clean` (the default) is
+///    stateless:
 ///    τ = −1 always means "bin every negative over [0, m)", the behaviour the config asks for and
 ///    the paper describes; it equals the faithful first call.
 /// 2. **Bin range.** m is, in the reference, the max IoU over *all* candidates (positives and GT
@@ -44,7 +46,11 @@
 
 #include "../core/requires_cxx17.hpp"
 
+#include <cstdint>
+#include <vector>
+
 #include "../boxes/max_iou_assigner.hpp"
+#include "../core/state_io.hpp"
 #include "instance_balanced_sampler.hpp"
 #include "sampling_common.hpp"
 
@@ -56,9 +62,71 @@ enum class IouBalanceMode { clean, faithful };
 /// Upper end m of the IoU bins; see the file comment.
 enum class IouRangeUpper { global_max, neg_max, fixed };
 
-/// Explicit state of the faithful mode: mmdet's mutable `floor_thr`.
-struct IouBalancedState {
-  double floor_thr = -1;
+class IouBalancedSampler;
+
+/// Explicit state of the faithful mode: mmdet's mutable `floor_thr` (−1 until the first call
+/// that samples, then 0; or the config's τ ≥ 0 for ever). Create it with
+/// IouBalancedSampler::initial_state(), which is also its reset.
+///
+/// Data parallelism: the state is per rank and is **not** reduced. In mmdetection every rank
+/// holds its own sampler, whose floor_thr flips on that rank's first call that samples; the
+/// sampling is per image, with a per-rank random generator (the caller's URBG), so there is no
+/// batch statistic to sum and a cross-rank reduction would not reproduce the reference. It only
+/// needs checkpointing: save() / load() (and the caller's URBG, e.g. std::mt19937_64's
+/// operator<< / >>) let a resumed run draw the same samples as an uninterrupted one.
+class IouBalancedState {
+ public:
+  static constexpr const char* kName = "fgbg::IouBalancedState";
+  static constexpr std::uint32_t kVersion = 1;  ///< blob format
+
+  /// Every field, as a plain struct (restore() takes it back).
+  struct Snapshot {
+    double floor_thr = -1;  ///< τ: −1, or in [0, 1]
+    friend bool operator==(const Snapshot& a, const Snapshot& b) {
+      return a.floor_thr == b.floor_thr;
+    }
+    friend bool operator!=(const Snapshot& a, const Snapshot& b) { return !(a == b); }
+  };
+
+  /// A state with floor threshold τ (−1 by default, as a Libra config's first call). Throws
+  /// std::invalid_argument unless τ is −1 or in [0, 1].
+  explicit IouBalancedState(double floor_thr = -1) { restore({floor_thr}); }
+
+  /// τ of the next faithful call.
+  double floor_thr() const { return s_.floor_thr; }
+
+  /// A copy of every field.
+  Snapshot snapshot() const { return s_; }
+  /// Takes every field. Throws std::invalid_argument (state untouched) unless floor_thr is −1 or
+  /// in [0, 1] (NaN is refused).
+  void restore(const Snapshot& s) {
+    if (!(s.floor_thr == -1 || (s.floor_thr >= 0 && s.floor_thr <= 1)))
+      detail::throw_invalid(kName, "floor_thr must be -1 or in [0, 1], got ", s.floor_thr);
+    s_ = s;
+  }
+  /// Versioned, little-endian, checksummed blob (core/state_io.hpp): floor_thr (IEEE-754 bits).
+  std::vector<std::uint8_t> save() const {
+    BlobWriter w(StateMethod::iou_balanced, kVersion);
+    w.f64(s_.floor_thr);
+    return w.finish();
+  }
+  /// Loads a blob of save(). Throws std::invalid_argument (state untouched) for another method
+  /// or version, a truncated, extended or corrupted blob, or contents restore() rejects.
+  void load(const std::vector<std::uint8_t>& bytes) {
+    BlobReader r(kName, bytes, StateMethod::iou_balanced, kVersion);
+    Snapshot s;
+    s.floor_thr = r.f64();
+    r.done();
+    restore(s);
+  }
+  friend bool operator==(const IouBalancedState& a, const IouBalancedState& b) {
+    return a.s_ == b.s_;
+  }
+  friend bool operator!=(const IouBalancedState& a, const IouBalancedState& b) { return !(a == b); }
+
+ private:
+  friend class IouBalancedSampler;
+  Snapshot s_;
 };
 
 /// Configuration of IouBalancedSampler (defaults: mmdet's Libra R-CNN config).
@@ -101,7 +169,7 @@ class IouBalancedSampler {
   const Config& config() const { return config_; }
 
   /// A fresh state for the faithful mode (floor_thr from the config).
-  IouBalancedState initial_state() const { return {config_.floor_thr}; }
+  IouBalancedState initial_state() const { return IouBalancedState(config_.floor_thr); }
 
   /// Full sample (positives + IoU-balanced negatives). `state` is required in faithful mode and
   /// untouched in clean mode.
@@ -154,14 +222,10 @@ class IouBalancedSampler {
       if (v < 0 || v > 1)
         detail::throw_invalid(kName, "max_iou(", i, ") = ", v, " is outside [0, 1]");
     }
-    if (config_.mode == IouBalanceMode::faithful) {
-      if (state == nullptr)
-        detail::throw_invalid(kName, "the faithful mode needs an IouBalancedState (see ",
-                              "initial_state()); pass &state");
-      if (!(state->floor_thr == -1 || (state->floor_thr >= 0 && state->floor_thr <= 1)))
-        detail::throw_invalid(kName, "state.floor_thr must be -1 or in [0, 1], got ",
-                              state->floor_thr);
-    }
+    // A state's floor_thr is always valid: its constructor, restore() and load() check it.
+    if (config_.mode == IouBalanceMode::faithful && state == nullptr)
+      detail::throw_invalid(kName, "the faithful mode needs an IouBalancedState (see ",
+                            "initial_state()); pass &state");
   }
 
   template <typename LD, typename ID, typename URBG>
@@ -182,10 +246,10 @@ class IouBalancedSampler {
       return;
     }
     const bool faithful = config_.mode == IouBalanceMode::faithful;
-    const double tau = faithful ? state->floor_thr : config_.floor_thr;
+    const double tau = faithful ? state->floor_thr() : config_.floor_thr;
     out.clear();
     const double tau_eff = split_floor_and_binned(negatives, tau, v, floor_set, binned_set);
-    if (tau < 0 && faithful) state->floor_thr = 0;  // mmdet's permanent reset
+    if (tau < 0 && faithful) state->s_.floor_thr = 0;  // mmdet's permanent reset
 
     // ⌊N_exp · (1 − floor_fraction)⌋ ≤ N_exp, clamped in double (N_exp may be INT64_MAX).
     const Index n_s =

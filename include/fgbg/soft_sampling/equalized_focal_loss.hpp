@@ -52,7 +52,9 @@
 #include "../core/requires_cxx17.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "../core/loss_base.hpp"
@@ -195,11 +197,10 @@ class EqualizedFocalState {
     batch_neg_ = Eigen::Map<const Eigen::ArrayXd>(b.payload() + c, c);
     apply_batch(decay);
   }
-  /// Length in doubles of a statistics buffer for `classes` classes.
+  /// Length in doubles of a statistics buffer for `classes` classes (five header fields, 2·C
+  /// payload slots).
   static std::size_t buffer_size(Index classes) {
-    return ReduceBuffer::make(StateMethod::equalized_focal, kReduceVersion, {0, 0, 0, 0, 0}, 0)
-               .size() +
-           2 * static_cast<std::size_t>(classes);
+    return ReduceBuffer::size_for(5, 2 * static_cast<std::size_t>(classes));
   }
 
  private:
@@ -210,6 +211,14 @@ class EqualizedFocalState {
   template <typename GD, typename LD>
   void accumulate(const Eigen::DenseBase<GD>& grad, const Eigen::DenseBase<LD>& labels,
                   double decay) {
+    batch_sums(grad, labels);
+    apply_batch(decay);
+  }
+
+  /// The batch sums Σ_i |Γ_ij| t_ij and Σ_i |Γ_ij| (1 − t_ij) into batch_pos_ / batch_neg_
+  /// (their storage is the constructor's: allocates nothing; never throws).
+  template <typename GD, typename LD>
+  void batch_sums(const Eigen::DenseBase<GD>& grad, const Eigen::DenseBase<LD>& labels) {
     batch_pos_.setZero();
     batch_neg_.setZero();
     const Index n = grad.rows(), c = grad.cols();
@@ -230,24 +239,19 @@ class EqualizedFocalState {
         }
       }
     }
-    apply_batch(decay);
   }
 
   /// Writes this call's batch sums (as accumulate() forms them) into a statistics buffer with
-  /// the loss's header; the state's G and g are not changed.
+  /// the loss's header (classes, decay, α, γ_b, s as IEEE bits); the state's G and g are not
+  /// changed. `out` is rebuilt in place (ReduceBuffer::assign): a buffer reused from the
+  /// previous step is not reallocated, so the steady state allocates nothing.
   template <typename GD, typename LD>
   void batch_into(const Eigen::DenseBase<GD>& grad, const Eigen::DenseBase<LD>& labels,
-                  const std::vector<std::uint64_t>& header, ReduceBuffer& out) {
-    const Eigen::ArrayXd keep_pos = pos_, keep_neg = neg_, keep_ratio = ratio_;
-    const long long keep_updates = updates_;
-    accumulate(grad, labels, 1.0);  // forms batch_pos_ / batch_neg_ exactly as the local path
-    pos_ = keep_pos;
-    neg_ = keep_neg;
-    ratio_ = keep_ratio;
-    updates_ = keep_updates;
+                  const std::array<std::uint64_t, 5>& header, ReduceBuffer& out) {
+    batch_sums(grad, labels);
     const Index c = num_classes();
-    out = ReduceBuffer::make(StateMethod::equalized_focal, kReduceVersion, header,
-                             2 * static_cast<std::size_t>(c));
+    out.assign(StateMethod::equalized_focal, kReduceVersion, header,
+               2 * static_cast<std::size_t>(c));
     for (Index j = 0; j < c; ++j) {
       out.payload()[j] = batch_pos_[j];
       out.payload()[c + j] = batch_neg_[j];
@@ -416,22 +420,29 @@ class EqualizedFocalLoss
       static_assert(!std::is_const<std::remove_pointer_t<decltype(c.reduce)>>::value,
                     "fgbg: this loss (EqualizedFocalLoss) writes its statistics into the "
                     "ReduceBuffer: pass a non-const one");
-      c.state->batch_into(grad, labels, header(x.cols()), *c.reduce);
+      c.state->batch_into(grad, labels, header_fields(x.cols()), *c.reduce);
     } else if constexpr (Call::kGrad) {
       c.state->accumulate(grad, labels, config_.decay);
     }
     return v;
   }
 
-  /// The header of this loss's statistics buffers: classes, decay, α, γ_b, s (IEEE bits).
+  /// The header of this loss's statistics buffers: classes, decay, α, γ_b, s (IEEE bits), as
+  /// value_and_grad(…, buffer) writes it.
   std::vector<std::uint64_t> header(Index classes) const {
+    const auto h = header_fields(classes);
+    return {h.begin(), h.end()};
+  }
+
+ private:
+  /// header() without allocating (what the call writes).
+  std::array<std::uint64_t, 5> header_fields(Index classes) const {
     return {static_cast<std::uint64_t>(classes), double_bits(config_.decay),
             double_bits(static_cast<double>(config_.alpha)),
             double_bits(static_cast<double>(config_.gamma_b)),
             double_bits(static_cast<double>(config_.scale))};
   }
 
- private:
   detail::EqualizedFocalKernel<Scalar> kernel(const State& state) const {
     const bool off = config_.alpha < Scalar(0);
     return {off ? Scalar(1) : config_.alpha, off ? Scalar(1) : Scalar(1) - config_.alpha,

@@ -332,7 +332,7 @@ class GhmcLoss : public DenseLoss<GhmcLoss<Scalar>, Scalar, GhmcSignature> {
   /// The global histogram of a reduced buffer, after checking its size, header (against this
   /// loss's config) and counts; throws std::invalid_argument, reads only.
   Histogram reduced_histogram(const ReduceBuffer& b) const {
-    const std::size_t want = empty_buffer().size();
+    const std::size_t want = ReduceBuffer::size_for(3, static_cast<std::size_t>(config_.bins) + 1);
     b.check(kName, StateMethod::ghm_c, kReduceVersion, want, {"bins", "momentum", "division"});
     b.expect_field(kName, 0, "bins", static_cast<std::uint64_t>(config_.bins));
     b.expect_field(kName, 1, "momentum", double_bits(config_.momentum));

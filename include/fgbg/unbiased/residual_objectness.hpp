@@ -37,14 +37,27 @@
 /// logits and labels first, the stage logits as the method's input, then the outputs in the
 /// same order, then the state.
 ///
+/// Data parallelism (docs/data_parallel.md), three steps: (1) compute
+/// `loss.batch_statistics(labels, C)`: this worker's positive and valid counts in a
+/// ReduceBuffer; (2) reduce: the caller sums the buffers of all workers; (3) commit
+/// `loss.value_and_grad(class_logits, labels, stage_logits, grad_classes, grad_stages, state,
+/// reduced)`: m = max(P, 1) with P the global positive count, so every rank's normalisers and
+/// committed E equal one process's on the whole batch, bit for bit (P is an exact integer and
+/// the EMA arithmetic is the same), and every rank's gradient is the rows of the single-process
+/// gradient (bit-identical for the class logits; for the stage logits bit-identical when the
+/// shards are cut at multiples of 2048 rows, the objectness tiles, and within a few ulps
+/// otherwise: docs/data_parallel.md). A local buffer is the reduced buffer of W = 1:
+/// bit-identical to the call without one. The state checkpoints with save() / load().
+///
 /// Inference: score_{n,c} = σ(o_n)·σ(z_{n,c}) (the release then thresholds at 0.05, keeps the
 /// top 1000 per level and runs NMS 0.5). Initialisation used by the release: every stage bias
 /// prior_bias(0.001) ≈ −6.907 (so o starts near −13.8), class bias −ln(C − 1) (prior 1/C).
 ///
 /// @throws std::invalid_argument for a bad config, a shape mismatch (K < 1, rows differ, grads of
 ///         the wrong shape), a gradient sharing memory with a logit array or with the other
-///         gradient, a label outside −1..C, a started state whose num_pos_ema is not finite and
-///         > 0, or a normaliser a·Ê outside the normal range; std::domain_error for a
+///         gradient, a label outside −1..C, a normaliser a·Ê outside the normal range, a bad
+///         reduce buffer (see run()) or a state whose call count would overflow; a state
+///         snapshot or blob restore() / load() reject; std::domain_error for a
 ///         non-finite logit or a summed objectness that overflows the scalar. Nothing is written
 ///         by a failed call.
 #pragma once
@@ -52,16 +65,19 @@
 #include "../core/requires_cxx17.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "../core/checks.hpp"
 #include "../core/dense.hpp"
 #include "../core/loss_base.hpp"
 #include "../core/numerics.hpp"
+#include "../core/state_io.hpp"
 
 namespace fgbg {
 
@@ -81,12 +97,102 @@ struct ResidualObjectnessConfig {
   EmaUpdates ema_updates = EmaUpdates::three_per_call;
 };
 
-/// The EMA of the number of positives, owned by the caller (one per head / training run).
-struct ResidualObjectnessState {
-  double num_pos_ema = 0.0;  ///< E after the last successful call (meaningless before the first)
-  bool started = false;      ///< false until the first successful call: E₀ = config.ema_initial
-  std::int64_t calls = 0;    ///< successful calls since the last reset
-  void reset() { *this = ResidualObjectnessState(); }
+template <typename Scalar>
+class ResidualObjectnessLoss;
+
+/// The EMA of the number of positives, owned by the caller (one per head / training run): E
+/// after the last committed call, whether a call was committed since the last reset (before
+/// that, a call starts from E₀ = config.ema_initial) and how many. Only
+/// ResidualObjectnessLoss::value_and_grad (and restore() / load()) change it; its invariant,
+/// checked by restore(), is: not started ⇔ calls = 0 ⇔ E = 0, and E finite and > 0 once
+/// started. Checkpoint it with save() / load(); under data parallelism every rank commits the
+/// same E from the reduced positive count (see the file comment).
+class ResidualObjectnessState {
+ public:
+  static constexpr const char* kName = "fgbg::ResidualObjectnessState";
+  static constexpr std::uint32_t kVersion = 1;  ///< blob format
+
+  /// Every field, as a plain struct (restore() takes it back).
+  struct Snapshot {
+    double num_pos_ema = 0.0;  ///< E (0 before the first call)
+    bool started = false;      ///< a call was committed since the last reset
+    std::int64_t calls = 0;    ///< committed calls since the last reset
+    friend bool operator==(const Snapshot& a, const Snapshot& b) {
+      return a.num_pos_ema == b.num_pos_ema && a.started == b.started && a.calls == b.calls;
+    }
+    friend bool operator!=(const Snapshot& a, const Snapshot& b) { return !(a == b); }
+  };
+
+  /// A fresh state: not started, E₀ comes from the loss's config.
+  ResidualObjectnessState() = default;
+
+  /// E after the last committed call (0 before the first: the call then uses config.ema_initial).
+  double num_pos_ema() const { return s_.num_pos_ema; }
+  /// Whether a call was committed since the last reset.
+  bool started() const { return s_.started; }
+  /// Committed calls since the last reset.
+  std::int64_t calls() const { return s_.calls; }
+  /// Back to a fresh state.
+  void reset() { s_ = Snapshot(); }
+
+  /// A copy of every field.
+  Snapshot snapshot() const { return s_; }
+  /// Takes every field. Throws std::invalid_argument (state untouched) for calls < 0, started
+  /// not equal to calls > 0, or E not finite and > 0 once started (not 0 before).
+  void restore(const Snapshot& s) {
+    if (s.calls < 0) detail::throw_invalid(kName, "snapshot calls must be >= 0, got ", s.calls);
+    if (s.started != (s.calls > 0))
+      detail::throw_invalid(kName, "snapshot has started = ", s.started ? "true" : "false",
+                            " with calls = ", s.calls, "; started must equal calls > 0");
+    if (s.started && !(std::isfinite(s.num_pos_ema) && s.num_pos_ema > 0.0))
+      detail::throw_invalid(kName, "snapshot num_pos_ema must be finite and > 0 once started, got ",
+                            s.num_pos_ema);
+    if (!s.started && s.num_pos_ema != 0.0)
+      detail::throw_invalid(kName, "snapshot num_pos_ema must be 0 before the first call, got ",
+                            s.num_pos_ema);
+    s_ = s;
+  }
+  /// The state as a versioned, little-endian, checksummed blob (core/state_io.hpp): E (IEEE-754
+  /// bits), started (0 or 1), calls.
+  std::vector<std::uint8_t> save() const {
+    BlobWriter w(StateMethod::residual_objectness, kVersion);
+    w.f64(s_.num_pos_ema);
+    w.u32(s_.started ? 1u : 0u);
+    w.i64(s_.calls);
+    return w.finish();
+  }
+  /// Loads a blob of save(). Throws std::invalid_argument (state untouched) for a blob of another
+  /// method or version, a truncated, extended or corrupted one, a started flag other than 0 or 1,
+  /// or contents restore() rejects.
+  void load(const std::vector<std::uint8_t>& bytes) {
+    BlobReader r(kName, bytes, StateMethod::residual_objectness, kVersion);
+    Snapshot s;
+    s.num_pos_ema = r.f64();
+    const std::uint32_t started = r.u32();
+    s.calls = r.i64();
+    r.done();
+    if (started > 1)
+      detail::throw_invalid(kName, "blob's started flag is ", started, ", not 0 or 1");
+    s.started = started == 1;
+    restore(s);
+  }
+  friend bool operator==(const ResidualObjectnessState& a, const ResidualObjectnessState& b) {
+    return a.s_ == b.s_;
+  }
+  friend bool operator!=(const ResidualObjectnessState& a, const ResidualObjectnessState& b) {
+    return !(a == b);
+  }
+
+ private:
+  template <typename>
+  friend class ResidualObjectnessLoss;
+  /// The commit of a call (E > 0 finite: the call checked its normalisers).
+  void commit(double ema) {
+    s_.num_pos_ema = ema;
+    s_.started = true;
+    ++s_.calls;
+  }
+  Snapshot s_;
 };
 
 /// Outcome of one call.
@@ -111,6 +217,7 @@ struct ResidualObjectnessSignature : DefaultSignature {
   static constexpr StateUse state = StateUse::required;
   static constexpr CallOption option = CallOption::none;
   static constexpr bool normalizer = false;
+  static constexpr bool reduce = true;  ///< the reduced positive count of batch_statistics
 };
 
 /// Residual objectness loss; see the file comment.
@@ -137,30 +244,111 @@ class ResidualObjectnessLoss
 
   const Config& config() const { return config_; }
 
+  static constexpr std::uint32_t kReduceVersion = 1;  ///< format of the statistics buffer
+  /// Header fields of the statistics buffer after tag and version.
+  static constexpr std::size_t kReduceFields = 7;
+
+  /// Step 1 of data parallelism: this worker's counts as a ReduceBuffer, for the anchors of its
+  /// call (`labels`: N labels in −1..classes, `classes` = C, the columns of its class logits).
+  /// Header: C, ema_momentum, ema_initial (IEEE bits), ema_updates, the three normaliser scales
+  /// (IEEE bits), so ranks with another config are detected; payload: {#positive anchors
+  /// (label ≥ 1), #valid anchors (label ≠ −1)}, exact integers. Sum the buffers of every worker
+  /// (SUM all-reduce over `data(), size()`), then pass the result as the last argument of
+  /// value / value_and_grad. Call it on every rank, every step (also with no positives: the
+  /// all-reduce is a collective). Throws std::invalid_argument for C < 0 or a label outside
+  /// −1..C; changes nothing.
+  template <typename LD>
+  ReduceBuffer batch_statistics(const Eigen::DenseBase<LD>& labels, Index classes) const {
+    ReduceBuffer b;
+    batch_statistics(labels, classes, b);
+    return b;
+  }
+  /// batch_statistics into a caller-owned buffer, rebuilt in place (ReduceBuffer::assign): no
+  /// allocation once `out` has held a buffer of this loss. Throws as above; `out` is untouched
+  /// then.
+  template <typename LD>
+  void batch_statistics(const Eigen::DenseBase<LD>& labels, Index classes,
+                        ReduceBuffer& out) const {
+    constexpr const char* kWhere = "fgbg::ResidualObjectnessLoss::batch_statistics";
+    if (classes < 0) detail::throw_invalid(kWhere, "classes must be >= 0, got ", classes);
+    const LabelStats ls = detail::check_labels(kWhere, labels, labels.size(), classes);
+    out.assign(StateMethod::residual_objectness, kReduceVersion, header_fields(classes), 2);
+    out.payload()[0] = static_cast<double>(ls.positives);
+    out.payload()[1] = static_cast<double>(ls.valid);
+  }
+
   /// See DenseLoss: `value_and_grad(class_logits, labels, stage_logits, grad_classes,
   /// grad_stages, state)` gives the loss values and normalisers, writes ∂value/∂class_logits
   /// (N × C) and ∂value/∂stage_logits (N × K) and updates `state`; `value(class_logits, labels,
   /// stage_logits, state)` reports what value_and_grad would with the state as it is, without
   /// updating it (the EMA step is taken on a local copy). Plain gradient arrays are resized,
   /// views must have the shape and must not share memory with the logits or with each other.
+  ///
+  /// With a reduced buffer of batch_statistics as the last argument (data parallelism, see the
+  /// file comment), m = max(P, 1) is the global positive count P of the buffer instead of this
+  /// call's, so every rank's normalisers, and the E that value_and_grad commits, are those of one
+  /// process on the whole batch; the result's num_positives and num_valid stay this call's.
+  /// Throws std::invalid_argument, before anything is written, for a buffer of the wrong size or
+  /// method, a header that differs across ranks or from this loss's config and C, counts that
+  /// are not exact integers, or global counts below this call's (a buffer of another batch).
   template <typename Call>
   ResidualObjectnessResult run(Call& c) const {
+    const ReduceBuffer* reduced = nullptr;
+    if constexpr (Call::kReduce) reduced = c.reduce;
+    if constexpr (Call::kGrad)
+      if (c.state->calls() == std::numeric_limits<std::int64_t>::max())
+        detail::throw_invalid(kName, "state.calls() would overflow int64");
     double ema = 0.0;
-    const ResidualObjectnessResult r = compute<Call::kGrad>(
-        std::get<0>(c.in), c.x, c.labels, *c.state, ema, std::get<1>(c.out), std::get<0>(c.out));
-    if constexpr (Call::kGrad) {
-      c.state->num_pos_ema = ema;
-      c.state->started = true;
-      ++c.state->calls;
-    }
+    const ResidualObjectnessResult r =
+        compute<Call::kGrad>(std::get<0>(c.in), c.x, c.labels, *c.state, reduced, ema,
+                             std::get<1>(c.out), std::get<0>(c.out));
+    if constexpr (Call::kGrad) c.state->commit(ema);
     return r;
   }
 
  private:
+  /// The header of the statistics buffer (see batch_statistics), built without allocating.
+  std::array<std::uint64_t, kReduceFields> header_fields(Index classes) const {
+    return {
+        static_cast<std::uint64_t>(classes),       double_bits(config_.ema_momentum),
+        double_bits(config_.ema_initial),          static_cast<std::uint64_t>(config_.ema_updates),
+        double_bits(config_.obj_normalizer_scale), double_bits(config_.cls_normalizer_scale),
+        double_bits(config_.box_normalizer_scale)};
+  }
+
+  /// The global positive count of a reduced buffer, after checking its size, its header
+  /// (against this loss's config and `classes`) and its counts (exact integers, positives ≤
+  /// valid, and at least this call's `local`). Throws std::invalid_argument; reads only.
+  std::int64_t reduced_positives(const ReduceBuffer& b, Index classes,
+                                 const LabelStats& local) const {
+    static constexpr std::array<const char*, kReduceFields> kFields = {"classes",
+                                                                       "ema_momentum",
+                                                                       "ema_initial",
+                                                                       "ema_updates",
+                                                                       "obj_normalizer_scale",
+                                                                       "cls_normalizer_scale",
+                                                                       "box_normalizer_scale"};
+    b.check(kName, StateMethod::residual_objectness, kReduceVersion,
+            ReduceBuffer::size_for(kReduceFields, 2), kFields);
+    const auto h = header_fields(classes);
+    for (std::size_t f = 0; f < kReduceFields; ++f) b.expect_field(kName, f, kFields[f], h[f]);
+    const std::int64_t positives = b.count(kName, "positive count", 0);
+    const std::int64_t valid = b.count(kName, "valid count", 1);
+    if (positives > valid)
+      detail::throw_invalid(kName, "reduced positive count ", positives, " exceeds the valid ",
+                            valid);
+    if (positives < local.positives || valid < local.valid)
+      detail::throw_invalid(kName, "reduced counts (", positives, " positive, ", valid,
+                            " valid) are below this call's (", local.positives, ", ", local.valid,
+                            "): a buffer of another batch, or not reduced over this rank");
+    return positives;
+  }
+
   template <bool kGrad, typename OD, typename CD, typename LD, typename GO, typename GC>
   ResidualObjectnessResult compute(const Eigen::DenseBase<OD>& s, const Eigen::DenseBase<CD>& z,
                                    const Eigen::DenseBase<LD>& labels,
-                                   const ResidualObjectnessState& state, double& ema_out, GO& go,
+                                   const ResidualObjectnessState& state,
+                                   const ReduceBuffer* reduced, double& ema_out, GO& go,
                                    GC& gc) const {
     static_assert(std::is_same<typename OD::Scalar, Scalar>::value &&
                       std::is_same<typename CD::Scalar, Scalar>::value,
@@ -192,13 +380,16 @@ class ResidualObjectnessLoss
         throw std::domain_error(detail::concat(kName, ": the summed objectness of anchor ", i,
                                                " overflows the scalar type"));
 
+    // The positive count of the batch: this call's, or the global one of a reduced buffer.
+    const std::int64_t positives = reduced ? reduced_positives(*reduced, c, ls) : ls.positives;
+
     // 2. Normalisers from a local copy of the EMA.
     ResidualObjectnessResult r;
     r.num_positives = ls.positives;
     r.num_valid = ls.valid;
-    const double m = static_cast<double>(std::max<Index>(ls.positives, 1));
+    const double m = static_cast<double>(std::max<std::int64_t>(positives, 1));
     const double mu = config_.ema_momentum;
-    double e = state.started ? state.num_pos_ema : config_.ema_initial;
+    double e = state.started() ? state.num_pos_ema() : config_.ema_initial;
     auto step = [&] { return e = mu * e + (1.0 - mu) * m; };
     const double e_obj = step();
     const double e_cls = config_.ema_updates == EmaUpdates::three_per_call ? step() : e_obj;
@@ -206,12 +397,9 @@ class ResidualObjectnessLoss
     r.obj_normalizer = config_.obj_normalizer_scale * e_obj;
     r.cls_normalizer = config_.cls_normalizer_scale * e_cls;
     r.box_normalizer = config_.box_normalizer_scale * e_box;
-    // A state restored by hand (num_pos_ema NaN, 0 or negative), or a scale so extreme that a·Ê
-    // leaves the normal range, would give a zero, inf or NaN normaliser: refused here, before
-    // anything is written or committed.
-    if (state.started && !(std::isfinite(state.num_pos_ema) && state.num_pos_ema > 0.0))
-      detail::throw_invalid(kName, "state.num_pos_ema must be finite and > 0 once started, got ",
-                            state.num_pos_ema);
+    // A scale so extreme that a·Ê leaves the normal range would give a zero, inf or NaN
+    // normaliser: refused here, before anything is written or committed. (A started state's E
+    // is finite and > 0: restore() and load() refuse anything else.)
     const std::pair<const char*, double> normalizers[] = {
         {"obj", r.obj_normalizer}, {"cls", r.cls_normalizer}, {"box", r.box_normalizer}};
     for (const auto& [name, a] : normalizers)
