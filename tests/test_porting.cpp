@@ -15,7 +15,9 @@ namespace {
 using fgbg::Index;
 using Wide = long double;
 
-Wide softplus(Wide x) { return std::max(x, Wide(0)) + std::log1p(std::exp(-std::abs(x))); }
+Wide softplus(Wide x) {
+  return std::max(x, Wide(0)) + std::log1p(std::exp(-std::abs(x)));
+}
 
 }  // namespace
 
@@ -39,8 +41,8 @@ TEMPLATE_TEST_CASE("porting: loss_weight is avg_factor(A / lambda)", "[porting]"
   }
 }
 
-TEMPLATE_TEST_CASE("porting: mmdetection's sigmoid class_weight is pos_weight", "[porting]",
-                   float, double) {
+TEMPLATE_TEST_CASE("porting: mmdetection's sigmoid class_weight is pos_weight", "[porting]", float,
+                   double) {
   using S = TestType;
   fgbg_test::ProblemOptions o;
   o.n = 250;
@@ -96,7 +98,7 @@ TEMPLATE_TEST_CASE("porting: mmdetection's softmax class_weight and torch's weig
   for (Index i = 0; i < n; ++i) {
     if (p.labels[i] < 0) continue;
     const int mm = p.labels[i] == 0 ? int(classes) : p.labels[i] - 1;  // mmdetection's label
-    const Index col = p.labels[i];                                      // fgbg's column
+    const Index col = p.labels[i];                                     // fgbg's column
     Wide m = p.logits(i, 0);
     for (Index j = 1; j <= classes; ++j) m = std::max(m, Wide(p.logits(i, j)));
     Wide se = 0;

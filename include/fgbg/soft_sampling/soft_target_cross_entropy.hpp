@@ -84,8 +84,8 @@ class SoftTargetCrossEntropyLoss
   void element(Scalar xs, Scalar ts, Index, Index, Scalar& loss, Scalar& grad) const {
     using W = detail::Wide<Scalar>;
     const W x = xs, t = ts;
-    loss = static_cast<Scalar>(t == W(1) ? softplus(-x)
-                                         : (W(1) - t) * softplus(x) + t * softplus(-x));
+    loss =
+        static_cast<Scalar>(t == W(1) ? softplus(-x) : (W(1) - t) * softplus(x) + t * softplus(-x));
     grad = static_cast<Scalar>(detail::sigmoid_minus(x, t));
   }
 
