@@ -391,27 +391,30 @@ struct ElementScale {
 /// sum is not finite. Every run is multiplied by w / A through scale_ratio before it is added,
 /// (through `scale`, an ElementScale for A), so the partial sums never exceed the result: the total
 /// is finite whenever Σ v_i w / A is, for any w ≥ 0 and A > 0 (a plain `cast<double>().sum()` is
-/// not vectorised by Eigen and cost 1.3 ns per element here).
+/// not vectorised by Eigen and cost 1.3 ns per element here). With `unnormalised`, the same run
+/// sums also add Σ_i v_i · w (A = 1) to it, so a caller wanting both sums the runs once.
 template <typename Scalar>
-double weighted_sum(const Scalar* v, Index n, double w, const ElementScale& scale) {
+double weighted_sum(const Scalar* v, Index n, double w, const ElementScale& scale,
+                    double* unnormalised = nullptr) {
   using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
   constexpr Index kRun = 256;
+  const ElementScale unit(1.0);
   double total = 0.0;
   for (Index i = 0; i < n; i += kRun) {
     const Index len = std::min(kRun, n - i);
     const Scalar s = Eigen::Map<const Vec>(v + i, len).sum();
-    if (std::isfinite(s)) {
-      total += scale(static_cast<double>(s), w);
-    } else if constexpr (std::is_same<Scalar, float>::value) {
-      double d = 0.0;
-      for (Index j = 0; j < len; ++j) d += static_cast<double>(v[i + j]);
-      total += scale(d, w);
-    } else {
-      constexpr double kDown = 0x1p-64, kUp = 0x1p64;
-      double d = 0.0;
-      for (Index j = 0; j < len; ++j) d += v[i + j] * kDown;
-      total += scale(d, w) * kUp;
+    double run = static_cast<double>(s), up = 1.0;  // the run's sum is run · up
+    if (!std::isfinite(s)) {
+      run = 0.0;
+      if constexpr (std::is_same<Scalar, float>::value) {
+        for (Index j = 0; j < len; ++j) run += static_cast<double>(v[i + j]);
+      } else {
+        for (Index j = 0; j < len; ++j) run += v[i + j] * 0x1p-64;
+        up = 0x1p64;
+      }
     }
+    total += scale(run, w) * up;
+    if (unnormalised) *unnormalised += unit(run, w) * up;
   }
   return total;
 }

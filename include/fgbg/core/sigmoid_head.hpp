@@ -44,13 +44,13 @@ LabelStats check_dense_call(const char* where, const Eigen::DenseBase<XD>& x,
   const LabelStats s = check_labels(where, labels, x.rows(), num_classes);
   normalizer.validate(where, soft_targets);
   weights.bind(where, x.rows(), weight_cols);
+  MemView grad_view;  // empty without a gradient
   if constexpr (kGiven<GradOut>) {
     check_output(where, "grad", grad, x.rows(), x.cols());
     check_no_alias(where, x, grad);
     weights.check_no_alias(where, grad);
+    grad_view = MemView::of(grad);
   }
-  MemView grad_view;
-  if constexpr (kGiven<GradOut>) grad_view = MemView::of(grad);
   losses.check(where, x.rows(), x.cols(),
                {{MemView::of(x), "logits"}, {grad_view, "grad"}, {weights.view(), "weights"}});
   check_finite(where, "logits", x);
@@ -174,11 +174,14 @@ double sigmoid_onehot_tiles(const Elem& elem, const ErasedInput<Scalar>& x,
         continue;
       }
       const double wr = w.kind() == Kind::per_anchor ? static_cast<double>(w.anchor(row)) : 1.0;
+      anchor_of[r] = 0.0;
       if (w.kind() == Kind::per_anchor) {
-        sum += weighted_sum(lp, t.cols, wr, per_element);
+        // One pass over the row's runs gives the value's share and the anchor's loss.
+        sum += weighted_sum(lp, t.cols, wr, per_element, to_anchors ? &anchor_of[r] : nullptr);
         if constexpr (kGrad) scale_gradient(gt + r * t.cols, t.cols, GradFactor<Scalar>(wr, norm));
+      } else if (to_anchors) {
+        anchor_of[r] = weighted_sum(lp, t.cols, 1.0, unnormalised);
       }
-      if (to_anchors) anchor_of[r] = weighted_sum(lp, t.cols, wr, unnormalised);
       if (ep) {
         if (w.kind() == Kind::per_anchor)
           for (Index j = 0; j < t.cols; ++j)
