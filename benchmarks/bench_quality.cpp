@@ -1,4 +1,5 @@
-// Benchmarks of the quality-aware and equalized focal losses (QFL, VFL, EFL): value_and_grad at
+// Benchmarks of the quality-aware and equalized focal losses (QFL, VFL, EFL) and of focal loss
+// with N × C float targets (DenseTargetFocalLoss): value_and_grad at
 // 100k anchors × 80 classes, float, one thread, against fgbg::SigmoidFocalLoss<float> (the fused
 // focal kernel they should stay within 1.5× of) and a naive QFL written as a chain of
 // materialised Eigen expressions. Counters: items/s = logits per second; bytes/s = logits read +
@@ -10,6 +11,7 @@
 #include <cmath>
 #include <random>
 
+#include <fgbg/soft_sampling/dense_target_focal_loss.hpp>
 #include <fgbg/soft_sampling/equalized_focal_loss.hpp>
 #include <fgbg/soft_sampling/quality_focal_loss.hpp>
 #include <fgbg/soft_sampling/sigmoid_focal_loss.hpp>
@@ -102,6 +104,31 @@ void BM_EqualizedFocalValueOnly(benchmark::State& st) {
   counters(st, d);
 }
 
+/// torchvision's sigmoid_focal_loss with float targets [N, C]: each positive's quality at its
+/// class column, 0 elsewhere (DenseTargetFocalLoss; the targets are read as a second N × C
+/// array).
+void BM_DenseTargetFocal(benchmark::State& st) {
+  Data d = data(st.range(0), 80);
+  Logits t = Logits::Zero(d.x.rows(), d.x.cols());
+  for (Index i = 0; i < d.x.rows(); ++i)
+    if (d.y[i] > 0) t(i, d.y[i] - 1) = d.q[i];
+  const fgbg::DenseTargetFocalLoss<float> loss;
+  for (auto _ : st) benchmark::DoNotOptimize(loss.value_and_grad(d.x, d.y, t, d.g));
+  counters(st, d);
+}
+
+/// The worst case of the dense-target path: every target soft (label smoothing 0.1), so every
+/// element takes the scalar soft-target formula (in double) instead of the vectorised t = 0 one.
+void BM_DenseTargetFocalAllSoft(benchmark::State& st) {
+  Data d = data(st.range(0), 80);
+  Logits t = Logits::Constant(d.x.rows(), d.x.cols(), 0.1f / 80.f);
+  for (Index i = 0; i < d.x.rows(); ++i)
+    if (d.y[i] > 0) t(i, d.y[i] - 1) += 0.9f;
+  const fgbg::DenseTargetFocalLoss<float> loss;
+  for (auto _ : st) benchmark::DoNotOptimize(loss.value_and_grad(d.x, d.y, t, d.g));
+  counters(st, d);
+}
+
 /// Naive baseline: QFL as materialised Eigen expressions over the whole N × C array (target
 /// matrix, σ, softplus, d, BCE, loss, gradient), as a straightforward port would write it.
 void BM_QualityFocalNaive(benchmark::State& st) {
@@ -134,6 +161,8 @@ BENCHMARK(BM_QualityFocal)->Arg(100000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Varifocal)->Arg(100000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_EqualizedFocal)->Arg(100000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_EqualizedFocalValueOnly)->Arg(100000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DenseTargetFocal)->Arg(100000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DenseTargetFocalAllSoft)->Arg(100000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_QualityFocalNaive)->Arg(100000)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

@@ -31,6 +31,20 @@ inline void add_dense_rows(const Batch& b, Table& table) {
   add_dense_row(b, table, "focal a=.25 g=2", fgbg::SigmoidFocalLoss<float>(), "num_positives");
   add_dense_row(b, table, "FL* g=2", fgbg::FocalLossStar<float>({-1.f, 2.f}), "num_positives");
   {
+    // torchvision's sigmoid_focal_loss with float targets [N, C]: each positive's IoU at its
+    // class column (a soft target), 0 elsewhere.
+    Logits targets = Logits::Zero(b.anchors(), b.num_classes);
+    for (Index i = 0; i < b.anchors(); ++i)
+      if (b.labels[i] > 0) targets(i, b.labels[i] - 1) = b.iou[i];
+    const fgbg::DenseTargetFocalLoss<float> focal;
+    Logits grad(b.anchors(), b.num_classes);
+    double value = 0;
+    const double ms =
+        time_ms([&] { value = focal.value_and_grad(b.logits, b.labels, targets, grad); });
+    table.add({"focal, smoothed targets", value, "num_positives", gradient_shares(b, grad), ms,
+               "torchvision, t [N, C] = IoU at the class"});
+  }
+  {
     const fgbg::GhmcLoss<float> ghm({30, 0.75});
     fgbg::GhmcState state(30);
     Logits grad(b.anchors(), b.num_classes);

@@ -203,7 +203,7 @@ TEMPLATE_TEST_CASE("soft-target BCE: one-hot targets are BCE, target_sum is ultr
         soft.value(p.logits, p.labels, small, fgbg::Normalizer::sum()));
   // target_sum is refused by a loss without soft targets, at construction and per call.
   CHECK_THROWS_WITH(fgbg::SigmoidCrossEntropyLoss<S>({fgbg::Normalizer::target_sum()}),
-                    Catch::Contains("target_sum() needs a loss with a soft target"));
+                    Catch::Contains("target_sum() needs a loss with soft targets"));
   RowArray<S> g = RowArray<S>::Constant(p.rows(), p.cols(), S(3));
   CHECK_THROWS_WITH(fgbg::SigmoidFocalLoss<S>().value_and_grad(p.logits, p.labels, g,
                                                                fgbg::Normalizer::target_sum()),

@@ -1,9 +1,11 @@
 // Sigmoid-head dense losses: BCE, focal loss and FL* against the reference vectors, closed forms,
-// central differences, saturated logits, weights and hyper-parameter errors. What every loss
+// central differences, saturated logits, weights and hyper-parameter errors; the dense-target
+// (N × C float targets) focal loss and BCE against torchvision / torch. What every loss
 // promises (empty calls, bad inputs, layouts, allocation, aliasing) is in test_contract.cpp.
 #include <fgbg/fgbg.hpp>
 #include <random>
 
+#include "support/problems.hpp"
 #include "support/reference.hpp"
 
 using namespace fgbg_test;
@@ -168,4 +170,185 @@ TEST_CASE("prior_bias: RetinaNet initialisation", "[prior]") {
   CHECK(fgbg::prior_bias(0.5) == 0.0);
   CHECK_THROWS_WITH(fgbg::prior_bias(0.0), Catch::Contains("pi must be in (0, 1), got 0"));
   CHECK_THROWS_AS(fgbg::prior_bias(1.0), std::invalid_argument);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dense (N × C float) targets: DenseTargetFocalLoss, DenseTargetCrossEntropyLoss.
+
+TEMPLATE_TEST_CASE("dense-target focal and BCE match torchvision and torch",
+                   "[dense_targets][reference]", float, double) {
+  using S = TestType;
+  const json ref = load_reference("dense_target_focal.json");
+  for (const json& c : ref["cases"]) {
+    SECTION(c["name"].get<std::string>()) {
+      const Index n = c["num_anchors"], k = c["num_classes"];
+      const auto x = matrix<S>(c["logits"], k);
+      const auto y = labels(c["labels"]);
+      const auto t = matrix<S>(c["targets"], k);
+      const fgbg::Normalizer norm = normalizer(c["normalization"]);
+      RowArray<S> g(n, k), e;
+      auto run = [&](const auto& loss) {
+        const S v = loss.value_and_grad(x, y, t, g, norm, fgbg::element_losses(e));
+        check_scalar<S>("loss", v, c["expected"]["loss"]);
+        check_array<S>("grad", g, c["expected"]["grad"]);
+        check_array<S>("per_element", e, c["expected"]["per_element"]);
+        check_scalar<S>("value()", loss.value(x, y, t, norm), c["expected"]["loss"]);
+      };
+      if (c["loss"] == "focal")
+        run(fgbg::DenseTargetFocalLoss<S>({c["alpha"].get<S>(), c["gamma"].get<S>()}));
+      else
+        run(fgbg::DenseTargetCrossEntropyLoss<S>());
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("dense-target losses: one-hot targets are the label losses, bit for bit",
+                   "[dense_targets]", float, double) {
+  using S = TestType;
+  ProblemOptions o;
+  o.n = 700;  // several tiles
+  o.classes = 9;
+  const auto p = random_problem<S>(31, o);
+  RowArray<S> t = RowArray<S>::Zero(p.rows(), p.cols());
+  for (Index i = 0; i < p.rows(); ++i)
+    if (p.labels[i] > 0) t(i, p.labels[i] - 1) = S(1);
+  const RowArray<S> we = p.weights.replicate(1, p.cols()) * S(0.75);
+  RowArray<S> g1, g2, e1, e2;
+  Eigen::Array<S, Eigen::Dynamic, 1> a1, a2;
+  for (S gamma : {S(2), S(1.5), S(0), S(1)})
+    for (S alpha : {S(0.25), S(-1)}) {
+      INFO("gamma " << gamma << " alpha " << alpha);
+      const fgbg::SigmoidFocalLoss<S> focal({alpha, gamma});
+      const fgbg::DenseTargetFocalLoss<S> dense({alpha, gamma});
+      CHECK(dense.value_and_grad(p.logits, p.labels, t, g2, fgbg::element_losses(e2)) ==
+            focal.value_and_grad(p.logits, p.labels, g1, fgbg::element_losses(e1)));
+      CHECK((g1 == g2).all());
+      CHECK((e1 == e2).all());
+      CHECK(dense.value_and_grad(p.logits, p.labels, t, g2, p.weights, fgbg::Normalizer::mean(),
+                                 fgbg::anchor_losses(a2)) ==
+            focal.value_and_grad(p.logits, p.labels, g1, p.weights, fgbg::Normalizer::mean(),
+                                 fgbg::anchor_losses(a1)));
+      CHECK((g1 == g2).all());
+      CHECK((a1 == a2).all());
+      CHECK(dense.value_and_grad(p.logits, p.labels, t, g2, we) ==
+            focal.value_and_grad(p.logits, p.labels, g1, we));
+      CHECK((g1 == g2).all());
+    }
+  const fgbg::SigmoidCrossEntropyLoss<S> bce;
+  const fgbg::DenseTargetCrossEntropyLoss<S> dense_bce;
+  CHECK(dense_bce.value_and_grad(p.logits, p.labels, t, g2, p.weights) ==
+        bce.value_and_grad(p.logits, p.labels, g1, p.weights));
+  CHECK((g1 == g2).all());
+}
+
+TEMPLATE_TEST_CASE("dense-target losses: labels mark ignored rows and positives only",
+                   "[dense_targets]", float, double) {
+  using S = TestType;
+  const S eps = std::numeric_limits<S>::epsilon();
+  ProblemOptions o;
+  o.n = 300;
+  o.classes = 6;
+  const auto p = random_problem<S>(32, o);
+  // Soft targets everywhere, different from any one-hot reading of the labels.
+  RowArray<S> t(p.rows(), p.cols());
+  for (Index i = 0; i < t.size(); ++i) t.data()[i] = S((i * 37) % 101) / S(100);
+  const fgbg::DenseTargetFocalLoss<S> focal({S(0.25), S(2), fgbg::Normalizer::sum()});
+  RowArray<S> g;
+  const double v = focal.value_and_grad(p.logits, p.labels, t, g);
+  // The class of a foreground label is not read: relabelling every positive changes nothing.
+  fgbg::LabelVector y2 = p.labels;
+  for (Index i = 0; i < y2.size(); ++i)
+    if (y2[i] > 0) y2[i] = 1 + (y2[i] % 6);
+  RowArray<S> g2;
+  CHECK(focal.value_and_grad(p.logits, y2, t, g2) == v);
+  CHECK((g == g2).all());
+  // Ignored rows: zero gradient, and their targets do not count in target_sum.
+  double valid_sum = 0, valid_rows = 0;
+  for (Index i = 0; i < p.rows(); ++i) {
+    if (p.labels[i] == -1) {
+      CHECK((g.row(i) == S(0)).all());
+    } else {
+      valid_sum += t.row(i).template cast<double>().sum();
+      ++valid_rows;
+    }
+  }
+  const fgbg::DenseTargetCrossEntropyLoss<S> bce;
+  CHECK(std::abs(bce.value(p.logits, p.labels, t, fgbg::Normalizer::target_sum()) -
+                 bce.value(p.logits, p.labels, t, fgbg::Normalizer::avg_factor(valid_sum))) <=
+        8 * eps * bce.value(p.logits, p.labels, t, fgbg::Normalizer::target_sum()));
+  CHECK(bce.value(p.logits, p.labels, t) ==
+        bce.value(p.logits, p.labels, t, fgbg::Normalizer::avg_factor(valid_rows * 6)));
+  CHECK(focal.value(p.logits, p.labels, t, fgbg::Normalizer::num_positives()) ==
+        focal.value(p.logits, p.labels, t,
+                    fgbg::Normalizer::avg_factor(std::max<double>(1, p.positives()))));
+  // Column-major and strided targets: the same bits.
+  const Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic> tc = t;
+  RowArray<S> g3;
+  CHECK(focal.value_and_grad(p.logits, p.labels, tc, g3) == v);
+  CHECK((g3 == g).all());
+  RowArray<S> wide = RowArray<S>::Constant(p.rows(), 2 * p.cols(), S(9));
+  wide.leftCols(p.cols()) = t;
+  CHECK(focal.value_and_grad(p.logits, p.labels, wide.leftCols(p.cols()), g3) == v);
+  CHECK((g3 == g).all());
+}
+
+TEST_CASE("dense-target losses: gradient equals central differences",
+          "[dense_targets][gradcheck]") {
+  std::mt19937_64 rng(9);
+  std::normal_distribution<double> nd(0.0, 3.0);
+  std::uniform_real_distribution<double> ud(0.0, 1.0);
+  std::uniform_int_distribution<int> ld(-1, 4);
+  const Index n = 11, k = 4;
+  RowArray<double> x(n, k), t(n, k);
+  for (Index i = 0; i < x.size(); ++i) {
+    x.data()[i] = nd(rng);
+    const double u = ud(rng);
+    t.data()[i] = u < 0.3 ? 0.0 : u < 0.4 ? 1.0 : ud(rng);
+  }
+  t(0, 0) = 1 / (1 + std::exp(-x(0, 0)));  // t = σ(x)
+  fgbg::LabelVector y(n);
+  for (Index i = 0; i < n; ++i) y[i] = ld(rng);
+  RowArray<double> we(n, k);
+  for (Index i = 0; i < we.size(); ++i) we.data()[i] = 0.5 + 0.05 * i;
+  auto check = [&](const auto& loss, const char* what) {
+    INFO(what);
+    RowArray<double> g;
+    loss.value_and_grad(x, y, t, g, we);
+    const auto num =
+        numeric_grad([&](const RowArray<double>& xx) { return loss.value(xx, y, t, we); }, x);
+    CHECK(rel_max_diff(g, num) < 1e-7);
+  };
+  using F = fgbg::DenseTargetFocalLoss<double>;
+  check(F(), "focal a=.25 g=2");
+  check(F({-1.0, 0.5}), "focal no alpha, g=.5");
+  check(F({0.6, 1.3, fgbg::Normalizer::mean()}), "focal a=.6 g=1.3");
+  check(F({0.25, 0.0}), "focal g=0");
+  check(F({0.25, 3.5, fgbg::Normalizer::target_sum()}), "focal g=3.5 target_sum");
+  check(fgbg::DenseTargetCrossEntropyLoss<double>(), "bce");
+}
+
+TEMPLATE_TEST_CASE("dense-target losses: extreme finite logits and targets",
+                   "[dense_targets][edge]", float, double) {
+  using S = TestType;
+  const S big = std::numeric_limits<S>::max();
+  RowArray<S> x(4, 3), t(4, 3), g;
+  x << big, -big, S(0), -big, big, S(1e4), S(-1e4), S(30), S(-30), S(1e-30), big, -big;
+  t << S(0.5), S(0.5), S(0.5), S(1), S(0), S(0.25), S(0.75), S(1e-7), S(1) - S(1e-6), S(0), S(1),
+      S(0);
+  fgbg::LabelVector y = fgbg::LabelVector::Zero(4);
+  for (S gamma : {S(0), S(0.5), S(2), S(3.5)}) {
+    INFO("gamma " << gamma);
+    // Σ of the losses is beyond the scalar's range (CE ≈ |x|/2): divided by 1e30 it is not.
+    const fgbg::DenseTargetFocalLoss<S> f({S(0.25), gamma, fgbg::Normalizer::avg_factor(1e30)});
+    const S v = f.value_and_grad(x, y, t, g);
+    CHECK(std::isfinite(v));
+    CHECK(v > S(0));
+    CHECK(g.isFinite().all());
+    RowArray<S> e;
+    f.value(x, y, t, fgbg::element_losses(e));
+    CHECK(e.isFinite().all());
+  }
+  const fgbg::DenseTargetCrossEntropyLoss<S> bce({fgbg::Normalizer::avg_factor(1e30)});
+  CHECK(std::isfinite(bce.value_and_grad(x, y, t, g)));
+  CHECK(g.isFinite().all());
 }

@@ -20,6 +20,7 @@
 
 // Soft sampling.
 #include "soft_sampling/carl.hpp"
+#include "soft_sampling/dense_target_focal_loss.hpp"
 #include "soft_sampling/equalized_focal_loss.hpp"
 #include "soft_sampling/focal_loss_star.hpp"
 #include "soft_sampling/ghm_c_loss.hpp"

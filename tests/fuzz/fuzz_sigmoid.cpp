@@ -1,6 +1,7 @@
-// Fuzz target: dense sigmoid losses (BCE, sigmoid focal, FL*, QFL, VFL, soft-target BCE), float
-// and double, every normaliser (target_sum included), checked against the long-double oracle of
-// fuzz_oracle.hpp.
+// Fuzz target: dense sigmoid losses (BCE, sigmoid focal, FL*, QFL, VFL, soft-target BCE, focal
+// and BCE with N × C float targets), float and double, every normaliser (target_sum included),
+// checked against the long-double oracle of fuzz_oracle.hpp.
+#include <fgbg/soft_sampling/dense_target_focal_loss.hpp>
 #include <fgbg/soft_sampling/focal_loss_star.hpp>
 #include <fgbg/soft_sampling/quality_focal_loss.hpp>
 #include <fgbg/soft_sampling/sigmoid_cross_entropy.hpp>
@@ -27,6 +28,7 @@ struct Case {
   Eigen::Array<S, Eigen::Dynamic, 1> q;
   int wk;
   RowA<S> w;  // N × 1 (per anchor) or N × C
+  RowA<S> t;  // N × C float targets (methods 6 and 7)
 };
 
 template <typename S>
@@ -44,18 +46,25 @@ void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
     FZ_CHECK((k.w >= S(0)).all(), kFam, "negative weight accepted");
   }
   const bool quality = k.method >= 3;
+  const bool dense = k.method >= 6;
+  if (dense)
+    FZ_CHECK(all_finite(k.t) && (k.t >= S(0)).all() && (k.t <= S(1)).all(), kFam,
+             "target outside [0, 1] accepted");
   // target_sum (nk 4): only the losses with a soft target take it; the others throw before this.
   FZ_CHECK(k.nk != 4 || quality, kFam, "target_sum accepted by a loss without soft targets");
   LD tsum = 0;
-  for (Index i = 0; i < n; ++i)
-    if (k.l[i] > 0) tsum += k.q[i];
+  for (Index i = 0; i < n; ++i) {
+    if (!dense && k.l[i] > 0) tsum += k.q[i];
+    if (dense && k.l[i] != -1)
+      for (Index j = 0; j < c; ++j) tsum += k.t(i, j);
+  }
   const LD a = k.nk == 4 ? std::max<LD>(1, tsum) : norm_a(k.nk, k.factor, valid * c, pos);
   LD total = 0;
   RowA<LD> g = RowA<LD>::Zero(n, c);
   bool terms_representable = true;
   for (Index i = 0; i < n; ++i) {
     if (k.l[i] == -1) continue;
-    if (quality && k.l[i] > 0) {
+    if (quality && !dense && k.l[i] > 0) {
       FZ_CHECK(std::isfinite(k.q[i]) && k.q[i] >= S(0) && k.q[i] <= S(1), kFam,
                "quality outside [0, 1] accepted");
     }
@@ -98,10 +107,22 @@ void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
           d = (sg == 0 ? 0 : b * std::exp((b - 1) * log_ad) * sg * s * q * bce) + mod * dd;
           break;
         }
-        case 5: {  // soft-target BCE
-          const LD tq = hot ? LD(k.q[i]) : 0;
+        case 5:    // soft-target BCE
+        case 7: {  // dense-target BCE
+          const LD tq = k.method == 7 ? LD(k.t(i, j)) : hot ? LD(k.q[i]) : 0;
           ell = (1 - tq) * sp(x) + tq * sp(-x);
           d = sig(x) - tq;
+          break;
+        }
+        case 6: {  // dense-target focal
+          const LD td = k.t(i, j), s = sig(x), sn = sig(-x);
+          const LD atd = k.alpha < 0 ? 1 : LD(k.alpha) * td + (1 - LD(k.alpha)) * (1 - td);
+          const LD q = (1 - td) * s + td * sn, ce = (1 - td) * sp(x) + td * sp(-x);
+          const LD mod = gm == 0 ? 1 : q == 0 ? 0 : std::exp(gm * std::log(q));
+          const LD dmod =
+              gm == 0 || q == 0 ? 0 : gm * std::exp((gm - 1) * std::log(q)) * s * sn * (1 - 2 * td);
+          ell = atd * ce * mod;
+          d = atd * ((s - td) * mod + ce * dmod);
           break;
         }
         default: {  // VFL
@@ -131,7 +152,7 @@ void oracle(const Case<S>& k, S value, const RowA<S>& grad) {
 template <typename S>
 void run(In& in) {
   Case<S> k;
-  k.method = in.u8() % 6;
+  k.method = in.u8() % 8;
   const Index n = in.small(5), c = in.small(4);
   k.alpha = in.any<S>();
   k.gamma = in.any<S>();
@@ -148,6 +169,9 @@ void run(In& in) {
   k.w.resize(n, k.wk == 2 ? c : 1);
   for (Index i = 0; i < k.w.size(); ++i)
     k.w.data()[i] = in.flag() ? std::fabs(in.mostly_moderate<S>()) : in.any<S>();
+  k.t.resize(k.method >= 6 ? n : 0, c);
+  for (Index i = 0; i < k.t.size(); ++i)
+    k.t.data()[i] = in.flag() ? S(in.u8() % 3 == 0 ? 0 : in.u8()) / S(255) : in.any<S>();
   context().clear();
   note("method", k.method), note("double", sizeof(S) == 8), note("alpha", k.alpha),
       note("gamma", k.gamma);
@@ -155,6 +179,7 @@ void run(In& in) {
   note("normalizer", k.nk), note("factor", k.factor), note_array("x", k.x),
       note_array("labels", k.l);
   note_array("quality", k.q), note("weights_kind", k.wk), note_array("w", k.w);
+  note_array("targets", k.t);
   const fgbg::Normalizer norm{static_cast<fgbg::Reduction>(k.nk), k.factor};
   const fgbg::Weights<S> w = k.wk == 0   ? fgbg::Weights<S>{}
                              : k.wk == 1 ? fgbg::Weights<S>(k.w.col(0))
@@ -179,6 +204,14 @@ void run(In& in) {
           return loss.value_and_grad(x, k.l, k.q, g, w, norm);
         },
         [&](const auto& x, const NoState&) { return loss.value(x, k.l, k.q, w, norm); });
+  };
+  auto dense = [&](const auto& loss) {
+    go(
+        loss,
+        [&](const auto& x, auto& g, NoState&) {
+          return loss.value_and_grad(x, k.l, k.t, g, w, norm);
+        },
+        [&](const auto& x, const NoState&) { return loss.value(x, k.l, k.t, w, norm); });
   };
   const fgbg::Normalizer cfg_norm = fgbg::Normalizer::sum();
   switch (k.method) {
@@ -214,6 +247,20 @@ void run(In& in) {
       std::optional<fgbg::SoftTargetCrossEntropyLoss<S>> loss;
       if (completes(kFam, [&] { loss.emplace(fgbg::SoftTargetCrossEntropyLossConfig{cfg_norm}); }))
         qual(*loss);
+      break;
+    }
+    case 6: {
+      std::optional<fgbg::DenseTargetFocalLoss<S>> loss;
+      if (completes(kFam, [&] {
+            loss.emplace(fgbg::DenseTargetFocalLossConfig<S>{k.alpha, k.gamma, cfg_norm});
+          }))
+        dense(*loss);
+      break;
+    }
+    case 7: {
+      std::optional<fgbg::DenseTargetCrossEntropyLoss<S>> loss;
+      if (completes(kFam, [&] { loss.emplace(fgbg::DenseTargetCrossEntropyLossConfig{cfg_norm}); }))
+        dense(*loss);
       break;
     }
     default: {

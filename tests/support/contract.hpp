@@ -353,6 +353,121 @@ struct VflFixture : QualityFixtureBase<S, fgbg::VarifocalLoss<S>> {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Dense targets: value(x, y, targets, [w, [norm]]), value_and_grad(x, y, targets, g, ...).
+
+/// The N × C targets of a dense-target call: the quality (or 1 on every third row) at the label
+/// column of a positive, soft background on every third row, and anything in [0, 1] on an
+/// ignored row (read and checked, never used).
+template <typename S>
+struct DenseTargetAux {
+  RowArray<S> targets;
+};
+
+template <typename S, typename Loss>
+struct DenseTargetFixtureBase : DenseFixtureBase<S, Loss, false> {
+  using Aux = DenseTargetAux<S>;
+  explicit DenseTargetFixtureBase(Loss l) : DenseFixtureBase<S, Loss, false>(std::move(l)) {}
+  Aux make_aux(const Case<S>& c) const {
+    Aux a{RowArray<S>::Zero(c.p.rows(), c.p.cols())};
+    for (Index i = 0; i < c.p.rows(); ++i) {
+      const fgbg::Label y = c.p.labels[i];
+      if (y > 0 && y <= c.p.cols()) a.targets(i, y - 1) = i % 3 == 0 ? S(1) : c.p.quality[i];
+      if ((y == 0 && i % 3 == 1) || y < 0)
+        for (Index j = 0; j < c.p.cols(); ++j) a.targets(i, j) = S(0.05) * S(j % 4);
+    }
+    return a;
+  }
+  /// The targets go in as a Map here and as an array in value() (storage must not matter).
+  template <typename XD, typename GD>
+  Values grad(const Case<S>& c, const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<GD>& g,
+              Aux& a) const {
+    const Eigen::Map<const RowArray<S>> t(a.targets.data(), a.targets.rows(), a.targets.cols());
+    return Values(dense_grad(this->loss, c, x, g, t));
+  }
+  template <typename XD>
+  Values value(const Case<S>& c, const Eigen::DenseBase<XD>& x, Aux& a) const {
+    return Values(dense_value(this->loss, c, x, a.targets));
+  }
+  static bool same(const Aux& a, const Aux& b) { return same_array(a.targets, b.targets); }
+  static void fill(Aux&, S) {}
+  static bool zero(const Aux&) { return true; }
+  /// The targets' own errors: range, finiteness, shape, memory shared with an output.
+  std::vector<BadInput<S, Aux>> bad_inputs() const {
+    auto call = [this](bool grad) {
+      return [this, grad](Case<S>& c, RowArray<S>& g, Aux& a) {
+        if (grad)
+          this->loss.value_and_grad(c.p.logits, c.p.labels, a.targets, g);
+        else
+          this->loss.value(c.p.logits, c.p.labels, a.targets);
+      };
+    };
+    auto set = [](double value, Index row, Index col) {
+      return [value, row, col](Case<S>&, Aux& a) { a.targets(row, col) = static_cast<S>(value); };
+    };
+    const double inf = std::numeric_limits<double>::infinity();
+    return {
+        {"target > 1", call(true), false, "targets(1, 2) = 1.5 must be in [0, 1]", set(1.5, 1, 2)},
+        {"target < 0 on an ignored row", call(true), false,
+         "targets(2, 0) = -0.25 must be in [0, 1]", set(-0.25, 2, 0)},
+        {"NaN target", call(true), true, "targets(3, 1) is nan", set(std::nan(""), 3, 1)},
+        {"inf target", call(true), true, "targets(0, 4) is inf", set(inf, 0, 4)},
+        {"value(): target > 1", call(false), false, "must be in [0, 1]", set(1.0625, 4, 0)},
+        {"targets with a row too few",
+         [this](Case<S>& c, RowArray<S>& g, Aux& a) {
+           this->loss.value_and_grad(c.p.logits, c.p.labels, a.targets.topRows(c.p.rows() - 1), g);
+         },
+         false, "targets must be 23 x 5, got 22 x 5"},
+        {"per-anchor targets (a vector)",
+         [this](Case<S>& c, RowArray<S>& g, Aux&) {
+           this->loss.value_and_grad(c.p.logits, c.p.labels, c.p.quality, g);
+         },
+         false, "targets must be 23 x 5, got 23 x 1"},
+        {"the gradient written over the targets",
+         [this](Case<S>& c, RowArray<S>& g, Aux&) {
+           this->loss.value_and_grad(c.p.logits, c.p.labels, g, g);
+         },
+         false, "grad must not share memory with the targets"},
+        {"element losses written over the targets",
+         [this](Case<S>& c, RowArray<S>& g, Aux& a) {
+           this->loss.value_and_grad(c.p.logits, c.p.labels, a.targets, g,
+                                     fgbg::element_losses(a.targets));
+         },
+         false, "element_losses must not share memory with the targets"}};
+  }
+};
+
+template <typename S>
+struct DenseFocalFixture : DenseTargetFixtureBase<S, fgbg::DenseTargetFocalLoss<S>> {
+  static constexpr const char* kName = "DenseTargetFocalLoss";
+  static constexpr int kVariants = 2;  // torchvision's α = 0.25, γ = 2; α off, γ = 1.5 (pow)
+  explicit DenseFocalFixture(int v)
+      : DenseTargetFixtureBase<S, fgbg::DenseTargetFocalLoss<S>>(fgbg::DenseTargetFocalLoss<S>(
+            v == 0 ? fgbg::DenseTargetFocalLossConfig<S>{}
+                   : fgbg::DenseTargetFocalLossConfig<S>{S(-1), S(1.5)})) {}
+  std::vector<BadInput<S, DenseTargetAux<S>>> bad_inputs() const {
+    auto v = DenseTargetFixtureBase<S, fgbg::DenseTargetFocalLoss<S>>::bad_inputs();
+    auto config = [](double alpha, double gamma) {
+      return [alpha, gamma](Case<S>&, RowArray<S>&, DenseTargetAux<S>&) {
+        fgbg::DenseTargetFocalLoss<S>({static_cast<S>(alpha), static_cast<S>(gamma)});
+      };
+    };
+    v.push_back({"alpha > 1", config(1.5, 2), false, "alpha"});
+    v.push_back({"gamma < 0", config(0.25, -0.5), false, "gamma"});
+    v.push_back({"gamma NaN", config(0.25, std::nan("")), false, "gamma"});
+    return v;
+  }
+};
+
+template <typename S>
+struct DenseBceFixture : DenseTargetFixtureBase<S, fgbg::DenseTargetCrossEntropyLoss<S>> {
+  static constexpr const char* kName = "DenseTargetCrossEntropyLoss";
+  static constexpr int kVariants = 1;
+  explicit DenseBceFixture(int)
+      : DenseTargetFixtureBase<S, fgbg::DenseTargetCrossEntropyLoss<S>>(
+            fgbg::DenseTargetCrossEntropyLoss<S>()) {}
+};
+
+// ---------------------------------------------------------------------------------------------
 // EFL: value(x, y, const state, ...), value_and_grad(x, y, g, state, ...).
 
 template <typename S>
@@ -957,9 +1072,10 @@ template <typename S>
 using AllFixtures =
     std::tuple<BceFixture<S>, FocalFixture<S>, FocalStarFixture<S>, SoftmaxCeFixture<S>,
                SoftmaxFocalFixture<S>, QflFixture<S>, SoftBceFixture<S>, VflFixture<S>,
-               EflFixture<S>, GhmcFixture<S>, DrFixture<S>, CarlSigmoidFixture<S>,
-               CarlSoftmaxFixture<S>, ApFixture<S>, AlrpFixture<S>, RsFixture<S>,
-               ResObjClassFixture<S>, ResObjStageFixture<S>, GuidedFixture<S>>;
+               DenseFocalFixture<S>, DenseBceFixture<S>, EflFixture<S>, GhmcFixture<S>,
+               DrFixture<S>, CarlSigmoidFixture<S>, CarlSoftmaxFixture<S>, ApFixture<S>,
+               AlrpFixture<S>, RsFixture<S>, ResObjClassFixture<S>, ResObjStageFixture<S>,
+               GuidedFixture<S>>;
 
 #if defined(FGBG_CONTRACT_SCALAR)
 /// The fixture list of one half of the typed suite (test_contract_float, test_contract_double).

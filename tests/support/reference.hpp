@@ -64,6 +64,7 @@ inline fgbg::Normalizer normalizer(const json& n) {
   if (s == "sum") return fgbg::Normalizer::sum();
   if (s == "mean") return fgbg::Normalizer::mean();
   if (s == "target_sum") return fgbg::Normalizer::target_sum();
+  if (s == "num_positives") return fgbg::Normalizer::num_positives();
   FAIL("unexpected normalization " << s);
   return {};
 }

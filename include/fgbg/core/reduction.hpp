@@ -12,8 +12,10 @@
 /// | `num_positives` | max(1, #anchors with a foreground label)     | RetinaNet (Detectron)    |
 /// | `target_sum`    | max(1, Σ soft targets of the positive anchors) | ultralytics YOLOv8/11   |
 ///
-/// `target_sum` exists only for the losses with a soft target per positive anchor (QFL, VFL,
-/// SoftTargetCrossEntropyLoss): ultralytics' `target_scores_sum = max(target_scores.sum(), 1)`.
+/// `target_sum` exists only for the losses with soft targets: QFL, VFL and
+/// SoftTargetCrossEntropyLoss (one per positive anchor), DenseTargetFocalLoss and
+/// DenseTargetCrossEntropyLoss (Σ over the N × C targets of the non-ignored rows): ultralytics'
+/// `target_scores_sum = max(target_scores.sum(), 1)`.
 ///
 /// An element is one (anchor, class) pair for sigmoid heads and one anchor for softmax heads;
 /// per-element weights do not change the count. mmdetection divides by `A + FLT_EPSILON`; pass
@@ -49,8 +51,9 @@ struct Normalizer {
   void validate(const char* where, bool soft_targets = false) const {
     if (reduction == Reduction::target_sum && !soft_targets)
       detail::throw_invalid(where,
-                            "Normalizer::target_sum() needs a loss with a soft target per "
-                            "positive anchor (QFL, VFL, SoftTargetCrossEntropyLoss)");
+                            "Normalizer::target_sum() needs a loss with soft targets (QFL, VFL, "
+                            "SoftTargetCrossEntropyLoss, DenseTargetFocalLoss, "
+                            "DenseTargetCrossEntropyLoss)");
     if (reduction == Reduction::avg_factor && !(std::isfinite(factor) && factor > 0.0))
       detail::throw_invalid(where, "avg_factor must be finite and > 0, got ", factor);
     if (reduction == Reduction::avg_factor && factor < 1e-37)

@@ -112,11 +112,16 @@ struct ErasedTarget {
 /// kGrad, whatever the caller's layouts. `losses` receives Ω_ij ℓ_ij or Σ_j Ω_ij ℓ_ij, formed
 /// from the unweighted element losses of the tile (before any scaling), so asking for them
 /// changes neither the value nor the gradient.
+///
+/// With `dense` (N × C targets, DenseTargetFocalLoss and DenseTargetCrossEntropyLoss) every
+/// element whose target is not 0 is patched with elem.element(x, t) instead of the label column
+/// of each foreground row; the labels then only mark ignored rows.
 template <typename Scalar, bool kGrad, typename Elem, typename GradOut>
 double sigmoid_onehot_tiles(const Elem& elem, const ErasedInput<Scalar>& x,
                             const ErasedLabels& labels, const Weights<Scalar>& w, double norm,
                             GradOut& grad, const ErasedTarget& target,
-                            const LossSink<Scalar>& losses) {
+                            const LossSink<Scalar>& losses,
+                            const ErasedInput<Scalar>* dense = nullptr) {
   const GradFactor<Scalar> unit(1.0, norm);
   const ElementScale per_element(norm), unnormalised(1.0);
   using Kind = typename Weights<Scalar>::Kind;
@@ -131,6 +136,8 @@ double sigmoid_onehot_tiles(const Elem& elem, const ErasedInput<Scalar>& x,
     elem.negatives(t, xt, loss, gt, scratch + kTileElems);
     Label lab_of[kTileElems];
     labels.gather(t.row0, t.rows, lab_of);
+    alignas(64) Scalar target_buf[kTileElems];
+    const Scalar* tt = dense ? load_tile(*dense, t, target_buf) : nullptr;
     alignas(64) Scalar element_buf[kTileElems];
     double anchor_of[kTileElems];
     Scalar* et = to_elements ? output_tile(element_out, t, element_buf) : nullptr;
@@ -150,7 +157,14 @@ double sigmoid_onehot_tiles(const Elem& elem, const ErasedInput<Scalar>& x,
         continue;
       }
       const Index col = static_cast<Index>(lab) - 1 - t.col0;
-      if (lab > 0 && col >= 0 && col < t.cols) {
+      if (tt) {
+        const Scalar* tr = tt + r * t.cols;
+        for (Index j = 0; j < t.cols; ++j) {
+          if (tr[j] == Scalar(0)) continue;
+          Scalar* gslot = kGrad ? gt + r * t.cols + j : &dummy;
+          elem.element(xt[r * t.cols + j], tr[j], row, t.col0 + j, lr[j], *gslot);
+        }
+      } else if (lab > 0 && col >= 0 && col < t.cols) {
         Scalar* gslot = kGrad ? gt + r * t.cols + col : &dummy;
         elem.element(xt[r * t.cols + col], static_cast<Scalar>(target(row)), row, lab - 1, lr[col],
                      *gslot);
@@ -236,6 +250,29 @@ double sigmoid_onehot(const Elem& elem, const Eigen::DenseBase<XD>& x,
   } else {
     None none;
     return sigmoid_onehot_tiles<Scalar, false>(elem, xe, le, w, norm, none, t, losses);
+  }
+}
+
+/// sigmoid_onehot with a target for every element: `targets` (N × C, checked to lie in [0, 1])
+/// replaces the one-hot target of the labels, which then only mark ignored rows (−1) and what
+/// Normalizer::num_positives counts. Elements with target 0 take the vectorised negatives().
+template <typename Scalar, typename Elem, typename XD, typename LD, typename TD, typename GradOut>
+double sigmoid_dense_targets(const Elem& elem, const Eigen::DenseBase<XD>& x,
+                             const Eigen::DenseBase<LD>& labels,
+                             const Eigen::DenseBase<TD>& targets, const Weights<Scalar>& w,
+                             double norm, GradOut& grad, LossSink<Scalar>& losses) {
+  const ErasedInput<Scalar> xe(x), te(targets);
+  const ErasedLabels le(labels);
+  const ErasedTarget none_target;
+  losses.prepare(x.rows(), x.cols());
+  if constexpr (kGiven<GradOut>) {
+    prepare_output("", "grad", grad, x.rows(), x.cols());
+    ErasedOutput<Scalar> ge(grad);
+    return sigmoid_onehot_tiles<Scalar, true>(elem, xe, le, w, norm, ge, none_target, losses, &te);
+  } else {
+    None none;
+    return sigmoid_onehot_tiles<Scalar, false>(elem, xe, le, w, norm, none, none_target, losses,
+                                               &te);
   }
 }
 
