@@ -145,7 +145,8 @@ def _store(state, blob, update):
 
 
 def ghmc_loss(logits, labels, *, bins=10, momentum=0.0, paper_division=False, weight=None,
-              state=None, update_state=True, reduced_statistics=None, nonfinite="raise"):
+              state=None, update_state=True, reduced_statistics=None, nonfinite="raise",
+              _scale=1.0):
     """GHM-C (mmdetection's GHMC): BCE weighted by tot / (density of the gradient norm's bin),
     divided by the number of non-empty bins (bins with paper_division=True) and by tot, the number
     of valid elements. GHM-C has its own normaliser: there is no reduction. weight acts as a
@@ -184,7 +185,7 @@ def ghmc_loss(logits, labels, *, bins=10, momentum=0.0, paper_division=False, we
             v = math.nan
         return torch.tensor(v, dtype=cd).to(x_in.dtype), grad.to(x_in.dtype)
 
-    return _core.FusedLoss.apply(x_in, run, 1.0)
+    return _core.FusedLoss.apply(x_in, run, float(_scale))
 
 
 def ghmc_statistics(logits, labels, *, bins=10, momentum=0.0, paper_division=False, weight=None):
