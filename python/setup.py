@@ -63,7 +63,7 @@ setup(
     ext_modules=[
         Extension(
             "fgbg._fgbg",
-            sources=[os.path.join("src", "fgbg_ext.cpp")],
+            sources=[os.path.relpath(os.path.join(here, "src", "fgbg_ext.cpp"))],
             include_dirs=[fgbg_include, pybind_include],
             language="c++",
             extra_compile_args=flags,

@@ -15,6 +15,6 @@ from .functional import (binary_cross_entropy, cross_entropy, efl_commit, efl_in
                          ghmc_statistics, quality_focal_loss, sigmoid_cross_entropy,
                          sigmoid_focal_loss, soft_target_cross_entropy, softmax_cross_entropy,
                          softmax_focal_loss, varifocal_loss)
-from . import nn  # noqa: E402
+from . import nn, torchvision  # noqa: E402,F401
 
 __version__ = "0.1.0"

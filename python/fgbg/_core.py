@@ -9,7 +9,13 @@ import math
 
 import torch
 
-from . import _fgbg
+try:
+    from . import _fgbg
+except ImportError as e:  # pragma: no cover - a source checkout without the build
+    raise ImportError(
+        "fgbg's compiled extension (fgbg._fgbg) is missing: install the package with "
+        "`/usr/bin/python3 -m pip install --no-build-isolation ./python` or build it in place with "
+        "`cd python && /usr/bin/python3 setup.py build_ext --inplace` (docs/python.md)") from e
 
 NonFiniteError = _fgbg.NonFiniteError
 
