@@ -53,8 +53,8 @@ template <typename S>
 using In2 = Eigen::Map<const fgbg::RowArray<S>, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
 template <typename S>
 using InVec = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<>>;
-using LabelMap = Eigen::Map<const Eigen::Array<fgbg::Label, Eigen::Dynamic, 1>, 0,
-                            Eigen::InnerStride<>>;
+using LabelMap =
+    Eigen::Map<const Eigen::Array<fgbg::Label, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<>>;
 template <typename S>
 using Out2 = Eigen::Map<fgbg::RowArray<S>>;
 template <typename S>
@@ -63,7 +63,8 @@ using OutVec = Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>;
 template <typename S>
 In2<S> in2(const View& v) {
   const auto& [p, r, c, rs, cs] = v;
-  return In2<S>(reinterpret_cast<const S*>(p), r, c, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(rs, cs));
+  return In2<S>(reinterpret_cast<const S*>(p), r, c,
+                Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(rs, cs));
 }
 template <typename S>
 InVec<S> in_vec(const View& v) {
@@ -168,15 +169,19 @@ double sigmoid_focal(const DenseArgs& a, double alpha, double gamma) {
 template <typename S>
 double softmax_ce(const DenseArgs& a) {
   const fgbg::SoftmaxCrossEntropyLoss<S> loss;
-  return run_dense<S, false>(a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n,
-                             auto... sink) { return loss.value_and_grad(x, y, g, w, n, sink...); });
+  return run_dense<S, false>(
+      a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n, auto... sink) {
+        return loss.value_and_grad(x, y, g, w, n, sink...);
+      });
 }
 
 template <typename S>
 double softmax_focal(const DenseArgs& a, double alpha, double gamma) {
   const fgbg::SoftmaxFocalLoss<S> loss({static_cast<S>(alpha), static_cast<S>(gamma)});
-  return run_dense<S, false>(a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n,
-                             auto... sink) { return loss.value_and_grad(x, y, g, w, n, sink...); });
+  return run_dense<S, false>(
+      a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n, auto... sink) {
+        return loss.value_and_grad(x, y, g, w, n, sink...);
+      });
 }
 
 template <typename S>
@@ -185,8 +190,10 @@ double quality_focal(const DenseArgs& a, const View& quality, double beta) {
   cfg.beta = static_cast<S>(beta);
   const fgbg::QualityFocalLoss<S> loss(cfg);
   const InVec<S> q = in_vec<S>(quality);
-  return run_dense<S>(a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n,
-                             auto... sink) { return loss.value_and_grad(x, y, q, g, w, n, sink...); });
+  return run_dense<S>(
+      a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n, auto... sink) {
+        return loss.value_and_grad(x, y, q, g, w, n, sink...);
+      });
 }
 
 template <typename S>
@@ -199,16 +206,20 @@ double varifocal(const DenseArgs& a, const View& quality, double alpha, double g
   cfg.min_quality = static_cast<S>(min_quality);
   const fgbg::VarifocalLoss<S> loss(cfg);
   const InVec<S> q = in_vec<S>(quality);
-  return run_dense<S>(a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n,
-                             auto... sink) { return loss.value_and_grad(x, y, q, g, w, n, sink...); });
+  return run_dense<S>(
+      a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n, auto... sink) {
+        return loss.value_and_grad(x, y, q, g, w, n, sink...);
+      });
 }
 
 template <typename S>
 double soft_target_ce(const DenseArgs& a, const View& targets) {
   const fgbg::SoftTargetCrossEntropyLoss<S> loss;
   const InVec<S> t = in_vec<S>(targets);
-  return run_dense<S>(a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n,
-                             auto... sink) { return loss.value_and_grad(x, y, t, g, w, n, sink...); });
+  return run_dense<S>(
+      a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n, auto... sink) {
+        return loss.value_and_grad(x, y, t, g, w, n, sink...);
+      });
 }
 
 #if FGBG_PY_DENSE_TARGET
@@ -219,8 +230,10 @@ double dense_target_focal(const DenseArgs& a, const View& targets, double alpha,
   cfg.gamma = static_cast<S>(gamma);
   const fgbg::DenseTargetFocalLoss<S> loss(cfg);
   const In2<S> t = in2<S>(targets);
-  return run_dense<S>(a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n,
-                             auto... sink) { return loss.value_and_grad(x, y, t, g, w, n, sink...); });
+  return run_dense<S>(
+      a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n, auto... sink) {
+        return loss.value_and_grad(x, y, t, g, w, n, sink...);
+      });
 }
 #endif
 
@@ -245,15 +258,15 @@ std::tuple<double, py::bytes, std::vector<double>> equalized_focal(const DenseAr
   fgbg::ReduceBuffer buffer;
   double v;
   if (reduce)
-    v = run_dense<S>(a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n,
-                            auto... sink) {
-      return loss.value_and_grad(x, y, g, state, w, n, buffer, sink...);
-    });
+    v = run_dense<S>(
+        a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n, auto... sink) {
+          return loss.value_and_grad(x, y, g, state, w, n, buffer, sink...);
+        });
   else
-    v = run_dense<S>(a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n,
-                            auto... sink) {
-      return loss.value_and_grad(x, y, g, state, w, n, sink...);
-    });
+    v = run_dense<S>(
+        a, [&](const auto& x, const auto& y, auto& g, const auto& w, const auto& n, auto... sink) {
+          return loss.value_and_grad(x, y, g, state, w, n, sink...);
+        });
   const Blob out = state.save();
   return {v, py::bytes(reinterpret_cast<const char*>(out.data()), out.size()),
           std::vector<double>(buffer.data(), buffer.data() + buffer.size())};
@@ -270,10 +283,9 @@ py::bytes efl_commit(const std::string& blob, const std::vector<double>& reduced
   const fgbg::EqualizedFocalLoss<double> loss(cfg);
   fgbg::EqualizedFocalState state;
   state.load(Blob(blob.begin(), blob.end()));
-  fgbg::ReduceBuffer b =
-      fgbg::ReduceBuffer::make(fgbg::StateMethod::equalized_focal,
-                               fgbg::EqualizedFocalState::kReduceVersion,
-                               loss.header(state.num_classes()), 2 * static_cast<std::size_t>(state.num_classes()));
+  fgbg::ReduceBuffer b = fgbg::ReduceBuffer::make(
+      fgbg::StateMethod::equalized_focal, fgbg::EqualizedFocalState::kReduceVersion,
+      loss.header(state.num_classes()), 2 * static_cast<std::size_t>(state.num_classes()));
   if (reduced.size() != b.size())
     throw std::invalid_argument("fgbg::EqualizedFocalState: reduced buffer has " +
                                 std::to_string(reduced.size()) + " entries, expected " +
@@ -323,12 +335,12 @@ std::tuple<double, py::bytes> ghmc(const View& xv, const View& lv, const View& g
   if (stateful) state.load(Blob(blob.begin(), blob.end()));
   fgbg::ReduceBuffer b;
   if (!reduced.empty()) {
-    b = fgbg::ReduceBuffer::make(fgbg::StateMethod::ghm_c, fgbg::GhmcLoss<S>::kReduceVersion,
-                                 {static_cast<std::uint64_t>(bins), fgbg::double_bits(momentum),
-                                  static_cast<std::uint64_t>(
-                                      paper_division ? fgbg::GhmcDivision::bins
-                                                     : fgbg::GhmcDivision::nonempty_bins)},
-                                 static_cast<std::size_t>(bins) + 1);
+    b = fgbg::ReduceBuffer::make(
+        fgbg::StateMethod::ghm_c, fgbg::GhmcLoss<S>::kReduceVersion,
+        {static_cast<std::uint64_t>(bins), fgbg::double_bits(momentum),
+         static_cast<std::uint64_t>(paper_division ? fgbg::GhmcDivision::bins
+                                                   : fgbg::GhmcDivision::nonempty_bins)},
+        static_cast<std::size_t>(bins) + 1);
     if (reduced.size() != b.size())
       throw std::invalid_argument("fgbg::GhmcLoss: reduced buffer has " +
                                   std::to_string(reduced.size()) + " entries, expected " +
@@ -357,8 +369,7 @@ template <typename S>
 std::vector<double> ghmc_statistics(const View& xv, const View& lv, const std::optional<View>& wv,
                                     int bins, double momentum, bool paper_division) {
   const fgbg::GhmcLoss<S> loss(ghmc_config(bins, momentum, paper_division));
-  const fgbg::ReduceBuffer b =
-      loss.batch_statistics(in2<S>(xv), labels_of(lv), weights_of<S>(wv));
+  const fgbg::ReduceBuffer b = loss.batch_statistics(in2<S>(xv), labels_of(lv), weights_of<S>(wv));
   return std::vector<double>(b.data(), b.data() + b.size());
 }
 
@@ -400,8 +411,7 @@ PYBIND11_MODULE(_fgbg, m) {
   py::class_<DenseArgs>(m, "DenseArgs")
       .def(py::init<View, View, View, std::optional<View>, int, double, int, std::optional<View>>(),
            py::arg("x"), py::arg("labels"), py::arg("grad"), py::arg("weights"),
-           py::arg("norm_kind"), py::arg("norm_factor"), py::arg("losses_kind"),
-           py::arg("losses"));
+           py::arg("norm_kind"), py::arg("norm_factor"), py::arg("losses_kind"), py::arg("losses"));
 
   def2(m, "sigmoid_ce", &sigmoid_ce<float>, &sigmoid_ce<double>);
   def2(m, "sigmoid_focal", &sigmoid_focal<float>, &sigmoid_focal<double>);
