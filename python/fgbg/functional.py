@@ -29,7 +29,7 @@ __all__ = [
     "sigmoid_focal_loss", "sigmoid_cross_entropy", "binary_cross_entropy",
     "softmax_cross_entropy", "cross_entropy", "softmax_focal_loss", "quality_focal_loss",
     "varifocal_loss", "soft_target_cross_entropy", "ghmc_loss", "ghmc_state",
-    "equalized_focal_loss", "efl_state",
+    "equalized_focal_loss", "efl_state", "ap_loss", "rank_sort_loss", "dr_loss",
 ]
 
 
@@ -281,3 +281,85 @@ def efl_inspect(state):
     """The EFL state's fields: dict(pos_grad, neg_grad, ratio, updates)."""
     p, q, r, u = _core._fgbg.efl_inspect(_blob(state))
     return {"pos_grad": p, "neg_grad": q, "ratio": r, "updates": u}
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranking losses: one ranking over every (anchor, class) entry of the call (or one per group of
+# consecutive anchors with `groups`, N non-decreasing integers, e.g. the image index).
+
+def _ranking_call(fn_name, logits, labels, groups, extra, quality=None, nonfinite="raise"):
+    import math
+
+    import torch
+
+    _core.check_nonfinite(nonfinite)
+    x_in = logits
+    x, cd = _core.logits_of(logits)
+    n, c = x.shape
+    y = _core.labels_of(labels, n)
+    ids = None
+    if groups is not None:
+        _core._check_tensor(groups, "groups")
+        if groups.is_floating_point() or groups.dim() != 1:
+            raise TypeError("fgbg: groups must be a 1-D integer tensor (one group id per anchor)")
+        ids = groups.detach().to(torch.int64)
+    q = None if quality is None else _core.float_of(quality, cd, "iou", dims=(1,))
+    fn = getattr(_core._fgbg, fn_name + ("_f64" if cd == torch.float64 else "_f32"))
+    extra_out = []
+
+    def run(_):
+        grad = torch.empty((n, c), dtype=cd)
+        gids = None if ids is None else _core.vector_view(ids)
+        try:
+            if q is None:
+                v = fn(_core.view(x), _core.vector_view(y), _core.view(grad), gids, *extra)
+            else:
+                v = fn(_core.view(x), _core.vector_view(y), _core.vector_view(q), _core.view(grad),
+                       gids, *extra)
+        except _core.NonFiniteError:
+            if nonfinite == "raise":
+                raise
+            grad.fill_(math.nan)
+            v = (math.nan, math.nan) if q is not None else math.nan
+        if isinstance(v, tuple):
+            extra_out.append(v[1])
+            v = v[0]
+        return torch.tensor(v, dtype=cd).to(x_in.dtype), grad.to(x_in.dtype)
+
+    loss = _core.FusedLoss.apply(x_in, run, 1.0)
+    return loss, extra_out
+
+
+def ap_loss(logits, labels, *, delta=1.0, interpolate=True, groups=None, nonfinite="raise"):
+    """AP loss (Chen et al.; the released code): 1 - mean interpolated precision over the
+    positive entries of one ranking of all (anchor, class) entries. Its backward feeds the
+    paper's error-driven update (not a derivative of the value), scaled by grad_output, as the
+    official code does. Normalised by the number of positives (built in)."""
+    loss, _ = _ranking_call("ap_loss", logits, labels, groups, (float(delta), bool(interpolate)),
+                            nonfinite=nonfinite)
+    return loss
+
+
+def rank_sort_loss(logits, labels, iou, *, delta=0.5, eps=1e-10, groups=None,
+                   nonfinite="raise"):
+    """Rank & Sort loss (Oksuz et al.; kemaloksuz/RankSortLoss): returns (loss_rank, loss_sort).
+    iou: N values in [0, 1] (read at foreground anchors; IoU 0 makes the anchor a negative).
+    loss_rank carries the single error-driven update of both errors; loss_sort is a constant
+    (its gradient is ignored, as in the official backward), so backward of loss_rank + loss_sort
+    is the official one."""
+    import torch
+
+    loss, extra = _ranking_call("rank_sort_loss", logits, labels, groups,
+                                (float(delta), float(eps)), quality=iou, nonfinite=nonfinite)
+    return loss, torch.tensor(extra[0], dtype=loss.dtype)
+
+
+def dr_loss(logits, labels, *, pos_lambda=1.0, neg_lambda=0.07982356001479281,
+            L=6.0, tau=4.0, margin=0.5, groups=None, nonfinite="raise"):
+    """DR loss (Qian et al.; idstcv/DR_loss SigmoidDRLoss) and its true gradient. With groups,
+    the sum of the per-group losses (the paper's per-image ranking). No normaliser;
+    neg_lambda defaults to 0.1 / ln 3.5."""
+    loss, _ = _ranking_call("dr_loss", logits, labels, groups,
+                            (float(pos_lambda), float(neg_lambda), float(L), float(tau),
+                             float(margin)), nonfinite=nonfinite)
+    return loss

@@ -24,6 +24,9 @@
 #include <vector>
 
 #include <fgbg/core/core.hpp>
+#include <fgbg/ranking/ap_loss.hpp>
+#include <fgbg/ranking/dr_loss.hpp>
+#include <fgbg/ranking/rank_sort_loss.hpp>
 #include <fgbg/soft_sampling/equalized_focal_loss.hpp>
 #include <fgbg/soft_sampling/ghm_c_loss.hpp>
 #include <fgbg/soft_sampling/quality_focal_loss.hpp>
@@ -237,6 +240,71 @@ double dense_target_focal(const DenseArgs& a, const View& targets, double alpha,
 }
 #endif
 
+using GroupMap =
+    Eigen::Map<const Eigen::Array<std::int64_t, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<>>;
+
+/// Runs `f(x, labels, grad, groups...)` with or without fgbg::groups(ids), GIL released.
+template <typename S, typename F>
+auto run_ranking(const View& xv, const View& lv, const View& gv, const std::optional<View>& ids,
+                 F&& f) {
+  const In2<S> x = in2<S>(xv);
+  const LabelMap labels = labels_of(lv);
+  Out2<S> grad = out2<S>(gv);
+  py::gil_scoped_release release;
+  if (ids) {
+    const auto& [p, r, c, rs, cs] = *ids;
+    (void)c;
+    (void)cs;
+    const GroupMap g(reinterpret_cast<const std::int64_t*>(p), r, Eigen::InnerStride<>(rs));
+    return f(x, labels, grad, fgbg::groups(g));
+  }
+  return f(x, labels, grad);
+}
+
+/// AP loss: the value; `grad` receives the error-driven update.
+template <typename S>
+double ap_loss(const View& x, const View& labels, const View& grad, const std::optional<View>& ids,
+               double delta, bool interpolate) {
+  fgbg::APLossConfig cfg;
+  cfg.delta = delta;
+  cfg.interpolate = interpolate;
+  const fgbg::APLoss<S> loss(cfg);
+  return static_cast<double>(
+      run_ranking<S>(x, labels, grad, ids, [&](auto&&... a) { return loss.value_and_grad(a...); }));
+}
+
+/// Rank & Sort loss: (loss_rank, loss_sort); `grad` receives the error-driven update.
+template <typename S>
+std::tuple<double, double> rank_sort_loss(const View& x, const View& labels, const View& iou,
+                                          const View& grad, const std::optional<View>& ids,
+                                          double delta, double eps) {
+  fgbg::RankSortLossConfig cfg;
+  cfg.delta = delta;
+  cfg.eps = eps;
+  const fgbg::RankSortLoss<S> loss(cfg);
+  const InVec<S> q = in_vec<S>(iou);
+  const auto v = run_ranking<S>(x, labels, grad, ids,
+                                [&](const auto& xx, const auto& yy, auto& gg, auto... g) {
+                                  return loss.value_and_grad(xx, yy, q, gg, g...);
+                                });
+  return {static_cast<double>(v.rank), static_cast<double>(v.sort)};
+}
+
+/// DR loss: the value and its true gradient.
+template <typename S>
+double dr_loss(const View& x, const View& labels, const View& grad, const std::optional<View>& ids,
+               double pos_lambda, double neg_lambda, double L, double tau, double margin) {
+  fgbg::DRLossConfig<S> cfg;
+  cfg.pos_lambda = static_cast<S>(pos_lambda);
+  cfg.neg_lambda = static_cast<S>(neg_lambda);
+  cfg.L = static_cast<S>(L);
+  cfg.tau = static_cast<S>(tau);
+  cfg.margin = static_cast<S>(margin);
+  const fgbg::DRLoss<S> loss(cfg);
+  return static_cast<double>(
+      run_ranking<S>(x, labels, grad, ids, [&](auto&&... a) { return loss.value_and_grad(a...); }));
+}
+
 using Blob = std::vector<std::uint8_t>;
 
 /// EFL: (value, new state blob, statistics buffer or empty). With `reduce`, this worker's batch
@@ -432,4 +500,7 @@ PYBIND11_MODULE(_fgbg, m) {
   def2(m, "ghmc_statistics", &ghmc_statistics<float>, &ghmc_statistics<double>);
   m.def("ghmc_new_state", &ghmc_new_state);
   m.def("ghmc_inspect", &ghmc_inspect);
+  def2(m, "ap_loss", &ap_loss<float>, &ap_loss<double>);
+  def2(m, "rank_sort_loss", &rank_sort_loss<float>, &rank_sort_loss<double>);
+  def2(m, "dr_loss", &dr_loss<float>, &dr_loss<double>);
 }
