@@ -15,6 +15,7 @@ from .functional import (ap_loss, binary_cross_entropy, dr_loss, rank_sort_loss,
                          ghmc_statistics, quality_focal_loss, sigmoid_cross_entropy,
                          sigmoid_focal_loss, soft_target_cross_entropy, softmax_cross_entropy,
                          softmax_focal_loss, varifocal_loss)
-from . import nn, torchvision  # noqa: E402,F401
+from . import nn, sampling, torchvision  # noqa: E402,F401
+from .sampling import max_iou_assign, ohem_sample, random_sample, sample_weights  # noqa: E402
 
 __version__ = "0.1.0"

@@ -12,18 +12,23 @@
 //
 // The state of GHM-C and EFL lives on the Python side as the C++ state's save() blob (a uint8
 // tensor registered as a module buffer): each call loads it, runs, and returns the new blob.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include <fgbg/boxes/max_iou_assigner.hpp>
 #include <fgbg/core/core.hpp>
+#include <fgbg/hard_sampling/ohem_sampler.hpp>
+#include <fgbg/hard_sampling/random_sampler.hpp>
 #include <fgbg/ranking/ap_loss.hpp>
 #include <fgbg/ranking/dr_loss.hpp>
 #include <fgbg/ranking/rank_sort_loss.hpp>
@@ -305,6 +310,65 @@ double dr_loss(const View& x, const View& labels, const View& grad, const std::o
       run_ranking<S>(x, labels, grad, ids, [&](auto&&... a) { return loss.value_and_grad(a...); }));
 }
 
+/// A copy of `v` as a NumPy array (torch.from_numpy takes it without a copy).
+template <typename T>
+py::array_t<T> to_array(const std::vector<T>& v) {
+  return py::array_t<T>(static_cast<py::ssize_t>(v.size()), v.data());
+}
+
+/// Max-IoU assignment of one image: (labels, gt index, max IoU), each N long.
+template <typename S>
+std::tuple<py::array_t<fgbg::Label>, py::array_t<std::int32_t>, py::array_t<double>> max_iou_assign(
+    const View& boxes, const View& gts, const View& gt_labels, double pos_iou_thr,
+    double neg_iou_thr, double neg_iou_lo, double min_pos_iou, bool match_low_quality,
+    bool gt_max_assign_all, bool low_quality_zero_iou) {
+  fgbg::MaxIouAssignerConfig cfg{pos_iou_thr,         neg_iou_thr,       neg_iou_lo,
+                                 min_pos_iou,         match_low_quality, gt_max_assign_all,
+                                 low_quality_zero_iou};
+  const fgbg::MaxIouAssigner assigner(cfg);
+  fgbg::Assignment a;
+  {
+    const In2<S> b = in2<S>(boxes);
+    const In2<S> g = in2<S>(gts);
+    const LabelMap gl = labels_of(gt_labels);
+    py::gil_scoped_release release;
+    assigner.assign(b, g, gl, a);
+  }
+  return {to_array(a.label_storage), to_array(a.gt_storage), to_array(a.iou_storage)};
+}
+
+fgbg::SamplerConfig sampler_config(Index num, double pos_fraction, double neg_pos_ub, bool sorted) {
+  fgbg::SamplerConfig cfg;
+  cfg.num = num;
+  cfg.pos_fraction = pos_fraction;
+  cfg.neg_pos_ub = neg_pos_ub;
+  cfg.sorted = sorted;
+  return cfg;
+}
+
+/// Biased mini-batch sampling with std::mt19937_64(seed): (positive, negative) indices.
+std::tuple<py::array_t<Index>, py::array_t<Index>> random_sample(const View& labels, Index num,
+                                                                 double pos_fraction,
+                                                                 double neg_pos_ub, bool sorted,
+                                                                 std::uint64_t seed) {
+  const fgbg::RandomSampler sampler(sampler_config(num, pos_fraction, neg_pos_ub, sorted));
+  std::mt19937_64 rng(seed);
+  fgbg::Sample out;
+  sampler.sample(labels_of(labels), rng, out);
+  return {to_array(out.positives), to_array(out.negatives)};
+}
+
+/// OHEM (mmdetection mode) by per-candidate losses: (positive, negative) indices.
+std::tuple<py::array_t<Index>, py::array_t<Index>> ohem_sample(const View& labels,
+                                                               const View& losses, Index num,
+                                                               double pos_fraction,
+                                                               double neg_pos_ub, bool sorted) {
+  const fgbg::OhemSampler sampler(sampler_config(num, pos_fraction, neg_pos_ub, sorted));
+  fgbg::Sample out;
+  sampler.sample(labels_of(labels), in_vec<double>(losses), out);
+  return {to_array(out.positives), to_array(out.negatives)};
+}
+
 using Blob = std::vector<std::uint8_t>;
 
 /// EFL: (value, new state blob, statistics buffer or empty). With `reduce`, this worker's batch
@@ -503,4 +567,7 @@ PYBIND11_MODULE(_fgbg, m) {
   def2(m, "ap_loss", &ap_loss<float>, &ap_loss<double>);
   def2(m, "rank_sort_loss", &rank_sort_loss<float>, &rank_sort_loss<double>);
   def2(m, "dr_loss", &dr_loss<float>, &dr_loss<double>);
+  def2(m, "max_iou_assign", &max_iou_assign<float>, &max_iou_assign<double>);
+  m.def("random_sample", &random_sample);
+  m.def("ohem_sample", &ohem_sample);
 }
