@@ -184,3 +184,28 @@ def test_module_repr_and_bce_default_mean():
     x, y, _ = make_batch(20, 3, seed=1)
     torch.testing.assert_close(m(x, y), ref_bce(x, y).sum() / (int((y >= 0).sum()) * 3))
     assert "loss_weight" in repr(m)
+
+
+def test_stateful_extras_loss_weight_none_and_propagate():
+    x, y, _ = make_batch(40, 4, seed=12)
+    g1 = fgbg.nn.GHMC(bins=10, loss_weight=2.0)
+    g2 = fgbg.nn.GHMC(bins=10)
+    a = x.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    la, lb = g1(a, y), g2(b, y)
+    torch.testing.assert_close(la, 2.0 * lb)
+    la.backward()
+    lb.backward()
+    torch.testing.assert_close(a.grad, 2.0 * b.grad)
+    with pytest.raises(ValueError, match="reduction"):
+        g1(x, y, reduction_override="none")
+    e = fgbg.nn.EqualizedFocalLoss(num_classes=4)
+    per = e(x, y, reduction_override="none")
+    assert per.shape == x.shape
+    torch.testing.assert_close(per, ref_efl(x, y, torch.ones(4, dtype=torch.float64)))
+    bad = x.clone()
+    bad[1, 1] = float("nan")
+    p = fgbg.nn.EqualizedFocalLoss(num_classes=4, nonfinite="propagate")
+    before = p.state.clone()
+    assert torch.isnan(p(bad, y))
+    assert torch.equal(p.state, before)
