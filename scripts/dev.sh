@@ -58,13 +58,14 @@ case "$cmd" in
     # ranks) and example run here too; ON, so that an MPI that is not found fails instead of
     # skipping them.
     # The Python package (python/) is built against Debian's torch for /usr/bin/python3 and its
-    # pytest suite (tests/python) runs as one ctest: FGBG_WITH_PYTHON=ON, so that a missing
-    # package fails instead of skipping it.
+    # pytest suite (tests/python) runs as one ctest, and examples/libtorch is built with
+    # libtorch-dev and run (example_libtorch): both ON, so that a missing package fails instead of
+    # skipping them.
     ensure_packages "${base_packages[@]}" catch2 nlohmann-json3-dev pkgconf libopenmpi-dev openmpi-bin \
       python3-torch python3-torchvision python3-numpy python3-pytest python3-setuptools python3-dev \
-      pybind11-dev
+      pybind11-dev libtorch-dev
     cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Release -DFGBG_BUILD_TESTS=ON -DFGBG_WITH_MPI=ON \
-      -DFGBG_WITH_PYTHON=ON -DFGBG_PYTHON_EXECUTABLE=/usr/bin/python3 \
+      -DFGBG_WITH_PYTHON=ON -DFGBG_PYTHON_EXECUTABLE=/usr/bin/python3 -DFGBG_WITH_LIBTORCH=ON \
       -DFGBG_BUILD_BENCHMARKS=OFF -DFGBG_BUILD_EXAMPLES=ON \
       -DFGBG_BUILD_FUZZ_REPLAYS="${FGBG_FUZZ_REPLAYS:-ON}" >/dev/null
     cmake --build build/test -j "$jobs"
