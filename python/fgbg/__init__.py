@@ -10,7 +10,7 @@ torchvision's sigmoid_focal_loss with float targets: fgbg.torchvision. See docs/
 The extension is compiled for the CPU it was built on (-march=native unless FGBG_PY_NATIVE=0).
 """
 from ._core import NonFiniteError
-from .functional import (ap_loss, binary_cross_entropy, dr_loss, rank_sort_loss, cross_entropy, efl_commit, efl_inspect, efl_state,
+from .functional import (alrp_loss, ap_loss, binary_cross_entropy, dr_loss, rank_sort_loss, cross_entropy, efl_commit, efl_inspect, efl_state,
                          equalized_focal_loss, ghmc_inspect, ghmc_loss, ghmc_state,
                          ghmc_statistics, quality_focal_loss, sigmoid_cross_entropy,
                          sigmoid_focal_loss, soft_target_cross_entropy, softmax_cross_entropy,

@@ -29,7 +29,7 @@ __all__ = [
     "sigmoid_focal_loss", "sigmoid_cross_entropy", "binary_cross_entropy",
     "softmax_cross_entropy", "cross_entropy", "softmax_focal_loss", "quality_focal_loss",
     "varifocal_loss", "soft_target_cross_entropy", "ghmc_loss", "ghmc_state",
-    "equalized_focal_loss", "efl_state", "ap_loss", "rank_sort_loss", "dr_loss",
+    "equalized_focal_loss", "efl_state", "ap_loss", "rank_sort_loss", "dr_loss", "alrp_loss",
 ]
 
 
@@ -363,3 +363,63 @@ def dr_loss(logits, labels, *, pos_lambda=1.0, neg_lambda=0.07982356001479281,
                             (float(pos_lambda), float(neg_lambda), float(L), float(tau),
                              float(margin)), nonfinite=nonfinite)
     return loss
+
+
+class _ALRP(__import__("torch").autograd.Function):
+    """aLRP: outputs (cls, loc); backward: the classification update times grad_cls for the
+    logits, d loc / d loc_error times grad_loc for the localisation errors."""
+
+    @staticmethod
+    def forward(ctx, logits, loc_error, run):
+        cls, loc, g, gl = run()
+        ctx.g, ctx.gl = g, gl
+        return cls, loc
+
+    @staticmethod
+    @__import__("torch").autograd.function.once_differentiable
+    def backward(ctx, g_cls, g_loc):
+        return ctx.g * g_cls.to(ctx.g.dtype), ctx.gl * g_loc.to(ctx.gl.dtype), None
+
+
+def alrp_loss(logits, labels, loc_error, *, delta=1.0, eps=1e-5, groups=None,
+              nonfinite="raise"):
+    """aLRP loss (Oksuz et al.; kemaloksuz/aLRPLoss): returns (cls, loc). cls = 1 - mean R+/R over
+    the positives; its backward feeds the paper's error-driven update to the logits. loc is the
+    localisation component (before the self-balance weight lambda_SB) with its true gradient
+    with respect to loc_error (N values >= 0, e.g. 1 - GIoU, read at positive anchors): chain it
+    into the box regression. The official head trains on cls + lambda_SB * loc, lambda_SB updated
+    every epoch to (mean cls + mean loc) / mean loc."""
+    import math
+
+    import torch
+
+    _core.check_nonfinite(nonfinite)
+    x, cd = _core.logits_of(logits)
+    n, c = x.shape
+    y = _core.labels_of(labels, n)
+    _core._check_tensor(loc_error, "loc_error")
+    le = _core.float_of(loc_error, cd, "loc_error", dims=(1,))
+    ids = None
+    if groups is not None:
+        _core._check_tensor(groups, "groups")
+        ids = groups.detach().to(torch.int64)
+    fn = getattr(_core._fgbg, "alrp_loss_f64" if cd == torch.float64 else "alrp_loss_f32")
+
+    def run():
+        grad = torch.empty((n, c), dtype=cd)
+        gl = torch.empty((n,), dtype=cd)
+        try:
+            vc, vl = fn(_core.view(x), _core.vector_view(y), _core.vector_view(le), _core.view(grad),
+                        _core.view(gl), None if ids is None else _core.vector_view(ids),
+                        float(delta), float(eps))
+        except _core.NonFiniteError:
+            if nonfinite == "raise":
+                raise
+            grad.fill_(math.nan)
+            gl.fill_(math.nan)
+            vc = vl = math.nan
+        return (torch.tensor(vc, dtype=cd).to(logits.dtype),
+                torch.tensor(vl, dtype=cd).to(loc_error.dtype),
+                grad.to(logits.dtype), gl.to(loc_error.dtype))
+
+    return _ALRP.apply(logits, loc_error, run)

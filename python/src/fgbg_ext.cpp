@@ -29,6 +29,7 @@
 #include <fgbg/core/core.hpp>
 #include <fgbg/hard_sampling/ohem_sampler.hpp>
 #include <fgbg/hard_sampling/random_sampler.hpp>
+#include <fgbg/ranking/alrp_loss.hpp>
 #include <fgbg/ranking/ap_loss.hpp>
 #include <fgbg/ranking/dr_loss.hpp>
 #include <fgbg/ranking/rank_sort_loss.hpp>
@@ -293,6 +294,28 @@ std::tuple<double, double> rank_sort_loss(const View& x, const View& labels, con
                                   return loss.value_and_grad(xx, yy, q, gg, g...);
                                 });
   return {static_cast<double>(v.rank), static_cast<double>(v.sort)};
+}
+
+/// aLRP loss: (cls, loc); `grad` receives the classification update, `grad_loc` ∂loc/∂ℓ.
+template <typename S>
+std::tuple<double, double> alrp_loss(const View& x, const View& labels, const View& loc_error,
+                                     const View& grad, const View& grad_loc,
+                                     const std::optional<View>& ids, double delta, double eps) {
+  fgbg::ALRPLossConfig cfg;
+  cfg.delta = delta;
+  cfg.eps = eps;
+  const fgbg::ALRPLoss<S> loss(cfg);
+  const InVec<S> l = in_vec<S>(loc_error);
+  const auto& [gp, gr, gc, grs, gcs] = grad_loc;
+  (void)gc;
+  (void)grs;
+  (void)gcs;
+  OutVec<S> gl(reinterpret_cast<S*>(gp), gr);
+  const auto v = run_ranking<S>(x, labels, grad, ids,
+                                [&](const auto& xx, const auto& yy, auto& gg, auto... g) {
+                                  return loss.value_and_grad(xx, yy, l, gg, gl, g...);
+                                });
+  return {static_cast<double>(v.cls), static_cast<double>(v.loc)};
 }
 
 /// DR loss: the value and its true gradient.
@@ -567,6 +590,7 @@ PYBIND11_MODULE(_fgbg, m) {
   def2(m, "ap_loss", &ap_loss<float>, &ap_loss<double>);
   def2(m, "rank_sort_loss", &rank_sort_loss<float>, &rank_sort_loss<double>);
   def2(m, "dr_loss", &dr_loss<float>, &dr_loss<double>);
+  def2(m, "alrp_loss", &alrp_loss<float>, &alrp_loss<double>);
   def2(m, "max_iou_assign", &max_iou_assign<float>, &max_iou_assign<double>);
   m.def("random_sample", &random_sample);
   m.def("ohem_sample", &ohem_sample);

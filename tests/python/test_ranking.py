@@ -180,3 +180,31 @@ def test_rs_update_is_not_scaled_by_sort():
     b = x.clone().requires_grad_()
     fgbg.rank_sort_loss(b, y, q)[0].backward()
     torch.testing.assert_close(a.grad, 2.0 * b.grad)
+
+
+def test_reference_vectors_alrp():
+    for case in _load("alrp_loss.json"):
+        x, y = _inputs(case)
+        le = torch.tensor(case["loc_error"], dtype=torch.float64).reshape(-1).requires_grad_()
+        cls, loc = fgbg.alrp_loss(x, y, le, **case["params"])
+        (cls + loc).backward()
+        _close(cls, case["expected"]["loss"])
+        _close(loc, case["expected"]["loc_loss"])
+        _close(x.grad, case["expected"]["grad"])
+        _close(le.grad, case["expected"]["grad_loc_error"])
+
+
+def test_alrp_gradients_flow_to_both_inputs():
+    x, y, q = make_batch(40, 3, seed=13, p_pos=0.3)
+    a = x.clone().requires_grad_()
+    iou = q.clone().requires_grad_()
+    cls, loc = fgbg.alrp_loss(a, y, 1 - iou)
+    (cls + 2.0 * loc).backward()
+    b = x.clone().requires_grad_()
+    le = (1 - q).clone().requires_grad_()
+    c2, l2 = fgbg.alrp_loss(b, y, le)
+    c2.backward(retain_graph=True)
+    torch.testing.assert_close(a.grad, b.grad)
+    l2.backward()
+    torch.testing.assert_close(iou.grad, -2.0 * le.grad)
+    assert float(le.grad[y <= 0].abs().sum()) == 0.0
