@@ -71,8 +71,8 @@ def labels_of(labels, n, name="labels"):
         raise ValueError(f"fgbg: {name} has {labels.shape[0]} entries, the logits {n} rows")
     labels = labels.detach()
     if labels.dtype == torch.int64 and labels.numel() > 0:
-        lo, hi = int(labels.min()), int(labels.max())
-        for v in (lo, hi):
+        lo, hi = torch.aminmax(labels)
+        for v in (int(lo), int(hi)):
             if v < _INT32_MIN or v > _INT32_MAX:
                 raise ValueError(
                     f"fgbg: {name} holds {v}; a label must be -1 (ignore), 0 (background) or a "
