@@ -9,10 +9,10 @@ inputs and targets have the same shape (any number of dimensions; the last is th
 alpha < 0 disables the alpha weighting, as in torchvision. The gradient with respect to targets is
 not computed (None): targets are labels, not parameters.
 
-Targets of 0s and 1s with at most one 1 per row (one-hot or background rows: what RetinaNet
-passes) run as fgbg's SigmoidFocalLoss on the equivalent labels. Other float targets (soft or
-multi-hot) need fgbg::DenseTargetFocalLoss in the C++ library; when the extension was built
-without it they raise NotImplementedError.
+With fgbg::DenseTargetFocalLoss in the C++ library, every target in [0, 1] runs in one fused
+pass. An extension built without it turns targets of 0s and 1s with at most one 1 per row
+(one-hot or background rows: what RetinaNet passes) into labels for SigmoidFocalLoss, after
+checking them (a few passes over the targets), and raises NotImplementedError for other targets.
 """
 import torch
 
@@ -59,16 +59,18 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none"):
     shape = inputs.shape
     x = _as_2d(inputs)
     t = _as_2d(targets)
-    labels = _one_hot_labels(t)
-    if labels is not None:
-        out = _core.dense_call("sigmoid_focal", x, labels, weight=None, reduction=reduction,
-                               avg_factor=None, extra=(float(alpha), float(gamma)))
-    elif getattr(_fgbg, "has_dense_target_focal", False):
+    if getattr(_fgbg, "has_dense_target_focal", False):
+        # One fused pass that reads the targets (0/1 targets give SigmoidFocalLoss's bits).
         n = x.shape[0]
         out = _core.dense_call("dense_target_focal", x, torch.zeros(n, dtype=torch.int32),
                                weight=None, reduction=reduction, avg_factor=None,
                                inputs=(("targets", t),), input_dims=2,
                                extra=(float(alpha), float(gamma)))
+        return out.reshape(shape) if reduction == "none" else out
+    labels = _one_hot_labels(t)
+    if labels is not None:
+        out = _core.dense_call("sigmoid_focal", x, labels, weight=None, reduction=reduction,
+                               avg_factor=None, extra=(float(alpha), float(gamma)))
     else:
         raise NotImplementedError(
             "fgbg.torchvision.sigmoid_focal_loss: soft or multi-hot targets need "
