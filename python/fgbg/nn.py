@@ -24,7 +24,7 @@ import torch
 from . import _core, functional as F
 
 __all__ = ["FocalLoss", "CrossEntropyLoss", "QualityFocalLoss", "VarifocalLoss",
-           "SoftTargetCrossEntropyLoss", "GHMC", "EqualizedFocalLoss"]
+           "SoftTargetCrossEntropyLoss", "GHMC", "EqualizedFocalLoss", "ALRPLoss"]
 
 _FLT_EPSILON = float(torch.finfo(torch.float32).eps)
 
@@ -357,3 +357,58 @@ class EqualizedFocalLoss(_Loss):
     def extra_repr(self):
         return (f"num_classes={self.num_classes}, {self.cfg}, reduction={self.reduction!r}, "
                 f"loss_weight={self.loss_weight}")
+
+
+class ALRPLoss(_Loss):
+    """aLRP loss with its self-balance weight (kemaloksuz/aLRPLoss's head):
+    forward(pred, target, loc_error, groups=None) returns cls + lambda_SB * loc (see
+    fgbg.alrp_loss). lambda_SB starts at initial_weight; every training iteration with positives
+    records (cls, loc), and after `period` of them lambda_SB becomes
+    (mean cls + mean loc) / mean loc (kept when mean loc is 0), as fgbg::ALRPSelfBalance does.
+    The weight and the record live in registered buffers (state_dict round-trips them)."""
+    _reductions = ("mean",)
+
+    def __init__(self, delta=1.0, eps=1e-5, period=3665, initial_weight=50.0, mmdet_labels=False,
+                 nonfinite="raise"):
+        super().__init__("mean", 1.0, mmdet_labels, nonfinite)
+        if not (float(initial_weight) > 0 and float(initial_weight) < float("inf")):
+            raise ValueError(f"fgbg: ALRPLoss: initial_weight must be finite and > 0, got "
+                             f"{initial_weight}")
+        if int(period) < 1:
+            raise ValueError(f"fgbg: ALRPLoss: period must be >= 1, got {period}")
+        self.delta, self.eps = float(delta), float(eps)
+        self.period, self.initial_weight = int(period), float(initial_weight)
+        self.register_buffer("sb_weight", torch.tensor(self.initial_weight, dtype=torch.float64))
+        self.register_buffer("sb_count", torch.tensor(0, dtype=torch.int64))
+        self.register_buffer("sb_sums", torch.zeros(2, dtype=torch.float64))  # sum cls, sum loc
+
+    @property
+    def weight(self):
+        """The current self-balance weight lambda_SB."""
+        return float(self.sb_weight)
+
+    def forward(self, pred, target, loc_error, groups=None):
+        labels = self._labels(target, pred.shape[1])
+        cls, loc = F.alrp_loss(pred, labels, loc_error, delta=self.delta, eps=self.eps,
+                               groups=groups, nonfinite=self.nonfinite)
+        has_pos = bool((torch.as_tensor(labels) > 0).any())
+        if self.training and has_pos and bool(torch.isfinite(cls)) and bool(torch.isfinite(loc)):
+            with torch.no_grad():
+                self.sb_sums += torch.tensor([float(cls), float(loc)], dtype=torch.float64)
+                self.sb_count += 1
+                if int(self.sb_count) == self.period:
+                    mean_cls, mean_loc = (self.sb_sums / self.period).tolist()
+                    if mean_loc > 0:
+                        self.sb_weight.fill_((mean_loc + mean_cls) / mean_loc)
+                    self.sb_sums.zero_()
+                    self.sb_count.zero_()
+        return cls + float(self.sb_weight) * loc
+
+    def reset_state(self):
+        with torch.no_grad():
+            self.sb_weight.fill_(self.initial_weight)
+            self.sb_count.zero_()
+            self.sb_sums.zero_()
+
+    def extra_repr(self):
+        return f"delta={self.delta}, period={self.period}, weight={self.weight}"

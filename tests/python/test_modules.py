@@ -209,3 +209,35 @@ def test_stateful_extras_loss_weight_none_and_propagate():
     before = p.state.clone()
     assert torch.isnan(p(bad, y))
     assert torch.equal(p.state, before)
+
+
+def test_alrp_module_self_balance_and_state_dict():
+    m = fgbg.nn.ALRPLoss(period=3, initial_weight=50.0)
+    expected, record = 50.0, []
+    for s in range(8):
+        x, y, q = make_batch(40, 3, seed=30 + s, p_pos=0.3)
+        if s == 4:
+            y = torch.where(y > 0, torch.zeros_like(y), y)  # no positives: not recorded
+        a = x.clone().requires_grad_()
+        le = (1 - q).clone().requires_grad_()
+        total = m(a, y, le)
+        cls, loc = fgbg.alrp_loss(x, y, 1 - q)
+        if s != 4:  # the self-balance rule, written out
+            record.append((float(cls), float(loc)))
+            if len(record) == 3:
+                mc = sum(c for c, _ in record) / 3
+                ml = sum(v for _, v in record) / 3
+                expected = (mc + ml) / ml if ml > 0 else expected
+                record = []
+        assert m.weight == pytest.approx(expected, rel=1e-12)
+        # this iteration's update applies to this iteration
+        torch.testing.assert_close(total, cls + expected * loc)
+        total.backward()
+        assert a.grad is not None and le.grad is not None
+    assert m.weight != 50.0
+    m.eval()
+    m(x, y, 1 - q)
+    assert int(m.sb_count) == len(record)  # eval records nothing
+    m2 = fgbg.nn.ALRPLoss(period=3)
+    m2.load_state_dict(m.state_dict())
+    assert m2.weight == m.weight and int(m2.sb_count) == int(m.sb_count)
