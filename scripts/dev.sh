@@ -5,7 +5,7 @@
 #   scripts/dev.sh format [--fix]  check (or with --fix rewrite) every tracked *.cpp/*.hpp with
 #                              clang-format-14 and the repository's .clang-format
 #   scripts/dev.sh test        build and run every test with ctest (unit tests, consumer projects,
-#                              the MPI tests under mpiexec;
+#                              the MPI tests under mpiexec, the Python package's pytest suite;
 #                              FGBG_FUZZ_REPLAYS=OFF leaves out the corpus replays, as CI does)
 #   scripts/dev.sh sanitize    the unit tests again, built with clang++-14 and
 #                              -fsanitize=address,undefined (so CI also builds with Clang)
@@ -57,8 +57,15 @@ case "$cmd" in
     # libopenmpi-dev and openmpi-bin: the MPI component's tests (tests/mpi, mpiexec with 2 and 3
     # ranks) and example run here too; ON, so that an MPI that is not found fails instead of
     # skipping them.
-    ensure_packages "${base_packages[@]}" catch2 nlohmann-json3-dev pkgconf libopenmpi-dev openmpi-bin
+    # The Python package (python/) is built against Debian's torch for /usr/bin/python3 and its
+    # pytest suite (tests/python) runs as one ctest, and examples/libtorch is built with
+    # libtorch-dev and run (example_libtorch): both ON, so that a missing package fails instead of
+    # skipping them.
+    ensure_packages "${base_packages[@]}" catch2 nlohmann-json3-dev pkgconf libopenmpi-dev openmpi-bin \
+      python3-torch python3-torchvision python3-numpy python3-pytest python3-setuptools python3-dev \
+      pybind11-dev libtorch-dev
     cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Release -DFGBG_BUILD_TESTS=ON -DFGBG_WITH_MPI=ON \
+      -DFGBG_WITH_PYTHON=ON -DFGBG_PYTHON_EXECUTABLE=/usr/bin/python3 -DFGBG_WITH_LIBTORCH=ON \
       -DFGBG_BUILD_BENCHMARKS=OFF -DFGBG_BUILD_EXAMPLES=ON \
       -DFGBG_BUILD_FUZZ_REPLAYS="${FGBG_FUZZ_REPLAYS:-ON}" >/dev/null
     cmake --build build/test -j "$jobs"

@@ -1,0 +1,425 @@
+"""fgbg's losses as differentiable functions of torch tensors (CPU).
+
+Every function takes logits (N x C for sigmoid heads, N x (C+1) with column 0 the background for
+softmax heads) and labels (N integers: -1 ignore, 0 background, k in 1..C class k, i.e. sigmoid
+column k-1 and softmax column k), runs fgbg's fused value_and_grad once in forward and scales the
+stored gradient by grad_output in backward. See docs/python.md.
+
+reduction (and avg_factor) choose fgbg's Normalizer A in L = sum_i w_i l_i / A:
+
+* 'mean': A = max(1, number of non-ignored elements); an element is an (anchor, class) pair for
+  sigmoid heads and an anchor for softmax heads; weights do not change the count. Labels -1 are
+  not counted (pass weight 0 instead of -1 to count them, as torch's mean does).
+* 'mean' with avg_factor=A: A exactly (mmdetection adds FLT_EPSILON: the modules in fgbg.nn do).
+* 'sum': A = 1.
+* 'num_positives': A = max(1, number of anchors with a class label) (RetinaNet).
+* 'target_sum': A = max(1, sum of the positives' soft targets) (QFL, VFL, soft-target BCE only;
+  ultralytics).
+* 'none': the weighted, unnormalised loss of every element (sigmoid heads, N x C) or anchor
+  (softmax heads, N), 0 where ignored; avg_factor is ignored (as in mmdetection).
+
+nonfinite='raise' (default) raises fgbg.NonFiniteError (a ValueError) naming the first NaN or
+inf input; 'propagate' returns a NaN loss and a NaN gradient instead, so that AMP's GradScaler
+skips the step.
+"""
+from . import _core
+from ._core import dense_call
+
+__all__ = [
+    "sigmoid_focal_loss", "sigmoid_cross_entropy", "binary_cross_entropy",
+    "softmax_cross_entropy", "cross_entropy", "softmax_focal_loss", "quality_focal_loss",
+    "varifocal_loss", "soft_target_cross_entropy", "ghmc_loss", "ghmc_state",
+    "equalized_focal_loss", "efl_state", "ap_loss", "rank_sort_loss", "dr_loss", "alrp_loss",
+]
+
+
+def sigmoid_focal_loss(logits, labels, *, alpha=0.25, gamma=2.0, weight=None, reduction="mean",
+                       avg_factor=None, nonfinite="raise"):
+    """Sigmoid focal loss (RetinaNet; torchvision's formula): per element
+    -alpha_t (1 - p_t)^gamma log p_t with one-hot targets from the labels. alpha < 0 disables the
+    alpha weighting. weight: None, N (per anchor) or N x C (per element)."""
+    return dense_call("sigmoid_focal", logits, labels, weight=weight, reduction=reduction,
+                      avg_factor=avg_factor, extra=(float(alpha), float(gamma)),
+                      nonfinite=nonfinite)
+
+
+def sigmoid_cross_entropy(logits, labels, *, weight=None, reduction="mean", avg_factor=None,
+                          nonfinite="raise"):
+    """Binary cross-entropy with logits against the one-hot targets of the labels
+    (torch.nn.functional.binary_cross_entropy_with_logits, ignored rows masked)."""
+    return dense_call("sigmoid_ce", logits, labels, weight=weight, reduction=reduction,
+                      avg_factor=avg_factor, nonfinite=nonfinite)
+
+
+binary_cross_entropy = sigmoid_cross_entropy
+
+
+def softmax_cross_entropy(logits, labels, *, weight=None, reduction="mean", avg_factor=None,
+                          nonfinite="raise"):
+    """Softmax cross-entropy over N x (C+1) logits, column 0 the background
+    (torch.nn.functional.cross_entropy with ignore_index=-1). weight: None or N (per anchor)."""
+    return dense_call("softmax_ce", logits, labels, weight=weight, reduction=reduction,
+                      avg_factor=avg_factor, per_anchor=True, nonfinite=nonfinite)
+
+
+cross_entropy = softmax_cross_entropy
+
+
+def softmax_focal_loss(logits, labels, *, alpha=0.25, gamma=2.0, weight=None, reduction="mean",
+                       avg_factor=None, nonfinite="raise"):
+    """Softmax focal loss over N x (C+1) logits, Detectron's alpha: alpha for a foreground label,
+    1 - alpha for background (alpha < 0: 1 for both). Per anchor -alpha_y (1-p_y)^gamma log p_y."""
+    return dense_call("softmax_focal", logits, labels, weight=weight, reduction=reduction,
+                      avg_factor=avg_factor, extra=(float(alpha), float(gamma)), per_anchor=True,
+                      nonfinite=nonfinite)
+
+
+def quality_focal_loss(logits, labels, quality, *, beta=2.0, weight=None, reduction="mean",
+                       avg_factor=None, nonfinite="raise"):
+    """Quality focal loss (GFL; mmdetection's): |t - sigma(x)|^beta BCE(x, t) per element, with t
+    the anchor's quality (IoU, N values in [0, 1], read on positive rows only) at its label column
+    and 0 elsewhere. beta >= 1."""
+    return dense_call("quality_focal", logits, labels, weight=weight, reduction=reduction,
+                      avg_factor=avg_factor, inputs=(("quality", quality),),
+                      extra=(float(beta),), nonfinite=nonfinite)
+
+
+def varifocal_loss(logits, labels, quality, *, alpha=0.75, gamma=2.0, iou_weighted=True,
+                   min_quality=1e-6, weight=None, reduction="mean", avg_factor=None,
+                   nonfinite="raise"):
+    """Varifocal loss (VarifocalNet; mmdetection's): q BCE(x, q) at the label column of a positive
+    (q its quality, clamped to >= min_quality; BCE alone with iou_weighted=False),
+    alpha sigma^gamma softplus(x) on every other element."""
+    return dense_call("varifocal", logits, labels, weight=weight, reduction=reduction,
+                      avg_factor=avg_factor, inputs=(("quality", quality),),
+                      extra=(float(alpha), float(gamma), bool(iou_weighted), float(min_quality)),
+                      nonfinite=nonfinite)
+
+
+def soft_target_cross_entropy(logits, labels, targets, *, weight=None, reduction="target_sum",
+                              avg_factor=None, nonfinite="raise"):
+    """BCE with logits against a soft target t (N values in [0, 1], read on positive rows) at the
+    label column of each positive anchor, 0 elsewhere: ultralytics YOLOv8/11's classification
+    loss. Default reduction 'target_sum': sum / max(1, sum of the positives' targets)."""
+    return dense_call("soft_target_ce", logits, labels, weight=weight, reduction=reduction,
+                      avg_factor=avg_factor, inputs=(("targets", targets),), nonfinite=nonfinite)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stateful losses: the state is a uint8 tensor holding fgbg's checksummed state blob, updated in
+# place by every call that computes a gradient.
+
+def ghmc_state(bins=10):
+    """A fresh GHM-C state (moving bin populations) for `bins` bins, as a uint8 tensor."""
+    import torch
+
+    return torch.frombuffer(bytearray(_core._fgbg.ghmc_new_state(int(bins))), dtype=torch.uint8)
+
+
+def efl_state(num_classes):
+    """A fresh EFL state (per-class gradient statistics) for C foreground classes."""
+    import torch
+
+    return torch.frombuffer(bytearray(_core._fgbg.efl_new_state(int(num_classes))),
+                            dtype=torch.uint8)
+
+
+def _blob(state):
+    import torch
+
+    if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8 or state.dim() != 1:
+        raise TypeError("fgbg: state must be a 1-D uint8 tensor from fgbg.ghmc_state / "
+                        "fgbg.efl_state (or a module's state buffer)")
+    return state.detach().cpu().contiguous().numpy().tobytes()
+
+
+def _store(state, blob, update):
+    import torch
+
+    if update and blob:
+        new = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+        if new.numel() != state.numel():
+            raise ValueError("fgbg: the state changed size")
+        with torch.no_grad():
+            state.copy_(new)
+
+
+def ghmc_loss(logits, labels, *, bins=10, momentum=0.0, paper_division=False, weight=None,
+              state=None, update_state=True, reduced_statistics=None, nonfinite="raise",
+              _scale=1.0):
+    """GHM-C (mmdetection's GHMC): BCE weighted by tot / (density of the gradient norm's bin),
+    divided by the number of non-empty bins (bins with paper_division=True) and by tot, the number
+    of valid elements. GHM-C has its own normaliser: there is no reduction. weight acts as a
+    validity mask (> 0), as mmdetection's label_weight does. momentum > 0 needs `state`
+    (fgbg.ghmc_state(bins)), updated in place unless update_state=False.
+
+    reduced_statistics: the SUM over data-parallel workers of ghmc_statistics(...) (a float64
+    tensor): the bin factors then come from the whole batch."""
+    import math
+
+    import torch
+
+    _core.check_nonfinite(nonfinite)
+    x_in = logits
+    x, cd = _core.logits_of(logits)
+    n, c = x.shape
+    y = _core.labels_of(labels, n)
+    w = None if weight is None else _core.float_of(weight, cd, "weight")
+    blob = b"" if state is None else _blob(state)
+    reduced = [] if reduced_statistics is None else \
+        reduced_statistics.detach().to(torch.float64).cpu().tolist()
+    fn = getattr(_core._fgbg, "ghmc_f64" if cd == torch.float64 else "ghmc_f32")
+
+    def run(_):
+        grad = torch.empty((n, c), dtype=cd)
+        try:
+            v, new_blob = fn(_core.view(x), _core.vector_view(y), _core.view(grad),
+                             None if w is None else _core.view(w), blob, int(bins),
+                             float(momentum), bool(paper_division), reduced)
+            if state is not None:
+                _store(state, new_blob, update_state)
+        except _core.NonFiniteError:
+            if nonfinite == "raise":
+                raise
+            grad.fill_(math.nan)
+            v = math.nan
+        return torch.tensor(v, dtype=cd).to(x_in.dtype), grad.to(x_in.dtype)
+
+    return _core.FusedLoss.apply(x_in, run, float(_scale))
+
+
+def ghmc_statistics(logits, labels, *, bins=10, momentum=0.0, paper_division=False, weight=None):
+    """This worker's GHM-C histogram as a float64 tensor, to be summed over workers
+    (torch.distributed.all_reduce) and passed as ghmc_loss(reduced_statistics=...)."""
+    import torch
+
+    x, cd = _core.logits_of(logits)
+    y = _core.labels_of(labels, x.shape[0])
+    w = None if weight is None else _core.float_of(weight, cd, "weight")
+    fn = getattr(_core._fgbg,
+                 "ghmc_statistics_f64" if cd == torch.float64 else "ghmc_statistics_f32")
+    return torch.tensor(fn(_core.view(x), _core.vector_view(y), None if w is None else
+                           _core.view(w), int(bins), float(momentum), bool(paper_division)),
+                        dtype=torch.float64)
+
+
+def equalized_focal_loss(logits, labels, state, *, alpha=0.25, gamma_b=2.0, scale=8.0, decay=1.0,
+                         weight=None, reduction="mean", avg_factor=None, update_state=True,
+                         reduce_statistics=False, nonfinite="raise", _scale=1.0):
+    """Equalized focal loss (EFL, United-Perception's): the sigmoid focal loss with a per-class
+    gamma_j = gamma_b + scale (1 - g_j), times gamma_j / gamma_b, where g_j is the class's
+    accumulated positive / negative gradient ratio kept in `state` (fgbg.efl_state(C)). The call
+    adds its gradient statistics to the state (in place) unless update_state=False.
+
+    reduce_statistics=True returns (loss, statistics): the state is then not updated; sum the
+    float64 statistics over workers and call efl_commit(state, reduced, ...) on every rank."""
+    import math
+
+    import torch
+
+    _core.check_nonfinite(nonfinite)
+    x_in = logits
+    x, cd = _core.logits_of(logits)
+    n, c = x.shape
+    y = _core.labels_of(labels, n)
+    w = None if weight is None else _core.float_of(weight, cd, "weight")
+    blob = _blob(state)
+    kind, factor, per_elem = _core.normalizer_of(reduction, avg_factor)
+    fn = getattr(_core._fgbg,
+                 "equalized_focal_f64" if cd == torch.float64 else "equalized_focal_f32")
+    stats = []
+
+    def run(_):
+        grad = torch.empty((n, c), dtype=cd)
+        losses = torch.empty((n, c), dtype=cd) if per_elem else None
+        args = _core._fgbg.DenseArgs(_core.view(x), _core.vector_view(y), _core.view(grad),
+                                     None if w is None else _core.view(w), kind, factor,
+                                     1 if per_elem else 0,
+                                     None if losses is None else _core.view(losses))
+        try:
+            v, new_blob, buf = fn(args, blob, float(alpha), float(gamma_b), float(scale),
+                                  float(decay), bool(reduce_statistics))
+            if reduce_statistics:
+                stats.append(torch.tensor(buf, dtype=torch.float64))
+            else:
+                _store(state, new_blob, update_state)
+        except _core.NonFiniteError:
+            if nonfinite == "raise":
+                raise
+            grad.fill_(math.nan)
+            if losses is not None:
+                losses.fill_(math.nan)
+            v = math.nan
+            stats.append(None)
+        out = losses if per_elem else torch.tensor(v, dtype=cd)
+        return out.to(x_in.dtype), grad.to(x_in.dtype)
+
+    loss = _core.FusedLoss.apply(x_in, run, float(_scale))
+    if reduce_statistics:
+        return loss, stats[0]
+    return loss
+
+
+def efl_commit(state, reduced, *, alpha=0.25, gamma_b=2.0, scale=8.0, decay=1.0):
+    """Commits the all-reduced EFL statistics of equalized_focal_loss(reduce_statistics=True)
+    into `state` (in place); every rank does it with the same reduced tensor."""
+    import torch
+
+    blob = _core._fgbg.efl_commit(_blob(state), reduced.detach().to(torch.float64).cpu().tolist(),
+                                  float(alpha), float(gamma_b), float(scale), float(decay))
+    _store(state, blob, True)
+    return state
+
+
+def ghmc_inspect(state):
+    """The GHM-C state's fields: dict(moving, counts, nonempty, tot)."""
+    m, cnt, ne, tot = _core._fgbg.ghmc_inspect(_blob(state))
+    return {"moving": m, "counts": cnt, "nonempty": ne, "tot": tot}
+
+
+def efl_inspect(state):
+    """The EFL state's fields: dict(pos_grad, neg_grad, ratio, updates)."""
+    p, q, r, u = _core._fgbg.efl_inspect(_blob(state))
+    return {"pos_grad": p, "neg_grad": q, "ratio": r, "updates": u}
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranking losses: one ranking over every (anchor, class) entry of the call (or one per group of
+# consecutive anchors with `groups`, N non-decreasing integers, e.g. the image index).
+
+def _ranking_call(fn_name, logits, labels, groups, extra, quality=None, nonfinite="raise"):
+    import math
+
+    import torch
+
+    _core.check_nonfinite(nonfinite)
+    x_in = logits
+    x, cd = _core.logits_of(logits)
+    n, c = x.shape
+    y = _core.labels_of(labels, n)
+    ids = None
+    if groups is not None:
+        _core._check_tensor(groups, "groups")
+        if groups.is_floating_point() or groups.dim() != 1:
+            raise TypeError("fgbg: groups must be a 1-D integer tensor (one group id per anchor)")
+        ids = groups.detach().to(torch.int64)
+    q = None if quality is None else _core.float_of(quality, cd, "iou", dims=(1,))
+    fn = getattr(_core._fgbg, fn_name + ("_f64" if cd == torch.float64 else "_f32"))
+    extra_out = []
+
+    def run(_):
+        grad = torch.empty((n, c), dtype=cd)
+        gids = None if ids is None else _core.vector_view(ids)
+        try:
+            if q is None:
+                v = fn(_core.view(x), _core.vector_view(y), _core.view(grad), gids, *extra)
+            else:
+                v = fn(_core.view(x), _core.vector_view(y), _core.vector_view(q), _core.view(grad),
+                       gids, *extra)
+        except _core.NonFiniteError:
+            if nonfinite == "raise":
+                raise
+            grad.fill_(math.nan)
+            v = (math.nan, math.nan) if q is not None else math.nan
+        if isinstance(v, tuple):
+            extra_out.append(v[1])
+            v = v[0]
+        return torch.tensor(v, dtype=cd).to(x_in.dtype), grad.to(x_in.dtype)
+
+    loss = _core.FusedLoss.apply(x_in, run, 1.0)
+    return loss, extra_out
+
+
+def ap_loss(logits, labels, *, delta=1.0, interpolate=True, groups=None, nonfinite="raise"):
+    """AP loss (Chen et al.; the released code): 1 - mean interpolated precision over the
+    positive entries of one ranking of all (anchor, class) entries. Its backward feeds the
+    paper's error-driven update (not a derivative of the value), scaled by grad_output, as the
+    official code does. Normalised by the number of positives (built in)."""
+    loss, _ = _ranking_call("ap_loss", logits, labels, groups, (float(delta), bool(interpolate)),
+                            nonfinite=nonfinite)
+    return loss
+
+
+def rank_sort_loss(logits, labels, iou, *, delta=0.5, eps=1e-10, groups=None,
+                   nonfinite="raise"):
+    """Rank & Sort loss (Oksuz et al.; kemaloksuz/RankSortLoss): returns (loss_rank, loss_sort).
+    iou: N values in [0, 1] (read at foreground anchors; IoU 0 makes the anchor a negative).
+    loss_rank carries the single error-driven update of both errors; loss_sort is a constant
+    (its gradient is ignored, as in the official backward), so backward of loss_rank + loss_sort
+    is the official one."""
+    import torch
+
+    loss, extra = _ranking_call("rank_sort_loss", logits, labels, groups,
+                                (float(delta), float(eps)), quality=iou, nonfinite=nonfinite)
+    return loss, torch.tensor(extra[0], dtype=loss.dtype)
+
+
+def dr_loss(logits, labels, *, pos_lambda=1.0, neg_lambda=0.07982356001479281,
+            L=6.0, tau=4.0, margin=0.5, groups=None, nonfinite="raise"):
+    """DR loss (Qian et al.; idstcv/DR_loss SigmoidDRLoss) and its true gradient. With groups,
+    the sum of the per-group losses (the paper's per-image ranking). No normaliser;
+    neg_lambda defaults to 0.1 / ln 3.5."""
+    loss, _ = _ranking_call("dr_loss", logits, labels, groups,
+                            (float(pos_lambda), float(neg_lambda), float(L), float(tau),
+                             float(margin)), nonfinite=nonfinite)
+    return loss
+
+
+class _ALRP(__import__("torch").autograd.Function):
+    """aLRP: outputs (cls, loc); backward: the classification update times grad_cls for the
+    logits, d loc / d loc_error times grad_loc for the localisation errors."""
+
+    @staticmethod
+    def forward(ctx, logits, loc_error, run):
+        cls, loc, g, gl = run()
+        ctx.g, ctx.gl = g, gl
+        return cls, loc
+
+    @staticmethod
+    @__import__("torch").autograd.function.once_differentiable
+    def backward(ctx, g_cls, g_loc):
+        return ctx.g * g_cls.to(ctx.g.dtype), ctx.gl * g_loc.to(ctx.gl.dtype), None
+
+
+def alrp_loss(logits, labels, loc_error, *, delta=1.0, eps=1e-5, groups=None,
+              nonfinite="raise"):
+    """aLRP loss (Oksuz et al.; kemaloksuz/aLRPLoss): returns (cls, loc). cls = 1 - mean R+/R over
+    the positives; its backward feeds the paper's error-driven update to the logits. loc is the
+    localisation component (before the self-balance weight lambda_SB) with its true gradient
+    with respect to loc_error (N values >= 0, e.g. 1 - GIoU, read at positive anchors): chain it
+    into the box regression. The official head trains on cls + lambda_SB * loc, lambda_SB updated
+    every epoch to (mean cls + mean loc) / mean loc."""
+    import math
+
+    import torch
+
+    _core.check_nonfinite(nonfinite)
+    x, cd = _core.logits_of(logits)
+    n, c = x.shape
+    y = _core.labels_of(labels, n)
+    _core._check_tensor(loc_error, "loc_error")
+    le = _core.float_of(loc_error, cd, "loc_error", dims=(1,))
+    ids = None
+    if groups is not None:
+        _core._check_tensor(groups, "groups")
+        ids = groups.detach().to(torch.int64)
+    fn = getattr(_core._fgbg, "alrp_loss_f64" if cd == torch.float64 else "alrp_loss_f32")
+
+    def run():
+        grad = torch.empty((n, c), dtype=cd)
+        gl = torch.empty((n,), dtype=cd)
+        try:
+            vc, vl = fn(_core.view(x), _core.vector_view(y), _core.vector_view(le), _core.view(grad),
+                        _core.view(gl), None if ids is None else _core.vector_view(ids),
+                        float(delta), float(eps))
+        except _core.NonFiniteError:
+            if nonfinite == "raise":
+                raise
+            grad.fill_(math.nan)
+            gl.fill_(math.nan)
+            vc = vl = math.nan
+        return (torch.tensor(vc, dtype=cd).to(logits.dtype),
+                torch.tensor(vl, dtype=cd).to(loc_error.dtype),
+                grad.to(logits.dtype), gl.to(loc_error.dtype))
+
+    return _ALRP.apply(logits, loc_error, run)
