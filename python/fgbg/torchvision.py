@@ -9,10 +9,8 @@ inputs and targets have the same shape (any number of dimensions; the last is th
 alpha < 0 disables the alpha weighting, as in torchvision. The gradient with respect to targets is
 not computed (None): targets are labels, not parameters.
 
-With fgbg::DenseTargetFocalLoss in the C++ library, every target in [0, 1] runs in one fused
-pass. An extension built without it turns targets of 0s and 1s with at most one 1 per row
-(one-hot or background rows: what RetinaNet passes) into labels for SigmoidFocalLoss, after
-checking them (a few passes over the targets), and raises NotImplementedError for other targets.
+Every target in [0, 1] (one-hot, soft, multi-hot) runs in one fused pass of
+fgbg::DenseTargetFocalLoss; one-hot targets give SigmoidFocalLoss's bits.
 """
 import torch
 
@@ -30,20 +28,6 @@ def _as_2d(t):
     return t.reshape(-1, t.shape[-1])
 
 
-def _one_hot_labels(targets):
-    """fgbg labels for 0/1 targets with at most one 1 per row, or None for other targets."""
-    t = targets.detach()
-    is_binary = bool(((t == 0) | (t == 1)).all())
-    if not is_binary:
-        return None
-    rows = t.sum(1)
-    if bool((rows > 1).any()):
-        return None
-    lab = t.argmax(1).to(torch.int32) + 1 if t.shape[1] else \
-        torch.zeros(t.shape[0], dtype=torch.int32)
-    return torch.where(rows > 0, lab, torch.zeros_like(lab))
-
-
 def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none"):
     """torchvision.ops.sigmoid_focal_loss on fgbg's fused kernel (CPU); see the module comment."""
     _core._check_tensor(inputs, "inputs")
@@ -59,21 +43,10 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none"):
     shape = inputs.shape
     x = _as_2d(inputs)
     t = _as_2d(targets)
-    if getattr(_fgbg, "has_dense_target_focal", False):
-        # One fused pass that reads the targets (0/1 targets give SigmoidFocalLoss's bits).
-        n = x.shape[0]
-        out = _core.dense_call("dense_target_focal", x, torch.zeros(n, dtype=torch.int32),
-                               weight=None, reduction=reduction, avg_factor=None,
-                               inputs=(("targets", t),), input_dims=2,
-                               extra=(float(alpha), float(gamma)))
-        return out.reshape(shape) if reduction == "none" else out
-    labels = _one_hot_labels(t)
-    if labels is not None:
-        out = _core.dense_call("sigmoid_focal", x, labels, weight=None, reduction=reduction,
-                               avg_factor=None, extra=(float(alpha), float(gamma)))
-    else:
-        raise NotImplementedError(
-            "fgbg.torchvision.sigmoid_focal_loss: soft or multi-hot targets need "
-            "fgbg::DenseTargetFocalLoss, which this build of the extension does not have; "
-            "targets of 0s and 1s with at most one 1 per row work")
+    # One fused pass that reads the targets; the labels mark no row ignored or positive.
+    n = x.shape[0]
+    out = _core.dense_call("dense_target_focal", x, torch.zeros(n, dtype=torch.int32),
+                           weight=None, reduction=reduction, avg_factor=None,
+                           inputs=(("targets", t),), input_dims=2,
+                           extra=(float(alpha), float(gamma)))
     return out.reshape(shape) if reduction == "none" else out

@@ -33,6 +33,7 @@
 #include <fgbg/ranking/ap_loss.hpp>
 #include <fgbg/ranking/dr_loss.hpp>
 #include <fgbg/ranking/rank_sort_loss.hpp>
+#include <fgbg/soft_sampling/dense_target_focal_loss.hpp>
 #include <fgbg/soft_sampling/equalized_focal_loss.hpp>
 #include <fgbg/soft_sampling/ghm_c_loss.hpp>
 #include <fgbg/soft_sampling/quality_focal_loss.hpp>
@@ -42,12 +43,6 @@
 #include <fgbg/soft_sampling/softmax_cross_entropy.hpp>
 #include <fgbg/soft_sampling/softmax_focal_loss.hpp>
 #include <fgbg/soft_sampling/varifocal_loss.hpp>
-#if __has_include(<fgbg/soft_sampling/dense_target_focal_loss.hpp>)
-#include <fgbg/soft_sampling/dense_target_focal_loss.hpp>
-#define FGBG_PY_DENSE_TARGET 1
-#else
-#define FGBG_PY_DENSE_TARGET 0
-#endif
 
 namespace py = pybind11;
 
@@ -231,7 +226,6 @@ double soft_target_ce(const DenseArgs& a, const View& targets) {
       });
 }
 
-#if FGBG_PY_DENSE_TARGET
 template <typename S>
 double dense_target_focal(const DenseArgs& a, const View& targets, double alpha, double gamma) {
   fgbg::DenseTargetFocalLossConfig<S> cfg;
@@ -244,7 +238,6 @@ double dense_target_focal(const DenseArgs& a, const View& targets, double alpha,
         return loss.value_and_grad(x, y, t, g, w, n, sink...);
       });
 }
-#endif
 
 using GroupMap =
     Eigen::Map<const Eigen::Array<std::int64_t, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<>>;
@@ -575,10 +568,7 @@ PYBIND11_MODULE(_fgbg, m) {
   def2(m, "quality_focal", &quality_focal<float>, &quality_focal<double>);
   def2(m, "varifocal", &varifocal<float>, &varifocal<double>);
   def2(m, "soft_target_ce", &soft_target_ce<float>, &soft_target_ce<double>);
-#if FGBG_PY_DENSE_TARGET
   def2(m, "dense_target_focal", &dense_target_focal<float>, &dense_target_focal<double>);
-#endif
-  m.attr("has_dense_target_focal") = bool(FGBG_PY_DENSE_TARGET);
   def2(m, "equalized_focal", &equalized_focal<float>, &equalized_focal<double>);
   m.def("efl_commit", &efl_commit);
   m.def("efl_new_state", &efl_new_state);

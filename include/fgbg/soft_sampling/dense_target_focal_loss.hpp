@@ -114,9 +114,9 @@ template <typename Call>
 LabelStats check_dense_target_call(const char* where, Call& c) {
   using Scalar = typename std::decay_t<decltype(c.x.derived())>::Scalar;
   const auto& targets = std::get<0>(c.in);
-  static_assert(std::is_same<typename std::decay_t<decltype(targets.derived())>::Scalar,
-                             Scalar>::value,
-                "fgbg: the targets must have the loss's scalar type");
+  static_assert(
+      std::is_same<typename std::decay_t<decltype(targets.derived())>::Scalar, Scalar>::value,
+      "fgbg: the targets must have the loss's scalar type");
   LabelStats s = check_sigmoid_call(where, c.x, c.labels, c.option, *c.normalizer,
                                     std::get<0>(c.out), c.losses, /*soft_targets=*/true);
   check_shape(where, "targets", targets.rows(), targets.cols(), c.x.rows(), c.x.cols());
@@ -132,8 +132,7 @@ template <typename Loss, typename Call>
 double run_dense_targets(const Loss& loss, Call& c) {
   const LabelStats s = check_dense_target_call(Loss::kName, c);
   return sigmoid_dense_targets(loss, c.x, c.labels, std::get<0>(c.in), c.option,
-                               c.normalizer->resolve(s, c.x.cols()), std::get<0>(c.out),
-                               c.losses);
+                               c.normalizer->resolve(s, c.x.cols()), std::get<0>(c.out), c.losses);
 }
 
 }  // namespace detail
@@ -247,7 +246,8 @@ class DenseTargetCrossEntropyLoss
   /// Any target t ∈ (0, 1], one element: SigmoidCrossEntropyLoss's for t = 1, else
   /// SoftTargetCrossEntropyLoss's (σ(x) − t without cancellation).
   void element(Scalar x, Scalar t, Index row, Index col, Scalar& loss, Scalar& grad) const {
-    if (t == Scalar(1)) return SigmoidCrossEntropyLoss<Scalar>().element(x, t, row, col, loss, grad);
+    if (t == Scalar(1))
+      return SigmoidCrossEntropyLoss<Scalar>().element(x, t, row, col, loss, grad);
     SoftTargetCrossEntropyLoss<Scalar>().element(x, t, row, col, loss, grad);
   }
 
