@@ -213,3 +213,66 @@ TEST_CASE("GHM-C: the vectorised float binning equals the exact edge comparison"
     CHECK(mismatches == 0);
   }
 }
+
+TEMPLATE_TEST_CASE("GHM-C: per-element and per-anchor losses", "[ghmc][losses]", float, double) {
+  using S = TestType;
+  const S eps = std::numeric_limits<S>::epsilon();
+  std::mt19937_64 rng(13);
+  std::normal_distribution<double> nd(-2.0, 2.5);
+  std::uniform_int_distribution<int> ld(-1, 5);
+  const Index n = 900, k = 5;  // several tiles
+  RowArray<S> x(n, k);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<S>(nd(rng));
+  fgbg::LabelVector y(n);
+  for (Index i = 0; i < n; ++i) y[i] = ld(rng) == 5 ? 1 + (i % k) : std::min(ld(rng), 0);
+  RowArray<S> we = RowArray<S>::Ones(n, k);
+  we(3, 1) = 0;  // an invalid element
+  const fgbg::GhmcLoss<S> loss({10, 0.75});
+  for (bool weights : {false, true}) {
+    INFO("per-element weights " << weights);
+    fgbg::GhmcState s1(10), s2(10), s3(10);
+    RowArray<S> g1, g2, e;
+    Eigen::Array<S, Eigen::Dynamic, 1> a;
+    const S v = weights ? loss.value_and_grad(x, y, g1, s1, we) : loss.value_and_grad(x, y, g1, s1);
+    // The outputs change neither the value, nor the gradient, nor the state.
+    CHECK(v == (weights ? loss.value_and_grad(x, y, g2, s2, we, fgbg::element_losses(e))
+                        : loss.value_and_grad(x, y, g2, s2, fgbg::element_losses(e))));
+    CHECK((g1 == g2).all());
+    CHECK(s1 == s2);
+    CHECK(v == (weights ? loss.value_and_grad(x, y, g2, s3, we, fgbg::anchor_losses(a))
+                        : loss.value_and_grad(x, y, g2, s3, fgbg::anchor_losses(a))));
+    CHECK(s1 == s3);
+    REQUIRE(e.rows() == n);
+    REQUIRE(a.size() == n);
+    // Σ β·BCE / tot is the value; each anchor's loss is its row of element losses; invalid
+    // elements are 0; an element's loss is β·BCE with β = tot·(its gradient)/(σ − t).
+    const double tot = s1.tot();
+    CHECK(std::abs(e.template cast<double>().sum() / tot - double(v)) <= 64 * eps * double(v));
+    for (Index i = 0; i < n; ++i) {
+      if (y[i] == -1) {
+        CHECK((e.row(i) == S(0)).all());
+        CHECK(a[i] == S(0));
+        continue;
+      }
+      CHECK(std::abs(double(a[i]) - e.row(i).template cast<double>().sum()) <=
+            8 * eps * std::max(1.0, double(a[i])));
+    }
+    if (weights) CHECK(e(3, 1) == S(0));
+    // value() with an output: the same numbers, the state untouched.
+    RowArray<S> e2;
+    const fgbg::GhmcState before = s1;
+    CHECK(loss.value(x, y, s1, fgbg::element_losses(e2)) == loss.value(x, y, s1));
+    CHECK(s1 == before);
+  }
+  // A view of the wrong shape, or one over the logits, throws before anything is written.
+  fgbg::GhmcState s(10);
+  const fgbg::GhmcState before = s;
+  RowArray<S> g = RowArray<S>::Constant(n, k, S(7.25)), wrong(n - 1, k);
+  Eigen::Map<RowArray<S>> view(wrong.data(), n - 1, k);
+  CHECK_THROWS_WITH(loss.value_and_grad(x, y, g, s, fgbg::element_losses(view)),
+                    Catch::Contains("element_losses must be 900 x 5"));
+  CHECK_THROWS_WITH(loss.value_and_grad(x, y, g, s, fgbg::element_losses(g)),
+                    Catch::Contains("element_losses must not share memory with the grad"));
+  CHECK((g == S(7.25)).all());
+  CHECK(s == before);
+}

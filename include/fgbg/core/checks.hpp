@@ -75,7 +75,7 @@ LabelStats check_labels(const char* where, const Eigen::DenseBase<Derived>& labe
 /// not become the serial part of a threaded call): x·0 is 0 for every finite x and NaN otherwise.
 template <typename Derived>
 void check_finite(const char* where, const char* arg, const Eigen::DenseBase<Derived>& x) {
-  using Scalar = typename Derived::Scalar;
+  using Scalar = ComputeOf<typename Derived::Scalar>;  // half precision: checked in float
   if (x.size() == 0) return;
   None none;
   const bool finite = tiled_reduce<Scalar>(
@@ -88,7 +88,7 @@ void check_finite(const char* where, const char* arg, const Eigen::DenseBase<Der
   if (finite) return;
   for (Index r = 0; r < x.rows(); ++r)
     for (Index c = 0; c < x.cols(); ++c) {
-      const Scalar v = x.derived().coeff(r, c);
+      const Scalar v = static_cast<Scalar>(x.derived().coeff(r, c));
       if (!std::isfinite(v)) throw_non_finite(where, arg, r, c, static_cast<double>(v));
     }
 }

@@ -6,6 +6,7 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <type_traits>
 
 #define FGBG_VERSION_MAJOR 0
 #define FGBG_VERSION_MINOR 1
@@ -41,6 +42,35 @@ template <typename Scalar>
 using RowArray = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 /// Dynamic column vector of labels.
 using LabelVector = Eigen::Array<Label, Eigen::Dynamic, 1>;
+
+namespace detail {
+template <typename T>
+struct ComputeType {
+  using type = T;
+};
+template <>
+struct ComputeType<Eigen::half> {
+  using type = float;
+};
+template <>
+struct ComputeType<Eigen::bfloat16> {
+  using type = float;
+};
+}  // namespace detail
+
+/// The type a loss computes in for logits stored as T: float for Eigen::half and
+/// Eigen::bfloat16 (what a mixed-precision step hands over), T itself otherwise.
+template <typename T>
+using ComputeOf = typename detail::ComputeType<T>::type;
+
+/// Whether logits and gradients stored as `Stored` may be passed to a loss of scalar type
+/// `Scalar`: the same type, or a half-precision type (Eigen::half, Eigen::bfloat16) for a float
+/// loss. Half-precision arrays are read and written in their type and computed in float: each
+/// tile is converted into a float buffer, and the gradient is rounded once, when it is stored.
+template <typename Stored, typename Scalar>
+inline constexpr bool kStorableAs = std::is_same<Stored, Scalar>::value ||
+                                    (std::is_same<Scalar, float>::value &&
+                                     !std::is_same<ComputeOf<Stored>, Stored>::value);
 
 /// Number of threads fgbg's parallel loops may use (1 unless built with FGBG_USE_OPENMP).
 inline int max_threads() {

@@ -57,11 +57,20 @@ struct TileGrid {
   }
 };
 
+/// Whether the memory of a `Derived` can be read or written as `Scalar` in place (same type and
+/// direct access).
+template <typename Derived, typename Scalar>
+inline constexpr bool kInPlace = std::is_same<typename Derived::Scalar, Scalar>::value&& bool(
+    Derived::Flags& Eigen::DirectAccessBit);
+
 /// Pointer to tile `t` of `x` as contiguous row-major memory: in place when the layout allows,
-/// else gathered into `buf`.
+/// else gathered into `buf` (converted to Scalar when `x` holds a half-precision type).
 template <typename Derived, typename Scalar>
 const Scalar* load_tile(const Eigen::DenseBase<Derived>& x, const Tile& t, Scalar* buf) {
-  if constexpr (bool(Derived::Flags & Eigen::DirectAccessBit)) {
+  static_assert(kStorableAs<typename Derived::Scalar, Scalar>,
+                "fgbg: an input tile must hold the loss's scalar type (or half precision for a "
+                "float loss)");
+  if constexpr (kInPlace<Derived, Scalar>) {
     const Derived& d = x.derived();
     if (d.innerStride() == 1) {
       if (Derived::IsRowMajor && (t.rows == 1 || d.outerStride() == t.cols))
@@ -70,7 +79,7 @@ const Scalar* load_tile(const Eigen::DenseBase<Derived>& x, const Tile& t, Scala
     }
   }
   Eigen::Map<RowArray<Scalar>>(buf, t.rows, t.cols) =
-      x.derived().block(t.row0, t.col0, t.rows, t.cols);
+      x.derived().block(t.row0, t.col0, t.rows, t.cols).template cast<Scalar>();
   return buf;
 }
 
@@ -78,8 +87,7 @@ const Scalar* load_tile(const Eigen::DenseBase<Derived>& x, const Tile& t, Scala
 /// else `buf` (then store_tile copies it out).
 template <typename Derived, typename Scalar>
 Scalar* output_tile(Eigen::DenseBase<Derived>& g, const Tile& t, Scalar* buf) {
-  if constexpr (bool(Derived::Flags & Eigen::DirectAccessBit) &&
-                bool(Derived::Flags & Eigen::LvalueBit)) {
+  if constexpr (kInPlace<Derived, Scalar> && bool(Derived::Flags & Eigen::LvalueBit)) {
     Derived& d = g.derived();
     if (d.innerStride() == 1) {
       if (Derived::IsRowMajor && (t.rows == 1 || d.outerStride() == t.cols))
@@ -90,13 +98,18 @@ Scalar* output_tile(Eigen::DenseBase<Derived>& g, const Tile& t, Scalar* buf) {
   return buf;
 }
 
-/// Copies `buf` into tile `t` of `g` when output_tile did not return a pointer into `g`.
+/// Copies `buf` into tile `t` of `g` when output_tile did not return a pointer into `g`
+/// (rounding each value once to a half-precision `g`).
 template <typename Derived, typename Scalar>
 void store_tile(Eigen::DenseBase<Derived>& g, const Tile& t, const Scalar* written,
                 const Scalar* buf) {
+  static_assert(kStorableAs<typename Derived::Scalar, Scalar>,
+                "fgbg: an output tile must hold the loss's scalar type (or half precision for a "
+                "float loss)");
   if (written == buf)
     g.derived().block(t.row0, t.col0, t.rows, t.cols) =
-        Eigen::Map<const RowArray<Scalar>>(buf, t.rows, t.cols);
+        Eigen::Map<const RowArray<Scalar>>(buf, t.rows, t.cols)
+            .template cast<typename Derived::Scalar>();
 }
 
 /// The logits of a call with their layout erased at the tile boundary: all a kernel needs is each

@@ -219,7 +219,7 @@ struct Call {
   Workspace* workspace;
   const Normalizer* normalizer;
   ReducePtr reduce;
-  LossSink<typename XD::Scalar> losses;
+  LossSink<ComputeOf<typename XD::Scalar>> losses;
   /// Whether a ReduceBuffer was passed.
   static constexpr bool kReduce = !std::is_same<ReducePtr, std::nullptr_t>::value;
 };
@@ -231,8 +231,9 @@ const Eigen::DenseBase<D>& as_input(const Eigen::DenseBase<D>& a) {
 
 template <typename Scalar, typename D>
 Eigen::DenseBase<D>& as_output(const Eigen::DenseBase<D>& a) {
-  static_assert(std::is_same<typename D::Scalar, Scalar>::value,
-                "fgbg: every output (gradient, ranks) must have the loss's scalar type");
+  static_assert(kStorableAs<typename D::Scalar, Scalar>,
+                "fgbg: every output (gradient, ranks) must have the loss's scalar type (or "
+                "Eigen::half / Eigen::bfloat16 for a float loss, as the logits)");
   return writable(a);
 }
 

@@ -39,8 +39,9 @@ LabelStats check_dense_call(const char* where, const Eigen::DenseBase<XD>& x,
                             Weights<Scalar>& weights, Index weight_cols,
                             const Normalizer& normalizer, const GradOut& grad,
                             const LossSink<Scalar>& losses, bool soft_targets = false) {
-  static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
-                "fgbg: the logits must have the loss's scalar type");
+  static_assert(kStorableAs<typename XD::Scalar, Scalar>,
+                "fgbg: the logits must have the loss's scalar type (or Eigen::half / "
+                "Eigen::bfloat16 for a float loss)");
   const LabelStats s = check_labels(where, labels, x.rows(), num_classes);
   normalizer.validate(where, soft_targets);
   weights.bind(where, x.rows(), weight_cols);

@@ -196,8 +196,9 @@ class DRLoss : public DenseLoss<DRLoss<Scalar>, Scalar, DRSignature> {
   template <typename XD, typename LD, typename Groups, typename GradOut>
   double evaluate_call(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
                        const Groups& groups, GradOut& grad) const {
-    static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
-                  "fgbg::DRLoss: the logits must have the loss's scalar type");
+    static_assert(kStorableAs<typename XD::Scalar, Scalar>,
+                  "fgbg::DRLoss: the logits must have the loss's scalar type (or Eigen::half / "
+                  "Eigen::bfloat16 for a float loss)");
     constexpr bool kGrouped = detail::kGiven<Groups>;
     constexpr bool kGrad = detail::kGiven<GradOut>;
     const Index n = x.rows(), c = x.cols();

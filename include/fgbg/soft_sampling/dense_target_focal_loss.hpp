@@ -112,7 +112,7 @@ double check_dense_targets(const char* where, const Eigen::DenseBase<TD>& target
 /// output) and values. Returns the label counts with the target sum of the non-ignored rows.
 template <typename Call>
 LabelStats check_dense_target_call(const char* where, Call& c) {
-  using Scalar = typename std::decay_t<decltype(c.x.derived())>::Scalar;
+  using Scalar = ComputeOf<typename std::decay_t<decltype(c.x.derived())>::Scalar>;
   const auto& targets = std::get<0>(c.in);
   static_assert(
       std::is_same<typename std::decay_t<decltype(targets.derived())>::Scalar, Scalar>::value,

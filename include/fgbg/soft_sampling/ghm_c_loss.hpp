@@ -21,8 +21,10 @@
 /// by the reference too). The reference calls GHM-C once per FPN level with one shared moving
 /// average; here the caller chooses the grouping by what it passes per call.
 ///
-/// Shapes: logits N × C, labels N (−1 / 0 / 1..C), optional weights N or N × C, gradient N × C.
-/// Cost: two vectorised passes (histogram, then loss and gradient).
+/// Shapes: logits N × C, labels N (−1 / 0 / 1..C), optional weights N or N × C, gradient N × C;
+/// fgbg::element_losses (N × C) or fgbg::anchor_losses (N) as the last argument receive β·BCE of
+/// each element (0 where invalid) or its row sum, in the same pass: their sum divided by tot is
+/// the value. Cost: two vectorised passes (histogram, then loss and gradient).
 ///
 /// Data parallelism (docs/data_parallel.md): `batch_statistics(logits, labels [, weights])`
 /// returns this worker's R_k and valid count in a ReduceBuffer; the caller sums the buffers of
@@ -47,6 +49,7 @@
 #include "../core/checks.hpp"
 #include "../core/dense.hpp"
 #include "../core/loss_base.hpp"
+#include "../core/loss_output.hpp"
 #include "../core/numerics.hpp"
 #include "../core/sigmoid_head.hpp"
 #include "../core/state_io.hpp"
@@ -240,6 +243,8 @@ struct GhmcSignature : DefaultSignature {
   static constexpr StateUse state = StateUse::optional;
   static constexpr bool normalizer = false;
   static constexpr bool reduce = true;  ///< the reduced histogram of batch_statistics
+  /// element_losses / anchor_losses receive β·BCE (Σ / tot is the value)
+  static constexpr LossOutputs losses = LossOutputs::both;
 };
 
 /// GHM-C loss; see the file comment. Call: (logits, labels [, grad] [, state] [, weights]);
@@ -295,7 +300,14 @@ class GhmcLoss : public DenseLoss<GhmcLoss<Scalar>, Scalar, GhmcSignature> {
     Weights<Scalar>& w = c.option;
     Histogram global{};
     if constexpr (Call::kReduce) global = reduced_histogram(*c.reduce);
+    detail::MemView grad_view;
+    if constexpr (detail::kGiven<std::decay_t<decltype(grad)>>)
+      grad_view = detail::MemView::of(grad);
+    c.losses.check(
+        kName, c.x.rows(), c.x.cols(),
+        {{detail::MemView::of(c.x), "logits"}, {grad_view, "grad"}, {w.view(), "weights"}});
     check_call(c.x, c.labels, w, c.state, grad);
+    c.losses.prepare(c.x.rows(), c.x.cols());
     // Pass 1: the bin of every element and the histogram of the valid ones.
     Histogram h = histogram(c.x, c.labels, w, grad);
     const bool local_empty = h.valid == 0;
@@ -305,12 +317,14 @@ class GhmcLoss : public DenseLoss<GhmcLoss<Scalar>, Scalar, GhmcSignature> {
     GhmcState* update = nullptr;
     if constexpr (Call::kGrad) update = c.state;
     bin_factors(h, c.state, update, factor);
-    // Pass 2: loss and gradient.
-    if (local_empty) {
+    // Pass 2: loss and gradient (and the loss outputs, which pass 2 writes even when this
+    // worker has no valid element: zeros).
+    if (local_empty && !c.losses.given()) {
       if constexpr (Call::kGrad) grad.derived().setZero();
       return 0.0;
     }
-    return loss_pass(c.x, c.labels, w, factor, grad);
+    const double tot = std::max<double>(1.0, static_cast<double>(h.valid));
+    return loss_pass(c.x, c.labels, w, factor, grad, c.losses, tot);
   }
 
  private:
@@ -391,8 +405,9 @@ class GhmcLoss : public DenseLoss<GhmcLoss<Scalar>, Scalar, GhmcSignature> {
   void check_call(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
                   Weights<Scalar>& w, const GhmcState* state, GradOut& grad,
                   bool need_state = true) const {
-    static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
-                  "fgbg: the logits must have the loss's scalar type");
+    static_assert(kStorableAs<typename XD::Scalar, Scalar>,
+                  "fgbg: the logits must have the loss's scalar type (or Eigen::half / "
+                  "Eigen::bfloat16 for a float loss)");
     detail::check_labels(kName, labels, x.rows(), x.cols());
     w.bind(kName, x.rows(), x.cols());
     if constexpr (detail::kGiven<GradOut>) {
@@ -481,13 +496,16 @@ class GhmcLoss : public DenseLoss<GhmcLoss<Scalar>, Scalar, GhmcSignature> {
     }
   }
 
-  /// Pass 2: Σ f·BCE and the gradient f·(σ − t), f = β/tot per element (0 if invalid).
+  /// Pass 2: Σ f·BCE and the gradient f·(σ − t), f = β/tot per element (0 if invalid); β·BCE
+  /// = f·BCE·tot into the loss output `losses` when given.
   template <typename XD, typename LD, typename GradOut>
   double loss_pass(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
                    const Weights<Scalar>& w, const std::array<Scalar, kMaxBins + 1>& factor,
-                   GradOut& grad) const {
+                   GradOut& grad, const detail::LossSink<Scalar>& losses, double tot) const {
     constexpr bool kGrad = detail::kGiven<GradOut>;
     const int m = config_.bins;
+    using Sink = detail::LossSink<Scalar>;
+    detail::ErasedOutput<Scalar> element_out = losses.element;
     return detail::tiled_sum<Scalar>(
         x, grad, [&](const detail::Tile& t, const Scalar* xt, Scalar* gt, Scalar* scratch) {
           const Index n = t.size();
@@ -499,7 +517,8 @@ class GhmcLoss : public DenseLoss<GhmcLoss<Scalar>, Scalar, GhmcSignature> {
           p = array::sigmoid_from(xv, p);
           const Scalar* bins;
           if constexpr (kGrad) {
-            // The bins pass 1 left in the gradient output (gathered if it is not row-major).
+            // The bins pass 1 left in the gradient output (gathered if it is not row-major;
+            // exact in half precision too: integers −2 .. 255).
             bins = detail::load_tile(grad, t, g.data());
           } else {
             g = p;
@@ -524,6 +543,27 @@ class GhmcLoss : public DenseLoss<GhmcLoss<Scalar>, Scalar, GhmcSignature> {
             const Index i = r * t.cols + col;
             sp[i] = softplus(-xt[i]);
             if constexpr (kGrad) gt[i] = -f[i] * sigmoid(-xt[i]);  // f·(p − 1), no cancellation
+          }
+          if (losses.kind == Sink::Kind::element) {
+            alignas(64) Scalar buf[detail::kTileElems];
+            Scalar* et = detail::output_tile(element_out, t, buf);
+            for (Index i = 0; i < n; ++i)
+              et[i] = f[i] == Scalar(0) ? Scalar(0)
+                                        : static_cast<Scalar>(static_cast<double>(sp[i]) *
+                                                              static_cast<double>(f[i]) * tot);
+            detail::store_tile(element_out, t, et, buf);
+          } else if (losses.kind == Sink::Kind::anchor) {
+            double anchor_of[detail::kTileElems];
+            for (Index r = 0; r < t.rows; ++r) {
+              double row = 0.0;
+              for (Index j = 0; j < t.cols; ++j) {
+                const Index i = r * t.cols + j;
+                if (f[i] != Scalar(0))
+                  row += static_cast<double>(sp[i]) * static_cast<double>(f[i]) * tot;
+              }
+              anchor_of[r] = row;
+            }
+            losses.anchor_fn(losses.obj, t.row0, t.rows, anchor_of, t.col0 > 0);
           }
           // Every f·BCE ≥ 0 is at most the result, so only a run's rounding can overflow: the
           // reduction then sums that run again in double.

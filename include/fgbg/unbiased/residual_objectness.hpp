@@ -350,9 +350,10 @@ class ResidualObjectnessLoss
                                    const ResidualObjectnessState& state,
                                    const ReduceBuffer* reduced, double& ema_out, GO& go,
                                    GC& gc) const {
-    static_assert(std::is_same<typename OD::Scalar, Scalar>::value &&
-                      std::is_same<typename CD::Scalar, Scalar>::value,
-                  "fgbg::ResidualObjectnessLoss: the logits must have the loss's scalar type");
+    static_assert(
+        kStorableAs<typename OD::Scalar, Scalar> && kStorableAs<typename CD::Scalar, Scalar>,
+        "fgbg::ResidualObjectnessLoss: the logits must have the loss's scalar type (or "
+        "Eigen::half / Eigen::bfloat16 for a float loss)");
     // 1. Every check, before anything is written.
     const Index n = s.rows(), k = s.cols(), c = z.cols();
     if (k < 1)
@@ -464,7 +465,9 @@ class ResidualObjectnessLoss
             loss = array::sigmoid_from(o * tg, e) * tg * v;
             detail::scale_gradient(loss.data(), t, inv);
             for (Index i = 0; i < t; ++i)
-              for (Index j = 0; j < k; ++j) go.derived().coeffRef(i0 + i, j) = loss[i];
+              for (Index j = 0; j < k; ++j)
+                go.derived().coeffRef(i0 + i, j) =
+                    static_cast<typename std::decay_t<decltype(go.derived())>::Scalar>(loss[i]);
           }
           return sum;
         });
