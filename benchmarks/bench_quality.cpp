@@ -60,6 +60,27 @@ void BM_SigmoidFocal(benchmark::State& st) {
   counters(st, d);
 }
 
+/// Focal loss on fp16 logits with an fp16 gradient (a mixed-precision step): each tile converted
+/// to float and back; half the bytes of the float call.
+void BM_SigmoidFocalHalf(benchmark::State& st) {
+  Data d = data(st.range(0), 80);
+  const fgbg::RowArray<Eigen::half> xh = d.x.template cast<Eigen::half>();
+  fgbg::RowArray<Eigen::half> gh(xh.rows(), xh.cols());
+  const fgbg::SigmoidFocalLoss<float> loss;
+  for (auto _ : st) benchmark::DoNotOptimize(loss.value_and_grad(xh, d.y, gh));
+  counters(st, d);
+}
+
+/// The same with bfloat16 logits and gradient.
+void BM_SigmoidFocalBfloat16(benchmark::State& st) {
+  Data d = data(st.range(0), 80);
+  const fgbg::RowArray<Eigen::bfloat16> xh = d.x.template cast<Eigen::bfloat16>();
+  fgbg::RowArray<Eigen::bfloat16> gh(xh.rows(), xh.cols());
+  const fgbg::SigmoidFocalLoss<float> loss;
+  for (auto _ : st) benchmark::DoNotOptimize(loss.value_and_grad(xh, d.y, gh));
+  counters(st, d);
+}
+
 /// The focal kernel with a non-integer γ (one more exp per element than γ = 2): the floor for
 /// EFL, whose per-class γ_j are non-integer once the statistics have moved.
 void BM_SigmoidFocalGamma25(benchmark::State& st) {
@@ -156,6 +177,8 @@ void BM_QualityFocalNaive(benchmark::State& st) {
 }  // namespace
 
 BENCHMARK(BM_SigmoidFocal)->Arg(100000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SigmoidFocalHalf)->Arg(100000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SigmoidFocalBfloat16)->Arg(100000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_SigmoidFocalGamma25)->Arg(100000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_QualityFocal)->Arg(100000)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Varifocal)->Arg(100000)->Unit(benchmark::kMillisecond);
