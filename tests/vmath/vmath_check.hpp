@@ -26,8 +26,12 @@ struct Bounds {
   double exp, exp_sub, log1p, sig, softplus, softplus_sub;
   double pow_scaled;  ///< σ^γ: |err| ≤ pow_scaled · (1 + γ·softplus(−x)) ulp
 };
-inline constexpr Bounds kFloat = {1.05, 0.76, 1.95, 2.7, 2.5, 1.5, 2.8};
-inline constexpr Bounds kDouble = {1.0, 0.76, 2.2, 2.5, 2.5, 1.5, 2.8};
+// Measured maxima (docs/performance.md; the larger of g++ -O2 and g++ -O2 -march=native):
+// float exp 1.061 / 0.750, log1p 1.978, σ 2.825, softplus 2.797 / 0.750, σ^γ 3.005;
+// double exp 0.977 / 0.763, log1p 1.959, σ 2.800, softplus 2.735 / 0.763, σ^γ 2.948 over 10^8
+// random inputs (a sample is not exhaustive: the double bounds keep a small margin).
+inline constexpr Bounds kFloat = {1.07, 0.76, 1.98, 2.83, 2.8, 0.76, 3.01};
+inline constexpr Bounds kDouble = {1.0, 0.8, 2.0, 2.85, 2.8, 0.8, 3.0};
 
 inline double ulp_of(double ref, bool is_float) {
   const int mant = is_float ? 24 : 53, lowest = is_float ? -149 : -1074;
@@ -60,7 +64,7 @@ struct Report {
 /// softplus, σ^γ for γ ∈ {0.5, 2.5}).
 inline void check_float(Report& rep, std::uint32_t stride, const Bounds& b = kFloat) {
   constexpr int kN = 4096;
-  std::vector<float> in(kN), o1(kN), o2(kN), o3(kN), o4(kN), o5(kN), o6(kN), o7(kN);
+  std::vector<float> in(kN), ins(kN), o1(kN), o2(kN), o3(kN), o4(kN), o5(kN), o6(kN), o7(kN);
   auto ref_exp = [](double y) { return y < -800 ? 0.0 : std::exp(y); };
   auto err = [](double got, double ref) { return std::fabs(got - ref) / ulp_of(ref, true); };
   std::uint64_t bits = 0;
@@ -74,7 +78,8 @@ inline void check_float(Report& rep, std::uint32_t stride, const Bounds& b = kFl
     for (int i = 0; i < n; ++i) {
       o1[i] = vm::exp_neg_abs(in[i]);
       const float a = std::fabs(in[i]);
-      o2[i] = vm::log1p_unit(a <= 1 ? a : 1 / a);
+      ins[i] = a <= 1 ? a : 1 / a;
+      o2[i] = vm::log1p_unit(ins[i]);
       const vm::Logistic<float> l = vm::logistic(in[i]);
       o3[i] = l.sig;
       o4[i] = l.sig_neg;
@@ -87,14 +92,14 @@ inline void check_float(Report& rep, std::uint32_t stride, const Bounds& b = kFl
       const double r1 = e;
       rep.check(err(o1[i], r1) <= (r1 < FLT_MIN ? b.exp_sub : b.exp), "float exp_neg_abs", x,
                 err(o1[i], r1));
-      const double ein = static_cast<float>(ax <= 1 ? ax : 1 / ax);
+      const double ein = ins[i];
       const double r2 = std::log1p(ein);
-      rep.check(err(o2[i], r2) <= (r2 < FLT_MIN ? 1.0 : b.log1p), "float log1p_unit", ein,
+      rep.check(err(o2[i], r2) <= (r2 < FLT_MIN ? 0.0 : b.log1p), "float log1p_unit", ein,
                 err(o2[i], r2));
       const double s = x >= 0 ? 1 / (1 + e) : e / (1 + e), sn = x >= 0 ? e / (1 + e) : 1 / (1 + e);
-      rep.check(err(o3[i], s) <= (s < FLT_MIN ? b.exp_sub + 0.5 : b.sig), "float sigma", x,
+      rep.check(err(o3[i], s) <= (s < FLT_MIN ? b.exp_sub : b.sig), "float sigma", x,
                 err(o3[i], s));
-      rep.check(err(o4[i], sn) <= (sn < FLT_MIN ? b.exp_sub + 0.5 : b.sig), "float 1 - sigma", x,
+      rep.check(err(o4[i], sn) <= (sn < FLT_MIN ? b.exp_sub : b.sig), "float 1 - sigma", x,
                 err(o4[i], sn));
       const double sp = std::max(x, 0.0) + l1, spn = std::max(-x, 0.0) + l1;
       rep.check(err(o5[i], sp) <= (sp < FLT_MIN ? b.softplus_sub : b.softplus), "float softplus", x,
@@ -123,11 +128,12 @@ inline void check_double(Report& rep, long n, const Bounds& b = kDouble) {
     xs.push_back(i % 2 ? 1600.0 * (u01(rng) - 0.5) : sgn * std::exp2(-40.0 + 51.0 * u01(rng)));
   }
   const size_t m = xs.size();
-  std::vector<double> o1(m), o2(m), o3(m), o4(m), o5(m), o6(m);
+  std::vector<double> ins(m), o1(m), o2(m), o3(m), o4(m), o5(m), o6(m);
   for (size_t i = 0; i < m; ++i) {
     o1[i] = vm::exp_neg_abs(xs[i]);
     const double a = std::fabs(xs[i]);
-    o2[i] = vm::log1p_unit(a <= 1 ? a : 1 / a);
+    ins[i] = a <= 1 ? a : 1 / a;
+    o2[i] = vm::log1p_unit(ins[i]);
     const vm::Logistic<double> l = vm::logistic(xs[i]);
     o3[i] = l.sig;
     o4[i] = l.sig_neg;
@@ -142,13 +148,13 @@ inline void check_double(Report& rep, long n, const Bounds& b = kDouble) {
     const LD x = xs[i], ax = std::fabs(x), e = std::exp(-ax), l1 = std::log1p(e);
     rep.check(err(o1[i], e) <= (e < DBL_MIN ? b.exp_sub : b.exp), "double exp_neg_abs", xs[i],
               err(o1[i], e));
-    const LD ein = static_cast<double>(ax <= 1 ? ax : 1 / ax), r2 = std::log1p(ein);
-    rep.check(err(o2[i], r2) <= (r2 < DBL_MIN ? 1.0 : b.log1p), "double log1p_unit",
+    const LD ein = ins[i], r2 = std::log1p(ein);
+    rep.check(err(o2[i], r2) <= (r2 < DBL_MIN ? 0.5 : b.log1p), "double log1p_unit",
               static_cast<double>(ein), err(o2[i], r2));
     const LD s = x >= 0 ? 1 / (1 + e) : e / (1 + e), sn = x >= 0 ? e / (1 + e) : 1 / (1 + e);
-    rep.check(err(o3[i], s) <= (s < DBL_MIN ? b.exp_sub + 0.5 : b.sig), "double sigma", xs[i],
+    rep.check(err(o3[i], s) <= (s < DBL_MIN ? b.exp_sub : b.sig), "double sigma", xs[i],
               err(o3[i], s));
-    rep.check(err(o4[i], sn) <= (sn < DBL_MIN ? b.exp_sub + 0.5 : b.sig), "double 1 - sigma", xs[i],
+    rep.check(err(o4[i], sn) <= (sn < DBL_MIN ? b.exp_sub : b.sig), "double 1 - sigma", xs[i],
               err(o4[i], sn));
     const LD sp = std::max(x, LD(0)) + l1, spn = std::max(-x, LD(0)) + l1;
     rep.check(err(o5[i], sp) <= (sp < DBL_MIN ? b.softplus_sub : b.softplus), "double softplus",

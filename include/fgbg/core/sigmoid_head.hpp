@@ -69,7 +69,7 @@ LabelStats check_sigmoid_call(const char* where, const Eigen::DenseBase<XD>& x,
 }
 
 /// One block (vm::kBlock elements) of modulated_negatives, γ fixed at compile time where it is
-/// 0, 1 or 2 (kGamma; −1: any γ). One loop in registers: vm::logistic (one exp, one division,
+/// 0, 1 or 2 (kGamma; −1: any γ). One loop in registers: vm::logistic (one exp, two divisions,
 /// the atanh log1p), σ^γ by products or vm::sigmoid_pow.
 template <int kGamma, bool kGrad, typename Scalar>
 void modulated_block(const Scalar* FGBG_RESTRICT x, Scalar* FGBG_RESTRICT loss,
@@ -100,8 +100,9 @@ void modulated_block(const Scalar* FGBG_RESTRICT x, Scalar* FGBG_RESTRICT loss,
 
 /// The t = 0 formula shared by focal loss, QFL and VFL: a·σ(x)^γ·softplus(x) per element, and
 /// its derivative a·σ^γ·(σ + γ(1 − σ)·softplus(x)) (the modulating factor differentiated).
-/// One fused pass over the tile in blocks of vm::kBlock (core/vmath.hpp): one exp(−|x|), one
-/// division shared by σ(x), 1 − σ(x) = σ(−x) (no cancellation) and log1p(e^−|x|); σ^γ by
+/// One fused pass over the tile in blocks of vm::kBlock (core/vmath.hpp): one exp(−|x|), the
+/// divisions 1/(1 + e) (σ(x) and 1 − σ(x) = σ(−x), no cancellation) and e/(1 + e/2) (log1p(e)
+/// as 2 atanh; error bounds in vmath.hpp); σ^γ by
 /// products for γ ∈ {0, 1, 2}, else as exp(−γ·softplus(−x)) with softplus(−x) formed from
 /// e^−|x|, not as softplus(x) − x (that difference rounds to 0 for x ≳ 16 in float, and a huge γ
 /// then gave σ^γ = 1). `grad` may be nullptr; `scratch` is not used (kept for the callers).

@@ -1,29 +1,38 @@
 /// @file vmath.hpp
-/// @brief fgbg's own transcendentals for the dense hot loops: exp on (−∞, 0], log1p on [0, 1]
-///        through the atanh series, the logistic parts of one logit (σ, 1 − σ, log1p(e^−|x|))
-///        from one exp and one shared division, and the γ power σ^γ.
+/// @brief fgbg's own transcendentals for the dense hot loops: e^−|x|, log1p on [0, 1] through
+///        the atanh series, the logistic parts of one logit (σ, 1 − σ, log1p(e^−|x|)) and the
+///        γ power σ^γ.
 ///
-/// Every function is branch-free scalar code made of IEEE +, −, ×, ÷, min/max, comparisons
-/// with selects, and integer adds and shifts on the bits (through std::memcpy): inlined into a
-/// plain loop, GCC 12 and Clang 14 vectorise it at -O2 and -O3 for baseline x86-64 (SSE2),
-/// AVX2 + FMA and AVX-512 (checked with -fopt-info-vec / -Rpass=loop-vectorize), and a lane of
-/// the vector code computes the same bits as the scalar code. They are used through blocks of
-/// kBlock elements (sigmoid_head.hpp's modulated_negatives, BCE's negatives), so every element
-/// of a tile goes through the same vector code whatever the tile's alignment or length.
+/// Every function is branch-free scalar code made of IEEE +, −, ×, ÷ and integer adds, shifts
+/// and logic on the bits (through std::memcpy; the selects and clamps too, see nonneg_mask):
+/// inlined into a plain loop, GCC 12 and Clang 14 vectorise it at -O2 and -O3 for baseline
+/// x86-64 (SSE2), AVX2 + FMA and AVX-512 (checked with -fopt-info-vec / -Rpass=loop-vectorize),
+/// and a lane of the vector code computes the bits of the scalar code (test_vmath). The losses
+/// run them over blocks of kBlock elements (for_blocks: sigmoid_head.hpp's modulated_negatives,
+/// BCE's negatives), so every element of a tile goes through the same vector code whatever the
+/// tile's alignment or length.
 ///
-/// Measured error bounds (the tool benchmarks/vmath_accuracy.cpp; in float over every float of
-/// the input range, exhaustively, against double std:: functions; in double over 10^8 random
-/// inputs plus the edges against long double; docs/performance.md, "Own transcendentals"):
+/// Measured error (tests/vmath/vmath_accuracy.cpp; g++ 12 -O2 -march=native, i.e. with FMA
+/// contraction; the baseline x86-64 build (no FMA) is measured separately,
+/// docs/performance.md): float over every float of the input range against the double std::
+/// functions, double over 10^8 random inputs (uniform and log-uniform) plus the edges against
+/// long double. Ulps of the result; in the subnormal range, ulps of the smallest subnormal.
 ///
-/// | function                      | float (exhaustive)    | double (10^8 random + edges) |
-/// |-------------------------------|-----------------------|------------------------------|
-/// | exp_nonpositive, normal range | see docs/performance.md, filled in by the tool          |
+/// | function                          | float, exhaustive      | double, 10^8 + edges   |
+/// |-----------------------------------|------------------------|------------------------|
+/// | exp_neg_abs (normal / subnormal)  | 1.061 / 0.750          | 0.977 / 0.763          |
+/// | log1p_unit (normal / subnormal)   | 1.978 / 0 (exact)      | 1.959 / 0              |
+/// | logistic: σ(x), 1 − σ(x)          | 2.825 / 0.750          | 2.800 / 0.763          |
+/// | softplus(x) = max(x,0) + log1p_e  | 2.797 / 0.750          | 2.735 / 0.763          |
+/// | sigmoid_pow, γ ∈ {.5, 1.5, 2.5, 3} | ≤ 3.005·(1 + γ·softplus(−x)) | ≤ 2.948·(1 + γ·softplus(−x)) |
 ///
-/// The exact figures are in each function's comment. Subnormal results: the value is formed as
-/// p · 2^k1 · 2^k2 with k1 + k2 = k, so only the last multiplication rounds into the subnormals
-/// (no second rounding, no clamp at the smallest normal as in Eigen's exp); on a CPU that takes
-/// an assist for a subnormal result this costs time only for those elements (|x| > 87.3 in
-/// float, > 708.4 in double), which real logits never reach.
+/// (σ^γ = exp(−γ·softplus(−x)) amplifies the rounding of its argument by γ·softplus(−x), as any
+/// exp(γ log p) does: e.g. 64 ulp in float for σ^1.5 at x = −51.) docs/performance.md has the
+/// full table per build. Subnormal results are formed as p · 2^k1 · 2^k2 with k1 + k2 = k, so
+/// only the last multiplication rounds into the subnormals (no second rounding, no clamp at
+/// FLT_MIN/4 as in Eigen's exp); they cost a CPU's subnormal assist only for |x| in (87.3, 176)
+/// (float) / (708.4, 1418) (double), which real logits never reach; beyond, the scale factors are
+/// +0 and no subnormal is formed.
 ///
 /// References: W. J. Cody, W. Waite, "Software Manual for the Elementary Functions", 1980 (range
 /// reduction with a two-part ln 2); S. Moshier, Cephes (the same structure for exp); the atanh
@@ -154,16 +163,16 @@ inline double exp_poly(double r) {
 
 /// e^−|x| for any x (e^x for x ≤ 0): ±∞ and anything beyond the underflow threshold give +0.
 ///
-/// Cody–Waite: k = round(−|x| / ln 2) by the 1.5·2^p shifter, r = −|x| − k·ln2 with a two-part
-/// ln 2 (exact high part), e^r = 1 + r + r²·P(r) on |r| ≤ ln2/2, then e^−|x| = e^r · 2^k1 · 2^k2
-/// with k1 = −⌊−k/2⌋ and k2 = k − k1 built from the integer bits (each a normal power of two), so
-/// that a subnormal result is rounded once, by the last multiplication. −|x| and the clamp at
-/// the underflow threshold are formed on the bits (for x ≤ 0 the order of x is the unsigned
-/// order of its bits), with no float comparison (see nonneg_mask).
+/// Cody–Waite: y = max(−|x|, kMinArg), k = round(y / ln 2) by the 1.5·2^p shifter,
+/// r = y − k·ln2 with a two-part ln 2 (exact high part), e^r = 1 + r + r²·P(r) on |r| ≤ ln2/2
+/// (P of degree 4 in float, 10 in double), then e^y = e^r · 2^−m1 · 2^−m2 with m = −k,
+/// m1 = ⌊m/2⌋, m2 = m − m1, built from the integer bits: both are normal powers of two wherever
+/// the result is not 0, so a subnormal result is rounded once, by the last multiplication, and
+/// both are +0 at the clamp. −|x| and the clamp are formed on the bits (for y ≤ 0 the order of
+/// y is the unsigned order of its bits), with no float comparison (see nonneg_mask).
 ///
-/// Measured (tests/vmath/vmath_accuracy.cpp): float, every float x ≤ 0: at most 1.02 ulp where
-/// the result is normal, 0.74 ulp of the smallest subnormal in the subnormal range; double,
-/// 10^8 random x ∈ [−746, 0] plus the edges: at most 0.97 ulp (normal), 0.75 ulp (subnormal).
+/// Measured: float, every float: at most 1.061 ulp where the result is normal, 0.750 ulp of the
+/// smallest subnormal below; double, 10^8 random x plus the edges: 0.977 ulp, 0.763 subnormal ulp.
 template <typename T>
 inline T exp_neg_abs(T x) {
   using C = ExpConsts<T>;
@@ -219,8 +228,8 @@ inline T log1p_from_ratio(T q) {
 
 /// log1p(e) for e ∈ [0, 1]: log1p_from_ratio(e / (1 + e/2)).
 ///
-/// Measured: float, every float e ∈ [0, 1]: at most 1.97 ulp (0 for subnormal e); double,
-/// 10^8 random e ∈ [0, 1] (uniform and log-uniform) plus the edges: see docs/performance.md.
+/// Measured: float, every float e ∈ [0, 1]: at most 1.978 ulp (exact for subnormal e); double,
+/// 10^8 random e ∈ [0, 1] (uniform and log-uniform) plus the edges: at most 1.959 ulp.
 template <typename T>
 inline T log1p_unit(T e) {
   return log1p_from_ratio(e / (T(1) + T(0.5) * e));
@@ -244,8 +253,9 @@ struct Logistic {
 /// and log1p_e 0, so ±FLT_MAX / ±DBL_MAX give exact results. The selects are on the sign bit of
 /// x (−0 counts as negative: σ(−0) = 1·1/2).
 ///
-/// Measured (every float x; double: 10^8 random x plus the edges): see the bounds of σ, 1 − σ
-/// and softplus(x) = max(x, 0) + log1p_e in docs/performance.md ("Own transcendentals").
+/// Measured (every float x; double: 10^8 random x plus the edges): σ(x) and 1 − σ(x) at most
+/// 2.825 ulp (float) / 2.800 (double), softplus(x) = max(x, 0) + log1p_e at most 2.797 / 2.735
+/// ulp; 0.750 / 0.763 ulp of the smallest subnormal where the result is subnormal.
 template <typename T>
 inline Logistic<T> logistic(T x) {
   using U = Bits<T>;
@@ -289,9 +299,10 @@ inline T softplus_neg(T x, const Logistic<T>& l) {
 /// rounds to 0 for x ≳ 16 in float), so σ may underflow while σ^γ does not, and
 /// γ·softplus(−x) = +∞ (huge γ or logit) gives 0.
 ///
-/// The argument's rounding is amplified by γ·softplus(−x) (up to 104 in float, 746 in double
+/// The argument's rounding is amplified by γ·softplus(−x) (up to 104 in float, 745 in double
 /// before the result underflows), as in every exp(γ·log p) form. Measured for γ ∈ {0.5, 1.5,
-/// 2.5, 3} over every float x and 10^8 random doubles: docs/performance.md.
+/// 2.5, 3}: |error| ≤ 3.005·(1 + γ·softplus(−x)) ulp over every float x, ≤ 2.948·(1 + γ·
+/// softplus(−x)) over 10^8 random doubles (at most 64.5 ulp in float, 512.5 in double).
 template <typename T>
 inline T sigmoid_pow(T x, const Logistic<T>& l, T gamma) {
   return exp_nonpositive(-gamma * softplus_neg(x, l));

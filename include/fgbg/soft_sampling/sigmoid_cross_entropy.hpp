@@ -44,7 +44,7 @@ class SigmoidCrossEntropyLoss : public OneHotSigmoidLoss<SigmoidCrossEntropyLoss
   const Config& config() const { return config_; }
 
   /// t = 0 over a tile: softplus(x) and σ(x), one fused pass in blocks of vm::kBlock
-  /// (core/vmath.hpp: one exp(−|x|), one division shared by σ and log1p(e^−|x|)).
+  /// (core/vmath.hpp: one exp(−|x|), 1/(1 + e) for σ, log1p(e) as 2 atanh; bounds there).
   void negatives(const detail::Tile& t, const Scalar* xp, Scalar* loss, Scalar* grad,
                  Scalar*) const {
     namespace vm = detail::vm;
