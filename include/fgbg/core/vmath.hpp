@@ -58,6 +58,14 @@
 #define FGBG_RESTRICT
 #endif
 
+/// Forced inlining of the kernels: a block loop vectorises only with them inlined, and GCC 12's
+/// -O2 inliner declines the larger double ones (logistic, sigmoid_pow) otherwise.
+#if defined(__GNUC__)
+#define FGBG_VM_INLINE inline __attribute__((always_inline))
+#else
+#define FGBG_VM_INLINE inline
+#endif
+
 namespace fgbg {
 namespace detail {
 namespace vm {
@@ -72,7 +80,7 @@ using Bits = std::conditional_t<std::is_same<T, float>::value, std::uint32_t, st
 
 /// The bits of v (std::memcpy: no union punning; compiles to nothing, vectorises).
 template <typename T>
-inline Bits<T> bits_of(T v) {
+FGBG_VM_INLINE Bits<T> bits_of(T v) {
   Bits<T> b;
   std::memcpy(&b, &v, sizeof b);
   return b;
@@ -80,7 +88,7 @@ inline Bits<T> bits_of(T v) {
 
 /// The T with bits b.
 template <typename T>
-inline T from_bits(Bits<T> b) {
+FGBG_VM_INLINE T from_bits(Bits<T> b) {
   T v;
   std::memcpy(&v, &b, sizeof v);
   return v;
@@ -96,14 +104,14 @@ inline constexpr Bits<T> kSignBit = Bits<T>(1) << (8 * sizeof(T) - 1);
 /// which then "could trap"), and SSE2 has no 64-bit integer comparison; shifts, adds and logic
 /// vectorise in every x86-64 build.
 template <typename T>
-inline Bits<T> nonneg_mask(Bits<T> b) {
+FGBG_VM_INLINE Bits<T> nonneg_mask(Bits<T> b) {
   return (b >> (8 * sizeof(T) - 1)) - Bits<T>(1);
 }
 
 /// min(a, b) for a, b < 2^(width−1) apart (both with the sign bit set, here), by the sign of
 /// the wrapped difference: a + ((b − a) & (all ones if b < a)).
 template <typename U>
-inline U min_near(U a, U b) {
+FGBG_VM_INLINE U min_near(U a, U b) {
   const U d = b - a;
   return a + (d & (U(0) - (d >> (8 * sizeof(U) - 1))));
 }
@@ -144,11 +152,11 @@ struct ExpConsts<double> {
 };
 
 /// (e^r − 1 − r) / r² on |r| ≤ ln2/2: degree 4 (float), 10 (double).
-inline float exp_poly(float r) {
+FGBG_VM_INLINE float exp_poly(float r) {
   return 0x1p-1f +
          r * (0x1.5554dep-3f + r * (0x1.55551ap-5f + r * (0x1.120b62p-7f + r * 0x1.6d10fcp-10f)));
 }
-inline double exp_poly(double r) {
+FGBG_VM_INLINE double exp_poly(double r) {
   return 0x1p-1 + r * (0x1.5555555555557p-3 +
                        r * (0x1.5555555555556p-5 +
                             r * (0x1.11111111100dfp-7 +
@@ -174,7 +182,7 @@ inline double exp_poly(double r) {
 /// Measured: float, every float: at most 1.061 ulp where the result is normal, 0.750 ulp of the
 /// smallest subnormal below; double, 10^8 random x plus the edges: 0.977 ulp, 0.763 subnormal ulp.
 template <typename T>
-inline T exp_neg_abs(T x) {
+FGBG_VM_INLINE T exp_neg_abs(T x) {
   using C = ExpConsts<T>;
   using U = Bits<T>;
   const U b = min_near<U>(bits_of(x) | kSignBit<T>, bits_of(C::kMinArg));
@@ -192,15 +200,15 @@ inline T exp_neg_abs(T x) {
 
 /// e^y for y ≤ 0 (exp_neg_abs: a positive y gives e^−y).
 template <typename T>
-inline T exp_nonpositive(T y) {
+FGBG_VM_INLINE T exp_nonpositive(T y) {
   return exp_neg_abs(y);
 }
 
 /// (atanh(s)/s − 1)/s² as a polynomial in z = s² on [0, 1/9]: degree 3 (float), 9 (double).
-inline float atanh_poly(float z) {
+FGBG_VM_INLINE float atanh_poly(float z) {
   return 0x1.55554cp-2f + z * (0x1.99ad6cp-3f + z * (0x1.21249ap-3f + z * 0x1.12f598p-3f));
 }
-inline double atanh_poly(double z) {
+FGBG_VM_INLINE double atanh_poly(double z) {
   return 0x1.5555555555555p-2 +
          z * (0x1.999999999a3ddp-3 +
               z * (0x1.24924923d44c6p-3 +
@@ -220,7 +228,7 @@ inline double atanh_poly(double z) {
 /// division and 1 + e/2: one rounding each) plus ≤ 0.6 ulp; see log1p_unit and logistic for the
 /// measured bounds.
 template <typename T>
-inline T log1p_from_ratio(T q) {
+FGBG_VM_INLINE T log1p_from_ratio(T q) {
   const T h = T(0.5) * q;
   const T z = h * h;
   return q + q * (z * atanh_poly(z));
@@ -231,7 +239,7 @@ inline T log1p_from_ratio(T q) {
 /// Measured: float, every float e ∈ [0, 1]: at most 1.978 ulp (exact for subnormal e); double,
 /// 10^8 random e ∈ [0, 1] (uniform and log-uniform) plus the edges: at most 1.959 ulp.
 template <typename T>
-inline T log1p_unit(T e) {
+FGBG_VM_INLINE T log1p_unit(T e) {
   return log1p_from_ratio(e / (T(1) + T(0.5) * e));
 }
 
@@ -257,7 +265,7 @@ struct Logistic {
 /// 2.825 ulp (float) / 2.800 (double), softplus(x) = max(x, 0) + log1p_e at most 2.797 / 2.735
 /// ulp; 0.750 / 0.763 ulp of the smallest subnormal where the result is subnormal.
 template <typename T>
-inline Logistic<T> logistic(T x) {
+FGBG_VM_INLINE Logistic<T> logistic(T x) {
   using U = Bits<T>;
   const T e = exp_neg_abs(x);
   const T inv = T(1) / (T(1) + e);
@@ -270,27 +278,27 @@ inline Logistic<T> logistic(T x) {
 
 /// max(x, 0) on the bits (−0 gives +0).
 template <typename T>
-inline T relu(T x) {
+FGBG_VM_INLINE T relu(T x) {
   const Bits<T> b = bits_of(x);
   return from_bits<T>(b & nonneg_mask<T>(b));
 }
 
 /// max(−x, 0) on the bits.
 template <typename T>
-inline T relu_neg(T x) {
+FGBG_VM_INLINE T relu_neg(T x) {
   const Bits<T> b = bits_of(x);
   return from_bits<T>((b ^ kSignBit<T>)&~nonneg_mask<T>(b));
 }
 
 /// softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^−|x|), given the logistic parts of x.
 template <typename T>
-inline T softplus(T x, const Logistic<T>& l) {
+FGBG_VM_INLINE T softplus(T x, const Logistic<T>& l) {
   return relu(x) + l.log1p_e;
 }
 
 /// softplus(−x) = max(−x, 0) + log1p(e^−|x|) = −log σ(x), given the logistic parts of x.
 template <typename T>
-inline T softplus_neg(T x, const Logistic<T>& l) {
+FGBG_VM_INLINE T softplus_neg(T x, const Logistic<T>& l) {
   return relu_neg(x) + l.log1p_e;
 }
 
@@ -304,7 +312,7 @@ inline T softplus_neg(T x, const Logistic<T>& l) {
 /// 2.5, 3}: |error| ≤ 3.005·(1 + γ·softplus(−x)) ulp over every float x, ≤ 2.948·(1 + γ·
 /// softplus(−x)) over 10^8 random doubles (at most 64.5 ulp in float, 512.5 in double).
 template <typename T>
-inline T sigmoid_pow(T x, const Logistic<T>& l, T gamma) {
+FGBG_VM_INLINE T sigmoid_pow(T x, const Logistic<T>& l, T gamma) {
   return exp_nonpositive(-gamma * softplus_neg(x, l));
 }
 
