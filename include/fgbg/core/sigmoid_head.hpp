@@ -23,6 +23,7 @@
 #include "loss_base.hpp"
 #include "numerics.hpp"
 #include "reduction.hpp"
+#include "vmath.hpp"
 #include "weights.hpp"
 
 namespace fgbg {
@@ -68,32 +69,68 @@ LabelStats check_sigmoid_call(const char* where, const Eigen::DenseBase<XD>& x,
                           soft_targets);
 }
 
+/// One block (vm::kBlock elements) of modulated_negatives, γ fixed at compile time where it is
+/// 0, 1 or 2 (kGamma; −1: any γ). One loop in registers: vm::logistic (one exp, two divisions,
+/// the atanh log1p), σ^γ by products or vm::sigmoid_pow.
+template <int kGamma, bool kGrad, typename Scalar>
+void modulated_block(const Scalar* FGBG_RESTRICT x, Scalar* FGBG_RESTRICT loss,
+                     Scalar* FGBG_RESTRICT grad, Scalar a, Scalar gamma) {
+  for (int i = 0; i < vm::kBlock; ++i) {
+    const Scalar xi = x[i];
+    const vm::Logistic<Scalar> p = vm::logistic(xi);
+    const Scalar sp = vm::softplus(xi, p);
+    Scalar m;  // a·σ^γ
+    if constexpr (kGamma == 2) {
+      m = a * (p.sig * p.sig);
+    } else if constexpr (kGamma == 1) {
+      m = a * p.sig;
+    } else if constexpr (kGamma == 0) {
+      m = a;
+    } else {
+      m = a * vm::sigmoid_pow(xi, p, gamma);
+    }
+    loss[i] = m * sp;
+    if constexpr (kGrad) {
+      if constexpr (kGamma == 0)
+        grad[i] = m * p.sig;
+      else
+        grad[i] = m * (p.sig + gamma * p.sig_neg * sp);
+    }
+  }
+}
+
 /// The t = 0 formula shared by focal loss, QFL and VFL: a·σ(x)^γ·softplus(x) per element, and
 /// its derivative a·σ^γ·(σ + γ(1 − σ)·softplus(x)) (the modulating factor differentiated).
-/// One exp(−|x|), one log1p and one division per element; σ^γ by squaring for γ = 2, else as
-/// exp(−γ·softplus(−x)). `grad` may be nullptr.
+/// One fused pass over the tile in blocks of vm::kBlock (core/vmath.hpp): one exp(−|x|), the
+/// divisions 1/(1 + e) (σ(x) and 1 − σ(x) = σ(−x), no cancellation) and e/(1 + e/2) (log1p(e)
+/// as 2 atanh; error bounds in vmath.hpp); σ^γ by
+/// products for γ ∈ {0, 1, 2}, else as exp(−γ·softplus(−x)) with softplus(−x) formed from
+/// e^−|x|, not as softplus(x) − x (that difference rounds to 0 for x ≳ 16 in float, and a huge γ
+/// then gave σ^γ = 1). `grad` may be nullptr; `scratch` is not used (kept for the callers).
 template <typename Scalar>
 void modulated_negatives(const Scalar* xp, Scalar* loss, Scalar* grad, Scalar* scratch, Index n,
                          Scalar a, Scalar gamma) {
-  using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
-  Eigen::Map<const Vec> x(xp, n);
-  Eigen::Map<Vec> e(scratch, n), sp(scratch + kTileElems, n), l(loss, n);
-  e = array::exp_neg_abs(x);
-  sp = array::softplus_from(x, e);
-  const bool small_gamma = gamma == Scalar(2) || gamma == Scalar(1) || gamma == Scalar(0);
-  // σ^γ = exp(−γ softplus(−x)) with softplus(−x) = max(−x, 0) + log1p(e) formed from e, not as
-  // sp − x: that difference rounds to 0 for x ≳ 16 (float), and a huge γ then gave σ^γ = 1.
-  if (!small_gamma) l = a * array::exp_nonpositive(-gamma * array::softplus_from(-x, e));
-  e = array::sigmoid_from(x, e);  // e now holds σ
-  if (gamma == Scalar(2)) {
-    l = a * e.square();
-  } else if (gamma == Scalar(1)) {
-    l = a * e;
-  } else if (gamma == Scalar(0)) {
-    l.setConstant(a);
-  }
-  if (grad) Eigen::Map<Vec>(grad, n) = l * (e + gamma * (Scalar(1) - e) * sp);
-  l *= sp;
+  (void)scratch;
+  auto run = [&](auto gamma_tag) {
+    constexpr int kGamma = decltype(gamma_tag)::value;
+    if (grad)
+      vm::for_blocks(xp, loss, grad, n, [&](const Scalar* x, Scalar* l, Scalar* g) {
+        modulated_block<kGamma, true>(x, l, g, a, gamma);
+      });
+    else
+      vm::for_blocks(
+          xp, loss, static_cast<Scalar*>(nullptr), n, [&](const Scalar* x, Scalar* l, Scalar*) {
+            modulated_block<kGamma, false>(x, l, static_cast<Scalar*>(nullptr), a, gamma);
+          });
+  };
+  if (gamma == Scalar(2))
+    run(std::integral_constant<int, 2>());
+  else if (gamma == Scalar(1))
+    run(std::integral_constant<int, 1>());
+  else if (gamma == Scalar(0))
+    run(std::integral_constant<int, 0>());
+  else
+    run(std::integral_constant<int, -1>());
 }
 
 /// Target 1 at the label column: BCE and focal loss.

@@ -21,6 +21,7 @@
 #include "../core/loss_base.hpp"
 #include "../core/numerics.hpp"
 #include "../core/sigmoid_head.hpp"
+#include "../core/vmath.hpp"
 
 namespace fgbg {
 
@@ -42,16 +43,19 @@ class SigmoidCrossEntropyLoss : public OneHotSigmoidLoss<SigmoidCrossEntropyLoss
 
   const Config& config() const { return config_; }
 
-  /// t = 0 over a tile: softplus(x) and σ(x).
+  /// t = 0 over a tile: softplus(x) and σ(x), one fused pass in blocks of vm::kBlock
+  /// (core/vmath.hpp: one exp(−|x|), 1/(1 + e) for σ, log1p(e) as 2 atanh; bounds there).
   void negatives(const detail::Tile& t, const Scalar* xp, Scalar* loss, Scalar* grad,
-                 Scalar* scratch) const {
-    using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
-    const Index n = t.size();
-    Eigen::Map<const Vec> x(xp, n);
-    Eigen::Map<Vec> e(scratch, n);
-    e = array::exp_neg_abs(x);
-    Eigen::Map<Vec>(loss, n) = array::softplus_from(x, e);
-    if (grad) Eigen::Map<Vec>(grad, n) = array::sigmoid_from(x, e);
+                 Scalar*) const {
+    namespace vm = detail::vm;
+    if (grad)
+      vm::for_blocks(xp, loss, grad, t.size(),
+                     [](const Scalar* x, Scalar* l, Scalar* g) { block<true>(x, l, g); });
+    else
+      vm::for_blocks(xp, loss, static_cast<Scalar*>(nullptr), t.size(),
+                     [](const Scalar* x, Scalar* l, Scalar*) {
+                       block<false>(x, l, static_cast<Scalar*>(nullptr));
+                     });
   }
 
   /// Any target t, one element: (1 − t)·softplus(x) + t·softplus(−x), the direct form of
@@ -62,6 +66,16 @@ class SigmoidCrossEntropyLoss : public OneHotSigmoidLoss<SigmoidCrossEntropyLoss
   }
 
  private:
+  /// One block of negatives: softplus(x) into loss, σ(x) into grad (kGrad).
+  template <bool kGrad>
+  static void block(const Scalar* FGBG_RESTRICT x, Scalar* FGBG_RESTRICT loss,
+                    Scalar* FGBG_RESTRICT grad) {
+    for (int i = 0; i < detail::vm::kBlock; ++i) {
+      const detail::vm::Logistic<Scalar> p = detail::vm::logistic(x[i]);
+      loss[i] = detail::vm::softplus(x[i], p);
+      if constexpr (kGrad) grad[i] = p.sig;
+    }
+  }
   Config config_;
 };
 
