@@ -82,13 +82,15 @@ case "$cmd" in
     # leaks, and what the MPI tests compute (sharded losses against one process) is the
     # arithmetic test_state already runs here under the sanitizers; the collectives are
     # Open MPI's. (tests/mpi passes under clang -O0 -march=native ASan+UBSan with
-    # ASAN_OPTIONS=detect_leaks=0: docs/data_parallel.md.)
+    # ASAN_OPTIONS=detect_leaks=0: docs/data_parallel.md.) The Python package and the libtorch
+    # example are off too: neither is built with the sanitizers (setup.py and Torch's CMake use
+    # their own flags), and the Release stage builds and runs both.
     opt=${FGBG_SANITIZE_OPT:--O0}
     heavy=${FGBG_SANITIZE_HEAVY:--O1}
     flags="$opt -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
     cmake -S . -B build/sanitize-clang -DCMAKE_BUILD_TYPE=Debug -DFGBG_BUILD_TESTS=ON \
       -DCMAKE_CXX_FLAGS_DEBUG=-gline-tables-only -DFGBG_TEST_HEAVY_FLAGS="$heavy" \
-      -DFGBG_HEADER_CHECK=OFF -DFGBG_WITH_MPI=OFF \
+      -DFGBG_HEADER_CHECK=OFF -DFGBG_WITH_MPI=OFF -DFGBG_WITH_PYTHON=OFF -DFGBG_WITH_LIBTORCH=OFF \
       -DCMAKE_CXX_COMPILER=clang++-14 -DFGBG_BUILD_FUZZ_REPLAYS=OFF \
       -DFGBG_BUILD_BENCHMARKS=OFF -DFGBG_BUILD_EXAMPLES=OFF \
       -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
