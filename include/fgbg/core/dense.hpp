@@ -60,8 +60,8 @@ struct TileGrid {
 /// Whether the memory of a `Derived` can be read or written as `Scalar` in place (same type and
 /// direct access).
 template <typename Derived, typename Scalar>
-inline constexpr bool kInPlace = std::is_same<typename Derived::Scalar, Scalar>::value&& bool(
-    Derived::Flags& Eigen::DirectAccessBit);
+inline constexpr bool kInPlace = std::is_same<typename Derived::Scalar, Scalar>::value &&
+                                 (Derived::Flags & Eigen::DirectAccessBit) != 0;
 
 /// Pointer to tile `t` of `x` as contiguous row-major memory: in place when the layout allows,
 /// else gathered into `buf` (converted to Scalar when `x` holds a half-precision type).

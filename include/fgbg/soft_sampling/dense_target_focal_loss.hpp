@@ -127,15 +127,24 @@ LabelStats check_dense_target_call(const char* where, Call& c) {
   return s;
 }
 
-/// `run` of both dense-target losses: the checks, then the shared sigmoid driver.
-template <typename Loss, typename Call>
-double run_dense_targets(const Loss& loss, Call& c) {
-  const LabelStats s = check_dense_target_call(Loss::kName, c);
-  return sigmoid_dense_targets(loss, c.x, c.labels, std::get<0>(c.in), c.option,
-                               c.normalizer->resolve(s, c.x.cols()), std::get<0>(c.out), c.losses);
-}
-
 }  // namespace detail
+
+/// Base of the dense-target losses (as OneHotSigmoidLoss is of the label losses): its `run` is
+/// the checks, then the shared sigmoid driver, so a loss writes only its config and its
+/// `negatives` / `element` formulas. Call: (logits, labels, targets [, grad] [, weights]
+/// [, normalizer] [, element_losses / anchor_losses]).
+template <typename Derived, typename Scalar>
+class DenseTargetSigmoidLoss : public DenseLoss<Derived, Scalar, DenseTargetSignature> {
+ public:
+  /// See DenseLoss.
+  template <typename Call>
+  double run(Call& c) const {
+    const LabelStats s = detail::check_dense_target_call(Derived::kName, c);
+    return detail::sigmoid_dense_targets(
+        static_cast<const Derived&>(*this), c.x, c.labels, std::get<0>(c.in), c.option,
+        c.normalizer->resolve(s, c.x.cols()), std::get<0>(c.out), c.losses);
+  }
+};
 
 /// Configuration of DenseTargetFocalLoss; defaults are torchvision's α and γ and RetinaNet's
 /// normaliser.
@@ -148,8 +157,7 @@ struct DenseTargetFocalLossConfig {
 
 /// Sigmoid focal loss against N × C float targets; see the file comment.
 template <typename Scalar>
-class DenseTargetFocalLoss
-    : public DenseLoss<DenseTargetFocalLoss<Scalar>, Scalar, DenseTargetSignature> {
+class DenseTargetFocalLoss : public DenseTargetSigmoidLoss<DenseTargetFocalLoss<Scalar>, Scalar> {
  public:
   using Config = DenseTargetFocalLossConfig<Scalar>;
   static constexpr const char* kName = "fgbg::DenseTargetFocalLoss";
@@ -158,12 +166,6 @@ class DenseTargetFocalLoss
       : config_(config), binary_(binary_config(config)) {}
 
   const Config& config() const { return config_; }
-
-  /// See DenseLoss: (logits, labels, targets [, grad] [, weights] [, normalizer] [, losses]).
-  template <typename Call>
-  double run(Call& c) const {
-    return detail::run_dense_targets(*this, c);
-  }
 
   /// t = 0 over a tile: SigmoidFocalLoss's.
   void negatives(const detail::Tile& t, const Scalar* xp, Scalar* loss, Scalar* grad,
@@ -220,7 +222,7 @@ struct DenseTargetCrossEntropyLossConfig {
 /// Sigmoid binary cross-entropy against N × C float targets; see the file comment.
 template <typename Scalar>
 class DenseTargetCrossEntropyLoss
-    : public DenseLoss<DenseTargetCrossEntropyLoss<Scalar>, Scalar, DenseTargetSignature> {
+    : public DenseTargetSigmoidLoss<DenseTargetCrossEntropyLoss<Scalar>, Scalar> {
  public:
   using Config = DenseTargetCrossEntropyLossConfig;
   static constexpr const char* kName = "fgbg::DenseTargetCrossEntropyLoss";
@@ -230,12 +232,6 @@ class DenseTargetCrossEntropyLoss
   }
 
   const Config& config() const { return config_; }
-
-  /// See DenseLoss: (logits, labels, targets [, grad] [, weights] [, normalizer] [, losses]).
-  template <typename Call>
-  double run(Call& c) const {
-    return detail::run_dense_targets(*this, c);
-  }
 
   /// t = 0 over a tile: SigmoidCrossEntropyLoss's.
   void negatives(const detail::Tile& t, const Scalar* xp, Scalar* loss, Scalar* grad,
