@@ -875,3 +875,202 @@ TEST_CASE("ranking losses: per-group errors leave outputs untouched", "[groups][
   CHECK((gl == 42.0).all());
   CHECK((rank == 42.0).all());
 }
+
+// ------------------------------------------------------------------------------------------
+// Per-anchor losses (fgbg::anchor_losses): each positive's own loss
+// ------------------------------------------------------------------------------------------
+
+namespace {
+
+/// The oracle's per-positive losses as an N-vector (0 at every non-positive anchor).
+std::vector<double> anchor_vector(const std::vector<double>& pos_loss,
+                                  const std::vector<Index>& anchors, Index n) {
+  std::vector<double> a(static_cast<std::size_t>(n), 0.0);
+  for (std::size_t i = 0; i < pos_loss.size(); ++i) a[anchors[i]] = pos_loss[i];
+  return a;
+}
+
+}  // namespace
+
+TEST_CASE("ranking losses: anchor_losses hold each positive's own loss, value and update unchanged",
+          "[ap][alrp][rs][loss_outputs]") {
+  std::mt19937_64 rng(20261203);
+  fgbg::RankingWorkspace ws;
+  const double tol = 1e-12;
+  int with_positives = 0;
+  for (int it = 0; it < 150; ++it) {
+    for (int kind = 0; kind < 3; ++kind) {
+      const RandomCase rc = random_case(rng, kind);
+      const Index n = rc.x.rows(), c = rc.x.cols();
+      INFO("iteration " << it << ", kind " << kind << ", N = " << n << ", C = " << c);
+      RowArray<double> g0(n, c), g1(n, c);
+      Vec<double> a = Vec<double>::Constant(n, 7.0), av;  // stale entries must be overwritten
+      std::vector<double> want;
+      double mean_want = 0;
+      if (kind == 0) {
+        const fgbg::APLoss<double> loss({rc.delta, true});
+        const auto f = fgbg_oracle::flatten(rc.x, rc.y, &rc.aux, false);
+        const auto o = fgbg_oracle::ap_loss(f, n * c, rc.delta, true);
+        want = anchor_vector(o.pos_loss, f.panchor, n);
+        const double v0 = loss.value_and_grad(rc.x, rc.y, g0, ws);
+        const double v1 = loss.value_and_grad(rc.x, rc.y, g1, ws, fgbg::anchor_losses(a));
+        CHECK(v1 == v0);
+        CHECK((g1 == g0).all());
+        CHECK(loss.value(rc.x, rc.y, fgbg::anchor_losses(av)) == v0);
+        mean_want = v0;
+        with_positives += !f.ps.empty();
+      } else if (kind == 1) {
+        const fgbg::ALRPLoss<double> loss({rc.delta, 1e-5});
+        const auto f = fgbg_oracle::flatten(rc.x, rc.y, &rc.aux, false);
+        const auto o = fgbg_oracle::alrp_loss(f, n * c, n, rc.delta, 1e-5);
+        want = anchor_vector(o.pos_loss, f.panchor, n);
+        Vec<double> gl0, gl1, r0, r1;
+        const auto v0 = loss.value_and_grad(rc.x, rc.y, rc.aux, g0, gl0, r0, ws);
+        const auto v1 =
+            loss.value_and_grad(rc.x, rc.y, rc.aux, g1, gl1, r1, ws, fgbg::anchor_losses(a));
+        CHECK(v1.cls == v0.cls);
+        CHECK(v1.loc == v0.loc);
+        CHECK((g1 == g0).all());
+        CHECK((gl1 == gl0).all());
+        CHECK((r1 == r0).all());
+        CHECK(loss.value(rc.x, rc.y, rc.aux, fgbg::anchor_losses(av)).cls == v0.cls);
+        mean_want = v0.cls;
+        with_positives += !f.ps.empty();
+      } else {
+        const fgbg::RankSortLoss<double> loss({rc.delta, 1e-10});
+        const auto f = fgbg_oracle::flatten(rc.x, rc.y, &rc.aux, true);
+        const auto o = fgbg_oracle::rs_loss(f, n * c, rc.delta, 1e-10);
+        want = anchor_vector(o.pos_loss, f.panchor, n);
+        const auto v0 = loss.value_and_grad(rc.x, rc.y, rc.aux, g0, ws);
+        const auto v1 = loss.value_and_grad(rc.x, rc.y, rc.aux, g1, ws, fgbg::anchor_losses(a));
+        CHECK(v1.rank == v0.rank);
+        CHECK(v1.sort == v0.sort);
+        CHECK((g1 == g0).all());
+        CHECK(loss.value(rc.x, rc.y, rc.aux, fgbg::anchor_losses(av)).total() == v0.total());
+        mean_want = v0.total();
+        with_positives += !f.ps.empty();
+      }
+      REQUIRE(a.size() == n);
+      REQUIRE(av.size() == n);
+      CHECK(rel_diff(a, want) <= tol);
+      CHECK((av == a).all());
+      // the value is the mean over the positives (RS: those with IoU > 0)
+      const double np =
+          kind == 2 ? static_cast<double>(fgbg_oracle::flatten(rc.x, rc.y, &rc.aux, true).ps.size())
+                    : static_cast<double>((rc.y > 0).count());
+      CHECK(rel_scalar(np > 0 ? a.sum() / np : 0.0, mean_want) <= tol);
+    }
+  }
+  CHECK(with_positives > 300);
+}
+
+TEMPLATE_TEST_CASE("ranking losses: per-group anchor_losses equal the groups' own calls",
+                   "[ap][alrp][rs][loss_outputs][groups]", float, double) {
+  using S = TestType;
+  std::mt19937_64 rng(31);
+  fgbg::RankingWorkspace ws;
+  for (int it = 0; it < 30; ++it) {
+    RandomCase rc;
+    do rc = random_case(rng, 2);
+    while (rc.x.rows() < 12);
+    const Index n = rc.x.rows();
+    const RowArray<S> x = rc.x.cast<S>();
+    const Vec<S> iou = rc.aux.cast<S>();
+    const Vec<S> loc = (S(1) - iou).max(S(0));
+    Eigen::ArrayXi groups(n);
+    const Index cut = n / 2;
+    for (Index k = 0; k < n; ++k) groups[k] = k < cut ? 3 : 4;
+    fgbg::LabelVector y = rc.y;
+    if (it % 3 == 0)
+      for (Index k = 0; k < cut; ++k) y[k] = std::min(y[k], 0);  // first group: no positives
+    INFO("iteration " << it << ", N = " << n);
+    const fgbg::APLoss<S> ap({rc.delta, true});
+    const fgbg::ALRPLoss<S> alrp({rc.delta, 1e-5});
+    const fgbg::RankSortLoss<S> rs({rc.delta, 1e-10});
+    RowArray<S> g;
+    Vec<S> gl, r, got, part, want_ap(n), want_alrp(n), want_rs(n);
+    for (Index f : {Index(0), cut}) {
+      const Index len = f == 0 ? cut : n - cut;
+      const RowArray<S> xb = x.middleRows(f, len);
+      const fgbg::LabelVector yb = y.segment(f, len);
+      const Vec<S> iob = iou.segment(f, len), lob = loc.segment(f, len);
+      ap.value(xb, yb, ws, fgbg::anchor_losses(part));
+      want_ap.segment(f, len) = part;
+      alrp.value(xb, yb, lob, ws, fgbg::anchor_losses(part));
+      want_alrp.segment(f, len) = part;
+      rs.value(xb, yb, iob, ws, fgbg::anchor_losses(part));
+      want_rs.segment(f, len) = part;
+    }
+    got.setConstant(n, S(5));
+    ap.value_and_grad(x, y, g, fgbg::groups(groups), ws, fgbg::anchor_losses(got));
+    CHECK((got == want_ap).all());
+    got.setConstant(n, S(5));
+    alrp.value_and_grad(x, y, loc, g, gl, r, fgbg::groups(groups), ws, fgbg::anchor_losses(got));
+    CHECK((got == want_alrp).all());
+    got.setConstant(n, S(5));
+    rs.value(x, y, iou, fgbg::groups(groups), ws, fgbg::anchor_losses(got));
+    CHECK((got == want_rs).all());
+  }
+}
+
+TEST_CASE("ranking losses: a bad anchor_losses output throws before anything is written",
+          "[ap][alrp][rs][loss_outputs][errors]") {
+  RowArray<double> x(4, 2);
+  x << 1, 2, 3, 4, 5, 6, 7, 8;
+  fgbg::LabelVector y(4);
+  y << 1, 0, 2, -1;
+  Vec<double> iou(4);
+  iou << 0.5, 0, 0.7, 0;
+  const fgbg::APLoss<double> ap;
+  const fgbg::RankSortLoss<double> rs;
+  const fgbg::ALRPLoss<double> alrp;
+  RowArray<double> g = RowArray<double>::Constant(4, 2, 3.0);
+  Vec<double> gl = Vec<double>::Constant(4, 3.0), r = gl;
+  std::vector<double> buf(5, 9.0);
+  Eigen::Map<Vec<double>> wrong(buf.data(), 3);  // a view of the wrong length
+  const auto untouched = [&] {
+    CHECK((g == 3.0).all());
+    CHECK((gl == 3.0).all());
+    CHECK(std::all_of(buf.begin(), buf.end(), [](double v) { return v == 9.0; }));
+  };
+  CHECK_THROWS_AS(ap.value_and_grad(x, y, g, fgbg::anchor_losses(wrong)), std::invalid_argument);
+  CHECK_THROWS_AS(rs.value(x, y, iou, fgbg::anchor_losses(wrong)), std::invalid_argument);
+  CHECK_THROWS_AS(alrp.value_and_grad(x, y, iou, g, gl, r, fgbg::anchor_losses(wrong)),
+                  std::invalid_argument);
+  untouched();
+  // sharing memory with the logits, the gradient, an input or an output
+  Eigen::Map<Vec<double>> on_x(x.data(), 4), on_g(g.data(), 4), on_iou(iou.data(), 4),
+      on_gl(gl.data(), 4);
+  const RowArray<double> x0 = x;
+  const Vec<double> iou0 = iou;
+  CHECK_THROWS_WITH(ap.value(x, y, fgbg::anchor_losses(on_x)),
+                    Catch::Contains("anchor_losses must not share memory with the logits"));
+  CHECK_THROWS_WITH(ap.value_and_grad(x, y, g, fgbg::anchor_losses(on_g)),
+                    Catch::Contains("anchor_losses must not share memory with an output"));
+  CHECK_THROWS_WITH(rs.value_and_grad(x, y, iou, g, fgbg::anchor_losses(on_iou)),
+                    Catch::Contains("anchor_losses must not share memory with an input"));
+  CHECK_THROWS_WITH(alrp.value_and_grad(x, y, iou, g, gl, r, fgbg::anchor_losses(on_gl)),
+                    Catch::Contains("anchor_losses must not share memory with an output"));
+  // a bad label is found before the output is touched, with and without groups
+  fgbg::LabelVector bad = y;
+  bad[1] = 9;
+  Vec<double> a = Vec<double>::Constant(4, 9.0);
+  Eigen::ArrayXi groups(4);
+  groups << 0, 0, 1, 1;
+  CHECK_THROWS_AS(ap.value_and_grad(x, bad, g, fgbg::anchor_losses(a)), std::invalid_argument);
+  CHECK_THROWS_AS(ap.value_and_grad(x, bad, g, fgbg::groups(groups), fgbg::anchor_losses(a)),
+                  std::invalid_argument);
+  CHECK((a == 9.0).all());
+  CHECK((x == x0).all());
+  CHECK((iou == iou0).all());
+  g.setConstant(3.0);
+  untouched();
+  // no positives: zeros
+  fgbg::LabelVector none(4);
+  none << 0, 0, -1, 0;
+  CHECK(ap.value(x, none, fgbg::anchor_losses(a)) == 0.0);
+  CHECK((a == 0.0).all());
+  a.setConstant(9.0);
+  CHECK(rs.value(x, none, iou, fgbg::groups(groups), fgbg::anchor_losses(a)).total() == 0.0);
+  CHECK((a == 0.0).all());
+}

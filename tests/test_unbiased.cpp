@@ -52,6 +52,7 @@ RowArray<S> random_logits(std::mt19937_64& rng, Index n, Index c, double mean = 
 struct ResObjRef {
   double obj = 0, cls = 0;
   RowArray<double> go, gc;
+  Eigen::ArrayXd share;  ///< each anchor's share of the value (anchor_losses)
 };
 
 ResObjRef resobj_reference(const RowArray<double>& s, const RowArray<double>& z,
@@ -59,6 +60,7 @@ ResObjRef resobj_reference(const RowArray<double>& s, const RowArray<double>& z,
   ResObjRef r;
   r.go = RowArray<double>::Zero(s.rows(), s.cols());
   r.gc = RowArray<double>::Zero(z.rows(), z.cols());
+  r.share = Eigen::ArrayXd::Zero(s.rows());
   auto bce = [](double x, double t) {
     return std::max(x, 0.0) - x * t + std::log1p(std::exp(-std::abs(x)));
   };
@@ -68,11 +70,13 @@ ResObjRef resobj_reference(const RowArray<double>& s, const RowArray<double>& z,
     const double o = s.row(i).sum();
     const double t = y[i] > 0 ? 1.0 : 0.0;
     r.obj += bce(o, t);
+    r.share[i] = bce(o, t) / obj_norm;
     r.go.row(i).setConstant((sig(o) - t) / obj_norm);
     if (y[i] == 0) continue;
     for (Index c = 0; c < z.cols(); ++c) {
       const double tc = (c == y[i] - 1) ? 1.0 : 0.0;
       r.cls += bce(z(i, c), tc);
+      r.share[i] += bce(z(i, c), tc) / cls_norm;
       r.gc(i, c) = (sig(z(i, c)) - tc) / cls_norm;
     }
   }
@@ -680,6 +684,23 @@ TEMPLATE_TEST_CASE("residual objectness matches an independent scalar loop", "[r
     CHECK(std::abs(r.cls_loss - ref.cls) <= tol * std::max(1.0, ref.cls));
     CHECK(rel_max_diff(gs.template cast<double>(), ref.go) < tol);
     CHECK(rel_max_diff(gz.template cast<double>(), ref.gc) < tol);
+
+    // anchor_losses: each anchor's share of the value; value, gradients and state unchanged
+    state.restore({42.5, true, 1});
+    RowArray<S> gs1(n, k), gz1(n, c);
+    Eigen::Array<S, Eigen::Dynamic, 1> a = Eigen::Array<S, Eigen::Dynamic, 1>::Constant(n, S(3)),
+                                       av;
+    const auto r1 = loss.value_and_grad(z, y, s, gz1, gs1, state, fgbg::anchor_losses(a));
+    CHECK(r1.loss == r.loss);
+    CHECK((gs1 == gs).all());
+    CHECK((gz1 == gz).all());
+    CHECK(state.num_pos_ema() == r.box_normalizer);
+    CHECK(rel_max_diff(a.template cast<double>(), ref.share) < tol);
+    CHECK(std::abs(a.template cast<double>().sum() - r.loss) <= tol * std::max(1.0, r.loss));
+    state.restore({42.5, true, 1});
+    const fgbg::ResidualObjectnessState& frozen = state;
+    CHECK(loss.value(z, y, s, frozen, fgbg::anchor_losses(av)).loss == r.loss);
+    CHECK((av == a).all());
   }
 }
 
@@ -849,6 +870,25 @@ TEST_CASE("residual objectness: bad inputs throw, leave outputs and state untouc
     RowArray<double> p = RowArray<double>::Constant(3, 4, 7.0);
     CHECK_THROWS_AS(fgbg::residual_objectness_scores(s, z, p), std::domain_error);
     CHECK((p == 7.0).all());
+  }
+  SECTION("a bad anchor_losses output") {
+    std::vector<double> buf(8, 9.0);
+    Eigen::Map<Eigen::ArrayXd> short_view(buf.data(), 2), on_s(s.data(), 3), on_gz(gz.data(), 3);
+    CHECK_THROWS_WITH(loss.value_and_grad(z, y, s, gz, gs, st, fgbg::anchor_losses(short_view)),
+                      Catch::Contains("anchor_losses must have 3 entries, got 2"));
+    CHECK_THROWS_WITH(loss.value(z, y, s, st, fgbg::anchor_losses(on_s)),
+                      Catch::Contains("anchor_losses must not share memory with the stage_logits"));
+    CHECK_THROWS_WITH(loss.value_and_grad(z, y, s, gz, gs, st, fgbg::anchor_losses(on_gz)),
+                      Catch::Contains("anchor_losses must not share memory with grad_classes"));
+    Eigen::ArrayXd a = Eigen::ArrayXd::Constant(3, 9.0);
+    y[0] = 5;
+    CHECK_THROWS_AS(loss.value_and_grad(z, y, s, gz, gs, st, fgbg::anchor_losses(a)),
+                    std::invalid_argument);
+    CHECK((a == 9.0).all());
+    CHECK(std::all_of(buf.begin(), buf.end(), [](double v) { return v == 9.0; }));
+    CHECK((s == 0.5).all());
+    CHECK((gs == 7.0).all());
+    CHECK(st.calls() == 5);
   }
   SECTION("gradients sharing memory with the logits or with each other (regression)") {
     // grad_classes over class_logits used to be zeroed before the logits were read.

@@ -53,8 +53,8 @@ int main() {
   // Per-element losses from a softmax head, which has one loss per anchor.
   fgbg::SoftmaxCrossEntropyLoss<float>().value(x, y, fgbg::element_losses(g));
 #elif FGBG_CASE == 13
-  // Loss outputs from a loss that does not write them (a ranking loss).
-  fgbg::APLoss<float>().value(x, y, fgbg::anchor_losses(q));
+  // Loss outputs from a loss that does not write them (DR loss: not a sum over anchors).
+  fgbg::DRLoss<float>().value(x, y, fgbg::anchor_losses(q));
 #elif FGBG_CASE == 14
   // The loss output before the normaliser (it comes last).
   fgbg::SigmoidFocalLoss<float>().value(x, y, fgbg::anchor_losses(q), norm);
@@ -65,6 +65,9 @@ int main() {
 #elif FGBG_CASE == 16
   // Per-anchor losses into a matrix.
   fgbg::SigmoidFocalLoss<float>().value(x, y, fgbg::anchor_losses(g));
+#elif FGBG_CASE == 17
+  // Per-element losses from a ranking loss, which has one loss per positive anchor.
+  fgbg::APLoss<float>().value(x, y, fgbg::element_losses(g));
 #endif
   return 0;
 }

@@ -62,6 +62,8 @@ struct Result {
   std::vector<Real> grad;      // flat N·C
   std::vector<Real> rank;      // aLRP: per anchor
   std::vector<Real> grad_aux;  // aLRP: ∂loc/∂ℓ per anchor
+  std::vector<Real>
+      pos_loss;  // each positive's own loss (of f.panchor[i]), mean = loss (RS: +loss2)
 };
 
 /// AP loss (interpolated or not), as cccorn/AP-loss computes it.
@@ -69,6 +71,7 @@ inline Result ap_loss(const Flat& f, Index size, Real delta, bool interpolate) {
   Result r;
   r.grad.assign(size, 0.0);
   const std::size_t P = f.ps.size(), N = f.ns.size();
+  r.pos_loss.assign(P, 0.0);
   if (P == 0) return r;
   std::vector<std::size_t> order(P);
   std::iota(order.begin(), order.end(), 0);
@@ -90,6 +93,7 @@ inline Result ap_loss(const Flat& f, Index size, Real delta, bool interpolate) {
       hat = max_prec;
     }
     sum_hat += hat;
+    r.pos_loss[i] = 1 - hat;
     r.grad[f.pi[i]] = -(1 - hat) / P;
     for (std::size_t j = 0; j < N; ++j)
       r.grad[f.ni[j]] += w * H(f.ns[j] - f.ps[i], delta) / (A + B) / P;
@@ -105,6 +109,7 @@ inline Result alrp_loss(const Flat& f, Index size, Index anchors, Real delta, Re
   r.rank.assign(anchors, 0.0);
   r.grad_aux.assign(anchors, 0.0);
   const std::size_t P = f.ps.size(), N = f.ns.size();
+  r.pos_loss.assign(P, 0.0);
   if (P == 0) return r;
   std::vector<Real> R(P);
   Real sum_ratio = 0;
@@ -119,6 +124,7 @@ inline Result alrp_loss(const Flat& f, Index size, Index anchors, Real delta, Re
     for (std::size_t j = 0; j < N; ++j) F += H(f.ns[j] - f.ps[i], delta);
     R[i] = rp + F;
     sum_ratio += rp / R[i];
+    r.pos_loss[i] = F / R[i];
     if (F > eps) {
       const Real E = (S + F) / R[i];
       r.grad[f.pi[i]] = -E / P;
@@ -153,6 +159,7 @@ inline Result rs_loss(const Flat& f, Index size, Real delta, Real eps) {
   Result r;
   r.grad.assign(size, 0.0);
   const std::size_t P = f.ps.size(), N = f.ns.size();
+  r.pos_loss.assign(P, 0.0);
   if (P == 0) return r;
   std::vector<Real> fg_grad(P, 0.0), bg_grad(N, 0.0);
   Real sum_rank = 0, sum_sort = 0;
@@ -176,6 +183,7 @@ inline Result rs_loss(const Flat& f, Index size, Real delta, Real eps) {
     const Real serr = cur / rank_pos - tgt / tgt_rank;
     sum_rank += rerr;
     sum_sort += serr;
+    r.pos_loss[i] = rerr + serr;
     if (fp > eps) {
       fg_grad[i] -= rerr;
       for (std::size_t j = 0; j < N; ++j) bg_grad[j] += br[j] * (rerr / fp);

@@ -28,7 +28,8 @@
 ///   worker's gradient statistics into it instead of committing them (docs/data_parallel.md).
 /// - `losses`: fgbg::element_losses(out) (N × C) or fgbg::anchor_losses(out) (N), the weighted,
 ///   unnormalised loss of each element or anchor, written in the same pass (core/loss_output.hpp)
-///   by the losses whose Signature has `losses` (the sigmoid and softmax heads).
+///   by the losses whose Signature has `losses` (the sigmoid and softmax heads, GHM-C; per anchor
+///   only: AP, aLRP, RS, CARL, residual objectness, each with its own meaning: docs/conventions.md).
 ///
 /// The trailing arguments are recognised by their type, so each may be left out independently
 /// (`value(x, labels, Normalizer::avg_factor(a))` needs no empty weights), but they must come in

@@ -30,6 +30,7 @@
 
 #include "requires_cxx17.hpp"
 
+#include <algorithm>
 #include <initializer_list>
 #include <type_traits>
 #include <utility>
@@ -159,10 +160,27 @@ struct LossSink {
         throw_invalid(where, name, " must not share memory with the ", o.second);
   }
 
+  /// Throws if the output shares memory with `v` (called `what` in the message). Writes nothing.
+  void check_apart(const char* where, const MemView& v, const char* what) const {
+    if (kind == Kind::none || !overlaps(view, v)) return;
+    throw_invalid(where, kind == Kind::element ? "element_losses" : "anchor_losses",
+                  " must not share memory with ", what);
+  }
+
   /// Gives a plain array its shape (after every check).
   void prepare(Index n, Index c) {
     if (kind != Kind::none) resize_fn(obj, n, c);
   }
+
+  /// Sets anchors row0 .. row0 + n − 1 to 0 (kind anchor).
+  void zero_anchors(Index row0, Index n) const {
+    static constexpr double kZeros[256] = {};
+    for (Index r = 0; r < n; r += 256)
+      anchor_fn(obj, row0 + r, std::min<Index>(256, n - r), kZeros, false);
+  }
+
+  /// Sets anchor `row` to v, rounded once to the scalar type (kind anchor).
+  void set_anchor(Index row, double v) const { anchor_fn(obj, row, 1, &v, false); }
 };
 
 }  // namespace detail

@@ -147,9 +147,9 @@ struct ALRPSignature : RankingSignature {
 };
 
 /// aLRP loss; see the file comment. Call (ranking_loss.hpp): `value(logits, labels, loc_error
-/// [, fgbg::groups(ids)] [, workspace])` gives both components;
+/// [, fgbg::groups(ids)] [, workspace] [, anchor_losses(a)])` gives both components;
 /// `value_and_grad(logits, labels, loc_error, grad, grad_loc_error [, rank]
-/// [, fgbg::groups(ids)] [, workspace])` also writes the classification update into `grad`
+/// [, fgbg::groups(ids)] [, workspace] [, anchor_losses(a)])` also writes the classification update into `grad`
 /// (N × C, NOT ∂cls/∂logits, see the file comment), ∂loc/∂ℓ into `grad_loc_error` (N entries, 0
 /// at non-positive anchors) and, if given, the smoothed rank R_i of every positive anchor into
 /// `rank` (N entries, 0 at non-positive anchors; per group, each group's own ranks).
@@ -248,6 +248,7 @@ class ALRPLoss : public RankingLoss<ALRPLoss<Scalar>, Scalar, ALRPSignature> {
     detail::grow(ws.rank, p);
     detail::grow(ws.g, p);
     detail::grow(ws.c, p);
+    detail::grow(ws.pos_loss, p);
     // ℓ scaled by 2^-m (m = 0 unless max ℓ > 2^40): ℓ up to 2^512 times score offsets up to
     // 2^902 overflowed the window sums (NaN updates for δ = 6e262 with ℓ = 4.1e120).
     for (std::uint32_t k = 0; k < p; ++k) ws.weight[k] = ws.pos[k].aux;
@@ -261,6 +262,7 @@ class ALRPLoss : public RankingLoss<ALRPLoss<Scalar>, Scalar, ALRPSignature> {
       const double R = rp + F;
       ws.rank[k] = R;
       sum_ratio += rp / R;
+      ws.pos_loss[k] = F / R;  // 1 − R⁺/R
       if (F > eps) {
         const double S = std::ldexp(detail::weighted_above_others(ws, k), m);
         ws.g[k] = -(S + F) * scale / (R * np);

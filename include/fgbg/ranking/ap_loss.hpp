@@ -53,8 +53,8 @@ struct APLossConfig {
 };
 
 /// AP loss; see the file comment. Call (ranking_loss.hpp): `value(logits, labels
-/// [, fgbg::groups(ids)] [, workspace])`, `value_and_grad(logits, labels, grad
-/// [, fgbg::groups(ids)] [, workspace])`; the value is 1 − mean (interpolated) precision over the
+/// [, fgbg::groups(ids)] [, workspace] [, anchor_losses(a)])`, `value_and_grad(logits, labels, grad
+/// [, fgbg::groups(ids)] [, workspace] [, anchor_losses(a)])`; the value is 1 − mean (interpolated) precision over the
 /// positives, and `grad` (N × C; a plain array is resized, a Map or block must have the shape)
 /// receives the error-driven update (NOT ∂value/∂logits; see the file comment).
 template <typename Scalar>
@@ -107,6 +107,7 @@ class APLoss : public RankingLoss<APLoss<Scalar>, Scalar, RankingSignature> {
     const double np = static_cast<double>(p);
     detail::grow(ws.g, p);
     detail::grow(ws.c, p);
+    detail::grow(ws.pos_loss, p);
     double run_max = 0, sum_hat = 0;
     for (std::uint32_t k = 0; k < p; ++k) {
       const double A = 0.5 + detail::positives_above(ws, k);
@@ -122,6 +123,7 @@ class APLoss : public RankingLoss<APLoss<Scalar>, Scalar, RankingSignature> {
         hat = run_max;
       }
       sum_hat += hat;
+      ws.pos_loss[k] = 1 - hat;
       ws.g[k] = -(1 - hat) * scale / np;
       ws.c[k] = w / AB;
     }

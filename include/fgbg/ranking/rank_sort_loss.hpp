@@ -67,8 +67,8 @@ struct RankSortSignature : RankingSignature {
 };
 
 /// Rank & Sort loss; see the file comment. Call (ranking_loss.hpp): `value(logits, labels, iou
-/// [, fgbg::groups(ids)] [, workspace])` gives loss_rank and loss_sort;
-/// `value_and_grad(logits, labels, iou, grad [, fgbg::groups(ids)] [, workspace])` also writes
+/// [, fgbg::groups(ids)] [, workspace] [, anchor_losses(a)])` gives loss_rank and loss_sort;
+/// `value_and_grad(logits, labels, iou, grad [, fgbg::groups(ids)] [, workspace] [, anchor_losses(a)])` also writes
 /// the error-driven update (NOT a derivative, see the file comment) into `grad` (N × C; a plain
 /// array is resized, a view must have the shape). Per group, the positives are the anchors with
 /// IoU > 0.
@@ -151,7 +151,8 @@ class RankSortLoss : public RankingLoss<RankSortLoss<Scalar>, Scalar, RankSortSi
   /// distribution weight c to the negatives). Returns Σ r. Grows every buffer the phases use.
   double ranking_part(RankingWorkspace& ws, std::uint32_t p) const {
     const double eps = config_.eps;
-    for (auto* v : {&ws.weight, &ws.sort_error, &ws.sort_gap, &ws.sort_share, &ws.g, &ws.c})
+    for (auto* v :
+         {&ws.weight, &ws.sort_error, &ws.sort_gap, &ws.sort_share, &ws.g, &ws.c, &ws.pos_loss})
       detail::grow(*v, p);
     detail::grow(ws.weight_sum, p + 1);
     detail::grow(ws.weight_offset_sum, p + 1);
@@ -166,6 +167,7 @@ class RankSortLoss : public RankingLoss<RankSortLoss<Scalar>, Scalar, RankSortSi
       const double F = ws.F[k];
       const double r = F / (rp + F);
       sum_rank += r;
+      ws.pos_loss[k] = r;  // the sorting error is added by sorting_shares
       const double q = detail::weighted_above(ws, k);
       ws.sort_error[k] = q / rp;        // current sorting error c_i
       ws.g[k] = F > eps ? -r : 0.0;     // ranking part of the update
@@ -238,6 +240,7 @@ class RankSortLoss : public RankingLoss<RankSortLoss<Scalar>, Scalar, RankSortSi
         const auto D = fen.up(ws.win[k], 0, 1, u[k], ref[ws.win[k].lo], sdelta);
         const double e_k = ws.sort_gap[k];
         sum_sort += e_k;
+        ws.pos_loss[k] += e_k;
         if (D.up > eps) {
           ws.g[k] -= e_k;
           ws.sort_share[k] = e_k / D.up;

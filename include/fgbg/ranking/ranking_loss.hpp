@@ -6,7 +6,8 @@
 ///
 /// @code
 ///   value(logits, labels, inputs... [, fgbg::groups(ids)] [, workspace])
-///   value_and_grad(logits, labels, inputs..., outputs... [, fgbg::groups(ids)] [, workspace])
+///   value_and_grad(logits, labels, inputs..., outputs... [, fgbg::groups(ids)] [, workspace]
+///                  [, fgbg::anchor_losses(a)])
 /// @endcode
 ///
 /// Without a RankingWorkspace the call allocates a temporary one; pass one (kept across
@@ -34,7 +35,13 @@
 /// @endcode
 ///
 /// `in` and `out` are std::tuple of the inputs and outputs (None for an output not given); in a
-/// per-group call they hold that group's rows.
+/// per-group call they hold that group's rows. Each rank() also leaves, in `ws.pos_loss[k]`, the
+/// loss of its k-th sorted positive `ws.pos[k]` (AP: 1 − p̂_i; aLRP: the classification part
+/// F_i / R_i; RS: the ranking plus the sorting error), so that the value of the ranking is their
+/// mean. The base writes them into `fgbg::anchor_losses(a)` when the call passes one (a_n = the
+/// loss of positive anchor n, 0 for every other anchor): without groups Σ a / n_P is the value
+/// (aLRP: its `cls`; RS: rank + sort); with groups the value is the mean over the groups with
+/// positives of the mean of a over the group's positives.
 #pragma once
 
 #include "../core/requires_cxx17.hpp"
@@ -53,6 +60,7 @@ struct RankingSignature : DefaultSignature {
   using Workspace = RankingWorkspace;
   static constexpr CallOption option = CallOption::groups;
   static constexpr bool normalizer = false;
+  static constexpr LossOutputs losses = LossOutputs::anchor;  ///< the positives' own losses
 };
 
 namespace detail {
@@ -110,6 +118,37 @@ void zero_outputs(Tuple& out) {
   std::apply([](auto&... o) { (zero_output(o), ...); }, out);
 }
 
+/// The MemView of a given input or output, an empty one for None.
+template <typename T>
+MemView view_of(const T& a) {
+  if constexpr (kGiven<Bare<T>>)
+    return MemView::of(a);
+  else
+    return {};
+}
+
+/// Checks the anchor_losses output of a ranking call over N × C logits: its length, and that it
+/// shares no memory with the logits, the labels, an input or an output. Writes nothing.
+template <typename Scalar, typename Call>
+void check_ranking_losses(const char* where, const Call& c) {
+  const auto& sink = c.losses;
+  if (!sink.given()) return;
+  sink.check(where, c.x.rows(), c.x.cols(),
+             {{MemView::of(c.x), "logits"}, {MemView::of(c.labels), "labels"}});
+  std::apply([&](const auto&... a) { (sink.check_apart(where, view_of(a), "an input"), ...); },
+             c.in);
+  std::apply([&](const auto&... o) { (sink.check_apart(where, view_of(o), "an output"), ...); },
+             c.out);
+}
+
+/// Writes the positives' losses of one ranking (ws.pos_loss of ws.pos, anchors offset by row0)
+/// into the anchor output. The anchors of the ranking must be zero already.
+template <typename Scalar>
+void write_positive_losses(const LossSink<Scalar>& sink, const RankingWorkspace& ws, Index row0) {
+  for (std::size_t k = 0; k < ws.pos.size(); ++k)
+    sink.set_anchor(row0 + ws.pos[k].anchor, ws.pos_loss[k]);
+}
+
 }  // namespace detail
 
 /// CRTP base of APLoss, ALRPLoss and RankSortLoss; see the file comment.
@@ -121,7 +160,16 @@ class RankingLoss : public DenseLoss<Derived, Scalar, Sig> {
   auto run(Call& c) const {
     RankingWorkspace& ws = *c.workspace;
     if constexpr (!detail::kGiven<decltype(c.option)>) {
-      return self().make(self().rank(c.x, c.labels, c.in, c.out, ws, 1.0));
+      if (!c.losses.given()) return self().make(self().rank(c.x, c.labels, c.in, c.out, ws, 1.0));
+      // With a loss output every check runs first, so a throw writes nothing.
+      self().check(c.x, c.labels, c.in, c.out);
+      detail::check_ranking_losses<Scalar>(Derived::kName, c);
+      c.losses.prepare(c.x.rows(), 1);
+      ws.pos.clear();  // rank() refills it unless the call has no positives
+      const auto r = self().rank(c.x, c.labels, c.in, c.out, ws, 1.0);
+      c.losses.zero_anchors(0, c.x.rows());
+      detail::write_positive_losses(c.losses, ws, 0);
+      return self().make(r);
     } else {
       return per_group(c, c.option.ids, ws);
     }
@@ -140,7 +188,10 @@ class RankingLoss : public DenseLoss<Derived, Scalar, Sig> {
                   "fgbg: with groups, the labels must be a vector at compile time");
     self().check(c.x, c.labels, c.in, c.out);
     detail::check_groups(Derived::kName, groups, x.rows());
+    detail::check_ranking_losses<Scalar>(Derived::kName, c);
     self().prepare(c.x, c.out);
+    c.losses.prepare(x.rows(), 1);
+    if (c.losses.given()) c.losses.zero_anchors(0, x.rows());
     const Index gp = detail::count_groups_with_positives(
         groups, [&](Index a) { return self().is_positive(c.labels, c.in, a); });
     using R = decltype(self().rank(c.x, c.labels, c.in, c.out, ws, 1.0));
@@ -153,8 +204,10 @@ class RankingLoss : public DenseLoss<Derived, Scalar, Sig> {
     detail::for_each_group(groups, [&](Index first, Index len) {
       auto in = detail::group_rows_of(c.in, first, len);
       auto out = detail::group_rows_of(c.out, first, len);
+      ws.pos.clear();
       detail::add_values(total, self().rank(x.middleRows(first, len), labels.segment(first, len),
                                             in, out, ws, scale));
+      if (c.losses.given()) detail::write_positive_losses(c.losses, ws, first);
     });
     return self().make(detail::divide_values(total, static_cast<double>(gp)));
   }

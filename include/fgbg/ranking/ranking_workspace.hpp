@@ -50,7 +50,7 @@ class RankingWorkspace {
     u.reserve(p);
     ref.reserve(p);
     win.reserve(p);
-    for (auto* v : {&F, &weight, &rank, &sort_error, &sort_gap, &sort_share, &g, &c})
+    for (auto* v : {&F, &weight, &rank, &sort_error, &sort_gap, &sort_share, &g, &c, &pos_loss})
       v->reserve(p + 1);
     for (auto* v : {&W, &V, &X, &XV, &weight_sum, &weight_offset_sum}) v->reserve(p + 1);
     count.reserve(p + 1);
@@ -69,7 +69,8 @@ class RankingWorkspace {
                     win.capacity() * sizeof(detail::Window) +
                     neg_slots.capacity() * sizeof(std::uint32_t) +
                     order.capacity() * sizeof(std::uint32_t) + grid.capacity_bytes();
-    for (auto* v : {&u, &ref, &F, &weight, &rank, &sort_error, &sort_gap, &sort_share, &g, &c})
+    for (auto* v :
+         {&u, &ref, &F, &weight, &rank, &sort_error, &sort_gap, &sort_share, &g, &c, &pos_loss})
       b += v->capacity() * sizeof(double);
     for (auto* v : {&W, &V, &X, &XV, &weight_sum, &weight_offset_sum, &slot_sums})
       b += v->capacity() * sizeof(detail::DD);
@@ -79,23 +80,24 @@ class RankingWorkspace {
   }
 
   // --- implementation details -----------------------------------------------------------
-  std::vector<detail::RankedPositive> pos;       ///< positives sorted by (score, flat index)
-  std::vector<double> u;                         ///< their scores, times `scale`
-  std::vector<double> ref;                       ///< chain reference of each positive (chain_refs)
-  std::vector<detail::Window> win;               ///< window of each positive in u
-  std::vector<double> F;                         ///< Σ_{j∈N} H(s_j − s_i) per positive
-  std::vector<std::int64_t> count;               ///< #negatives with H > 0 per positive
-  std::vector<double> weight;                    ///< per-positive weight (aLRP ℓ, RS 1 − IoU)
-  std::vector<detail::DD> weight_sum;            ///< prefix sums of `weight`
-  std::vector<detail::DD> weight_offset_sum;     ///< prefix sums of weight · (u − ref)
-  std::vector<double> rank;                      ///< aLRP: R_i = R⁺_i + F_i
-  std::vector<double> sort_error;                ///< RS: current sorting error c_i
-  std::vector<double> sort_gap;                  ///< RS: e_i = c_i − target sorting error
-  std::vector<double> sort_share;                ///< RS: d_i = e_i / D_i, sent per unit of H
-  std::vector<double> g, c;                      ///< per-positive update and distribution weight
-  std::vector<detail::DD> W, V, X, XV;           ///< prefix sums over the sorted positives
-  std::vector<detail::ScatterCell> cells;        ///< histogram of the negatives over the slots
-  std::vector<detail::DD> slot_sums;             ///< prefix over slots of the chain-relative sums
+  std::vector<detail::RankedPositive> pos;    ///< positives sorted by (score, flat index)
+  std::vector<double> u;                      ///< their scores, times `scale`
+  std::vector<double> ref;                    ///< chain reference of each positive (chain_refs)
+  std::vector<detail::Window> win;            ///< window of each positive in u
+  std::vector<double> F;                      ///< Σ_{j∈N} H(s_j − s_i) per positive
+  std::vector<std::int64_t> count;            ///< #negatives with H > 0 per positive
+  std::vector<double> weight;                 ///< per-positive weight (aLRP ℓ, RS 1 − IoU)
+  std::vector<detail::DD> weight_sum;         ///< prefix sums of `weight`
+  std::vector<detail::DD> weight_offset_sum;  ///< prefix sums of weight · (u − ref)
+  std::vector<double> rank;                   ///< aLRP: R_i = R⁺_i + F_i
+  std::vector<double> sort_error;             ///< RS: current sorting error c_i
+  std::vector<double> sort_gap;               ///< RS: e_i = c_i − target sorting error
+  std::vector<double> sort_share;             ///< RS: d_i = e_i / D_i, sent per unit of H
+  std::vector<double> pos_loss;            ///< the loss of each sorted positive (ranking_loss.hpp)
+  std::vector<double> g, c;                ///< per-positive update and distribution weight
+  std::vector<detail::DD> W, V, X, XV;     ///< prefix sums over the sorted positives
+  std::vector<detail::ScatterCell> cells;  ///< histogram of the negatives over the slots
+  std::vector<detail::DD> slot_sums;       ///< prefix over slots of the chain-relative sums
   std::vector<detail::SlotUpdate> slot_updates;  ///< a negative's update per slot
   std::vector<std::uint32_t> neg_slots;          ///< slot of each relevant negative
   std::vector<std::uint32_t> order;              ///< permutations of the positives

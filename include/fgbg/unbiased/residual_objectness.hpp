@@ -218,6 +218,7 @@ struct ResidualObjectnessSignature : DefaultSignature {
   static constexpr CallOption option = CallOption::none;
   static constexpr bool normalizer = false;
   static constexpr bool reduce = true;  ///< the reduced positive count of batch_statistics
+  static constexpr LossOutputs losses = LossOutputs::anchor;  ///< each anchor's share of the value
 };
 
 /// Residual objectness loss; see the file comment.
@@ -301,7 +302,7 @@ class ResidualObjectnessLoss
     double ema = 0.0;
     const ResidualObjectnessResult r =
         compute<Call::kGrad>(std::get<0>(c.in), c.x, c.labels, *c.state, reduced, ema,
-                             std::get<1>(c.out), std::get<0>(c.out));
+                             std::get<1>(c.out), std::get<0>(c.out), c.losses);
     if constexpr (Call::kGrad) c.state->commit(ema);
     return r;
   }
@@ -348,8 +349,8 @@ class ResidualObjectnessLoss
   ResidualObjectnessResult compute(const Eigen::DenseBase<OD>& s, const Eigen::DenseBase<CD>& z,
                                    const Eigen::DenseBase<LD>& labels,
                                    const ResidualObjectnessState& state,
-                                   const ReduceBuffer* reduced, double& ema_out, GO& go,
-                                   GC& gc) const {
+                                   const ReduceBuffer* reduced, double& ema_out, GO& go, GC& gc,
+                                   detail::LossSink<Scalar>& losses) const {
     static_assert(
         kStorableAs<typename OD::Scalar, Scalar> && kStorableAs<typename CD::Scalar, Scalar>,
         "fgbg::ResidualObjectnessLoss: the logits must have the loss's scalar type (or "
@@ -373,6 +374,13 @@ class ResidualObjectnessLoss
       detail::check_no_alias(kName, z, go);
       detail::check_no_alias(kName, z, gc);
       detail::check_no_alias(kName, go, gc);
+    }
+    losses.check(
+        kName, n, 1,
+        {{detail::MemView::of(s), "stage_logits"}, {detail::MemView::of(z), "class_logits"}});
+    if constexpr (kGrad) {
+      losses.check_apart(kName, detail::MemView::of(go), "grad_stages");
+      losses.check_apart(kName, detail::MemView::of(gc), "grad_classes");
     }
     detail::check_finite(kName, "stage_logits", s);
     detail::check_finite(kName, "class_logits", z);
@@ -415,8 +423,9 @@ class ResidualObjectnessLoss
       detail::prepare_output(kName, "grad_stages", go, n, k);
       detail::prepare_output(kName, "grad_classes", gc, n, c);
     }
-    r.obj_loss = objectness_part<kGrad>(s, labels, r.obj_normalizer, go);
-    r.cls_loss = class_part<kGrad>(z, labels, r.cls_normalizer, gc);
+    losses.prepare(n, 1);
+    r.obj_loss = objectness_part<kGrad>(s, labels, r.obj_normalizer, go, losses);
+    r.cls_loss = class_part<kGrad>(z, labels, r.cls_normalizer, gc, losses);
     r.loss = r.obj_loss + r.cls_loss;
 
     ema_out = e;  // value_and_grad commits it to the state; value() drops it
@@ -432,10 +441,11 @@ class ResidualObjectnessLoss
 
   /// Σ_valid BCE(o, t) / norm over the N summed objectness logits o_i, on the dense engine: the
   /// o_i are a lazy N × 1 expression the engine gathers tile by tile, and each tile's gradient
-  /// (N × 1) is written across the K columns of `go`.
+  /// (N × 1) is written across the K columns of `go`. A given `losses` receives every anchor's
+  /// BCE(o, t) / norm (0 if ignored).
   template <bool kGrad, typename OD, typename LD, typename GO>
   double objectness_part(const Eigen::DenseBase<OD>& s, const Eigen::DenseBase<LD>& labels,
-                         double norm, GO& go) const {
+                         double norm, GO& go, const detail::LossSink<Scalar>& losses) const {
     using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
     const detail::GradFactor<Scalar> inv(1.0, norm);
     const Index k = s.cols();
@@ -460,6 +470,11 @@ class ResidualObjectnessLoss
           // cancels to 0 in float for o > 16).
           loss = ((o * tg).max(Scalar(0)) + e.log1p()) * v;  // softplus(z), z = (1 − 2t)·o
           const double sum = detail::sum_normalised(loss.data(), t, detail::ElementScale(norm));
+          if (losses.given()) {
+            double share[detail::kTileElems];
+            for (Index i = 0; i < t; ++i) share[i] = static_cast<double>(loss[i]) / norm;
+            losses.anchor_fn(losses.obj, i0, t, share, false);
+          }
           if constexpr (kGrad) {
             // ∂softplus(z)/∂o = (1 − 2t)·σ(z): −σ(−o) for positives, without σ(o) − 1 cancelling.
             loss = array::sigmoid_from(o * tg, e) * tg * v;
@@ -474,10 +489,11 @@ class ResidualObjectnessLoss
   }
 
   /// Σ_positive rows Σ_c BCE(z, onehot) / norm; zero gradient on the other rows. Each positive
-  /// row is one pass of the dense engine (the other rows are never read).
+  /// row is one pass of the dense engine (the other rows are never read). A given `losses` has
+  /// each positive row's class loss / norm added to it.
   template <bool kGrad, typename CD, typename LD, typename GC>
   double class_part(const Eigen::DenseBase<CD>& z, const Eigen::DenseBase<LD>& labels, double norm,
-                    GC& gc) const {
+                    GC& gc, const detail::LossSink<Scalar>& losses) const {
     using Vec = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
     const detail::GradFactor<Scalar> inv(1.0, norm);
     if constexpr (kGrad) gc.derived().setZero();
@@ -504,13 +520,16 @@ class ResidualObjectnessLoss
         return sum;
       };
       const auto zr = z.derived().row(i);
+      double row = 0.0;
       if constexpr (kGrad) {
         auto gr = gc.derived().row(i);
-        total += detail::tiled_sum<Scalar>(zr, gr, row_pass);
+        row = detail::tiled_sum<Scalar>(zr, gr, row_pass);
       } else {
         detail::None none;
-        total += detail::tiled_sum<Scalar>(zr, none, row_pass);
+        row = detail::tiled_sum<Scalar>(zr, none, row_pass);
       }
+      total += row;
+      if (losses.given()) losses.anchor_fn(losses.obj, i, 1, &row, true);
     }
     return total;
   }
