@@ -46,15 +46,14 @@ void check_half(const F& f, const Case<float>& c0) {
 }  // namespace
 
 /// The dense losses: every fixture but the ranking losses (AP, aLRP, RS sort scores; their
-/// logits stay float), CARL (a reweighting of the regression loss read at the positives) and the
-/// guided loss (it scales the inner loss's gradient after it is written, which in half precision
-/// would round twice).
+/// logits stay float) and the guided loss (its gradient is not the float one rounded: below).
 using DenseFixtures =
     std::tuple<BceFixture<float>, FocalFixture<float>, FocalStarFixture<float>,
                SoftmaxCeFixture<float>, SoftmaxFocalFixture<float>, QflFixture<float>,
                SoftBceFixture<float>, VflFixture<float>, DenseFocalFixture<float>,
                DenseBceFixture<float>, EflFixture<float>, GhmcFixture<float>, DrFixture<float>,
-               ResObjClassFixture<float>, ResObjStageFixture<float>>;
+               ResObjClassFixture<float>, ResObjStageFixture<float>, CarlFixture<float, false>,
+               CarlFixture<float, true>>;
 
 TEMPLATE_LIST_TEST_CASE("half precision: half and bfloat16 logits give the float results", "[half]",
                         DenseFixtures) {
@@ -114,4 +113,79 @@ TEST_CASE("half precision: non-finite half logits are refused, nothing written",
   RowArray<float> gf2;
   CHECK(v == focal.value_and_grad(xf, y, gf2));
   CHECK((gf == gf2).all());
+}
+
+namespace {
+
+/// One half ulp of the rounded value v (and the smallest subnormal step below the normal range).
+template <typename H>
+float half_ulp(float v) {
+  const bool bf = std::is_same<H, Eigen::bfloat16>::value;
+  const float min_normal = bf ? 1.17549435e-38f : 6.10351562e-05f;
+  const float step = bf ? 0x1p-7f : 0x1p-10f;
+  const float a = std::max(std::abs(v), min_normal);
+  return std::ldexp(step, std::ilogb(a));
+}
+
+template <typename H>
+void check_guided_half(const GuidedFixture<float>& f, const Case<float>& c0) {
+  using Half = RowArray<H>;
+  Case<float> c = c0;
+  const Half xh = c.p.logits.template cast<H>();
+  c.p.logits = xh.template cast<float>();
+  NoAux a;
+  Half gh = Half::Constant(c.p.rows(), c.p.cols(), H(7.25f));
+  RowArray<float> gf(c.p.rows(), c.p.cols());
+  const Values vh = f.grad(c, xh, gh, a);
+  const Values vf = f.grad(c, c.p.logits, gf, a);
+  INFO("half " << vh << ", float " << vf);
+  CHECK(same(vh, vf));
+  CHECK(same(f.value(c, xh, a), vf));
+  // Rounded once from the float computation: within one half ulp of the float gradient.
+  int worst = 0;
+  for (Index i = 0; i < gf.size(); ++i) {
+    const float h = static_cast<float>(gh.data()[i]), g = gf.data()[i];
+    if (!(std::abs(h - g) <= half_ulp<H>(g))) ++worst;
+    if (g == 0.0f && h != 0.0f) ++worst;
+  }
+  CHECK(worst == 0);
+}
+
+}  // namespace
+
+TEST_CASE("half precision: the guided loss writes its gradient in half, rounded once",
+          "[half][guided]") {
+  for (int v = 0; v < GuidedFixture<float>::kVariants; ++v) {
+    const GuidedFixture<float> f(v);
+    INFO("variant " << v);
+    for (int seed : {11, 12, 13}) {
+      Case<float> c = make_case<float>(seed, options_for<GuidedFixture<float>>(300, 7), false);
+      check_guided_half<Eigen::half>(f, c);
+      check_guided_half<Eigen::bfloat16>(f, c);
+    }
+  }
+  // The exact gradient is s·L_reg·∂S/∂x / S: with a mean normaliser (L_cls ≪ L_reg) the
+  // wrapped loss's own half gradient would underflow to 0 before the guided scale; here it is
+  // the float result rounded to half.
+  const fgbg::GuidedLoss<fgbg::SigmoidCrossEntropyLoss<float>> guided;
+  RowArray<float> x = RowArray<float>::Constant(400, 80, -9.0f);
+  fgbg::LabelVector y = fgbg::LabelVector::Zero(400);
+  y[3] = 5;
+  const RowArray<Eigen::half> xh = x.template cast<Eigen::half>();
+  RowArray<Eigen::half> gh(400, 80);
+  RowArray<float> gf(400, 80);
+  const auto mean = fgbg::Normalizer::mean();
+  const auto rh = guided.value_and_grad(xh, y, 2.0, gh, {}, mean);
+  const auto rf = guided.value_and_grad(x, y, 2.0, gf, {}, mean);
+  CHECK(rh.value == rf.value);
+  CHECK(rh.cls_loss == rf.cls_loss);
+  CHECK(gf(0, 0) > 1e-5f);  // the inner mean-normalised gradient, σ(−9)/32000 ≈ 3.9e-9, is not
+  CHECK(std::abs(static_cast<float>(gh(0, 0)) - gf(0, 0)) <= half_ulp<Eigen::half>(gf(0, 0)));
+  // A bad gradient view throws before anything is written, after the value passes.
+  RowArray<Eigen::half> big = RowArray<Eigen::half>::Constant(401, 80, Eigen::half(7.25f));
+  CHECK_THROWS_AS(guided.value_and_grad(xh, y, 2.0, big.topRows(399)), std::invalid_argument);
+  CHECK((big.template cast<float>() == 7.25f).all());
+  // s·L_reg beyond half's range: the gradient would not be representable.
+  CHECK_THROWS_WITH(guided.value_and_grad(xh, y, 7e4, gh),
+                    Catch::Contains("classification_scale * reg_loss must be <= 65504"));
 }

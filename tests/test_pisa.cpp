@@ -457,6 +457,95 @@ TEMPLATE_TEST_CASE("CARL: accumulate mode, layouts", "[carl]", float, double) {
   }
 }
 
+TEMPLATE_TEST_CASE("CARL: anchor_losses hold w_i l_i, value and gradients unchanged",
+                   "[carl][loss_outputs]", float, double) {
+  using S = TestType;
+  std::mt19937_64 rng(17);
+  std::normal_distribution<double> nd(0.0, 2.0);
+  const Index n = 40, c = 5;
+  fgbg::LabelVector y(n);
+  Vec<S> reg(n);
+  for (Index i = 0; i < n; ++i) {
+    y[i] = static_cast<int>((i * 7) % (c + 2)) - 1;
+    reg[i] = static_cast<S>(std::abs(nd(rng)));
+  }
+  const double tol = std::is_same<S, double>::value ? 1e-13 : 2e-6;
+  for (const bool sigmoid : {true, false}) {
+    for (const double b : {0.2, 0.0}) {
+      INFO("sigmoid " << sigmoid << ", b = " << b);
+      const Index cols = sigmoid ? c : c + 1;
+      RowArray<S> x(n, cols);
+      for (Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<S>(nd(rng));
+      const auto norm = fgbg::Normalizer::avg_factor(6.5);
+      const fgbg::CarlLoss<S> carl({S(2), S(b), sigmoid, norm});
+      // independent: u_i = (b + (1 − b) s_i)^k, ŵ_i = P u_i / Σu, a_i = ŵ_i ℓ_i
+      std::vector<double> u(n, 0.0);
+      double su = 0, p = 0;
+      for (Index i = 0; i < n; ++i) {
+        if (y[i] <= 0) continue;
+        double sc;
+        if (sigmoid) {
+          sc = 1.0 / (1.0 + std::exp(-static_cast<double>(x(i, y[i] - 1))));
+        } else {
+          double z = 0;
+          for (Index j = 0; j < cols; ++j) z += std::exp(static_cast<double>(x(i, j)));
+          sc = std::exp(static_cast<double>(x(i, y[i]))) / z;
+        }
+        u[i] = std::pow(b + (1 - b) * sc, 2.0);
+        su += u[i];
+        p += 1;
+      }
+      RowArray<S> g0(n, cols), g1(n, cols);
+      Vec<S> gr0(n), gr1(n), a = Vec<S>::Constant(n, S(4)), av;
+      const S v0 = carl.value_and_grad(x, y, reg, g0, gr0);
+      const S v1 = carl.value_and_grad(x, y, reg, g1, gr1, fgbg::anchor_losses(a));
+      CHECK(v1 == v0);
+      CHECK((g1 == g0).all());
+      CHECK((gr1 == gr0).all());
+      CHECK(carl.value(x, y, reg, fgbg::anchor_losses(av)) == v0);
+      REQUIRE(a.size() == n);
+      CHECK((av == a).all());
+      double sum = 0;
+      for (Index i = 0; i < n; ++i) {
+        const double want = y[i] > 0 ? p * u[i] / su * static_cast<double>(reg[i]) : 0.0;
+        CHECK(std::abs(static_cast<double>(a[i]) - want) <= tol * std::max(1.0, want));
+        sum += static_cast<double>(a[i]);
+      }
+      CHECK(std::abs(sum / 6.5 - static_cast<double>(v0)) <= tol * std::max(1.0, sum));
+      // the accumulating call overwrites the loss output
+      Vec<S> acc = Vec<S>::Constant(n, S(-3));
+      RowArray<S> ga = RowArray<S>::Zero(n, cols);
+      Vec<S> gra = Vec<S>::Zero(n);
+      CHECK(carl.value_and_accumulate_grad(x, y, reg, ga, gra, fgbg::anchor_losses(acc)) == v0);
+      CHECK((acc == a).all());
+    }
+  }
+  SECTION("a bad output throws before anything is written") {
+    const fgbg::CarlLoss<S> carl;
+    RowArray<S> x = RowArray<S>::Constant(n, c, S(0.5)), g = RowArray<S>::Constant(n, c, S(7));
+    Vec<S> gr = Vec<S>::Constant(n, S(7));
+    std::vector<S> buf(n, S(9));
+    Eigen::Map<Vec<S>> short_view(buf.data(), n - 1), on_reg(reg.data(), n), on_gr(gr.data(), n);
+    const Vec<S> reg0 = reg;
+    CHECK_THROWS_WITH(carl.value_and_grad(x, y, reg, g, gr, fgbg::anchor_losses(short_view)),
+                      Catch::Contains("anchor_losses must have 40 entries, got 39"));
+    CHECK_THROWS_WITH(carl.value(x, y, reg, fgbg::anchor_losses(on_reg)),
+                      Catch::Contains("anchor_losses must not share memory with the reg_loss"));
+    CHECK_THROWS_WITH(carl.value_and_grad(x, y, reg, g, gr, fgbg::anchor_losses(on_gr)),
+                      Catch::Contains("anchor_losses must not share memory with grad_reg_loss"));
+    fgbg::LabelVector bad = y;
+    bad[3] = 99;
+    Vec<S> a = Vec<S>::Constant(n, S(9));
+    CHECK_THROWS_AS(carl.value_and_grad(x, bad, reg, g, gr, fgbg::anchor_losses(a)),
+                    std::invalid_argument);
+    CHECK((a == S(9)).all());
+    CHECK((g == S(7)).all());
+    CHECK((gr == S(7)).all());
+    CHECK((reg == reg0).all());
+    CHECK(std::all_of(buf.begin(), buf.end(), [](S v) { return v == S(9); }));
+  }
+}
+
 TEMPLATE_TEST_CASE("CARL: edge cases", "[carl][edge]", float, double) {
   using S = TestType;
   for (const bool sigmoid : {true, false}) {

@@ -44,7 +44,10 @@
 /// Outputs: `grad` (N × cols, zero outside the positive rows), `grad_reg_loss` (N, ŵ_i/A at
 /// positives, 0 elsewhere), or `weights()` for ŵ. `value_and_accumulate_grad` adds into existing
 /// buffers and touches only the positive rows, so CARL can be added to another loss's gradient
-/// without an N × C pass. No positives (or N = 0): value 0, zero gradients.
+/// without an N × C pass. No positives (or N = 0): value 0, zero gradients. A trailing
+/// `fgbg::anchor_losses(a)` (core/loss_output.hpp; N entries, the loss's scalar type) receives
+/// a_i = ŵ_i ℓ_i at the positives and 0 elsewhere, so that the value is Σ a / A (written by
+/// `value()` too, and overwritten, not added to, by `value_and_accumulate_grad`).
 ///
 /// Only the values CARL reads are checked: labels (all rows), and at the positive rows the
 /// logits (the class entry for sigmoid heads, the whole row for softmax heads) and reg_loss
@@ -88,6 +91,7 @@ struct CarlSignature : DefaultSignature {
   static constexpr int outputs = 2;
   static constexpr CallOption option = CallOption::none;
   static constexpr bool accumulate = true;
+  static constexpr LossOutputs losses = LossOutputs::anchor;  ///< ŵ_i ℓ_i per anchor
 };
 
 /// CARL loss; see the file comment.
@@ -117,7 +121,7 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
   template <typename Call>
   double run(Call& c) const {
     return compute<Call::kAdd>(c.x, c.labels, std::get<0>(c.in), *c.normalizer, std::get<0>(c.out),
-                               std::get<1>(c.out));
+                               std::get<1>(c.out), c.losses);
   }
 
   /// Writes the CARL weights ŵ (N; 0 outside the positives). reg_loss is not needed.
@@ -213,8 +217,9 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
   /// Number of classes C of the logits; throws for a bad head shape.
   template <typename XD>
   Index check_head(const Eigen::DenseBase<XD>& x) const {
-    static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
-                  "fgbg::CarlLoss: the logits must have the loss's scalar type");
+    static_assert(kStorableAs<typename XD::Scalar, Scalar>,
+                  "fgbg::CarlLoss: the logits must have the loss's scalar type (or Eigen::half / "
+                  "Eigen::bfloat16 for a float loss)");
     if (config_.sigmoid) {
       if (x.cols() < 1) detail::throw_invalid(kName, "sigmoid logits must have C >= 1 columns");
       return x.cols();
@@ -245,11 +250,12 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
         detail::pisa_check_value(kName, "reg_loss", i, reg_at(i), 0.0, -1.0, ">= 0",
                                  "a positive anchor");
       if (config_.sigmoid) {
-        const Scalar v = x.derived().coeff(i, l - 1);
+        const Scalar v = static_cast<Scalar>(x.derived().coeff(i, l - 1));
         if (!std::isfinite(v)) detail::throw_non_finite(kName, "logits", i, l - 1, double(v));
-      } else if (!((x.derived().row(i).array() * Scalar(0)).sum() == Scalar(0))) {
+      } else if (!((x.derived().row(i).array().template cast<Scalar>() * Scalar(0)).sum() ==
+                   Scalar(0))) {
         for (Index col = 0; col < x.cols(); ++col) {
-          const Scalar v = x.derived().coeff(i, col);
+          const Scalar v = static_cast<Scalar>(x.derived().coeff(i, col));
           if (!std::isfinite(v)) detail::throw_non_finite(kName, "logits", i, col, double(v));
         }
       }
@@ -294,7 +300,7 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
   template <bool kAccumulate, typename XD, typename LD, typename RD, typename GD, typename GR>
   double compute(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
                  const Eigen::DenseBase<RD>& reg_loss, const Normalizer& normalizer, GD& grad_,
-                 GR& grad_reg_) const {
+                 GR& grad_reg_, detail::LossSink<Scalar>& losses) const {
     constexpr bool kGrad = detail::kGiven<GD>;
     // ---- validation: nothing is written before it completes ----
     const Index n = x.rows();
@@ -302,9 +308,10 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
     detail::pisa_check_input_vector(kName, "reg_loss", reg_loss, n);
     normalizer.validate(kName);
     if constexpr (kGrad) {
-      static_assert(std::is_same<typename GD::Scalar, Scalar>::value &&
+      static_assert(kStorableAs<typename GD::Scalar, Scalar> &&
                         std::is_same<typename GR::Scalar, Scalar>::value,
-                    "fgbg::CarlLoss: the gradients must have the loss's scalar type");
+                    "fgbg::CarlLoss: the gradients must have the loss's scalar type (grad may "
+                    "also be Eigen::half / Eigen::bfloat16 for a float loss)");
       if constexpr (kAccumulate) {
         detail::check_shape(kName, "grad", grad_.rows(), grad_.cols(), n, x.cols());
         const bool ok = (grad_reg_.cols() == 1 || grad_reg_.rows() == 1) && grad_reg_.size() == n;
@@ -322,9 +329,16 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
     auto reg_at = [&](Index i) { return static_cast<double>(reg_loss.derived().coeff(i)); };
     const LabelStats stats = check_rows(x, labels, c, reg_at, true);
     const double a = normalizer.resolve(stats, 1);
+    losses.check(kName, n, 1,
+                 {{detail::MemView::of(x), "logits"}, {detail::MemView::of(reg_loss), "reg_loss"}});
+    if constexpr (kGrad) {
+      losses.check_apart(kName, detail::MemView::of(grad_), "grad");
+      losses.check_apart(kName, detail::MemView::of(grad_reg_), "grad_reg_loss");
+    }
 
     // ---- pass 1: Σu and Σuℓ (streaming, log domain) ----
     const Sums s = sums(x, labels, reg_at);
+    if (losses.given()) write_losses(x, labels, reg_at, s, losses);
     // p · ℓ̄ / a; if p · ℓ̄ overflows (ℓ̄ near DBL_MAX), ℓ̄ · (p / a), finite when the value is.
     double value = s.p > 0 ? s.p * s.mean_loss() / a : 0.0;
     if (!std::isfinite(value)) value = s.mean_loss() * (s.p / a);
@@ -354,7 +368,7 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
         if (!std::isfinite(g)) g = (reg_at(i) - lbar) * ((wi / a) * (k * rho));
         grad_reg.coeffRef(i) += static_cast<Scalar>(wi / a);
         if (config_.sigmoid) {
-          grad.derived().coeffRef(i, l - 1) += static_cast<Scalar>(g * q.one_minus_s);
+          add_to(grad.derived().coeffRef(i, l - 1), g * q.one_minus_s);
         } else {
           // ∂/∂x_c = g (1[c = l] − p_c), p_c = exp(x_c − lse), element by element in double
           // (layout-independent bits, see row_lse).
@@ -362,12 +376,36 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
           for (Index col = 0; col < x.cols(); ++col) {
             const double p = std::exp(static_cast<double>(x.derived().coeff(i, col)) - q.lse);
             const double d = col == l ? g * (1.0 - p) : -g * p;
-            gd.coeffRef(i, col) += static_cast<Scalar>(d);
+            add_to(gd.coeffRef(i, col), d);
           }
         }
       });
       return value;
     }
+  }
+
+  /// Adds d to a gradient element: in the loss's scalar type as `+=`, or for a half-precision
+  /// gradient in float, rounded once to the half type.
+  template <typename G>
+  static void add_to(G& ref, double d) {
+    if constexpr (std::is_same<G, Scalar>::value)
+      ref += static_cast<Scalar>(d);
+    else
+      ref = static_cast<G>(static_cast<float>(ref) + static_cast<float>(d));
+  }
+
+  /// anchor_losses: ŵ_i ℓ_i at the positives (formed in double, rounded once), 0 elsewhere; the
+  /// value is their sum over A.
+  template <typename XD, typename LD, typename RegAt>
+  void write_losses(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
+                    const RegAt& reg_at, const Sums& s, detail::LossSink<Scalar>& losses) const {
+    const Index n = x.rows();
+    losses.prepare(n, 1);
+    losses.zero_anchors(0, n);
+    detail::pisa_scan_labels(labels, [&](Index i, auto l) {
+      const double w = s.weight(evaluate(x, i, static_cast<Label>(l)).key);
+      losses.set_anchor(i, w * reg_at(i));
+    });
   }
 
   Config config_;

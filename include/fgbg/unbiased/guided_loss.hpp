@@ -40,6 +40,12 @@
 /// streaming pass over the N × C gradient, ~0.1–0.2 ns per element, no second pass over the
 /// logits). No allocation beyond the wrapped loss's.
 ///
+/// Half precision (float loss, Eigen::half / Eigen::bfloat16 logits and gradient): two value
+/// passes give L_cls and the unnormalised sum S, then the wrapped loss writes the gradient itself
+/// with the normaliser B = S / (s·L_reg), so that every element is rounded to half once (the
+/// scaling afterwards is used only when B is outside a normaliser's range); s·L_reg must fit
+/// the gradient's type.
+///
 /// Shapes, labels, weights and normaliser: those of the wrapped loss.
 /// @throws std::invalid_argument for a bad config, a negative L_reg, s · L_reg beyond the largest
 ///         value of the scalar type (the value, which bounds every gradient element, would not be
@@ -155,7 +161,9 @@ class GuidedLoss {
   }
 
  private:
-  void check_reg_loss(double reg_loss) const {
+  /// `limit`: the largest value of the gradient's type (the loss's scalar, or half / bfloat16).
+  void check_reg_loss(double reg_loss, double limit = static_cast<double>(
+                                           std::numeric_limits<Scalar>::max())) const {
     if (!std::isfinite(reg_loss))
       throw std::domain_error(
           detail::concat(kName, ": reg_loss is ", reg_loss, "; it must be finite"));
@@ -165,10 +173,9 @@ class GuidedLoss {
     // the scalar's range the result is not representable (before, the factor overflowed and the
     // zero rows became inf · 0 = NaN). Checked before the wrapped loss writes anything.
     const double sr = config_.classification_scale * reg_loss;
-    if (!(sr <= static_cast<double>(std::numeric_limits<Scalar>::max())))
-      detail::throw_invalid(kName, "classification_scale * reg_loss must be <= ",
-                            static_cast<double>(std::numeric_limits<Scalar>::max()),
-                            " (the value s * L_reg, which bounds the gradient, in the loss's ",
+    if (!(sr <= limit))
+      detail::throw_invalid(kName, "classification_scale * reg_loss must be <= ", limit,
+                            " (the value s * L_reg, which bounds the gradient, in the gradient's ",
                             "scalar type), got s = ", config_.classification_scale,
                             ", reg_loss = ", reg_loss);
   }
@@ -177,14 +184,48 @@ class GuidedLoss {
   GuidedLossResult grad_call(const Eigen::DenseBase<XD>& logits, const Eigen::DenseBase<LD>& labels,
                              double reg_loss, const Eigen::DenseBase<GD>& grad,
                              Weights<Scalar> weights, const Normalizer* normalizer) const {
-    static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
-                  "fgbg: the gradient must have the loss's scalar type");
-    check_reg_loss(reg_loss);
+    using G = typename GD::Scalar;
+    static_assert(kStorableAs<G, Scalar>,
+                  "fgbg: the gradient must have the loss's scalar type (or Eigen::half / "
+                  "Eigen::bfloat16 for a float loss)");
     auto& g = detail::writable(grad);
-    const double cls = with_labels(
-        labels, [&](const auto& lab) { return wrapped(logits, lab, weights, normalizer, g); });
-    return finish(cls, reg_loss, g);
+    if constexpr (!std::is_same<G, Scalar>::value) {
+      static_assert(detail::IsDenseLoss<Loss>::value,
+                    "fgbg::GuidedLoss: a half-precision gradient needs a wrapped fgbg loss");
+      check_reg_loss(reg_loss, static_cast<double>(std::numeric_limits<G>::max()));
+      detail::None none;
+      // The gradient s·L_reg·∂S/∂x / S (S the unnormalised sum: L_cls's normaliser cancels) is
+      // written by the wrapped loss itself, with the normaliser B = S / (s·L_reg), so that it is
+      // rounded to half once. S and L_cls take two value passes first.
+      const Normalizer& n = normalizer ? *normalizer : loss_.config().normalizer;
+      const double cls = with_labels(
+          labels, [&](const auto& lab) { return wrapped(logits, lab, weights, &n, none); });
+      const double s = config_.classification_scale;
+      if (cls > 0.0 && std::isfinite(cls) && reg_loss > 0.0) {
+        const Normalizer sum = Normalizer::sum();
+        const double total = with_labels(
+            labels, [&](const auto& lab) { return wrapped(logits, lab, weights, &sum, none); });
+        const double b = total / (s * reg_loss);
+        if (std::isfinite(b) && b >= kMinAvgFactor) {
+          const Normalizer nb = Normalizer::avg_factor(b);
+          with_labels(labels,
+                      [&](const auto& lab) { return wrapped(logits, lab, weights, &nb, g); });
+          return finish(cls, reg_loss, none);
+        }
+      }
+      // Untrained (zero gradient), or B outside the normaliser's range: the general path.
+      with_labels(labels, [&](const auto& lab) { return wrapped(logits, lab, weights, &n, g); });
+      return finish(cls, reg_loss, g);
+    } else {
+      check_reg_loss(reg_loss);
+      const double cls = with_labels(
+          labels, [&](const auto& lab) { return wrapped(logits, lab, weights, normalizer, g); });
+      return finish(cls, reg_loss, g);
+    }
   }
+
+  /// The smallest avg_factor a Normalizer accepts (Normalizer::validate).
+  static constexpr double kMinAvgFactor = 1e-37;
 
   /// L_cls in double. A DenseLoss exposes `run_double`, whose double result is used as is (casting
   /// it to a float first would lose an L_cls below ~1e-38, where w = L_reg / L_cls matters most);
@@ -235,22 +276,25 @@ class GuidedLoss {
     }
     if constexpr (detail::kGiven<GradOut>) {
       auto& g = grad.derived();
+      using G = typename std::decay_t<decltype(g)>::Scalar;
       if (!trained) {
         g.setZero();
         return r;
       }
       const double f = s * reg_loss / cls;
       const Scalar fs = static_cast<Scalar>(f);
-      if (std::isfinite(f) && std::isfinite(fs) && fs > Scalar(0)) {
-        g *= fs;
-      } else {
-        const double sr = s * reg_loss;
-        // sr is finite (checked), |v| / cls ≲ 1, and a 0 stays exactly 0.
-        g = g.unaryExpr([cls, sr](Scalar v) {
-          return v == Scalar(0) ? Scalar(0)
-                                : static_cast<Scalar>(static_cast<double>(v) / cls * sr);
-        });
+      if constexpr (std::is_same<G, Scalar>::value) {
+        if (std::isfinite(f) && std::isfinite(fs) && fs > Scalar(0)) {
+          g *= fs;
+          return r;
+        }
       }
+      const double sr = s * reg_loss;
+      // sr is finite (checked), |v| / cls ≲ 1, and a 0 stays exactly 0. (A half gradient gets
+      // here only when the wrapped loss could not write it directly: rounded twice.)
+      g = g.unaryExpr([cls, sr](G v) {
+        return v == G(0) ? G(0) : static_cast<G>(static_cast<double>(v) / cls * sr);
+      });
     }
     return r;
   }
