@@ -45,15 +45,16 @@ void check_half(const F& f, const Case<float>& c0) {
 
 }  // namespace
 
-/// The dense losses: every fixture but the ranking losses (AP, aLRP, RS sort scores; their
-/// logits stay float) and the guided loss (its gradient is not the float one rounded: below).
+/// Every loss of the contract suite but the guided loss (its gradient is not the float one
+/// rounded: below). The ranking losses read the half logits as double and round their double
+/// update to float and then to half, which is the float call's update rounded.
 using DenseFixtures =
     std::tuple<BceFixture<float>, FocalFixture<float>, FocalStarFixture<float>,
                SoftmaxCeFixture<float>, SoftmaxFocalFixture<float>, QflFixture<float>,
                SoftBceFixture<float>, VflFixture<float>, DenseFocalFixture<float>,
                DenseBceFixture<float>, EflFixture<float>, GhmcFixture<float>, DrFixture<float>,
                ResObjClassFixture<float>, ResObjStageFixture<float>, CarlFixture<float, false>,
-               CarlFixture<float, true>>;
+               CarlFixture<float, true>, ApFixture<float>, AlrpFixture<float>, RsFixture<float>>;
 
 TEMPLATE_LIST_TEST_CASE("half precision: half and bfloat16 logits give the float results", "[half]",
                         DenseFixtures) {

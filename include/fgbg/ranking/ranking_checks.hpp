@@ -34,12 +34,14 @@ inline void check_positive_count(const char* where, std::size_t p) {
 template <typename Scalar, typename XD, typename LD, typename GD>
 LabelStats check_ranking_call(const char* where, const Eigen::DenseBase<XD>& x,
                               const Eigen::DenseBase<LD>& labels, const GD& grad) {
-  static_assert(std::is_same<typename XD::Scalar, Scalar>::value,
-                "fgbg: the logits must have the loss's scalar type");
+  static_assert(kStorableAs<typename XD::Scalar, Scalar>,
+                "fgbg: the logits must have the loss's scalar type (or Eigen::half / "
+                "Eigen::bfloat16 for a float loss)");
   const LabelStats s = check_labels(where, labels, x.rows(), x.cols());
   if constexpr (kGiven<GD>) {
-    static_assert(std::is_same<typename GD::Scalar, Scalar>::value,
-                  "fgbg: the gradient must have the loss's scalar type");
+    static_assert(kStorableAs<typename GD::Scalar, Scalar>,
+                  "fgbg: the gradient must have the loss's scalar type (or Eigen::half / "
+                  "Eigen::bfloat16 for a float loss)");
     check_output(where, "grad", grad, x.rows(), x.cols());
     // The update is written while the logits are still read (sorted positives, negatives'
     // slots): a gradient over the logits' memory would read its own writes.
