@@ -1,7 +1,13 @@
 // fgbg demo: every implemented loss on a RetinaNet-sized batch (2 images × 120k anchors × 80
 // classes, ~0.1% positive anchors), printing how each method splits the gradient between
 // foreground, easy background and hard background, and what a call costs.
+//
+//   fgbg_demo                    print the table
+//   fgbg_demo --plot FILE.svg    also write the gradient-share chart as a self-contained SVG
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
 
 #include "demo_common.hpp"
 #include "demo_dense.hpp"
@@ -30,7 +36,26 @@
 #define FGBG_DEMO_TWO_STAGE 1
 #endif
 
-int main() {
+int main(int argc, char** argv) {
+  std::string plot;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--plot") == 0 && i + 1 < argc) {
+      plot = argv[++i];
+    } else {
+      const bool help = std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0;
+      std::fprintf(help ? stdout : stderr, "%susage: %s [--plot FILE.svg]\n",
+                   help ? "" : "fgbg_demo: unknown or incomplete argument\n", argv[0]);
+      return help ? 0 : 2;
+    }
+  }
+  std::ofstream svg;
+  if (!plot.empty()) {  // opened first, so a bad path fails before the minute of work
+    svg.open(plot);
+    if (!svg) {
+      std::fprintf(stderr, "fgbg_demo: cannot write %s\n", plot.c_str());
+      return 1;
+    }
+  }
   const demo::Batch batch = demo::make_batch();
   std::printf(
       "fgbg demo: %d images x %ld anchors x %ld classes = %.1fM logits; %ld positive anchors "
@@ -62,6 +87,19 @@ int main() {
   demo::add_quality_rows(batch, table);
 #endif
   table.print();
+  if (svg.is_open()) {
+    demo::write_share_chart(svg,
+                            "fgbg: where each method puts the gradient (share of sum |dL/dx|), " +
+                                std::to_string(batch.anchors()) + " anchors x " +
+                                std::to_string(batch.num_classes) + " classes",
+                            table.chart_lines());
+    svg.close();
+    if (!svg) {
+      std::fprintf(stderr, "fgbg_demo: writing %s failed\n", plot.c_str());
+      return 1;
+    }
+    std::printf("\nwrote the gradient-share chart to %s\n", plot.c_str());
+  }
 #ifdef FGBG_DEMO_TWO_STAGE
   std::printf("\n");
   demo::print_two_stage_section();

@@ -12,6 +12,8 @@
 
 #include <fgbg/fgbg.hpp>
 
+#include "demo_svg.hpp"
+
 namespace demo {
 
 using fgbg::Index;
@@ -137,6 +139,18 @@ class Table {
                   r.normaliser.c_str(), 100 * r.shares.fg, 100 * r.shares.easy_bg,
                   100 * r.shares.hard_bg, r.ms, r.note.c_str());
     }
+  }
+
+  /// The rows as lines of the gradient-share chart (demo_svg.hpp).
+  std::vector<ChartLine> chart_lines() const {
+    std::vector<ChartLine> lines;
+    for (const Row& r : rows_) {
+      if (r.ms < 0)
+        lines.push_back({r.method.substr(r.method.rfind("## ", 0) == 0 ? 3 : 0), true});
+      else
+        lines.push_back({r.method, false, r.shares.fg, r.shares.easy_bg, r.shares.hard_bg});
+    }
+    return lines;
   }
 
  private:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # fgbg developer entry point for a Debian 12 machine. Installs the Debian packages it is missing,
 # configures a Release build and runs what was asked:
-#   scripts/dev.sh demo        build and run the demo (examples/demo.cpp)
+#   scripts/dev.sh demo [--plot FILE.svg]  build and run the demo (examples/demo.cpp); --plot also
+#                              writes its gradient-share chart as a self-contained SVG
 #   scripts/dev.sh format [--fix]  check (or with --fix rewrite) every tracked *.cpp/*.hpp with
 #                              clang-format-14 and the repository's .clang-format
 #   scripts/dev.sh test        build and run every test with ctest (unit tests, consumer projects,
@@ -51,7 +52,7 @@ case "$cmd" in
     cmake -S . -B build/demo -DCMAKE_BUILD_TYPE=Release -DFGBG_BUILD_TESTS=OFF \
       -DFGBG_BUILD_BENCHMARKS=OFF -DFGBG_BUILD_EXAMPLES=ON >/dev/null
     cmake --build build/demo --target fgbg_demo -j "$jobs"
-    ./build/demo/examples/fgbg_demo
+    ./build/demo/examples/fgbg_demo "$@"
     ;;
   test)
     # libopenmpi-dev and openmpi-bin: the MPI component's tests (tests/mpi, mpiexec with 2 and 3

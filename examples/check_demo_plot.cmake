@@ -1,0 +1,23 @@
+# Runs the demo with --plot and checks the chart it writes: a complete SVG document with one bar
+# of three segments per method row of the table. Run as:
+#   cmake -DDEMO=path/to/fgbg_demo -DOUT=file.svg -P check_demo_plot.cmake
+file(REMOVE "${OUT}")
+execute_process(COMMAND "${DEMO}" --plot "${OUT}" RESULT_VARIABLE rc OUTPUT_VARIABLE stdout)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "fgbg_demo --plot exited with ${rc}")
+endif()
+if(NOT stdout MATCHES "wrote the gradient-share chart to")
+  message(FATAL_ERROR "fgbg_demo --plot did not report the chart")
+endif()
+file(READ "${OUT}" svg)
+if(NOT svg MATCHES "^<\\?xml" OR NOT svg MATCHES "</svg>\n$")
+  message(FATAL_ERROR "${OUT} is not a complete SVG document")
+endif()
+string(REGEX MATCHALL "<title>" segments "${svg}")
+list(LENGTH segments n)
+math(EXPR rem "${n} % 3")
+if(n LESS 60 OR NOT rem EQUAL 0)
+  message(FATAL_ERROR "${OUT} has ${n} bar segments; expected 3 per method, 20 methods or more")
+endif()
+math(EXPR bars "${n} / 3")
+message(STATUS "fgbg_demo --plot wrote ${bars} bars to ${OUT}")
