@@ -2,11 +2,47 @@
 // threads (the dense engine and DR loss run their passes on threads; the others must not care).
 // This executable is always built with OpenMP (tests/CMakeLists.txt), whatever FGBG_USE_OPENMP
 // says; the losses are the fixtures of the contract suite (support/contract.hpp).
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <fgbg/fgbg.hpp>
 #include <limits>
 #include <tuple>
 #include <vector>
+
+// Every malloc, calloc and realloc of the process, counted (operator new, Eigen's aligned
+// allocator and libgomp's team structures all go through them): the allocation guard of the
+// other tests sees only operator new and Eigen. Not under AddressSanitizer, which owns malloc.
+#if defined(__SANITIZE_ADDRESS__)
+#define FGBG_TEST_COUNT_MALLOC 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FGBG_TEST_COUNT_MALLOC 0
+#endif
+#endif
+#ifndef FGBG_TEST_COUNT_MALLOC
+#define FGBG_TEST_COUNT_MALLOC 1
+#endif
+#if FGBG_TEST_COUNT_MALLOC
+namespace {
+std::atomic<long> g_mallocs{0};
+}
+extern "C" void* __libc_malloc(std::size_t);
+extern "C" void* __libc_calloc(std::size_t, std::size_t);
+extern "C" void* __libc_realloc(void*, std::size_t);
+extern "C" void* malloc(std::size_t n) noexcept {
+  g_mallocs.fetch_add(1, std::memory_order_relaxed);
+  return __libc_malloc(n);
+}
+extern "C" void* calloc(std::size_t a, std::size_t b) noexcept {
+  g_mallocs.fetch_add(1, std::memory_order_relaxed);
+  return __libc_calloc(a, b);
+}
+extern "C" void* realloc(void* p, std::size_t n) noexcept {
+  g_mallocs.fetch_add(1, std::memory_order_relaxed);
+  return __libc_realloc(p, n);
+}
+#endif
 
 #include "support/contract.hpp"
 #include "support/problems.hpp"
@@ -50,6 +86,47 @@ TEMPLATE_LIST_TEST_CASE("every loss is bit-identical for 1 and 2 threads", "[thr
       CHECK(F::same(a1, a2));
     }
   omp_set_num_threads(2);
+}
+
+// No allocation per call in steady state, counted at the malloc level, with 1 and 2 threads:
+// the engine's parallel regions reuse libgomp's thread pool, and a region that would run one
+// thread allocates nothing either (issue 12: the operator-new guard could not see libgomp).
+TEMPLATE_LIST_TEST_CASE("every loss allocates nothing per call at the malloc level",
+                        "[threads][alloc][contract]", FixtureList) {
+#if FGBG_TEST_COUNT_MALLOC
+  using F = TestType;
+  using S = typename F::Scalar;
+  const Index n = 1001, classes = 80;
+  for (int v = 0; v < F::kVariants; ++v) {
+    const F f(v);
+    const Case<S> c = make_case<S>(4, options_for<F>(n, classes), F::kWeights);
+    auto a = f.make_aux(c);
+    RowArray<S> g(c.p.rows(), c.p.cols());
+    long counts[2] = {0, 0};
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      f.grad(c, c.p.logits, g, a);  // warm: workspaces, the thread pool
+      f.grad(c, c.p.logits, g, a);
+      const long before = g_mallocs.load();
+      for (int r = 0; r < 3; ++r) {
+        f.grad(c, c.p.logits, g, a);
+        f.value(c, c.p.logits, a);
+      }
+      counts[threads - 1] = g_mallocs.load() - before;
+    }
+    INFO(F::kName << " variant " << v);
+    CHECK(counts[0] == 0);
+    CHECK(counts[1] == 0);
+  }
+  // The counter sees what it must: a vector's buffer is one malloc.
+  const long before = g_mallocs.load();
+  std::vector<double> probe(100);
+  CHECK(g_mallocs.load() - before == 1);
+  CHECK(probe.size() == 100);
+  omp_set_num_threads(2);
+#else
+  WARN("not measured under AddressSanitizer (it owns malloc)");
+#endif
 }
 
 // Per-anchor losses of rows wider than one tile are summed over the row's column tiles: the
