@@ -142,7 +142,7 @@ def iou_balanced_sample(labels, gt_index, max_iou, num=512, pos_fraction=0.25, *
     g = _gt_index(gt_index)
     v = _core.float_of(max_iou, torch.float64, "max_iou", dims=(1,))
     if range_upper not in _RANGE_UPPER:
-        raise ValueError(f"fgbg: range_upper must be one of {sorted(_RANGE_UPPER)}, got "
+        raise ValueError(f"fgbg: range_upper must be one of {list(_RANGE_UPPER)}, got "
                          f"{range_upper!r}")
     faithful = state is not None
     blob = b""
