@@ -13,7 +13,10 @@ from ._core import NonFiniteError
 from .functional import (alrp_loss, ap_loss, binary_cross_entropy, carl_loss, cross_entropy,
                          dr_loss, efl_commit, efl_inspect, efl_state, equalized_focal_loss,
                          ghmc_inspect, ghmc_loss, ghmc_state, ghmc_statistics, guided_loss, isr_p,
-                         quality_focal_loss, rank_sort_loss, sigmoid_cross_entropy,
+                         quality_focal_loss, rank_sort_loss, residual_objectness_inspect,
+                         residual_objectness_loss, residual_objectness_scores,
+                         residual_objectness_state, residual_objectness_statistics,
+                         sigmoid_cross_entropy,
                          sigmoid_focal_loss, sigmoid_focal_loss_star, soft_target_cross_entropy,
                          softmax_cross_entropy, softmax_focal_loss, varifocal_loss)
 from . import nn, sampling, sampling_free, torchvision  # noqa: E402,F401

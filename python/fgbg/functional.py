@@ -30,7 +30,8 @@ __all__ = [
     "softmax_cross_entropy", "cross_entropy", "softmax_focal_loss", "quality_focal_loss",
     "varifocal_loss", "soft_target_cross_entropy", "ghmc_loss", "ghmc_state",
     "equalized_focal_loss", "efl_state", "ap_loss", "rank_sort_loss", "dr_loss", "alrp_loss",
-    "sigmoid_focal_loss_star", "carl_loss", "isr_p", "guided_loss",
+    "sigmoid_focal_loss_star", "carl_loss", "isr_p", "guided_loss", "residual_objectness_loss",
+    "residual_objectness_state", "residual_objectness_statistics", "residual_objectness_scores",
 ]
 
 
@@ -617,4 +618,124 @@ def guided_loss(logits, labels, reg_loss, *, softmax=False, classification_scale
         out = out * _scale if _scale != 1.0 else out
     else:
         out = _core.FusedLoss.apply(x_in, run, float(_scale), True)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Residual objectness (stateful: the EMA of the number of positives).
+
+def residual_objectness_state():
+    """A fresh residual-objectness state (the EMA of the number of positives) as a uint8 tensor."""
+    import torch
+
+    return torch.frombuffer(bytearray(_core._fgbg.resobj_new_state()), dtype=torch.uint8)
+
+
+def residual_objectness_inspect(state):
+    """The residual-objectness state's fields: dict(num_pos_ema, started, calls)."""
+    e, started, calls = _core._fgbg.resobj_inspect(_blob(state))
+    return {"num_pos_ema": e, "started": started, "calls": calls}
+
+
+_RESOBJ_DEFAULTS = dict(obj_normalizer_scale=20.0, cls_normalizer_scale=10.0,
+                        box_normalizer_scale=1.0, ema_momentum=0.9, ema_initial=100.0,
+                        ema_updates="three_per_call")
+
+
+def _resobj_cfg(cfg):
+    unknown = set(cfg) - set(_RESOBJ_DEFAULTS)
+    if unknown:
+        raise TypeError(f"fgbg: residual objectness: unknown option(s) {sorted(unknown)}")
+    c = dict(_RESOBJ_DEFAULTS, **cfg)
+    if c["ema_updates"] not in ("three_per_call", "one_per_call"):
+        raise ValueError(f"fgbg: ema_updates must be 'three_per_call' or 'one_per_call', got "
+                         f"{c['ema_updates']!r}")
+    return (float(c["obj_normalizer_scale"]), float(c["cls_normalizer_scale"]),
+            float(c["box_normalizer_scale"]), float(c["ema_momentum"]), float(c["ema_initial"]),
+            c["ema_updates"] == "one_per_call")
+
+
+def residual_objectness_statistics(labels, num_classes, **cfg):
+    """This worker's (positives, valid) counts with the config header, a float64 tensor to sum
+    over workers and pass as residual_objectness_loss(reduced_statistics=...)."""
+    import torch
+
+    y = _core.labels_of(labels, labels.shape[0] if isinstance(labels, torch.Tensor) else -1)
+    return torch.tensor(_core._fgbg.residual_objectness_statistics(
+        _core.vector_view(y), int(num_classes), *_resobj_cfg(cfg)), dtype=torch.float64)
+
+
+def residual_objectness_loss(class_logits, labels, stage_logits, state, *, update_state=True,
+                             reduced_statistics=None, nonfinite="raise", _scale=1.0, **cfg):
+    """Residual objectness (Chen et al.; chenjoya/resobj's detectron2 head): returns
+    (loss, info). With o_n the sum of the K stage logits of anchor n (stage_logits N x K),
+    loss = sum_{label >= 0} BCE(o_n, [label > 0]) / (a_obj E_obj)
+         + sum_{label > 0} sum_c BCE(z_nc, one-hot) / (a_cls E_cls),
+    E the EMA of max(1, #positives) kept in `state` (residual_objectness_state()), updated in
+    place by every call unless update_state=False (as GHM-C and EFL; the value-only C++ call,
+    which leaves the state alone, runs when no gradient is wanted and update_state=False, e.g.
+    the module in eval()). Every stage logit
+    receives the objectness gradient; only positive anchors train the class logits (N x C).
+    info: dict(obj_loss, cls_loss, obj_normalizer, cls_normalizer, box_normalizer (divide your
+    summed box loss by it), num_positives, num_valid). Options (keywords): obj_normalizer_scale
+    (20), cls_normalizer_scale (10), box_normalizer_scale (1), ema_momentum (0.9), ema_initial
+    (100), ema_updates ('three_per_call', the release's, or 'one_per_call').
+    reduced_statistics: the SUM over workers of residual_objectness_statistics(...)."""
+    import math
+
+    import torch
+
+    _core.check_nonfinite(nonfinite)
+    c = _resobj_cfg(cfg)
+    z, cd = _core.logits_of(class_logits, "class_logits", half_in_place=True)
+    s, _ = _core.logits_of(stage_logits, "stage_logits", half_in_place=True)
+    if s.dtype != z.dtype:
+        raise TypeError(f"fgbg: class_logits ({z.dtype}) and stage_logits ({s.dtype}) must have "
+                        "the same dtype")
+    n = z.shape[0]
+    y = _core.labels_of(labels, n)
+    blob = _blob(state)
+    reduced = [] if reduced_statistics is None else \
+        reduced_statistics.detach().to(torch.float64).cpu().tolist()
+    fn = getattr(_core._fgbg, "residual_objectness" + _core.suffix_of(z.dtype))
+    need = _core.wants_grad(class_logits) or _core.wants_grad(stage_logits)
+    compute = need or update_state  # the state advances only in value_and_grad
+    info = {}
+
+    def run():
+        gz = torch.empty(z.shape, dtype=z.dtype) if compute else None
+        gs = torch.empty(s.shape, dtype=s.dtype) if compute else None
+        try:
+            r = fn(_core.view(z), _core.vector_view(y), _core.view(s),
+                   None if gz is None else _core.view(gz), None if gs is None else _core.view(gs),
+                   blob, *c, reduced)
+            v = r[0]
+            info.update(obj_loss=r[1], cls_loss=r[2], obj_normalizer=r[3], cls_normalizer=r[4],
+                        box_normalizer=r[5], num_positives=r[6], num_valid=r[7])
+            if compute:
+                _store(state, r[8], update_state)
+        except _core.NonFiniteError:
+            if nonfinite == "raise":
+                raise
+            if compute:
+                gz.fill_(math.nan)
+                gs.fill_(math.nan)
+            v = math.nan
+        return torch.tensor(v, dtype=cd).to(class_logits.dtype), gz, gs
+
+    if not need:
+        v, _, _ = run()
+        return (v * _scale if _scale != 1.0 else v), info
+    return _TwoInput.apply(class_logits, stage_logits, run, float(_scale)), info
+
+
+def residual_objectness_scores(stage_logits, class_logits):
+    """Inference scores sigmoid(sum_k s_nk) * sigmoid(z_nc), N x C (no gradient)."""
+    import torch
+
+    z, cd = _core.logits_of(class_logits, "class_logits")
+    s = _core.float_of(stage_logits, cd, "stage_logits", dims=(2,))
+    out = torch.empty(z.shape, dtype=cd)
+    getattr(_core._fgbg, "resobj_scores" + _core.suffix_of(cd))(_core.view(s), _core.view(z),
+                                                                _core.view(out))
     return out

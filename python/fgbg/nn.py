@@ -25,7 +25,8 @@ from . import _core, functional as F
 
 __all__ = ["FocalLoss", "CrossEntropyLoss", "QualityFocalLoss", "VarifocalLoss",
            "SoftTargetCrossEntropyLoss", "GHMC", "EqualizedFocalLoss", "ALRPLoss", "APLoss",
-           "RankSortLoss", "DRLoss", "FocalLossStar", "CARLLoss", "ISRP", "GuidedLoss"]
+           "RankSortLoss", "DRLoss", "FocalLossStar", "CARLLoss", "ISRP", "GuidedLoss",
+           "ResidualObjectnessLoss"]
 
 _FLT_EPSILON = float(torch.finfo(torch.float32).eps)
 
@@ -576,3 +577,51 @@ class GuidedLoss(_Loss):
                              treat_ignored_as_negative=self.treat_ignored_as_negative,
                              weight=weight, reduction=r, nonfinite=self.nonfinite,
                              _scale=self.loss_weight)
+
+
+class ResidualObjectnessLoss(torch.nn.Module):
+    """Residual objectness (chenjoya/resobj) as a module: forward(class_logits, target,
+    stage_logits) returns loss_weight * the objectness + classification loss (fgbg's
+    residual_objectness_loss); `self.last` holds the call's info (box_normalizer divides the
+    caller's summed box loss). The EMA of the number of positives lives in the registered buffer
+    `state` (state_dict round-trips it), updated in training mode only; reset_state() starts it
+    over. distributed=True all-reduces the positive count over torch.distributed's default
+    group, so every rank's normalisers are those of the whole batch."""
+
+    def __init__(self, obj_normalizer_scale=20.0, cls_normalizer_scale=10.0,
+                 box_normalizer_scale=1.0, ema_momentum=0.9, ema_initial=100.0,
+                 ema_updates="three_per_call", loss_weight=1.0, mmdet_labels=False,
+                 distributed=False, nonfinite="raise"):
+        super().__init__()
+        _core.check_nonfinite(nonfinite)
+        self.cfg = dict(obj_normalizer_scale=float(obj_normalizer_scale),
+                        cls_normalizer_scale=float(cls_normalizer_scale),
+                        box_normalizer_scale=float(box_normalizer_scale),
+                        ema_momentum=float(ema_momentum), ema_initial=float(ema_initial),
+                        ema_updates=ema_updates)
+        F._resobj_cfg(self.cfg)  # options checked now
+        self.loss_weight = float(loss_weight)
+        self.mmdet_labels = bool(mmdet_labels)
+        self.distributed = bool(distributed)
+        self.nonfinite = nonfinite
+        self.last = {}
+        self.register_buffer("state", F.residual_objectness_state())
+
+    def forward(self, class_logits, target, stage_logits):
+        labels = _mmdet_to_fgbg(target, class_logits.shape[1]) if self.mmdet_labels else target
+        reduced = None
+        if self.distributed and _distributed():
+            reduced = F.residual_objectness_statistics(labels, class_logits.shape[1], **self.cfg)
+            torch.distributed.all_reduce(reduced)
+        loss, self.last = F.residual_objectness_loss(
+            class_logits, labels, stage_logits, self.state, update_state=self.training,
+            reduced_statistics=reduced, nonfinite=self.nonfinite, _scale=self.loss_weight,
+            **self.cfg)
+        return loss
+
+    def reset_state(self):
+        with torch.no_grad():
+            self.state.copy_(F.residual_objectness_state())
+
+    def extra_repr(self):
+        return f"{self.cfg}, loss_weight={self.loss_weight}"

@@ -54,6 +54,7 @@
 #include <fgbg/unbiased/class_adaptive_threshold.hpp>
 #include <fgbg/unbiased/guided_loss.hpp>
 #include <fgbg/unbiased/optimal_bias.hpp>
+#include <fgbg/unbiased/residual_objectness.hpp>
 
 namespace py = pybind11;
 
@@ -780,6 +781,100 @@ std::tuple<std::vector<double>, std::vector<long long>, long long, double> ghmc_
           static_cast<long long>(s.nonempty), s.tot};
 }
 
+fgbg::ResidualObjectnessConfig resobj_config(double a_obj, double a_cls, double a_box, double mu,
+                                             double e0, bool one_per_call) {
+  fgbg::ResidualObjectnessConfig cfg;
+  cfg.obj_normalizer_scale = a_obj;
+  cfg.cls_normalizer_scale = a_cls;
+  cfg.box_normalizer_scale = a_box;
+  cfg.ema_momentum = mu;
+  cfg.ema_initial = e0;
+  cfg.ema_updates =
+      one_per_call ? fgbg::EmaUpdates::one_per_call : fgbg::EmaUpdates::three_per_call;
+  return cfg;
+}
+
+/// Residual objectness: class logits z (N × C), labels, stage logits s (N × K), gradients of both
+/// (both empty: value() with the state as it is), the state blob and, optionally, the summed
+/// statistics of residual_objectness_statistics. Returns (loss, obj_loss, cls_loss,
+/// obj_normalizer, cls_normalizer, box_normalizer, positives, valid, new state blob). X: the
+/// logits' and gradients' type (S or a half type, computed in float).
+template <typename S, typename X = S>
+std::tuple<double, double, double, double, double, double, long long, long long, py::bytes>
+residual_objectness(const View& zv, const View& lv, const View& sv, const std::optional<View>& gzv,
+                    const std::optional<View>& gsv, const std::string& blob, double a_obj,
+                    double a_cls, double a_box, double mu, double e0, bool one_per_call,
+                    const std::vector<double>& reduced) {
+  const fgbg::ResidualObjectnessLoss<S> loss(
+      resobj_config(a_obj, a_cls, a_box, mu, e0, one_per_call));
+  const In2<X> z = in2<X>(zv);
+  const In2<X> st = in2<X>(sv);
+  const LabelMap labels = labels_of(lv);
+  fgbg::ResidualObjectnessState state;
+  state.load(Blob(blob.begin(), blob.end()));
+  fgbg::ReduceBuffer b;
+  if (!reduced.empty()) {
+    b = loss.batch_statistics(labels, z.cols());  // this rank's buffer: its shape and header
+    if (reduced.size() != b.size())
+      throw std::invalid_argument("fgbg::ResidualObjectnessLoss: reduced buffer has " +
+                                  std::to_string(reduced.size()) + " entries, expected " +
+                                  std::to_string(b.size()));
+    std::memcpy(b.data(), reduced.data(), reduced.size() * sizeof(double));
+  }
+  fgbg::ResidualObjectnessResult r;
+  {
+    py::gil_scoped_release release;
+    if (gzv && gsv) {
+      Out2<X> gz = out2<X>(*gzv);
+      Out2<X> gs = out2<X>(*gsv);
+      r = reduced.empty() ? loss.value_and_grad(z, labels, st, gz, gs, state)
+                          : loss.value_and_grad(z, labels, st, gz, gs, state, b);
+    } else {
+      const fgbg::ResidualObjectnessState& cs = state;
+      r = reduced.empty() ? loss.value(z, labels, st, cs) : loss.value(z, labels, st, cs, b);
+    }
+  }
+  const Blob out = state.save();
+  return {r.loss,
+          r.obj_loss,
+          r.cls_loss,
+          r.obj_normalizer,
+          r.cls_normalizer,
+          r.box_normalizer,
+          static_cast<long long>(r.num_positives),
+          static_cast<long long>(r.num_valid),
+          py::bytes(reinterpret_cast<const char*>(out.data()), out.size())};
+}
+
+/// This worker's residual-objectness counts as a flat buffer to all-reduce (SUM).
+std::vector<double> residual_objectness_statistics(const View& lv, Index classes, double a_obj,
+                                                   double a_cls, double a_box, double mu, double e0,
+                                                   bool one_per_call) {
+  const fgbg::ResidualObjectnessLoss<double> loss(
+      resobj_config(a_obj, a_cls, a_box, mu, e0, one_per_call));
+  const fgbg::ReduceBuffer b = loss.batch_statistics(labels_of(lv), classes);
+  return std::vector<double>(b.data(), b.data() + b.size());
+}
+
+py::bytes resobj_new_state() {
+  const Blob out = fgbg::ResidualObjectnessState().save();
+  return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+}
+
+/// The residual-objectness state's fields: (E, started, calls).
+std::tuple<double, bool, long long> resobj_inspect(const std::string& blob) {
+  fgbg::ResidualObjectnessState s;
+  s.load(Blob(blob.begin(), blob.end()));
+  return {s.num_pos_ema(), s.started(), static_cast<long long>(s.calls())};
+}
+
+/// Inference scores σ(Σ_k s_k)·σ(z) into `out` (N × C).
+template <typename S>
+void resobj_scores(const View& sv, const View& zv, const View& ov) {
+  Out2<S> out = out2<S>(ov);
+  fgbg::residual_objectness_scores(in2<S>(sv), in2<S>(zv), out);
+}
+
 /// Binds `name_f32` / `name_f64` for the two scalar types.
 template <typename F32, typename F64>
 void def2(py::module_& m, const char* name, F32 f32, F64 f64) {
@@ -839,6 +934,11 @@ PYBIND11_MODULE(_fgbg, m) {
   def2(m, "carl", &carl<float>, &carl<double>);
   def2(m, "guided", &guided<float>, &guided<double>);
   def2(m, "isr_p", &isr_p<float>, &isr_p<double>);
+  FGBG_DEF4(m, "residual_objectness", residual_objectness);
+  m.def("residual_objectness_statistics", &residual_objectness_statistics);
+  m.def("resobj_new_state", &resobj_new_state);
+  m.def("resobj_inspect", &resobj_inspect);
+  def2(m, "resobj_scores", &resobj_scores<float>, &resobj_scores<double>);
   m.def("anchor_statistics", &anchor_statistics);
   m.def("per_class_thresholds", &per_class_thresholds);
   m.def("optimal_sigmoid_prior", &fgbg::optimal_sigmoid_prior);
