@@ -22,6 +22,6 @@ from .functional import (alrp_loss, ap_loss, binary_cross_entropy, carl_loss, cr
 from . import nn, sampling, sampling_free, torchvision  # noqa: E402,F401
 from .sampling import (instance_balanced_sample, iou_balanced_sample,  # noqa: E402
                        iou_balanced_state, max_iou_assign, ohem_sample, random_sample,
-                       sample_weights, ssd_hard_negative_mining)
+                       sample_weights, score_hlr_sample, ssd_hard_negative_mining)
 
 __version__ = "0.1.0"

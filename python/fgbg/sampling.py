@@ -12,7 +12,7 @@ from ._core import _fgbg
 
 __all__ = ["max_iou_assign", "random_sample", "ohem_sample", "ssd_hard_negative_mining",
            "instance_balanced_sample", "iou_balanced_sample", "iou_balanced_state",
-           "IoUBalancedSampler", "sample_weights"]
+           "IoUBalancedSampler", "score_hlr_sample", "sample_weights"]
 
 _PRESETS = {
     # pos_iou_thr, neg_iou_thr, neg_iou_lo, min_pos_iou, match_low_quality, gt_max_assign_all
@@ -202,9 +202,38 @@ class IoUBalancedSampler(torch.nn.Module):
             self.state.copy_(iou_balanced_state(self.cfg["floor_thr"]))
 
 
-def sample_weights(n, positives, negatives, dtype=torch.float32):
-    """Omega for a loss: 1 at the sampled anchors, 0 elsewhere (N values)."""
+def score_hlr_sample(labels, logits, boxes, num=512, pos_fraction=0.25, *, neg_pos_ub=-1.0,
+                     k=0.5, bias=0.0, score_thr=0.05, iou_thr=0.5, seed=0):
+    """ISR-N, PISA's Score-HLR sampler (mmdetection's ScoreHLRSampler) for one image: random
+    positives (at most floor(num * pos_fraction)), then the negatives ranked by their score
+    hierarchical local rank: each negative's max foreground softmax score s over its R-CNN logits
+    (N x (C+1), column 0 the background; a no-grad forward), the valid ones (s > score_thr)
+    grouped by NMS matching of their boxes (N x 4, or N x 4C class-specific: the box of the
+    negative's top class) at iou_thr and ordered by (rank in group, s descending); the top ones
+    are taken, random invalid negatives fill up. Each negative gets a weight
+    (bias + (1 - bias) v)^k of its rank v, rescaled to keep the negatives' background
+    cross-entropy. std::mt19937_64(seed). Returns (positives, negatives, negative_weights,
+    info): negatives in rank order then the random ones; info = dict(valid, ranked, random,
+    ratio). The weights go to a loss as
+    sample_weights(N, positives, negatives, negative_weights=...)."""
+    y = _core.labels_of(labels, labels.shape[0] if isinstance(labels, torch.Tensor) else -1)
+    _core._check_tensor(logits, "logits")
+    dt = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    x = _core.float_of(logits, dt, "logits", dims=(2,))
+    b = _core.float_of(boxes, dt, "boxes", dims=(2,))
+    fn = _fgbg.score_hlr_sample_f64 if dt == torch.float64 else _fgbg.score_hlr_sample_f32
+    pos, neg, w, (valid, ranked, rand, ratio) = fn(
+        _core.vector_view(y), _core.view(x), _core.view(b), int(num), float(pos_fraction),
+        float(neg_pos_ub), float(k), float(bias), float(score_thr), float(iou_thr),
+        int(seed) % 2**64)
+    return (torch.from_numpy(pos), torch.from_numpy(neg), torch.from_numpy(w),
+            {"valid": valid, "ranked": ranked, "random": rand, "ratio": ratio})
+
+
+def sample_weights(n, positives, negatives, dtype=torch.float32, negative_weights=None):
+    """Omega for a loss: 1 at the sampled anchors (negative_weights at the negatives when given,
+    e.g. ISR-N's), 0 elsewhere (N values)."""
     w = torch.zeros(n, dtype=dtype)
     w[positives] = 1
-    w[negatives] = 1
+    w[negatives] = 1 if negative_weights is None else negative_weights.to(dtype)
     return w

@@ -43,6 +43,7 @@
 #include <fgbg/soft_sampling/equalized_focal_loss.hpp>
 #include <fgbg/soft_sampling/focal_loss_star.hpp>
 #include <fgbg/soft_sampling/ghm_c_loss.hpp>
+#include <fgbg/soft_sampling/isr_n.hpp>
 #include <fgbg/soft_sampling/isr_p.hpp>
 #include <fgbg/soft_sampling/quality_focal_loss.hpp>
 #include <fgbg/soft_sampling/sigmoid_cross_entropy.hpp>
@@ -617,6 +618,41 @@ std::tuple<py::array_t<Index>, py::array_t<Index>, py::bytes> iou_balanced_sampl
           py::bytes(reinterpret_cast<const char*>(b.data()), b.size())};
 }
 
+/// ISR-N (PISA's Score-HLR sampler) of one image, std::mt19937_64(seed): (positives, negatives
+/// in rank order then the random ones, the negatives' weights, (valid, ranked, random, ratio)).
+template <typename S>
+std::tuple<py::array_t<Index>, py::array_t<Index>, py::array_t<double>,
+           std::tuple<long long, long long, long long, double>>
+score_hlr_sample(const View& labels, const View& logits, const View& boxes, Index num,
+                 double pos_fraction, double neg_pos_ub, double k, double bias, double score_thr,
+                 double iou_thr, std::uint64_t seed) {
+  fgbg::ScoreHlrSamplerConfig cfg;
+  cfg.num = num;
+  cfg.pos_fraction = pos_fraction;
+  cfg.neg_pos_ub = neg_pos_ub;
+  cfg.k = k;
+  cfg.bias = bias;
+  cfg.score_thr = score_thr;
+  cfg.iou_thr = iou_thr;
+  const fgbg::ScoreHlrSampler<S> sampler(cfg);
+  fgbg::ScoreHlrWorkspace<S> ws;
+  std::mt19937_64 rng(seed);
+  fgbg::Sample out;
+  fgbg::ScoreHlrResult r;
+  {
+    const LabelMap y = labels_of(labels);
+    const In2<S> x = in2<S>(logits);
+    const In2<S> b = in2<S>(boxes);
+    py::gil_scoped_release release;
+    r = sampler.sample(y, x, b, rng, out, ws);
+  }
+  return {to_array(out.positives),
+          to_array(out.negatives),
+          to_array(out.negative_weights),
+          {static_cast<long long>(r.valid), static_cast<long long>(r.ranked),
+           static_cast<long long>(r.random), r.ratio}};
+}
+
 /// A fresh faithful-mode IoU-balanced state with floor threshold τ.
 py::bytes iou_balanced_new_state(double floor_thr) {
   const Blob b = fgbg::IouBalancedState(floor_thr).save();
@@ -953,5 +989,6 @@ PYBIND11_MODULE(_fgbg, m) {
   m.def("instance_balanced_sample", &instance_balanced_sample);
   m.def("iou_balanced_sample", &iou_balanced_sample);
   m.def("iou_balanced_new_state", &iou_balanced_new_state);
+  def2(m, "score_hlr_sample", &score_hlr_sample<float>, &score_hlr_sample<double>);
   m.def("iou_balanced_inspect", &iou_balanced_inspect);
 }
