@@ -172,9 +172,10 @@ class FusedLoss(torch.autograd.Function):
 
     `loss.backward()` (a 0-d grad_output of exactly 1, loss weight 1) hands the stored gradient
     to autograd as it is: no multiplication and, since the Function drops its own reference, no
-    copy by autograd's accumulation. `rerun=True` (stateless losses) lets a second backward of a
-    retained graph recompute that gradient with `run` (bit-identical: fgbg is deterministic);
-    a stateful loss (GHM-C, EFL) keeps its gradient instead, so that its state advances once.
+    copy by autograd's accumulation. `rerun=True` lets a second backward of a retained graph
+    recompute that gradient with `run` (bit-identical: fgbg is deterministic); a stateful loss's
+    `run` then starts again from the state as it was before the call and stores nothing, so the
+    state advances once. Without rerun the Function keeps its gradient (and multiplies it).
     """
 
     @staticmethod

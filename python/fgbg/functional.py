@@ -171,6 +171,7 @@ def ghmc_loss(logits, labels, *, bins=10, momentum=0.0, paper_division=False, we
     reduced = [] if reduced_statistics is None else \
         reduced_statistics.detach().to(torch.float64).cpu().tolist()
     fn = getattr(_core._fgbg, "ghmc" + _core.suffix_of(x.dtype))
+    ran = []  # a rerun (a retained graph's second backward) starts from `blob` and stores nothing
 
     def run(_):
         grad = torch.empty((n, c), dtype=x.dtype)
@@ -178,8 +179,9 @@ def ghmc_loss(logits, labels, *, bins=10, momentum=0.0, paper_division=False, we
             v, new_blob = fn(_core.view(x), _core.vector_view(y), _core.view(grad),
                              None if w is None else _core.view(w), blob, int(bins),
                              float(momentum), bool(paper_division), reduced)
-            if state is not None:
+            if state is not None and not ran:
                 _store(state, new_blob, update_state)
+            ran.append(True)
         except _core.NonFiniteError:
             if nonfinite == "raise":
                 raise
@@ -187,7 +189,7 @@ def ghmc_loss(logits, labels, *, bins=10, momentum=0.0, paper_division=False, we
             v = math.nan
         return torch.tensor(v, dtype=cd).to(x_in.dtype), grad
 
-    return _core.FusedLoss.apply(x_in, run, float(_scale))
+    return _core.FusedLoss.apply(x_in, run, float(_scale), True)
 
 
 def ghmc_statistics(logits, labels, *, bins=10, momentum=0.0, paper_division=False, weight=None):
@@ -228,6 +230,7 @@ def equalized_focal_loss(logits, labels, state, *, alpha=0.25, gamma_b=2.0, scal
     kind, factor, per_elem = _core.normalizer_of(reduction, avg_factor)
     fn = getattr(_core._fgbg, "equalized_focal" + _core.suffix_of(x.dtype))
     stats = []
+    ran = []  # a rerun (a retained graph's second backward) starts from `blob` and stores nothing
 
     def run(_):
         grad = torch.empty((n, c), dtype=x.dtype)
@@ -239,10 +242,13 @@ def equalized_focal_loss(logits, labels, state, *, alpha=0.25, gamma_b=2.0, scal
         try:
             v, new_blob, buf = fn(args, blob, float(alpha), float(gamma_b), float(scale),
                                   float(decay), bool(reduce_statistics))
-            if reduce_statistics:
+            if ran:
+                pass  # a rerun: the state and the statistics were handed out by the first run
+            elif reduce_statistics:
                 stats.append(torch.tensor(buf, dtype=torch.float64))
             else:
                 _store(state, new_blob, update_state)
+            ran.append(True)
         except _core.NonFiniteError:
             if nonfinite == "raise":
                 raise
@@ -254,7 +260,7 @@ def equalized_focal_loss(logits, labels, state, *, alpha=0.25, gamma_b=2.0, scal
         out = losses if per_elem else torch.tensor(v, dtype=cd)
         return out.to(x_in.dtype), grad
 
-    loss = _core.FusedLoss.apply(x_in, run, float(_scale))
+    loss = _core.FusedLoss.apply(x_in, run, float(_scale), True)
     if reduce_statistics:
         return loss, stats[0]
     return loss

@@ -168,15 +168,24 @@ def test_backward_hands_over_the_stored_gradient_and_reruns_when_retained():
     assert torch.equal(x.grad, 2.0 * first)
 
 
-def test_stateful_losses_keep_their_gradient_for_a_retained_graph():
+@pytest.mark.parametrize("kind", ["ghmc", "efl"])
+def test_stateful_losses_rerun_from_the_old_state_for_a_retained_graph(kind):
     x, y, _ = make_batch(50, 4, seed=6, dtype=torch.float32)
     x.requires_grad_()
-    s = fgbg.ghmc_state(10)
-    loss = fgbg.ghmc_loss(x, y, momentum=0.75, state=s)
+    if kind == "ghmc":
+        s = fgbg.ghmc_state(10)
+        fgbg.ghmc_loss(x.detach(), y, momentum=0.75, state=s)  # a non-trivial state first
+        loss = fgbg.ghmc_loss(x, y, momentum=0.75, state=s)
+    else:
+        s = fgbg.efl_state(4)
+        fgbg.equalized_focal_loss(x.detach(), y, s)
+        loss = fgbg.equalized_focal_loss(x, y, s)
+    stored = loss.grad_fn.grad.data_ptr()
     after = s.clone()
     loss.backward(retain_graph=True)
+    assert x.grad.data_ptr() == stored
     g = x.grad.clone()
     x.grad = None
-    loss.backward()
+    loss.backward()  # recomputed from the state before the call
     assert torch.equal(x.grad, g)
     assert torch.equal(s, after)  # the state advanced once, in forward
