@@ -269,10 +269,19 @@ double dense_target_focal(const DenseArgs& a, const View& targets, double alpha,
 using GroupMap =
     Eigen::Map<const Eigen::Array<std::int64_t, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<>>;
 
-/// Runs `f(x, labels, g, groups...)` with or without fgbg::groups(ids), GIL released; `g` points
-/// to the gradient map or is nullptr (value only). X: the logits' and gradient's type (S, or a
-/// half type for the losses that take one).
-template <typename S, typename X = S, typename F>
+/// The ranking workspace of this thread, reused by every AP, RS and aLRP call: it grows to the
+/// largest problem seen (O(P) plus 4 bytes per relevant negative entry, 32 MB at 100k × 80) and
+/// then a call allocates nothing. Without it each call allocated and page-faulted that buffer
+/// again (about 10% of a Rank & Sort call at 100k × 80).
+fgbg::RankingWorkspace& ranking_workspace() {
+  thread_local fgbg::RankingWorkspace ws;
+  return ws;
+}
+
+/// Runs `f(x, labels, g, [groups], [workspace])` with or without fgbg::groups(ids) and (kWs) the
+/// thread's ranking workspace, GIL released; `g` points to the gradient map or is nullptr (value
+/// only). X: the logits' and gradient's type (S, or a half type for the losses that take one).
+template <typename S, typename X = S, bool kWs = false, typename F>
 auto run_ranking(const View& xv, const View& lv, const std::optional<View>& gv,
                  const std::optional<View>& ids, F&& f) {
   const In2<X> x = in2<X>(xv);
@@ -283,9 +292,15 @@ auto run_ranking(const View& xv, const View& lv, const std::optional<View>& gv,
       (void)c;
       (void)cs;
       const GroupMap gm(reinterpret_cast<const std::int64_t*>(p), r, Eigen::InnerStride<>(rs));
-      return f(x, labels, g, fgbg::groups(gm));
+      if constexpr (kWs)
+        return f(x, labels, g, fgbg::groups(gm), ranking_workspace());
+      else
+        return f(x, labels, g, fgbg::groups(gm));
     }
-    return f(x, labels, g);
+    if constexpr (kWs)
+      return f(x, labels, g, ranking_workspace());
+    else
+      return f(x, labels, g);
   };
   py::gil_scoped_release release;
   if (gv) {
@@ -296,9 +311,10 @@ auto run_ranking(const View& xv, const View& lv, const std::optional<View>& gv,
 }
 
 /// `value(x, y, inputs..., rest...)` or `value_and_grad(x, y, inputs..., *g, rest...)`, as
-/// FGBG_CALL for the ranking losses.
+/// FGBG_CALL for the ranking losses. `rest` (the groups, the workspace) is taken by reference: a
+/// copy of the workspace cost its 32 MB (and the page faults) on every call at 100k × 80.
 #define FGBG_RANK_CALL(loss, ...)                                     \
-  [&](const auto& x_, const auto& y_, auto g_, auto... rest_) {       \
+  [&](const auto& x_, const auto& y_, auto g_, auto&&... rest_) {     \
     if constexpr (std::is_null_pointer_v<decltype(g_)>)               \
       return loss.value(x_, y_, __VA_ARGS__ rest_...);                \
     else                                                              \
@@ -313,7 +329,7 @@ double ap_loss(const View& x, const View& labels, const std::optional<View>& gra
   cfg.delta = delta;
   cfg.interpolate = interpolate;
   const fgbg::APLoss<S> loss(cfg);
-  return static_cast<double>(run_ranking<S>(x, labels, grad, ids, FGBG_RANK_CALL(loss, )));
+  return static_cast<double>(run_ranking<S, S, true>(x, labels, grad, ids, FGBG_RANK_CALL(loss, )));
 }
 
 /// Rank & Sort loss: (loss_rank, loss_sort); `grad` receives the error-driven update.
@@ -327,7 +343,7 @@ std::tuple<double, double> rank_sort_loss(const View& x, const View& labels, con
   cfg.eps = eps;
   const fgbg::RankSortLoss<S> loss(cfg);
   const InVec<S> q = in_vec<S>(iou);
-  const auto v = run_ranking<S>(x, labels, grad, ids, FGBG_RANK_CALL(loss, q, ));
+  const auto v = run_ranking<S, S, true>(x, labels, grad, ids, FGBG_RANK_CALL(loss, q, ));
   return {static_cast<double>(v.rank), static_cast<double>(v.sort)};
 }
 
@@ -346,13 +362,13 @@ std::tuple<double, double> alrp_loss(const View& x, const View& labels, const Vi
   (void)grs;
   (void)gcs;
   OutVec<S> gl(reinterpret_cast<S*>(gp), gr);
-  const auto v = run_ranking<S>(x, labels, std::optional<View>(grad), ids,
-                                [&](const auto& xx, const auto& yy, auto gg, auto... g) {
-                                  if constexpr (std::is_null_pointer_v<decltype(gg)>)
-                                    return loss.value(xx, yy, l, g...);
-                                  else
-                                    return loss.value_and_grad(xx, yy, l, *gg, gl, g...);
-                                });
+  const auto v = run_ranking<S, S, true>(x, labels, std::optional<View>(grad), ids,
+                                         [&](const auto& xx, const auto& yy, auto gg, auto&&... g) {
+                                           if constexpr (std::is_null_pointer_v<decltype(gg)>)
+                                             return loss.value(xx, yy, l, g...);
+                                           else
+                                             return loss.value_and_grad(xx, yy, l, *gg, gl, g...);
+                                         });
   return {static_cast<double>(v.cls), static_cast<double>(v.loc)};
 }
 
