@@ -421,24 +421,31 @@ def alrp_loss(logits, labels, loc_error, *, delta=1.0, eps=1e-5, groups=None,
         _core._check_tensor(groups, "groups")
         ids = groups.detach().to(torch.int64)
     fn = getattr(_core._fgbg, "alrp_loss_f64" if cd == torch.float64 else "alrp_loss_f32")
+    need = _core.wants_grad(logits) or _core.wants_grad(loc_error)
 
     def run():
-        grad = torch.empty((n, c), dtype=cd)
-        gl = torch.empty((n,), dtype=cd)
+        grad = torch.empty((n, c), dtype=cd) if need else None
+        gl = torch.empty((n,), dtype=cd) if need else None
         try:
-            vc, vl = fn(_core.view(x), _core.vector_view(y), _core.vector_view(le), _core.view(grad),
-                        _core.view(gl), None if ids is None else _core.vector_view(ids),
-                        float(delta), float(eps))
+            vc, vl = fn(_core.view(x), _core.vector_view(y), _core.vector_view(le),
+                        None if grad is None else _core.view(grad),
+                        None if gl is None else _core.view(gl),
+                        None if ids is None else _core.vector_view(ids), float(delta), float(eps))
         except _core.NonFiniteError:
             if nonfinite == "raise":
                 raise
-            grad.fill_(math.nan)
-            gl.fill_(math.nan)
+            if need:
+                grad.fill_(math.nan)
+                gl.fill_(math.nan)
             vc = vl = math.nan
         return (torch.tensor(vc, dtype=cd).to(logits.dtype),
                 torch.tensor(vl, dtype=cd).to(loc_error.dtype),
-                grad.to(logits.dtype), gl.to(loc_error.dtype))
+                None if grad is None else grad.to(logits.dtype),
+                None if gl is None else gl.to(loc_error.dtype))
 
+    if not need:  # value() only: no gradient buffers
+        vc, vl, _, _ = run()
+        return vc, vl
     return _ALRP.apply(logits, loc_error, run)
 
 

@@ -350,19 +350,28 @@ std::tuple<double, double> rank_sort_loss(const View& x, const View& labels, con
 /// aLRP loss: (cls, loc); `grad` receives the classification update, `grad_loc` ∂loc/∂ℓ.
 template <typename S>
 std::tuple<double, double> alrp_loss(const View& x, const View& labels, const View& loc_error,
-                                     const View& grad, const View& grad_loc,
+                                     const std::optional<View>& grad,
+                                     const std::optional<View>& grad_loc,
                                      const std::optional<View>& ids, double delta, double eps) {
+  if (grad.has_value() != grad_loc.has_value())
+    throw std::invalid_argument("fgbg::ALRPLoss: the binding takes both gradients or neither");
   fgbg::ALRPLossConfig cfg;
   cfg.delta = delta;
   cfg.eps = eps;
   const fgbg::ALRPLoss<S> loss(cfg);
   const InVec<S> l = in_vec<S>(loc_error);
-  const auto& [gp, gr, gc, grs, gcs] = grad_loc;
-  (void)gc;
-  (void)grs;
-  (void)gcs;
-  OutVec<S> gl(reinterpret_cast<S*>(gp), gr);
-  const auto v = run_ranking<S, S, true>(x, labels, std::optional<View>(grad), ids,
+  S* glp = nullptr;
+  Index gln = 0;
+  if (grad_loc) {
+    const auto& [gp, gr, gc, grs, gcs] = *grad_loc;
+    (void)gc;
+    (void)grs;
+    (void)gcs;
+    glp = reinterpret_cast<S*>(gp);
+    gln = gr;
+  }
+  OutVec<S> gl(glp, gln);
+  const auto v = run_ranking<S, S, true>(x, labels, grad, ids,
                                          [&](const auto& xx, const auto& yy, auto gg, auto&&... g) {
                                            if constexpr (std::is_null_pointer_v<decltype(gg)>)
                                              return loss.value(xx, yy, l, g...);

@@ -141,6 +141,31 @@ def test_value_only_path(name, mode, monkeypatch):
     assert torch.equal(v, with_grad.detach())
 
 
+def test_alrp_value_only(monkeypatch):
+    x, y, q = make_batch(64, 5, seed=11)
+    loc = q * 0.8
+    cls_g, loc_g = fgbg.alrp_loss(x.clone().requires_grad_(), y, loc.clone().requires_grad_())
+    seen = []
+    real = core._fgbg
+
+    class Spy:
+        def __getattr__(self, name):
+            attr = getattr(real, name)
+            if name.startswith("alrp_loss"):
+                def call(*args):
+                    seen.append((args[3], args[4]))
+                    return attr(*args)
+                return call
+            return attr
+
+    monkeypatch.setattr(core, "_fgbg", Spy())
+    with torch.no_grad():
+        cls_v, loc_v = fgbg.alrp_loss(x.clone().requires_grad_(), y, loc)
+    assert seen == [(None, None)]
+    assert torch.equal(cls_v, cls_g.detach()) and torch.equal(loc_v, loc_g.detach())
+    assert cls_v.grad_fn is None
+
+
 def test_value_only_per_element_losses_and_loss_weight():
     x, y, _ = make_batch(40, 6, seed=3)
     m = fgbg.nn.FocalLoss(loss_weight=2.5)
