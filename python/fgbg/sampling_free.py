@@ -18,7 +18,8 @@ from ._core import _fgbg
 
 __all__ = ["anchor_statistics", "optimal_sigmoid_prior", "optimal_sigmoid_bias",
            "optimal_softmax_background_bias", "released_score_threshold",
-           "class_adaptive_thresholds", "init_sigmoid_bias_", "init_softmax_bias_"]
+           "class_adaptive_thresholds", "select_above_thresholds", "init_sigmoid_bias_",
+           "init_softmax_bias_"]
 
 
 def anchor_statistics(labels, num_classes, into=None):
@@ -74,6 +75,27 @@ def class_adaptive_thresholds(stats, floor=0.0, dtype=torch.float32):
     t = _fgbg.per_class_thresholds([int(v) for v in stats["per_class"]], int(stats["num_fg"]),
                                    int(stats["num_bg"]), int(stats["num_ignored"]), float(floor))
     return torch.tensor(t, dtype=dtype)
+
+
+def select_above_thresholds(scores, thresholds, order="anchor_major"):
+    """The candidates of the class-adaptive thresholds: every (anchor n, class k) with
+    scores[n, k - 1] > thresholds[k - 1] (strict, compared in the scores' dtype, as torch's
+    `scores > thresh`). scores: N x C probabilities (float32 or float64), thresholds: C values, or
+    one number for the released global threshold. order: 'anchor_major' (anchor, then class
+    ascending: torch.nonzero's order) or 'score_descending' (ties by anchor, then class).
+    Returns (anchors int64, labels int64 in 1..C, scores)."""
+    if order not in ("anchor_major", "score_descending"):
+        raise ValueError(f"fgbg: order must be 'anchor_major' or 'score_descending', got "
+                         f"{order!r}")
+    _core._check_tensor(scores, "scores")
+    dt = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    s = _core.float_of(scores, dt, "scores", dims=(2,))
+    if not isinstance(thresholds, torch.Tensor):
+        thresholds = torch.full((s.shape[1],), float(thresholds), dtype=torch.float64)
+    t = _core.float_of(thresholds, torch.float64, "thresholds", dims=(1,))
+    fn = _fgbg.select_above_f64 if dt == torch.float64 else _fgbg.select_above_f32
+    a, k, v = fn(_core.view(s), _core.vector_view(t), order == "score_descending")
+    return torch.from_numpy(a), torch.from_numpy(k), torch.from_numpy(v)
 
 
 def init_sigmoid_bias_(bias, stats, num_bg=None, num_classes=None):

@@ -530,6 +530,31 @@ py::array_t<T> to_array(const std::vector<T>& v) {
   return py::array_t<T>(static_cast<py::ssize_t>(v.size()), v.data());
 }
 
+/// The class-adaptive selection: every (anchor, class) with scores(anchor, class−1) >
+/// thresholds(class−1), anchor-major or by score descending: (anchors, labels 1..C, scores).
+template <typename S>
+std::tuple<py::array_t<Index>, py::array_t<std::int64_t>, py::array_t<S>> select_above(
+    const View& sv, const View& tv, bool score_descending) {
+  std::vector<fgbg::ScoredCandidate<S>> out;
+  {
+    const In2<S> scores = in2<S>(sv);
+    const InVec<double> thr = in_vec<double>(tv);
+    py::gil_scoped_release release;
+    fgbg::select_above_thresholds(scores, thr, out,
+                                  score_descending ? fgbg::CandidateOrder::score_descending
+                                                   : fgbg::CandidateOrder::anchor_major);
+  }
+  std::vector<Index> anchors(out.size());
+  std::vector<std::int64_t> labels(out.size());
+  std::vector<S> values(out.size());
+  for (std::size_t k = 0; k < out.size(); ++k) {
+    anchors[k] = out[k].anchor;
+    labels[k] = out[k].label;
+    values[k] = out[k].score;
+  }
+  return {to_array(anchors), to_array(labels), to_array(values)};
+}
+
 /// Max-IoU assignment of one image: (labels, gt index, max IoU), each N long.
 template <typename S>
 std::tuple<py::array_t<fgbg::Label>, py::array_t<std::int32_t>, py::array_t<double>> max_iou_assign(
@@ -1002,6 +1027,7 @@ PYBIND11_MODULE(_fgbg, m) {
   def2(m, "resobj_scores", &resobj_scores<float>, &resobj_scores<double>);
   m.def("anchor_statistics", &anchor_statistics);
   m.def("per_class_thresholds", &per_class_thresholds);
+  def2(m, "select_above", &select_above<float>, &select_above<double>);
   m.def("optimal_sigmoid_prior", &fgbg::optimal_sigmoid_prior);
   m.def("optimal_sigmoid_bias", &fgbg::optimal_sigmoid_bias);
   m.def("optimal_softmax_background_bias", &fgbg::optimal_softmax_background_bias);

@@ -394,3 +394,26 @@ def test_statistics_thresholds_and_init_against_formulas():
         sf.optimal_sigmoid_bias(0, 10, 3)
     with pytest.raises(ValueError, match="floor"):
         sf.class_adaptive_thresholds(st, floor=-1.0)
+
+
+def test_select_above_thresholds_equals_torch_nonzero():
+    sf = fgbg.sampling_free
+    g = torch.Generator().manual_seed(3)
+    scores = torch.rand(300, 6, generator=g)
+    scores[5, 2] = 0.25  # exactly at its threshold: not kept (strict)
+    thr = torch.tensor([0.9, 0.5, 0.25, 0.99, 0.0, 0.7])
+    a, k, v = sf.select_above_thresholds(scores, thr)
+    keep = scores > thr.to(scores.dtype)
+    idx = keep.nonzero()
+    assert torch.equal(a, idx[:, 0]) and torch.equal(k, idx[:, 1] + 1)
+    assert torch.equal(v, scores[keep])
+    a2, k2, v2 = sf.select_above_thresholds(scores.double(), 0.8, order="score_descending")
+    order = sorted(((-float(scores[i, j]), i, j + 1) for i, j in
+                    (scores.double() > 0.8).nonzero().tolist()))
+    assert [(-float(x), int(i), int(j)) for x, i, j in zip(v2, a2, k2)] == order
+    with pytest.raises(ValueError, match="thresholds"):
+        sf.select_above_thresholds(scores, thr[:3])
+    bad = scores.clone()
+    bad[1, 1] = math.nan
+    with pytest.raises(fgbg.NonFiniteError, match="scores"):
+        sf.select_above_thresholds(bad, thr)
