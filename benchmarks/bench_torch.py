@@ -5,14 +5,16 @@ and checks that both sides give the same value (and gradient).
 
     /usr/bin/python3 benchmarks/bench_torch.py [--n 100000] [--repeat 7]
 
-Uses the package built in python/ (setup.py build_ext --inplace) or the installed one.
+Uses the package of FGBG_PY_PATH when set (e.g. build/py/python/lib, the CMake build), else the
+one built in python/ (setup.py build_ext --inplace) or the installed one.
 """
 import argparse
 import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+sys.path.insert(0, os.environ.get("FGBG_PY_PATH") or
+                os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 
 import torch  # noqa: E402
 import torch.nn.functional as TF  # noqa: E402

@@ -2,8 +2,11 @@
 
 Every array crosses into C++ as a view (address, rows, cols, row stride, column stride) of memory
 that the tensor keeps alive during the call; the extension wraps it as an Eigen::Map, so nothing
-is copied unless the dtype needs it (float16 / bfloat16 logits, weights of another dtype, int64
-labels) or a stride is 0 (an expanded tensor).
+is copied unless the dtype needs it (weights of another dtype, int64 labels, float16 / bfloat16
+logits of the losses that do not take them in C++: AP, RS, aLRP, CARL, the guided loss) or a
+stride is 0 (an expanded tensor). float16 / bfloat16 logits of the dense losses, GHM-C, EFL and DR
+are read in place as Eigen::half / Eigen::bfloat16 (the same 16-bit layouts as at::Half and
+c10::BFloat16) and their gradient is written in that dtype; the loss computes in float.
 """
 import math
 
@@ -42,8 +45,24 @@ def _reads_in_place(t):
     return all(s > 0 or n <= 1 for s, n in zip(t.stride(), t.shape))
 
 
-def logits_of(x, name="logits"):
-    """(tensor in the compute dtype, compute dtype); 2-D, CPU, floating point."""
+_SUFFIX = {torch.float32: "_f32", torch.float64: "_f64", torch.float16: "_f16",
+           torch.bfloat16: "_bf16"}
+
+
+def suffix_of(dtype):
+    """The extension's name suffix for logits stored in `dtype`."""
+    return _SUFFIX[dtype]
+
+
+def wants_grad(t):
+    """Whether autograd will ask for the gradient of t (else the value-only path runs)."""
+    return torch.is_grad_enabled() and t.requires_grad
+
+
+def logits_of(x, name="logits", half_in_place=False):
+    """(tensor, compute dtype); 2-D, CPU, floating point. The tensor is in the compute dtype, or
+    kept in float16 / bfloat16 with half_in_place (the C++ loss reads it as Eigen::half /
+    Eigen::bfloat16)."""
     _check_tensor(x, name)
     if x.dtype not in _COMPUTE:
         raise TypeError(
@@ -52,8 +71,8 @@ def logits_of(x, name="logits"):
         raise ValueError(f"fgbg: {name} must be 2-D (N x C), got shape {tuple(x.shape)}")
     cd = _COMPUTE[x.dtype]
     x = x.detach()
-    if x.dtype != cd:
-        x = x.to(cd)  # a copy (float16 / bfloat16 are computed in float32 for now)
+    if x.dtype != cd and not half_in_place:
+        x = x.to(cd)  # a copy: this loss takes no half precision in C++
     if not _reads_in_place(x):
         x = x.contiguous()
     return x, cd
@@ -149,14 +168,24 @@ class FusedLoss(torch.autograd.Function):
     it by grad_output (times `scale`, the loss weight). Gradients of every other input: None.
 
     `run(logits)` returns (output, grad): output a 0-d tensor (reduced) or the per-element (N x C)
-    or per-anchor (N) losses, grad N x C, both in the logits' dtype.
+    or per-anchor (N) losses, grad N x C (in the logits' dtype, or float32 for a copied half).
+
+    `loss.backward()` (a 0-d grad_output of exactly 1, loss weight 1) hands the stored gradient
+    to autograd as it is: no multiplication and, since the Function drops its own reference, no
+    copy by autograd's accumulation. `rerun=True` lets a second backward of a retained graph
+    recompute that gradient with `run` (bit-identical: fgbg is deterministic); a stateful loss's
+    `run` then starts again from the state as it was before the call and stores nothing, so the
+    state advances once. Without rerun the Function keeps its gradient (and multiplies it).
     """
 
     @staticmethod
-    def forward(ctx, logits, run, scale):
+    def forward(ctx, logits, run, scale, rerun=False):
         out, grad = run(logits)
         ctx.grad = grad
         ctx.scale = scale
+        ctx.run = run if rerun else None
+        if rerun:
+            ctx.save_for_backward(logits)  # a rerun then sees autograd's in-place check
         ctx.per_anchor = out.dim() == 1
         if scale != 1.0:
             out = out * scale
@@ -166,46 +195,55 @@ class FusedLoss(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         g = ctx.grad
+        if g is None:  # a retained graph's second backward: the buffer was handed out
+            ctx.saved_tensors  # raises if the logits were modified in place since forward
+            _, g = ctx.run(None)
         scale = ctx.scale
         if grad_output.dim() == 0:
+            if scale == 1.0 and ctx.run is not None and float(grad_output) == 1.0:
+                ctx.grad = None
+                return g, None, None, None
             factor = grad_output * scale if scale != 1.0 else grad_output
-            return g * factor.to(g.dtype), None, None
+            return g * factor.to(g.dtype), None, None, None
         if ctx.per_anchor:
             grad_output = grad_output.unsqueeze(1)
         r = g * grad_output.to(g.dtype)
         if scale != 1.0:
             r = r * scale
-        return r, None, None
+        return r, None, None, None
 
 
 def dense_call(fn_name, logits, labels, *, weight, reduction, avg_factor, extra=(),
                per_anchor=False, nonfinite="raise", scale=1.0, inputs=(), input_dims=1):
     """Differentiable call of a dense loss of the extension.
 
-    `fn_name` names the binding (without _f32 / _f64); `inputs` are tensors converted to the
-    compute dtype and passed as views before the other arguments (`extra`, plain numbers).
-    `per_anchor`: the loss gives one loss per anchor (softmax heads), so 'none' returns N values.
+    `fn_name` names the binding (without _f32 / _f64 / _f16 / _bf16); `inputs` are tensors
+    converted to the compute dtype and passed as views before the other arguments (`extra`, plain
+    numbers). `per_anchor`: the loss gives one loss per anchor (softmax heads), so 'none' returns
+    N values. float16 / bfloat16 logits are read in place and get a gradient of their dtype.
+    Under torch.no_grad() or for logits that do not require grad, the C++ value() runs: no
+    gradient is computed or allocated.
     """
     check_nonfinite(nonfinite)
     x_in = logits
-    x, cd = logits_of(logits)
+    x, cd = logits_of(logits, half_in_place=True)
     n, c = x.shape
     y = labels_of(labels, n)
     w = None if weight is None else float_of(weight, cd, "weight")
     ins = [float_of(t, cd, nm, dims=(input_dims,)) for nm, t in inputs]
     kind, factor, per_elem = normalizer_of(reduction, avg_factor)
-    suffix = "_f64" if cd == torch.float64 else "_f32"
-    fn = getattr(_fgbg, fn_name + suffix)
+    fn = getattr(_fgbg, fn_name + suffix_of(x.dtype))
     out_dtype = x_in.dtype
+    need_grad = wants_grad(x_in)
 
     def run(_):
-        grad = torch.empty((n, c), dtype=cd)
+        grad = torch.empty((n, c), dtype=x.dtype) if need_grad else None
         losses = None
         lk = 0
         if per_elem:
             losses = torch.empty((n,) if per_anchor else (n, c), dtype=cd)
             lk = 2 if per_anchor else 1
-        args = _fgbg.DenseArgs(view(x), vector_view(y), view(grad),
+        args = _fgbg.DenseArgs(view(x), vector_view(y), None if grad is None else view(grad),
                                None if w is None else view(w), kind, factor, lk,
                                None if losses is None else view(losses))
         try:
@@ -213,11 +251,15 @@ def dense_call(fn_name, logits, labels, *, weight, reduction, avg_factor, extra=
         except NonFiniteError:
             if nonfinite == "raise":
                 raise
-            grad.fill_(math.nan)
+            if grad is not None:
+                grad.fill_(math.nan)
             if losses is not None:
                 losses.fill_(math.nan)
             v = math.nan
         out = losses if per_elem else torch.tensor(v, dtype=cd)
-        return out.to(out_dtype), grad.to(out_dtype)
+        return out.to(out_dtype), grad
 
-    return FusedLoss.apply(x_in, run, float(scale))
+    if not need_grad:
+        out, _ = run(None)
+        return out * scale if scale != 1.0 else out
+    return FusedLoss.apply(x_in, run, float(scale), True)

@@ -24,7 +24,9 @@ import torch
 from . import _core, functional as F
 
 __all__ = ["FocalLoss", "CrossEntropyLoss", "QualityFocalLoss", "VarifocalLoss",
-           "SoftTargetCrossEntropyLoss", "GHMC", "EqualizedFocalLoss", "ALRPLoss"]
+           "SoftTargetCrossEntropyLoss", "GHMC", "EqualizedFocalLoss", "ALRPLoss", "APLoss",
+           "RankSortLoss", "DRLoss", "FocalLossStar", "CARLLoss", "ISRP", "GuidedLoss",
+           "ResidualObjectnessLoss"]
 
 _FLT_EPSILON = float(torch.finfo(torch.float32).eps)
 
@@ -412,3 +414,214 @@ class ALRPLoss(_Loss):
 
     def extra_repr(self):
         return f"delta={self.delta}, period={self.period}, weight={self.weight}"
+
+
+class _RankingModule(_Loss):
+    """Base of the ranking-loss modules: own normalisers, so reduction is 'mean' only (kept for
+    mmdetection's signature) and there is no weight or avg_factor."""
+    _reductions = ("mean",)
+
+    def __init__(self, loss_weight=1.0, mmdet_labels=False, nonfinite="raise"):
+        super().__init__("mean", loss_weight, mmdet_labels, nonfinite)
+
+    def _scaled(self, v):
+        return v * self.loss_weight if self.loss_weight != 1.0 else v
+
+
+class APLoss(_RankingModule):
+    """AP loss (Chen et al.; the released code) as a module: forward(pred, target, groups=None)
+    returns loss_weight * fgbg.ap_loss(...); its backward is the error-driven update."""
+
+    def __init__(self, delta=1.0, interpolate=True, loss_weight=1.0, mmdet_labels=False,
+                 nonfinite="raise"):
+        super().__init__(loss_weight, mmdet_labels, nonfinite)
+        self.delta, self.interpolate = float(delta), bool(interpolate)
+
+    def forward(self, pred, target, groups=None):
+        labels = self._labels(target, pred.shape[1])
+        return self._scaled(F.ap_loss(pred, labels, delta=self.delta,
+                                      interpolate=self.interpolate, groups=groups,
+                                      nonfinite=self.nonfinite))
+
+    def extra_repr(self):
+        return f"delta={self.delta}, interpolate={self.interpolate}, loss_weight={self.loss_weight}"
+
+
+class RankSortLoss(_RankingModule):
+    """Rank & Sort loss (kemaloksuz/RankSortLoss's head) as a module:
+    forward(pred, target, iou, groups=None) returns (loss_weight * loss_rank,
+    loss_weight * loss_sort); backward of their sum is the official update."""
+
+    def __init__(self, delta=0.5, eps=1e-10, loss_weight=1.0, mmdet_labels=False,
+                 nonfinite="raise"):
+        super().__init__(loss_weight, mmdet_labels, nonfinite)
+        self.delta, self.eps = float(delta), float(eps)
+
+    def forward(self, pred, target, iou, groups=None):
+        labels = self._labels(target, pred.shape[1])
+        rank, sort = F.rank_sort_loss(pred, labels, iou, delta=self.delta, eps=self.eps,
+                                      groups=groups, nonfinite=self.nonfinite)
+        return self._scaled(rank), self._scaled(sort)
+
+    def extra_repr(self):
+        return f"delta={self.delta}, loss_weight={self.loss_weight}"
+
+
+class DRLoss(_RankingModule):
+    """DR loss (idstcv/DR_loss's SigmoidDRLoss) as a module: forward(pred, target, groups=None);
+    with groups (e.g. the image index) the sum of the per-image losses."""
+
+    def __init__(self, pos_lambda=1.0, neg_lambda=0.07982356001479281, L=6.0, tau=4.0,
+                 margin=0.5, loss_weight=1.0, mmdet_labels=False, nonfinite="raise"):
+        super().__init__(loss_weight, mmdet_labels, nonfinite)
+        self.cfg = dict(pos_lambda=float(pos_lambda), neg_lambda=float(neg_lambda), L=float(L),
+                        tau=float(tau), margin=float(margin))
+
+    def forward(self, pred, target, groups=None):
+        labels = self._labels(target, pred.shape[1])
+        return self._scaled(F.dr_loss(pred, labels, groups=groups, nonfinite=self.nonfinite,
+                                      **self.cfg))
+
+    def extra_repr(self):
+        return f"{self.cfg}, loss_weight={self.loss_weight}"
+
+
+class FocalLossStar(_Loss):
+    """FL* (RetinaNet appendix A; fvcore's sigmoid_focal_loss_star) with mmdetection's module
+    signature: forward(pred, target, weight=None, avg_factor=None, reduction_override=None)."""
+
+    def __init__(self, gamma=1.0, alpha=-1.0, reduction="mean", loss_weight=1.0,
+                 mmdet_labels=False, nonfinite="raise"):
+        super().__init__(reduction, loss_weight, mmdet_labels, nonfinite)
+        self.gamma, self.alpha = float(gamma), float(alpha)
+
+    def forward(self, pred, target, weight=None, avg_factor=None, reduction_override=None):
+        r, af = self._reduction_and_factor(reduction_override, avg_factor)
+        labels = self._labels(target, pred.shape[1])
+        return _core.dense_call("focal_star", pred, labels, weight=weight, reduction=r,
+                                avg_factor=af, extra=(self.alpha, self.gamma),
+                                nonfinite=self.nonfinite, scale=self.loss_weight)
+
+
+class CARLLoss(_Loss):
+    """CARL of PISA as a module (mmdetection's carl_loss and loss_weight):
+    forward(pred, target, reg_loss, avg_factor=None, reduction_override=None), reg_loss the N
+    per-anchor regression losses (summed over the coordinates; it may carry autograd history).
+    use_sigmoid=False: softmax logits N x (C+1) (background last with mmdet_labels)."""
+    _reductions = ("num_positives", "mean", "sum")
+
+    def __init__(self, k=1.0, bias=0.2, use_sigmoid=True, reduction="num_positives",
+                 loss_weight=1.0, mmdet_labels=False, nonfinite="raise"):
+        super().__init__(reduction, loss_weight, mmdet_labels, nonfinite)
+        self.k, self.bias, self.use_sigmoid = float(k), float(bias), bool(use_sigmoid)
+
+    def forward(self, pred, target, reg_loss, avg_factor=None, reduction_override=None):
+        r = reduction_override if reduction_override else self.reduction
+        self._check_reduction(r)
+        af = None
+        if avg_factor is not None:
+            if r != "mean":
+                raise ValueError(f'fgbg: avg_factor can not be used with reduction="{r}"')
+            af = float(avg_factor) + _FLT_EPSILON
+        c = pred.shape[1] if self.use_sigmoid else pred.shape[1] - 1
+        labels = self._labels(target, c)
+        if self.mmdet_labels and not self.use_sigmoid:
+            pred = _rotate_background_first(pred)
+        return F.carl_loss(pred, labels, reg_loss, k=self.k, bias=self.bias,
+                           sigmoid=self.use_sigmoid, reduction=r, avg_factor=af,
+                           nonfinite=self.nonfinite, _scale=self.loss_weight)
+
+
+class ISRP(torch.nn.Module):
+    """ISR-P of PISA as a module: forward(labels, gt_index, iou, cls_loss, label_weights=None)
+    returns the new label weights (fgbg.isr_p), constants for the classification loss's
+    weight=. num_classes is C (labels are checked against it)."""
+
+    def __init__(self, num_classes, k=2.0, bias=0.0, mmdet_labels=False):
+        super().__init__()
+        self.num_classes, self.k, self.bias = int(num_classes), float(k), float(bias)
+        self.mmdet_labels = bool(mmdet_labels)
+
+    def forward(self, labels, gt_index, iou, cls_loss, label_weights=None):
+        if self.mmdet_labels:
+            labels = _mmdet_to_fgbg(labels, self.num_classes, "labels")
+        w, _ = F.isr_p(labels, gt_index, iou, cls_loss, self.num_classes,
+                       label_weights=label_weights, k=self.k, bias=self.bias)
+        return w
+
+
+class GuidedLoss(_Loss):
+    """The sampling-free guided loss as a module: forward(pred, target, reg_loss, weight=None,
+    reduction_override=None) returns classification_scale * reg_loss with the gradient of the
+    classification loss (BCE, or softmax CE with use_sigmoid=False) scaled by
+    reg_loss / L_cls (fgbg.guided_loss). loss_weight multiplies the result."""
+    _reductions = ("sum", "mean", "num_positives")
+
+    def __init__(self, use_sigmoid=True, classification_scale=1.0,
+                 treat_ignored_as_negative=False, reduction="sum", loss_weight=1.0,
+                 mmdet_labels=False, nonfinite="raise"):
+        super().__init__(reduction, loss_weight, mmdet_labels, nonfinite)
+        self.use_sigmoid = bool(use_sigmoid)
+        self.classification_scale = float(classification_scale)
+        self.treat_ignored_as_negative = bool(treat_ignored_as_negative)
+
+    def forward(self, pred, target, reg_loss, weight=None, reduction_override=None):
+        r = reduction_override if reduction_override else self.reduction
+        self._check_reduction(r)
+        c = pred.shape[1] if self.use_sigmoid else pred.shape[1] - 1
+        labels = self._labels(target, c)
+        if self.mmdet_labels and not self.use_sigmoid:
+            pred = _rotate_background_first(pred)
+        return F.guided_loss(pred, labels, reg_loss, softmax=not self.use_sigmoid,
+                             classification_scale=self.classification_scale,
+                             treat_ignored_as_negative=self.treat_ignored_as_negative,
+                             weight=weight, reduction=r, nonfinite=self.nonfinite,
+                             _scale=self.loss_weight)
+
+
+class ResidualObjectnessLoss(torch.nn.Module):
+    """Residual objectness (chenjoya/resobj) as a module: forward(class_logits, target,
+    stage_logits) returns loss_weight * the objectness + classification loss (fgbg's
+    residual_objectness_loss); `self.last` holds the call's info (box_normalizer divides the
+    caller's summed box loss). The EMA of the number of positives lives in the registered buffer
+    `state` (state_dict round-trips it), updated in training mode only; reset_state() starts it
+    over. distributed=True all-reduces the positive count over torch.distributed's default
+    group, so every rank's normalisers are those of the whole batch."""
+
+    def __init__(self, obj_normalizer_scale=20.0, cls_normalizer_scale=10.0,
+                 box_normalizer_scale=1.0, ema_momentum=0.9, ema_initial=100.0,
+                 ema_updates="three_per_call", loss_weight=1.0, mmdet_labels=False,
+                 distributed=False, nonfinite="raise"):
+        super().__init__()
+        _core.check_nonfinite(nonfinite)
+        self.cfg = dict(obj_normalizer_scale=float(obj_normalizer_scale),
+                        cls_normalizer_scale=float(cls_normalizer_scale),
+                        box_normalizer_scale=float(box_normalizer_scale),
+                        ema_momentum=float(ema_momentum), ema_initial=float(ema_initial),
+                        ema_updates=ema_updates)
+        F._resobj_cfg(self.cfg)  # options checked now
+        self.loss_weight = float(loss_weight)
+        self.mmdet_labels = bool(mmdet_labels)
+        self.distributed = bool(distributed)
+        self.nonfinite = nonfinite
+        self.last = {}
+        self.register_buffer("state", F.residual_objectness_state())
+
+    def forward(self, class_logits, target, stage_logits):
+        labels = _mmdet_to_fgbg(target, class_logits.shape[1]) if self.mmdet_labels else target
+        reduced = None
+        if self.distributed and _distributed():
+            reduced = F.residual_objectness_statistics(labels, class_logits.shape[1], **self.cfg)
+            torch.distributed.all_reduce(reduced)
+        loss, self.last = F.residual_objectness_loss(
+            class_logits, labels, stage_logits, self.state, update_state=self.training,
+            reduced_statistics=reduced, nonfinite=self.nonfinite, _scale=self.loss_weight,
+            **self.cfg)
+        return loss
+
+    def reset_state(self):
+        with torch.no_grad():
+            self.state.copy_(F.residual_objectness_state())
+
+    def extra_repr(self):
+        return f"{self.cfg}, loss_weight={self.loss_weight}"

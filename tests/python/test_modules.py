@@ -241,3 +241,35 @@ def test_alrp_module_self_balance_and_state_dict():
     m2 = fgbg.nn.ALRPLoss(period=3)
     m2.load_state_dict(m.state_dict())
     assert m2.weight == m.weight and int(m2.sb_count) == int(m.sb_count)
+
+
+def _mmdet_ignoring(y, c):
+    """fgbg labels -> mmdetection's, ignored anchors kept at -1."""
+    return torch.where(y > 0, y - 1, torch.where(y == 0, torch.full_like(y, c), y))
+
+
+@pytest.mark.parametrize("kind", ["ap", "rank_sort", "dr"])
+def test_ranking_modules_are_the_functions_times_loss_weight(kind):
+    x, y, q = make_batch(60, 4, seed=17)
+    groups = torch.arange(60) // 20
+    a = x.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    if kind == "ap":
+        m = fgbg.nn.APLoss(delta=0.5, loss_weight=2.0, mmdet_labels=True)
+        got = m(a, _mmdet_ignoring(y, 4), groups=groups)
+        exp = 2.0 * fgbg.ap_loss(b, y, delta=0.5, groups=groups)
+    elif kind == "rank_sort":
+        m = fgbg.nn.RankSortLoss(loss_weight=2.0, mmdet_labels=True)
+        r, s = m(a, _mmdet_ignoring(y, 4), q, groups=groups)
+        er, es = fgbg.rank_sort_loss(b, y, q, groups=groups)
+        torch.testing.assert_close(s, 2.0 * es)
+        got, exp = r + s, 2.0 * (er + es)
+    else:
+        m = fgbg.nn.DRLoss(L=5.0, loss_weight=2.0, mmdet_labels=True)
+        got = m(a, _mmdet_ignoring(y, 4), groups=groups)
+        exp = 2.0 * fgbg.dr_loss(b, y, L=5.0, groups=groups)
+    torch.testing.assert_close(got, exp, rtol=1e-14, atol=0)
+    got.backward()
+    exp.backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-14, atol=0)
+    assert "loss_weight=2.0" in repr(m)
