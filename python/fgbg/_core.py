@@ -72,7 +72,7 @@ def logits_of(x, name="logits", half_in_place=False):
     cd = _COMPUTE[x.dtype]
     x = x.detach()
     if x.dtype != cd and not half_in_place:
-        x = x.to(cd)  # a copy: this loss takes no half precision in C++
+        x = x.to(cd)  # a copy: this loss's binding has no half-precision instantiation
     if not _reads_in_place(x):
         x = x.contiguous()
     return x, cd
