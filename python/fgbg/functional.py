@@ -492,8 +492,8 @@ def carl_loss(logits, labels, reg_loss, *, k=1.0, bias=0.2, sigmoid=True,
     w_i = P u_i / sum_j u_j, the loss is sum_i w_i l_i / A. The score is not detached: backward
     gives d/d logits and d/d reg_loss (reg_loss may carry autograd history, e.g. from the box
     regression). A: 'num_positives' (default, max(1, P)), 'mean' (non-ignored rows), 'sum', or
-    'mean' with avg_factor. The binding of CARL has no half-precision path yet: float16 / bfloat16 logits are
-    copied to float32."""
+    'mean' with avg_factor. The binding of CARL has no half-precision path yet: float16 /
+    bfloat16 logits are copied to float32."""
     import math
 
     import torch
