@@ -263,7 +263,7 @@ void BM_InstanceBalancedSampler(benchmark::State& st) {
 }
 BENCHMARK(BM_InstanceBalancedSampler)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
 
-// ---- OHEM selection: O(N) nth_element (fgbg) vs a full sort (baseline) on the 200k pool ------
+// ---- OHEM selection: radix selection (fgbg), nth_element and a full sort on the 200k pool ----
 
 void BM_TopKSelect(benchmark::State& st) {
   const auto& loss = scene().rpn_loss;
@@ -279,6 +279,25 @@ void BM_TopKSelect(benchmark::State& st) {
   st.SetItemsProcessed(st.iterations() * loss.size());
 }
 BENCHMARK(BM_TopKSelect)->Arg(128)->Arg(4096)->Unit(benchmark::kMicrosecond);
+
+// The previous selection (std::nth_element on the pairs), kept as the yardstick of the radix
+// selection of detail::top_k.
+void BM_TopKNthElement(benchmark::State& st) {
+  const auto& loss = scene().rpn_loss;
+  const Index k = st.range(0);
+  std::vector<std::pair<double, Index>> keyed;
+  keyed.reserve(loss.size());
+  for (auto _ : st) {
+    keyed.clear();
+    for (Index i = 0; i < loss.size(); ++i) keyed.emplace_back(loss[i], i);
+    std::nth_element(keyed.begin(), keyed.begin() + (k - 1), keyed.end(),
+                     fgbg::detail::key_desc_index_asc);
+    keyed.resize(static_cast<std::size_t>(k));
+    benchmark::DoNotOptimize(keyed.data());
+  }
+  st.SetItemsProcessed(st.iterations() * loss.size());
+}
+BENCHMARK(BM_TopKNthElement)->Arg(128)->Arg(4096)->Unit(benchmark::kMicrosecond);
 
 void BM_TopKFullSort(benchmark::State& st) {
   const auto& loss = scene().rpn_loss;

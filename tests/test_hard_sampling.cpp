@@ -873,3 +873,71 @@ TEST_CASE("Samplers allocate nothing once the Sample has capacity", "[sampling][
   for (int k = 0; k < 3; ++k) all();
   CHECK(guard.count() == 0);
 }
+
+TEST_CASE("top-k selection equals a full sort on (key desc, index asc), ties and extremes",
+          "[sampling][top_k]") {
+  // The radix selection of detail::top_k (pools of kRadixSelectMin entries and more) against a
+  // full sort: every kind of key it must order, and every k.
+  std::mt19937_64 rng(20261203);
+  std::uniform_real_distribution<double> uni(0.0, 1.0);
+  const double big = std::numeric_limits<double>::max(), tiny = 5e-324;
+  int cases = 0, radix = 0;
+  for (int it = 0; it < 120; ++it) {
+    const int kind = it % 6;
+    const Index m = it % 7 == 0 ? 100 + it : 2048 + static_cast<Index>(uni(rng) * 20000);
+    std::vector<std::pair<double, Index>> keyed;
+    for (Index i = 0; i < m; ++i) {
+      double v;
+      switch (kind) {
+        case 0:  // a loss-like spread
+          v = -std::log(uni(rng) + 1e-300) * 0.3;
+          break;
+        case 1:  // heavy ties on a grid, with both zeros
+          v = std::round(uni(rng) * 8) / 4 - 0.5;
+          if (v == 0 && (i % 2)) v = -0.0;
+          break;
+        case 2:  // one key
+          v = 0.75;
+          break;
+        case 3:  // the extremes of double, subnormals, negatives
+        {
+          const double pick[] = {big, -big, tiny, -tiny, 0.0, -0.0, 1.0, -1.0, 1e300, -1e-300};
+          v = pick[static_cast<std::size_t>(uni(rng) * 10) % 10];
+          break;
+        }
+        case 4:  // two keys a ulp apart
+          v = (i % 3) ? 1.0 : std::nextafter(1.0, 2.0);
+          break;
+        default:  // a huge range: ±1e±300 log-uniform
+          v = (uni(rng) < 0.5 ? -1 : 1) * std::pow(10.0, 600 * uni(rng) - 300);
+      }
+      keyed.emplace_back(v, (i * 7919) % m);  // indices a permutation of 0..m−1, not in order
+    }
+    auto sorted = keyed;
+    std::sort(sorted.begin(), sorted.end(), fgbg::detail::key_desc_index_asc);
+    for (const Index k : {Index(0), Index(1), Index(2), m / 3, m / 2 + 1, m - 1, m, m + 5}) {
+      auto got = keyed;
+      fgbg::detail::top_k(got, k);
+      const Index want_n = std::min(k, m);
+      REQUIRE(static_cast<Index>(got.size()) == want_n);
+      std::sort(got.begin(), got.end(), fgbg::detail::key_desc_index_asc);
+      INFO("iteration " << it << ", kind " << kind << ", m = " << m << ", k = " << k);
+      bool same = true;
+      for (Index j = 0; j < want_n; ++j)
+        same = same && got[j].second == sorted[j].second &&
+               (got[j].first == sorted[j].first);  // −0 and +0 compare equal
+      CHECK(same);
+      ++cases;
+      radix += m >= fgbg::detail::kRadixSelectMin && k > 0 && k < m;
+    }
+  }
+  CHECK(cases == 120 * 8);
+  CHECK(radix > 500);
+  // sortable_key orders the doubles as < does, −0 and +0 alike
+  const double vals[] = {-big, -1.0, -tiny, -0.0, 0.0, tiny, 1.0, big};
+  for (double a : vals)
+    for (double b : vals) {
+      CHECK((a < b) == (fgbg::detail::sortable_key(a) < fgbg::detail::sortable_key(b)));
+      CHECK((a == b) == (fgbg::detail::sortable_key(a) == fgbg::detail::sortable_key(b)));
+    }
+}

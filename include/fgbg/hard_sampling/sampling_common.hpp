@@ -20,6 +20,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <random>
 #include <utility>
 #include <vector>
@@ -127,14 +129,81 @@ inline bool key_desc_index_asc(const std::pair<double, Index>& a,
   return a.first > b.first || (a.first == b.first && a.second < b.second);
 }
 
-/// Keeps in `keyed` the k entries first in (key desc, index asc) order, in O(size) by
-/// std::nth_element (not a full sort); the kept entries are in no particular order.
+/// An unsigned key with the order of the doubles (−0 and +0 the same key): for doubles that are
+/// not NaN, a > b ⇔ sortable_key(a) > sortable_key(b).
+inline std::uint64_t sortable_key(double v) {
+  if (v == 0.0) v = 0.0;  // −0 == +0 in the comparator, so one key
+  std::uint64_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return (u >> 63) ? ~u : (u | (std::uint64_t(1) << 63));
+}
+
+/// Pools below this size are selected by std::nth_element directly.
+inline constexpr Index kRadixSelectMin = 2048;
+/// Digit width of the radix selection: 2^11 buckets (16 KB of counts on the stack).
+inline constexpr int kRadixBits = 11;
+
+/// Keeps in `keyed` the k entries first in (key desc, index asc) order; the kept entries are in
+/// no particular order. Large pools by radix selection: a histogram of the keys' top
+/// kRadixBits over the range of the undecided keys finds the bucket where the k-th entry lies,
+/// an in-place partition keeps everything above it and narrows to that bucket, and
+/// the next round refines within it (at most ⌈64 / 11⌉ rounds; usually 2). Entries of one key
+/// are then taken by index. Two passes over the pool per round instead of nth_element's
+/// comparator calls on (key, index) pairs.
 inline void top_k(std::vector<std::pair<double, Index>>& keyed, Index k) {
-  if (k < static_cast<Index>(keyed.size())) {
-    if (k > 0)
-      std::nth_element(keyed.begin(), keyed.begin() + (k - 1), keyed.end(), key_desc_index_asc);
-    keyed.resize(static_cast<std::size_t>(std::max<Index>(k, 0)));
+  using Entry = std::pair<double, Index>;
+  const Index m = static_cast<Index>(keyed.size());
+  if (k >= m) return;
+  if (k <= 0) {
+    keyed.clear();
+    return;
   }
+  const auto by_index = [](const Entry& a, const Entry& b) { return a.second < b.second; };
+  if (m < kRadixSelectMin) {
+    std::nth_element(keyed.begin(), keyed.begin() + (k - 1), keyed.end(), key_desc_index_asc);
+    keyed.resize(static_cast<std::size_t>(k));
+    return;
+  }
+  Entry* const e = keyed.data();
+  Index first = 0, last = m, need = k;  // [0, first) kept; need more of [first, last)
+  while (need < last - first) {
+    std::uint64_t lo = ~std::uint64_t(0), hi = 0;
+    for (Index i = first; i < last; ++i) {
+      const std::uint64_t u = sortable_key(e[i].first);
+      lo = std::min(lo, u);
+      hi = std::max(hi, u);
+    }
+    if (lo == hi) {  // one key: the smallest indices
+      std::nth_element(e + first, e + first + need - 1, e + last, by_index);
+      break;
+    }
+    int width = 0;  // bits of hi − lo
+    for (std::uint64_t r = hi - lo; r != 0; r >>= 1) ++width;
+    const int shift = std::max(0, width - kRadixBits);
+    const auto bucket = [&](const Entry& x) {
+      return static_cast<Index>((sortable_key(x.first) - lo) >> shift);
+    };
+    Index count[Index(1) << kRadixBits] = {};
+    for (Index i = first; i < last; ++i) ++count[bucket(e[i])];
+    Index b = (hi - lo) >> shift, above = 0;  // the boundary bucket, entries above it
+    while (above + count[b] < need) above += count[b--];
+    // Bucket b and above to the front (few entries: a swap only for those), then above b
+    // before b within them: [first, lt) above b (kept), [lt, gt) bucket b, the rest below.
+    Index gt = first;
+    for (Index i = first; i < last; ++i)
+      if (bucket(e[i]) >= b) std::swap(e[gt++], e[i]);
+    Index lt = first;
+    for (Index i = first; i < gt; ++i)
+      if (bucket(e[i]) > b) std::swap(e[lt++], e[i]);
+    need -= lt - first;
+    first = lt;
+    last = gt;
+    if (shift == 0 && need < last - first) {  // bucket b is one key: the smallest indices
+      std::nth_element(e + first, e + first + need - 1, e + last, by_index);
+      break;
+    }
+  }
+  keyed.resize(static_cast<std::size_t>(k));
 }
 
 /// Moves the indices of `keyed` into `out`, ascending when `sorted`, else in (key desc, index
