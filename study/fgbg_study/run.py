@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from . import data, train as T
+from . import data, train as T, twostage as S
 
 PROFILES = {
     # the full study: about two hours on the 2-core machine (one thread)
@@ -44,7 +44,8 @@ SURVEY = {
 LABELS = {"bce": "BCE (baseline)", "focal": "focal", "ghmc": "GHM-C", "qfl": "QFL", "vfl": "VFL",
           "ap_loss": "AP loss", "alrp": "aLRP", "rank_sort": "Rank & Sort", "dr_loss": "DR loss",
           "tal_bce": "TAL-style soft BCE", "sampling_free": "sampling-free",
-          "residual_objectness": "residual objectness"}
+          "residual_objectness": "residual objectness", "random_biased": "random biased sampling",
+          "ohem": "OHEM", "iou_balanced": "IoU-balanced sampling", "isr_carl": "ISR-P + CARL"}
 
 
 def _fmt_time(s):
@@ -52,9 +53,9 @@ def _fmt_time(s):
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def summarise(results, baseline="bce"):
-    """Per method: AP mean and std over seeds (sample std, ddof 1), dAP against the baseline's
-    mean, timing means."""
+def summarise(results):
+    """Per method: AP mean and std over seeds (sample std, ddof 1), dAP against the detector's
+    baseline (one-stage: BCE, two-stage: random biased sampling), timing means."""
     rows = {}
     for m in dict.fromkeys(r["method"] for r in results):
         rs = [r for r in results if r["method"] == m]
@@ -66,36 +67,43 @@ def summarise(results, baseline="bce"):
                    "ms_loss": 1000 * np.mean([r["loss_time_per_iter"] for r in rs]),
                    "loss_share": 100 * np.mean([r["loss_share"] for r in rs]),
                    "seeds": [r["seed"] for r in rs]}
-    if baseline in rows:
-        for m in rows:
-            rows[m]["dAP"] = rows[m]["AP"] - rows[baseline]["AP"]
+    for m in rows:
+        base = "random_biased" if m in S.TWO_STAGE else "bce"
+        if base in rows:
+            rows[m]["dAP"] = rows[m]["AP"] - rows[base]["AP"]
     return rows
 
 
 def table_markdown(rows, settings):
-    out = ["| method | AP (mean ± std) | ΔAP vs BCE | AP50 | AP75 | ms / iter | loss ms / iter "
+    out = ["| method | AP (mean ± std) | ΔAP vs baseline | AP50 | AP75 | ms / iter | loss ms / iter "
            "(share) | seeds | survey's Table 1 |",
            "|---|---|---|---|---|---|---|---|---|"]
     for m, r in rows.items():
         d = r.get("dAP")
-        out.append(f"| {LABELS.get(m, m)} | {r['AP']:.1f} ± {r['AP_std']:.1f} | "
-                   f"{'—' if m == 'bce' or d is None else f'{d:+.1f}'} | {r['AP50']:.1f} | "
+        name = f"two-stage: {LABELS.get(m, m)}" if m in S.TWO_STAGE else LABELS.get(m, m)
+        out.append(f"| {name} | {r['AP']:.1f} ± {r['AP_std']:.1f} | "
+                   f"{'—' if m in ('bce', 'random_biased') or d is None else f'{d:+.1f}'} | {r['AP50']:.1f} | "
                    f"{r['AP75']:.1f} | {r['ms_iter']:.0f} | {r['ms_loss']:.1f} "
                    f"({r['loss_share']:.1f} %) | {len(r['seeds'])} | {SURVEY.get(m, '—')} |")
     for m, why in T.TODO_ONE_STAGE.items():
         out.append(f"| {LABELS.get(m, m)} | TODO: not run ({why}) | | | | | | | "
                    f"{SURVEY.get(m, '—')} |")
-    for m in ("random_biased", "ohem", "iou_balanced", "isr_carl"):
-        out.append(f"| two-stage: {m} | TODO: the two-stage detector is not written yet | | | | | "
-                   f"| | {SURVEY[m]} |")
+    for m in ("random_biased", "ohem"):
+        if m not in rows:
+            out.append(f"| two-stage: {LABELS.get(m, m)} | not run here | | | | | | | "
+                       f"{SURVEY[m]} |")
+    for m, why in S.TODO_TWO_STAGE.items():
+        out.append(f"| two-stage: {LABELS.get(m, m)} | TODO: not run ({why}) | | | | | | | "
+                   f"{SURVEY[m]} |")
     out.append("")
     out.append(f"Settings: {settings}")
     return "\n".join(out)
 
 
-def write_docs(path, text):
-    """Replaces what lies between the table markers of docs/study.md."""
-    begin, end = "<!-- study-table-begin -->", "<!-- study-table-end -->"
+def write_docs(path, text, profile):
+    """Replaces what lies between the profile's table markers of docs/study.md
+    (<!-- study-table-begin PROFILE --> ... <!-- study-table-end PROFILE -->)."""
+    begin, end = f"<!-- study-table-begin {profile} -->", f"<!-- study-table-end {profile} -->"
     if not os.path.exists(path):
         return False
     doc = open(path, encoding="utf-8").read()
@@ -111,14 +119,15 @@ def write_docs(path, text):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="the quick profile (about 10x shorter)")
-    ap.add_argument("--methods", default=",".join(T.ONE_STAGE))
+    ap.add_argument("--methods", default=",".join(T.ONE_STAGE + S.TWO_STAGE))
     ap.add_argument("--seeds", default=None)
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--train-images", type=int, default=None)
     ap.add_argument("--val-images", type=int, default=None)
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--docs", default=None, help="docs/study.md to update (its table markers)")
+    ap.add_argument("--docs", default=None,
+                    help="docs/study.md to update (the table between its markers for the profile)")
     ap.add_argument("--fresh", action="store_true", help="ignore finished runs")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
@@ -140,6 +149,9 @@ def main(argv=None):
     print(f"study: {settings}", flush=True)
     tr = T.Dataset(a.data_seed, "train", prof["train_images"])
     va = T.Dataset(a.data_seed, "val", prof["val_images"])
+    tr_rpn = None
+    if any(m in S.TWO_STAGE for m in methods):
+        tr_rpn = T.Dataset(a.data_seed, "train", prof["train_images"], preset="rpn")
     pos, neg = tr.ratio()
     print(f"study: data ready in {time.time() - t_start:.0f} s; anchors per image "
           f"{tr.anchors.shape[0]}, foreground : background = 1 : {neg / pos:.0f} "
@@ -173,7 +185,10 @@ def main(argv=None):
             print(f"study: [{j + 1}/{len(jobs)}] {m} seed {s} iter {it + 1}/{prof['iters']} "
                   f"elapsed {_fmt_time(now - t_start)} left ~{_fmt_time(left)}", flush=True)
 
-        r = T.train(m, tr, va, seed=s, iters=prof["iters"], log=log)
+        if m in S.TWO_STAGE:
+            r = S.train(m, tr_rpn, va, seed=s, iters=prof["iters"], log=log)
+        else:
+            r = T.train(m, tr, va, seed=s, iters=prof["iters"], log=log)
         r["settings"] = key
         r["wall_time"] = time.time() - t0
         spent += r["wall_time"]
@@ -196,7 +211,7 @@ def main(argv=None):
         plots.all_plots(results, out)
     except ImportError as e:  # matplotlib missing: the table still stands
         print(f"study: no plots ({e})", file=sys.stderr)
-    if a.docs and write_docs(a.docs, text):
+    if a.docs and write_docs(a.docs, text, "quick" if a.quick else "full"):
         print(f"study: table written into {a.docs}")
     print(text)
     print(f"study: done in {_fmt_time(time.time() - t_start)}; results in {out}", flush=True)

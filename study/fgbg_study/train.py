@@ -22,7 +22,7 @@ HARD_PROBABILITY = 0.1  # as examples/demo_common.hpp: background with sigmoid >
 # Data with precomputed assignments
 
 class Dataset:
-    def __init__(self, seed, split, count):
+    def __init__(self, seed, split, count, preset="retinanet"):
         imgs, boxes, labels = data.make_split(seed, split, count)
         self.images = torch.from_numpy(np.round(imgs * 255).astype(np.uint8))
         self.boxes, self.labels = boxes, labels
@@ -34,7 +34,7 @@ class Dataset:
         self.gt_boxes = torch.zeros((count, g, 4))
         for i, (b, l) in enumerate(zip(boxes, labels)):
             lab, gi, _ = fgbg.max_iou_assign(self.anchors, torch.from_numpy(b),
-                                             torch.from_numpy(l), preset="retinanet")
+                                             torch.from_numpy(l), preset=preset)
             self.assigned[i] = lab.to(torch.int8)
             self.gt_index[i] = gi.clamp(min=0).to(torch.int8)
             self.gt_boxes[i, :len(b)] = torch.from_numpy(b)

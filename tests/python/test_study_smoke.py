@@ -44,3 +44,40 @@ def test_todo_methods_say_so():
     for m in T.TODO_ONE_STAGE:
         with pytest.raises(NotImplementedError):
             T.make_method(m)
+
+
+def test_two_stage_samplers_step():
+    from fgbg_study import twostage as S
+    tr = T.Dataset(0, "train", 16, preset="rpn")
+    va = T.Dataset(0, "val", 8)
+    for m in S.TWO_STAGE:
+        r = S.train(m, tr, va, seed=0, iters=3)
+        assert np.isfinite(r["curves"]["loss"]).all() and 0 <= r["AP"] <= 1
+        f, e, h = (r["shares"][k][-1] for k in ("fg", "easy_bg", "hard_bg"))
+        assert f + e + h == pytest.approx(1)
+    for m in S.TODO_TWO_STAGE:
+        with pytest.raises(NotImplementedError):
+            S.train(m, tr, va, iters=1)
+
+
+def test_summary_and_docs_table(tmp_path):
+    from fgbg_study import run as R
+
+    def fake(m, s, ap):
+        return {"method": m, "seed": s, "AP": ap, "AP50": ap, "AP75": ap, "time_per_iter": 0.1,
+                "loss_time_per_iter": 0.01, "loss_share": 0.1}
+
+    rows = R.summarise([fake("bce", 0, 0.10), fake("bce", 1, 0.20), fake("focal", 0, 0.30),
+                        fake("focal", 1, 0.40), fake("random_biased", 0, 0.5),
+                        fake("ohem", 0, 0.45)])
+    assert rows["bce"]["AP"] == pytest.approx(15) and rows["focal"]["dAP"] == pytest.approx(20)
+    assert rows["bce"]["AP_std"] == pytest.approx(np.std([10, 20], ddof=1))
+    assert rows["ohem"]["dAP"] == pytest.approx(-5)  # against the two-stage baseline
+    text = R.table_markdown(rows, "settings")
+    assert "| focal | 35.0 ± 7.1 | +20.0 |" in text and "TODO" in text
+    doc = tmp_path / "study.md"
+    doc.write_text("a\n<!-- study-table-begin quick -->\nOLDTABLE\n<!-- study-table-end quick -->\nb\n")
+    assert R.write_docs(str(doc), text, "quick")
+    new = doc.read_text()
+    assert "OLDTABLE" not in new and "| focal |" in new and new.startswith("a\n")
+    assert not R.write_docs(str(doc), text, "full")
