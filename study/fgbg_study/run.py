@@ -21,7 +21,7 @@ from . import data, train as T, twostage as S
 
 PROFILES = {
     # the full study: about two hours on the 2-core machine (one thread)
-    "full": dict(iters=1200, train_images=3000, val_images=300, seeds=(0, 1, 2)),
+    "full": dict(iters=1000, train_images=3000, val_images=300, seeds=(0, 1, 2)),
     # the quick study: the same runs, shorter
     "quick": dict(iters=300, train_images=600, val_images=150, seeds=(0, 1, 2)),
 }
