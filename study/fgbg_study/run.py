@@ -200,7 +200,9 @@ def main(argv=None):
               f"{100 * r['AP50']:.1f} ({r['wall_time']:.0f} s, {1000 * r['time_per_iter']:.0f} "
               f"ms/iter, loss {100 * r['loss_share']:.1f} %)", flush=True)
     rows = summarise(results)
-    settings += f"; fg:bg 1:{neg / pos:.0f}; run time {_fmt_time(time.time() - t_start)}"
+    settings += (f"; fg:bg 1:{neg / pos:.0f}; the runs' own time (training + evaluation) "
+                 f"{_fmt_time(sum(r.get('wall_time', 0) for r in results))}, this command "
+                 f"{_fmt_time(time.time() - t_start)}")
     text = table_markdown(rows, settings)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(text + "\n")
