@@ -81,7 +81,8 @@ def table_markdown(rows, settings):
     for m, r in rows.items():
         d = r.get("dAP")
         name = f"two-stage: {LABELS.get(m, m)}" if m in S.TWO_STAGE else LABELS.get(m, m)
-        out.append(f"| {name} | {r['AP']:.1f} ± {r['AP_std']:.1f} | "
+        spread = f"± {r['AP_std']:.1f}" if r["n"] > 1 else "(one seed)"
+        out.append(f"| {name} | {r['AP']:.1f} {spread} | "
                    f"{'—' if m in ('bce', 'random_biased') or d is None else f'{d:+.1f}'} | {r['AP50']:.1f} | "
                    f"{r['AP75']:.1f} | {r['ms_iter']:.0f} | {r['ms_loss']:.1f} "
                    f"({r['loss_share']:.1f} %) | {len(r['seeds'])} | {SURVEY.get(m, '—')} |")
