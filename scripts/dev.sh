@@ -15,7 +15,7 @@
 #   scripts/dev.sh bench [ARGS...]  build the Google Benchmark suites with OpenMP and run them
 #   scripts/dev.sh study [--quick] [ARGS...]  build the Python package and run the detector study
 #                              (study/, docs/study.md): every method x 3 seeds, one thread at
-#                              nice 19; about two hours (--quick: about 40 minutes); results,
+#                              nice 19; 2.5-3 hours (--quick: about one hour); results,
 #                              plots and the table of docs/study.md under study/results/
 set -euo pipefail
 cd "$(dirname "$0")/.."
