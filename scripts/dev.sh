@@ -14,6 +14,10 @@
 #                              run each for SECONDS (default 20) over a temporary copy of its
 #                              committed corpus; fails on any crash or broken promise
 #   scripts/dev.sh bench [ARGS...]  build the Google Benchmark suites with OpenMP and run them
+#   scripts/dev.sh study [--quick] [ARGS...]  build the Python package and run the detector study
+#                              (study/, docs/study.md): every method x 3 seeds, one thread at
+#                              nice 19; 2.5-3 hours (--quick: about one hour); results,
+#                              plots and the table of docs/study.md under study/results/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -209,8 +213,21 @@ case "$cmd" in
       "$b" "$@"
     done
     ;;
+  study)
+    ensure_packages "${base_packages[@]}" python3-torch python3-torchvision python3-numpy \
+      python3-matplotlib python3-setuptools python3-dev pybind11-dev
+    # FGBG_BUILD_TESTS=ON only because the Python target lives with the tests; just it is built.
+    cmake -S . -B build/study -DCMAKE_BUILD_TYPE=Release -DFGBG_BUILD_TESTS=ON \
+      -DFGBG_WITH_PYTHON=ON -DFGBG_PYTHON_EXECUTABLE=/usr/bin/python3 -DFGBG_WITH_MPI=OFF \
+      -DFGBG_WITH_LIBTORCH=OFF -DFGBG_BUILD_EXAMPLES=OFF -DFGBG_BUILD_BENCHMARKS=OFF >/dev/null
+    cmake --build build/study --target fgbg_python -j 1
+    case " $* " in *" --quick "*) out=study/results/quick ;; *) out=study/results/full ;; esac
+    (cd study && PYTHONPATH="$PWD/../build/study/python/lib" PYTHONDONTWRITEBYTECODE=1 \
+      OMP_NUM_THREADS=1 nice -n 19 /usr/bin/python3 -m fgbg_study.run --out "$PWD/../$out" \
+      --docs "$PWD/../docs/study.md" "$@")
+    ;;
   *)
-    echo "usage: scripts/dev.sh demo | test | sanitize | fuzz [seconds] | bench [benchmark args]" >&2
+    echo "usage: scripts/dev.sh demo | test | sanitize | fuzz [seconds] | bench [benchmark args] | study [--quick]" >&2
     exit 2
     ;;
 esac
