@@ -82,6 +82,7 @@ class Method:
     (0 off the positives), groups: N image indices, num_pos). prior: classifier bias init."""
     prior = 0.01
     replaces_box_loss = False
+    score_thr = 0.05  # detection score threshold at evaluation (mdl.detect's default)
 
     def __init__(self, name, fn, prior=0.01):
         self.name, self.fn, self.prior = name, fn, prior
@@ -175,10 +176,27 @@ class _ALRP(Method):
         return c + self.sb * loc, None
 
 
+class _SamplingFree(Method):
+    """The sampling-free mechanism (Chen et al., TIP 2021; ChenJoya/sampling-free): the
+    classifier bias from the training set's anchor statistics (optimal bias), plain BCE over
+    every anchor rescaled by the guided loss to the value of the (detached) box loss, and the
+    released score threshold prior * (C + 1) at evaluation."""
+
+    def __init__(self):
+        super().__init__("sampling_free", None)
+
+    def fit(self, train_ds):
+        stats = fgbg.sampling_free.anchor_statistics(
+            train_ds.assigned.reshape(-1).to(torch.int32), data.NUM_CLASSES)
+        self.prior = float(fgbg.sampling_free.optimal_sigmoid_prior(stats))
+        self.score_thr = float(fgbg.sampling_free.released_score_threshold(stats))
+
+    def cls(self, logits, labels, ctx):
+        return fgbg.guided_loss(logits, labels, ctx["box_loss"]), None
+
+
 TODO_ONE_STAGE = {
-    "sampling_free": "not bound in the Python package on this branch (bias init + guided loss + "
-                     "adaptive threshold): TODO once python/ exposes it",
-    "residual_objectness": "not bound in the Python package on this branch: TODO",
+    "residual_objectness": "needs a head with K objectness stages, not in model.py yet: TODO",
 }
 
 
@@ -191,13 +209,15 @@ def make_method(name):
         return _GHMC()
     if name == "alrp":
         return _ALRP()
+    if name == "sampling_free":
+        return _SamplingFree()
     if name in TODO_ONE_STAGE:
         raise NotImplementedError(f"{name}: {TODO_ONE_STAGE[name]}")
     raise ValueError(f"unknown method {name!r}")
 
 
 ONE_STAGE = ("bce", "focal", "ghmc", "qfl", "vfl", "ap_loss", "alrp", "rank_sort", "dr_loss",
-             "tal_bce")
+             "tal_bce", "sampling_free")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,12 +241,12 @@ def gradient_shares(logits, grad, labels):
         return (f / tot, (tot - f - h) / tot, h / tot)
 
 
-def evaluate(net, ds, batch=25):
+def evaluate(net, ds, batch=25, score_thr=0.05):
     dets = []
     for s in range(0, len(ds), batch):
         idx = torch.arange(s, min(s + batch, len(ds)))
         x = ds.images[idx].float() / 255
-        dets += mdl.detect(net, x, ds.anchors)
+        dets += mdl.detect(net, x, ds.anchors, score_thr=score_thr)
     r = coco_eval.evaluate(dets, ds.ground_truths(), data.NUM_CLASSES)
     return {k: r[k] for k in ("AP", "AP50", "AP75", "per_class")}
 
@@ -237,6 +257,8 @@ def train(method_name, train_ds, val_ds, *, seed=0, iters=1000, batch=8, lr=2e-3
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     method = make_method(method_name)
+    if hasattr(method, "fit"):
+        method.fit(train_ds)
     net = mdl.TinyRetinaNet(prior=method.prior)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     warm, drop = min(100, iters // 10), int(iters * 0.8)
@@ -273,7 +295,7 @@ def train(method_name, train_ds, val_ds, *, seed=0, iters=1000, batch=8, lr=2e-3
         loc_error = torch.zeros(labels.shape[0]).index_put((pos,), 1 - giou_p)
         obj = groups * 16 + train_ds.gt_index[idx].reshape(-1).long()
         ctx = {"iou": iou, "loc_error": loc_error, "groups": groups, "num_pos": num_pos,
-               "object": obj}
+               "object": obj, "box_loss": float((1 - giou_p.detach()).sum()) / num_pos}
         t1 = time.perf_counter()
         loss_cls, box_weight = method.cls(logits, labels, ctx)
         t2 = time.perf_counter()
@@ -310,10 +332,10 @@ def train(method_name, train_ds, val_ds, *, seed=0, iters=1000, batch=8, lr=2e-3
             shares["easy_bg"].append(e)
             shares["hard_bg"].append(h)
         if eval_every and (it + 1) % eval_every == 0 and it + 1 < iters:
-            evals.append({"iter": it + 1, **evaluate(net, val_ds)})
+            evals.append({"iter": it + 1, **evaluate(net, val_ds, score_thr=method.score_thr)})
         if log is not None:
             log(it)
-    result = evaluate(net, val_ds)
+    result = evaluate(net, val_ds, score_thr=method.score_thr)
     evals.append({"iter": iters, **result})
     return {"method": method_name, "seed": seed, "iters": iters, "batch": batch, "lr": lr,
             "AP": result["AP"], "AP50": result["AP50"], "AP75": result["AP75"],

@@ -12,6 +12,8 @@ truths, assigned with R-CNN's 0.5 / 0.5 thresholds and sampled by the run's samp
   with mmdetection's semantics; the budget scaled from 512 to the ~200 RoIs of a tiny image);
 * ohem: fgbg.ohem_sample on the RoIs' current classification losses (a forward of the RoI head
   without gradient over all RoIs), the same budget (mmdetection's OHEMSampler).
+* iou_balanced: fgbg.iou_balanced_sample (Libra R-CNN: negatives evenly from 3 IoU bins,
+  instance-balanced positives), the same budget, from the assigner's gt index and max IoU.
 
 Only the sampled RoIs go through the RoI head with gradient; their classification is
 fgbg.softmax_cross_entropy, averaged over the sampled RoIs.
@@ -29,10 +31,10 @@ from . import coco_eval, data, model as mdl
 from .train import Dataset, elementwise_giou
 
 TODO_TWO_STAGE = {
-    "iou_balanced": "IoU-balanced sampling is not bound in the Python package on this branch: TODO",
-    "isr_carl": "ISR-P and CARL are not bound in the Python package on this branch: TODO",
+    "isr_carl": "ISR-P and CARL need the per-RoI regression loss wired into the RoI head's loss: "
+                "TODO",
 }
-TWO_STAGE = ("random_biased", "ohem")
+TWO_STAGE = ("random_biased", "ohem", "iou_balanced")
 
 
 class TinyFasterRCNN(nn.Module):
@@ -103,11 +105,14 @@ def proposals(obj, deltas, anchors, pre=1000, post=200, iou=0.7):
 ROIS_PER_IMAGE = 64   # sampled out of ~200 proposals + the ground truths
 
 
-def _sample(kind, labels, roi_losses, seed):
+def _sample(kind, labels, roi_losses, seed, gt_index=None, max_iou=None):
     if kind == "random_biased":
         return fgbg.random_sample(labels, num=ROIS_PER_IMAGE, pos_fraction=0.25, seed=seed)
     if kind == "ohem":
         return fgbg.ohem_sample(labels, roi_losses, num=ROIS_PER_IMAGE, pos_fraction=0.25)
+    if kind == "iou_balanced":  # Libra R-CNN: 3 IoU bins of negatives, instance-balanced positives
+        return fgbg.iou_balanced_sample(labels, gt_index, max_iou, num=ROIS_PER_IMAGE,
+                                        pos_fraction=0.25, seed=seed)
     raise NotImplementedError(f"{kind}: {TODO_TWO_STAGE.get(kind, 'unknown sampler')}")
 
 
@@ -209,12 +214,13 @@ def train(sampler, train_ds, val_ds, *, seed=0, iters=1000, batch=8, lr=2e-3, sh
         rpn_box = (1 - g).sum() / max(1, pos.numel())
         # RoIs: proposals + ground truths, assigned (0.5 / 0.5) and sampled
         props = proposals(obj.detach(), d.detach(), anchors)
-        rois, labels, targets = [], [], []
+        rois, labels, targets, assigned = [], [], [], []
         for i in range(b):
             gt_b = torch.from_numpy(train_ds.boxes[int(idx[i])])
             gt_l = torch.from_numpy(train_ds.labels[int(idx[i])])
             r = torch.cat([props[i], gt_b])
-            rl, gi, _ = fgbg.max_iou_assign(r, gt_b, gt_l, preset="rcnn")
+            rl, gi, mi = fgbg.max_iou_assign(r, gt_b, gt_l, preset="rcnn")
+            assigned.append((gi, mi))
             rois.append(torch.cat([torch.full((len(r), 1), float(i)), r], 1))
             labels.append(rl)
             targets.append(gt_b[gi.clamp(min=0).long()])
@@ -230,7 +236,7 @@ def train(sampler, train_ds, val_ds, *, seed=0, iters=1000, batch=8, lr=2e-3, sh
         keep, start = [], 0
         for i, rl in enumerate(labels):
             p, n = _sample(sampler, rl, None if per_roi is None else per_roi[start:start + len(rl)],
-                           seed * 1000003 + it * 64 + 32 + i)
+                           seed * 1000003 + it * 64 + 32 + i, *assigned[i])
             keep += [p + start, n + start]
             start += len(rl)
         keep = torch.cat(keep)

@@ -40,6 +40,17 @@ def test_every_method_steps(tiny_data, method):
     assert 0 <= r["AP"] <= 1
 
 
+def test_sampling_free_fits_bias_and_threshold(tiny_data):
+    tr, _ = tiny_data
+    m = T.make_method("sampling_free")
+    m.fit(tr)
+    fg, bg = int((tr.assigned > 0).sum()), int((tr.assigned == 0).sum())
+    c = T.data.NUM_CLASSES
+    prior = fg / (fg + bg) / c  # the optimal bias's prior, sampling-free's released formula
+    assert m.prior == pytest.approx(prior, rel=1e-12)
+    assert m.score_thr == pytest.approx(prior * (c + 1), rel=1e-12)
+
+
 def test_todo_methods_say_so():
     for m in T.TODO_ONE_STAGE:
         with pytest.raises(NotImplementedError):
