@@ -265,7 +265,10 @@ BENCHMARK(BM_InstanceBalancedSampler)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosec
 
 // ---- OHEM selection: radix selection (fgbg), nth_element and a full sort on the 200k pool ----
 
-void BM_TopKSelect(benchmark::State& st) {
+/// Builds the (loss, index) pairs of the 200k RPN pool and keeps the k = range(0) first in
+/// (loss desc, index asc) order with `select(keyed, k)`, every iteration.
+template <typename Select>
+void run_top_k(benchmark::State& st, Select&& select) {
   const auto& loss = scene().rpn_loss;
   const Index k = st.range(0);
   std::vector<std::pair<double, Index>> keyed;
@@ -273,45 +276,33 @@ void BM_TopKSelect(benchmark::State& st) {
   for (auto _ : st) {
     keyed.clear();
     for (Index i = 0; i < loss.size(); ++i) keyed.emplace_back(loss[i], i);
-    fgbg::detail::top_k(keyed, k);
+    select(keyed, k);
     benchmark::DoNotOptimize(keyed.data());
   }
   st.SetItemsProcessed(st.iterations() * loss.size());
+}
+
+void BM_TopKSelect(benchmark::State& st) {
+  run_top_k(st, [](auto& keyed, Index k) { fgbg::detail::top_k(keyed, k); });
 }
 BENCHMARK(BM_TopKSelect)->Arg(128)->Arg(4096)->Unit(benchmark::kMicrosecond);
 
 // The previous selection (std::nth_element on the pairs), kept as the yardstick of the radix
 // selection of detail::top_k.
 void BM_TopKNthElement(benchmark::State& st) {
-  const auto& loss = scene().rpn_loss;
-  const Index k = st.range(0);
-  std::vector<std::pair<double, Index>> keyed;
-  keyed.reserve(loss.size());
-  for (auto _ : st) {
-    keyed.clear();
-    for (Index i = 0; i < loss.size(); ++i) keyed.emplace_back(loss[i], i);
+  run_top_k(st, [](auto& keyed, Index k) {
     std::nth_element(keyed.begin(), keyed.begin() + (k - 1), keyed.end(),
                      fgbg::detail::key_desc_index_asc);
     keyed.resize(static_cast<std::size_t>(k));
-    benchmark::DoNotOptimize(keyed.data());
-  }
-  st.SetItemsProcessed(st.iterations() * loss.size());
+  });
 }
 BENCHMARK(BM_TopKNthElement)->Arg(128)->Arg(4096)->Unit(benchmark::kMicrosecond);
 
 void BM_TopKFullSort(benchmark::State& st) {
-  const auto& loss = scene().rpn_loss;
-  const Index k = st.range(0);
-  std::vector<std::pair<double, Index>> keyed;
-  keyed.reserve(loss.size());
-  for (auto _ : st) {
-    keyed.clear();
-    for (Index i = 0; i < loss.size(); ++i) keyed.emplace_back(loss[i], i);
+  run_top_k(st, [](auto& keyed, Index k) {
     std::sort(keyed.begin(), keyed.end(), fgbg::detail::key_desc_index_asc);
     keyed.resize(static_cast<std::size_t>(k));
-    benchmark::DoNotOptimize(keyed.data());
-  }
-  st.SetItemsProcessed(st.iterations() * loss.size());
+  });
 }
 BENCHMARK(BM_TopKFullSort)->Arg(128)->Arg(4096)->Unit(benchmark::kMicrosecond);
 
