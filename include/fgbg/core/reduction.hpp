@@ -34,6 +34,10 @@ namespace fgbg {
 /// The normalisation kinds; see Normalizer.
 enum class Reduction { sum, mean, avg_factor, num_positives, target_sum };
 
+/// The smallest avg_factor a Normalizer accepts: gradients are scaled by 1/A in float, so 1/A
+/// must be a finite float.
+inline constexpr double kMinAvgFactor = 1e-37;
+
 /// A normalisation rule, resolved to a number A on every call from that call's labels.
 struct Normalizer {
   Reduction reduction = Reduction::num_positives;
@@ -56,7 +60,7 @@ struct Normalizer {
                             "DenseTargetCrossEntropyLoss)");
     if (reduction == Reduction::avg_factor && !(std::isfinite(factor) && factor > 0.0))
       detail::throw_invalid(where, "avg_factor must be finite and > 0, got ", factor);
-    if (reduction == Reduction::avg_factor && factor < 1e-37)
+    if (reduction == Reduction::avg_factor && factor < kMinAvgFactor)
       detail::throw_invalid(where, "avg_factor must be >= 1e-37 (1/A must be a finite float), got ",
                             factor);
   }

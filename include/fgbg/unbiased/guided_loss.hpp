@@ -224,9 +224,6 @@ class GuidedLoss {
     }
   }
 
-  /// The smallest avg_factor a Normalizer accepts (Normalizer::validate).
-  static constexpr double kMinAvgFactor = 1e-37;
-
   /// L_cls in double. A DenseLoss exposes `run_double`, whose double result is used as is (casting
   /// it to a float first would lose an L_cls below ~1e-38, where w = L_reg / L_cls matters most);
   /// another loss type goes through its value / value_and_grad.
