@@ -17,9 +17,11 @@ def _conv(cin, cout, stride):
 
 
 class TinyRetinaNet(nn.Module):
-    def __init__(self, num_classes=data.NUM_CLASSES, num_anchors=data.A, width=32, prior=0.01):
+    def __init__(self, num_classes=data.NUM_CLASSES, num_anchors=data.A, width=32, prior=0.01,
+                 objectness_stages=0):
         super().__init__()
         self.num_classes, self.num_anchors = num_classes, num_anchors
+        self.stages = objectness_stages
         self.stem = nn.Sequential(_conv(3, 16, 1), _conv(16, 24, 2))        # stride 2
         self.c2 = _conv(24, 48, 2)                                            # stride 4
         self.c3 = _conv(48, 64, 2)                                            # stride 8
@@ -39,6 +41,17 @@ class TinyRetinaNet(nn.Module):
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
         self.set_prior(prior)
+        # Residual objectness (chenjoya/resobj): K stage logits per anchor from the classification
+        # tower, summed into one objectness logit; every stage bias at prior_bias(0.001) and the
+        # class bias at -ln(C - 1) (prior 1/C), as the release initialises them.
+        self.obj_out = nn.ModuleList(
+            [nn.Conv2d(width, num_anchors, 3, 1, 1) for _ in range(objectness_stages)])
+        if objectness_stages:
+            with torch.no_grad():
+                for m in self.obj_out:
+                    nn.init.normal_(m.weight, std=0.01)
+                    m.bias.fill_(-math.log((1 - 0.001) / 0.001))
+                self.cls_out.bias.fill_(-math.log(num_classes - 1))
 
     def set_prior(self, prior):
         """RetinaNet's classifier bias -log((1 - pi) / pi)."""
@@ -47,7 +60,7 @@ class TinyRetinaNet(nn.Module):
 
     def forward(self, x):
         """x: B x 3 x H x W. Returns (cls logits B x N x C, box deltas B x N x 4), anchors in
-        data.anchors() order."""
+        data.anchors() order, and with objectness stages their logits B x N x K as well."""
         c2 = self.c2(self.stem(x))
         c3 = self.c3(c2)
         c4 = self.c4(c3)
@@ -56,12 +69,18 @@ class TinyRetinaNet(nn.Module):
         p2 = self.lat[0](c2) + nn.functional.interpolate(p3, scale_factor=2.0, mode="nearest")
         feats = [s(p) for s, p in zip(self.smooth, (p2, p3, p4))]
         b = x.shape[0]
-        cls, box = [], []
+        cls, box, obj = [], [], []
         for f in feats:
-            c = self.cls_out(self.cls_tower(f))       # B x (A C) x h x w
+            t = self.cls_tower(f)
+            c = self.cls_out(t)                       # B x (A C) x h x w
             r = self.box_out(self.box_tower(f))       # B x (A 4) x h x w
             cls.append(c.permute(0, 2, 3, 1).reshape(b, -1, self.num_classes))
             box.append(r.permute(0, 2, 3, 1).reshape(b, -1, 4))
+            if self.stages:
+                o = torch.stack([m(t) for m in self.obj_out], -1)  # B x A x h x w x K
+                obj.append(o.permute(0, 2, 3, 1, 4).reshape(b, -1, self.stages))
+        if self.stages:
+            return torch.cat(cls, 1), torch.cat(box, 1), torch.cat(obj, 1)
         return torch.cat(cls, 1), torch.cat(box, 1)
 
 
@@ -98,12 +117,16 @@ def detect(model, images, anchors, score_thr=0.05, pre_nms=1000, nms_iou=0.5, ma
     Returns per image (boxes D x 4, scores D, labels D in 1..C) as numpy arrays."""
     was = model.training
     model.eval()
-    cls, box = model(images)
+    res = model(images)
+    cls, box = res[0], res[1]
     model.train(was)
+    scores_all = torch.sigmoid(cls)
+    if len(res) > 2:  # residual objectness: sigma(o) * sigma(z), o the summed stage logits
+        scores_all = scores_all * torch.sigmoid(res[2].sum(-1, keepdim=True))
     out = []
     size = images.shape[-1]
     for i in range(images.shape[0]):
-        s = torch.sigmoid(cls[i]).flatten()
+        s = scores_all[i].flatten()
         keep = torch.nonzero(s > score_thr).squeeze(1)
         if keep.numel() > pre_nms:
             keep = keep[torch.topk(s[keep], pre_nms).indices]

@@ -195,9 +195,23 @@ class _SamplingFree(Method):
         return fgbg.guided_loss(logits, labels, ctx["box_loss"]), None
 
 
-TODO_ONE_STAGE = {
-    "residual_objectness": "needs a head with K objectness stages, not in model.py yet: TODO",
-}
+class _ResidualObjectness(Method):
+    """Residual objectness (Chen et al.; chenjoya/resobj): K = 2 objectness stage logits per
+    anchor summed into one, trained by BCE over every valid anchor; the classifier trained on
+    the positives only; the EMA normalisers of the release (20 / 10 / 1 times the EMA of the
+    positive count), the box loss divided by its box normaliser."""
+    stages = 2
+
+    def __init__(self):
+        super().__init__("residual_objectness", None)
+        self.state = fgbg.residual_objectness_state()
+
+    def cls(self, logits, labels, ctx):
+        loss, info = fgbg.residual_objectness_loss(logits, labels, ctx["stages"], self.state)
+        return loss, ctx["num_pos"] / info["box_normalizer"]
+
+
+TODO_ONE_STAGE = {}
 
 
 def make_method(name):
@@ -211,13 +225,15 @@ def make_method(name):
         return _ALRP()
     if name == "sampling_free":
         return _SamplingFree()
+    if name == "residual_objectness":
+        return _ResidualObjectness()
     if name in TODO_ONE_STAGE:
         raise NotImplementedError(f"{name}: {TODO_ONE_STAGE[name]}")
     raise ValueError(f"unknown method {name!r}")
 
 
 ONE_STAGE = ("bce", "focal", "ghmc", "qfl", "vfl", "ap_loss", "alrp", "rank_sort", "dr_loss",
-             "tal_bce", "sampling_free")
+             "tal_bce", "sampling_free", "residual_objectness")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,7 +275,7 @@ def train(method_name, train_ds, val_ds, *, seed=0, iters=1000, batch=8, lr=2e-3
     method = make_method(method_name)
     if hasattr(method, "fit"):
         method.fit(train_ds)
-    net = mdl.TinyRetinaNet(prior=method.prior)
+    net = mdl.TinyRetinaNet(prior=method.prior, objectness_stages=getattr(method, "stages", 0))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     warm, drop = min(100, iters // 10), int(iters * 0.8)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -280,7 +296,8 @@ def train(method_name, train_ds, val_ds, *, seed=0, iters=1000, batch=8, lr=2e-3
         pos_in_order += batch
         t0 = time.perf_counter()
         x, lab, tgt = train_ds.batch(idx)
-        cls, box = net(x)
+        out = net(x)
+        cls, box = out[0], out[1]
         b = x.shape[0]
         logits = cls.reshape(b * n_anchor, -1)
         logits.retain_grad()
@@ -295,7 +312,8 @@ def train(method_name, train_ds, val_ds, *, seed=0, iters=1000, batch=8, lr=2e-3
         loc_error = torch.zeros(labels.shape[0]).index_put((pos,), 1 - giou_p)
         obj = groups * 16 + train_ds.gt_index[idx].reshape(-1).long()
         ctx = {"iou": iou, "loc_error": loc_error, "groups": groups, "num_pos": num_pos,
-               "object": obj, "box_loss": float((1 - giou_p.detach()).sum()) / num_pos}
+               "object": obj, "box_loss": float((1 - giou_p.detach()).sum()) / num_pos,
+               "stages": out[2].reshape(b * n_anchor, -1) if len(out) > 2 else None}
         t1 = time.perf_counter()
         loss_cls, box_weight = method.cls(logits, labels, ctx)
         t2 = time.perf_counter()
@@ -307,6 +325,8 @@ def train(method_name, train_ds, val_ds, *, seed=0, iters=1000, batch=8, lr=2e-3
             if box_weight == "self_balance":
                 w = float(loss_cls) / max(float(loss_box), 1e-6)
                 loss = loss_cls + w * loss_box
+            elif box_weight is not None:  # a method's own box-loss weight (residual objectness)
+                loss = loss_cls + box_weight * loss_box
             else:
                 loss = loss_cls + loss_box
         opt.zero_grad(set_to_none=True)

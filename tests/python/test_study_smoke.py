@@ -1,6 +1,7 @@
 """A one-minute version of the study (docs/study.md): the tiny RetinaNet trained with fgbg's focal
 loss on the synthetic benchmark must lower its loss and beat random guessing in COCO AP; every
 one-stage method of the runner must make a few finite steps."""
+import math
 import os
 import sys
 
@@ -49,6 +50,22 @@ def test_sampling_free_fits_bias_and_threshold(tiny_data):
     prior = fg / (fg + bg) / c  # the optimal bias's prior, sampling-free's released formula
     assert m.prior == pytest.approx(prior, rel=1e-12)
     assert m.score_thr == pytest.approx(prior * (c + 1), rel=1e-12)
+
+
+def test_residual_objectness_scores_multiply_the_objectness():
+    torch.manual_seed(0)
+    net = T.mdl.TinyRetinaNet(objectness_stages=2)
+    x = torch.rand(2, 3, 128, 128)
+    net.eval()  # detect() evaluates with the BatchNorm running statistics
+    with torch.no_grad():
+        cls, box, stages = net(x)
+    assert stages.shape == (2, cls.shape[1], 2)
+    # the release's initialisation: objectness prior 0.001 per stage, class prior 1 / (C - 1)
+    assert float(net.obj_out[0].bias[0]) == pytest.approx(-math.log(999), rel=1e-6)
+    assert float(net.cls_out.bias[0]) == pytest.approx(-math.log(T.data.NUM_CLASSES - 1))
+    dets = T.mdl.detect(net, x, torch.from_numpy(T.data.anchors()), score_thr=0.0, max_dets=5)
+    want = (torch.sigmoid(cls[0]) * torch.sigmoid(stages[0].sum(-1, keepdim=True))).max()
+    assert float(dets[0][1].max()) == pytest.approx(float(want), rel=1e-5)
 
 
 def test_todo_methods_say_so():
