@@ -8,22 +8,12 @@
 #include <vector>
 
 #include <fgbg/core/table_lookup.hpp>
+#include "simd_path.hpp"
 
 int main() {
-#if defined(__AVX512F__)
-  const char* path = "AVX-512";
-  const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-#elif defined(__AVX2__)
-  const char* path = "AVX2";
-  const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  const char* path = "plain loop";
-  const bool supported = true;
-#endif
-  if (!supported) {
-    std::printf("%s: not supported by this CPU, skipped\n", path);
-    return 0;
-  }
+  const simd_path::Path p = simd_path::compiled();
+  if (!simd_path::runnable(p)) return 0;
+  const char* path = p.name;
   std::mt19937 rng(7);
   std::vector<float> table(40);
   for (float& t : table) t = std::uniform_real_distribution<float>(-1, 1)(rng);

@@ -6,22 +6,12 @@
 #include <cstdio>
 
 #include "../vmath/vmath_check.hpp"
+#include "simd_path.hpp"
 
 int main() {
-#if defined(__AVX512F__)
-  const char* path = "AVX-512";
-  const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-#elif defined(__AVX2__)
-  const char* path = "AVX2";
-  const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  const char* path = "baseline";
-  const bool supported = true;
-#endif
-  if (!supported) {
-    std::printf("%s: not supported by this CPU, skipped\n", path);
-    return 0;
-  }
+  const simd_path::Path p = simd_path::compiled();
+  if (!simd_path::runnable(p)) return 0;
+  const char* path = p.name;
   vmath_check::Report rep;
   vmath_check::check_float(rep, 65521);
   vmath_check::check_double(rep, 100000);
