@@ -765,19 +765,37 @@ TEST_CASE("ranking primitives: a negative's slot gives its window by the definit
 // Per-group rankings
 // ------------------------------------------------------------------------------------------
 
+namespace {
+
+/// A random Rank & Sort case of at least 12 anchors (room for several groups), in scalar S, with
+/// its IoUs and the localisation errors 1 − IoU.
+template <typename S>
+struct GroupCase {
+  RandomCase rc;
+  RowArray<S> x;
+  Vec<S> iou, loc;
+  explicit GroupCase(std::mt19937_64& rng) {
+    do rc = random_case(rng, 2);
+    while (rc.x.rows() < 12);
+    x = rc.x.cast<S>();
+    iou = rc.aux.cast<S>();
+    loc = (S(1) - iou).max(S(0));
+  }
+};
+
+}  // namespace
+
 TEMPLATE_TEST_CASE("ranking losses: per-group rankings equal separate calls, averaged",
                    "[ap][alrp][rs][groups]", float, double) {
   using S = TestType;
   std::mt19937_64 rng(23);
   fgbg::RankingWorkspace ws;
   for (int it = 0; it < 40; ++it) {
-    RandomCase rc;
-    do rc = random_case(rng, 2);
-    while (rc.x.rows() < 12);
+    const GroupCase<S> gc(rng);
+    const RandomCase& rc = gc.rc;
+    const RowArray<S>& x = gc.x;
+    const Vec<S>&iou = gc.iou, &loc = gc.loc;
     const Index n = rc.x.rows(), c = rc.x.cols();
-    const RowArray<S> x = rc.x.cast<S>();
-    const Vec<S> iou = rc.aux.cast<S>();
-    const Vec<S> loc = (S(1) - iou).max(S(0));
     // 3–4 groups (images) of consecutive anchors; one group may be without positives
     Eigen::ArrayXi groups(n);
     const Index cut1 = n / 3, cut2 = n / 2, cut3 = n - 2;
@@ -970,13 +988,11 @@ TEMPLATE_TEST_CASE("ranking losses: per-group anchor_losses equal the groups' ow
   std::mt19937_64 rng(31);
   fgbg::RankingWorkspace ws;
   for (int it = 0; it < 30; ++it) {
-    RandomCase rc;
-    do rc = random_case(rng, 2);
-    while (rc.x.rows() < 12);
+    const GroupCase<S> gc(rng);
+    const RandomCase& rc = gc.rc;
+    const RowArray<S>& x = gc.x;
+    const Vec<S>&iou = gc.iou, &loc = gc.loc;
     const Index n = rc.x.rows();
-    const RowArray<S> x = rc.x.cast<S>();
-    const Vec<S> iou = rc.aux.cast<S>();
-    const Vec<S> loc = (S(1) - iou).max(S(0));
     Eigen::ArrayXi groups(n);
     const Index cut = n / 2;
     for (Index k = 0; k < n; ++k) groups[k] = k < cut ? 3 : 4;
