@@ -161,12 +161,12 @@ class RankingLoss : public DenseLoss<Derived, Scalar, Sig> {
     RankingWorkspace& ws = *c.workspace;
     if constexpr (!detail::kGiven<decltype(c.option)>) {
       if (!c.losses.given()) return self().make(self().rank(c.x, c.labels, c.in, c.out, ws, 1.0));
-      // With a loss output every check runs first, so a throw writes nothing.
-      self().check(c.x, c.labels, c.in, c.out);
+      // The output's own checks first; rank() checks the rest before it writes anything, and
+      // the output is written only after it returns.
       detail::check_ranking_losses<Scalar>(Derived::kName, c);
-      c.losses.prepare(c.x.rows(), 1);
       ws.pos.clear();  // rank() refills it unless the call has no positives
       const auto r = self().rank(c.x, c.labels, c.in, c.out, ws, 1.0);
+      c.losses.prepare(c.x.rows(), 1);
       c.losses.zero_anchors(0, c.x.rows());
       detail::write_positive_losses(c.losses, ws, 0);
       return self().make(r);
