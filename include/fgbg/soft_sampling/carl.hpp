@@ -338,11 +338,20 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
 
     // ---- pass 1: Σu and Σuℓ (streaming, log domain) ----
     const Sums s = sums(x, labels, reg_at);
-    if (losses.given()) write_losses(x, labels, reg_at, s, losses);
     // p · ℓ̄ / a; if p · ℓ̄ overflows (ℓ̄ near DBL_MAX), ℓ̄ · (p / a), finite when the value is.
     double value = s.p > 0 ? s.p * s.mean_loss() / a : 0.0;
     if (!std::isfinite(value)) value = s.mean_loss() * (s.p / a);
+    // anchor_losses: ŵ_i ℓ_i at the positives (formed in double, rounded once), 0 elsewhere, so
+    // the value is their sum over A; written by the positives' pass below (value(): its own).
+    if (losses.given()) {
+      losses.prepare(n, 1);
+      losses.zero_anchors(0, n);
+    }
     if constexpr (!kGrad) {
+      if (losses.given())
+        detail::pisa_scan_labels(labels, [&](Index i, auto l) {
+          losses.set_anchor(i, s.weight(evaluate(x, i, static_cast<Label>(l)).key) * reg_at(i));
+        });
       return value;
     } else {
       // ---- pass 2: gradients of the positive rows ----
@@ -367,6 +376,7 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
         double g = wi / a * (reg_at(i) - lbar) * k * rho;
         if (!std::isfinite(g)) g = (reg_at(i) - lbar) * ((wi / a) * (k * rho));
         grad_reg.coeffRef(i) += static_cast<Scalar>(wi / a);
+        if (losses.given()) losses.set_anchor(i, wi * reg_at(i));
         if (config_.sigmoid) {
           add_to(grad.derived().coeffRef(i, l - 1), g * q.one_minus_s);
         } else {
@@ -392,20 +402,6 @@ class CarlLoss : public DenseLoss<CarlLoss<Scalar>, Scalar, CarlSignature> {
       ref += static_cast<Scalar>(d);
     else
       ref = static_cast<G>(static_cast<float>(ref) + static_cast<float>(d));
-  }
-
-  /// anchor_losses: ŵ_i ℓ_i at the positives (formed in double, rounded once), 0 elsewhere; the
-  /// value is their sum over A.
-  template <typename XD, typename LD, typename RegAt>
-  void write_losses(const Eigen::DenseBase<XD>& x, const Eigen::DenseBase<LD>& labels,
-                    const RegAt& reg_at, const Sums& s, detail::LossSink<Scalar>& losses) const {
-    const Index n = x.rows();
-    losses.prepare(n, 1);
-    losses.zero_anchors(0, n);
-    detail::pisa_scan_labels(labels, [&](Index i, auto l) {
-      const double w = s.weight(evaluate(x, i, static_cast<Label>(l)).key);
-      losses.set_anchor(i, w * reg_at(i));
-    });
   }
 
   Config config_;
